@@ -1,0 +1,65 @@
+use oni_proto::TlsConfig;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActorConfig {
+    /// Learner address, `host:port`.
+    pub learner: String,
+    /// Stable name of this actor (defaults to host name + pid). A restarted actor keeps its
+    /// name but gets a new run id.
+    pub actor_id: Option<String>,
+    /// Number of actors `oni run` starts in-process.
+    pub count: usize,
+    /// Envs per actor, split in two halves that alternate between stepping and inference.
+    pub num_envs: usize,
+    /// `cpu` or `cuda` for inference.
+    pub device: String,
+    /// How often to ask the learner for newer weights.
+    pub weights_poll_ms: u64,
+    /// Rollouts sent but not yet acknowledged, per stream.
+    pub max_in_flight: usize,
+    /// Finished rollouts waiting to be sent; stepping pauses when it is full.
+    pub send_queue: usize,
+    pub connect_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+    /// A stream with rollouts in flight and no ack for this long is considered dead.
+    pub ack_timeout_ms: u64,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    pub tls: TlsConfig,
+}
+
+impl Default for ActorConfig {
+    fn default() -> Self {
+        ActorConfig {
+            learner: "127.0.0.1:50051".into(),
+            actor_id: None,
+            count: 1,
+            num_envs: 32,
+            device: "cpu".into(),
+            weights_poll_ms: 100,
+            max_in_flight: 8,
+            send_queue: 16,
+            connect_timeout_ms: 3000,
+            request_timeout_ms: 10_000,
+            ack_timeout_ms: 30_000,
+            backoff_base_ms: 100,
+            backoff_max_ms: 5000,
+            tls: TlsConfig::default(),
+        }
+    }
+}
+
+impl ActorConfig {
+    pub fn client_options(&self) -> oni_proto::ClientOptions {
+        use std::time::Duration;
+        oni_proto::ClientOptions {
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            keepalive_interval: Duration::from_secs(5),
+            keepalive_timeout: Duration::from_secs(10),
+            tls: self.tls.clone(),
+        }
+    }
+}

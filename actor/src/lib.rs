@@ -1,0 +1,11 @@
+//! The actor: steps a batch of environments (double-buffered against inference), runs the
+//! policy, and streams fixed-length rollouts to the learner; pulls new weights when the
+//! learner's version changes; reconnects with backoff when the learner is gone.
+
+pub mod config;
+pub mod link;
+pub mod rollout;
+pub mod stepping;
+
+pub use config::ActorConfig;
+pub use stepping::{run_actor, ActorSetup};

@@ -1,0 +1,211 @@
+//! The actor's two connections to the learner: a poller that fetches weights when the
+//! version changes, and a sender that streams rollouts and reads acks. Both reconnect with
+//! exponential backoff and jitter; every call has a deadline and the channel keepalives.
+
+use crate::config::ActorConfig;
+use oni_proto::v1::learner_client::LearnerClient;
+use oni_proto::v1::{GetPolicyRequest, Rollout};
+use oni_proto::{AuthInterceptor, Backoff};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+pub type Client = LearnerClient<InterceptedService<Channel, AuthInterceptor>>;
+
+pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
+
+/// The newest weights the poller fetched, for the stepping thread to pick up.
+#[derive(Default)]
+pub struct WeightsSlot {
+    pub latest: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
+}
+
+fn rpc_error(method: &'static str, st: &tonic::Status) {
+    metrics::counter!("oni_rpc_errors_total", "method" => method, "code" => format!("{:?}", st.code())).increment(1);
+}
+
+pub async fn connect(cfg: &ActorConfig, token: Option<&str>) -> Result<Client, String> {
+    let channel = cfg.client_options().connect(&cfg.learner).await.map_err(|e| e.to_string())?;
+    let auth = AuthInterceptor::new(token).map_err(|e| e.to_string())?;
+    Ok(LearnerClient::with_interceptor(channel, auth)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+fn backoff(cfg: &ActorConfig) -> Backoff {
+    Backoff::new(Duration::from_millis(cfg.backoff_base_ms), Duration::from_millis(cfg.backoff_max_ms))
+}
+
+/// Errors that retrying cannot fix: the operator must change the setup.
+fn is_fatal(st: &tonic::Status) -> bool {
+    matches!(st.code(), tonic::Code::Unauthenticated | tonic::Code::FailedPrecondition | tonic::Code::PermissionDenied)
+}
+
+/// Polls `GetPolicy` until stopped. Returns an error only for problems retrying cannot fix
+/// (wrong token, mismatched network).
+pub async fn poll_weights(
+    cfg: ActorConfig,
+    token: Option<String>,
+    fingerprint: String,
+    slot: Arc<WeightsSlot>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let mut bo = backoff(&cfg);
+    let mut client: Option<Client> = None;
+    let timeout = Duration::from_millis(cfg.request_timeout_ms);
+    while !*stop.borrow() {
+        if client.is_none() {
+            match connect(&cfg, token.as_deref()).await {
+                Ok(c) => client = Some(c),
+                Err(e) => {
+                    tracing::warn!("weights: cannot reach learner: {e}");
+                    metrics::counter!("oni_reconnects_total", "peer" => "learner").increment(1);
+                    let d = bo.next_delay();
+                    let _ = tokio::time::timeout(d, stop.changed()).await;
+                    continue;
+                }
+            }
+        }
+        let have = slot.latest.lock().unwrap().as_ref().map_or(u64::MAX, |(v, _)| *v);
+        let mut req = tonic::Request::new(GetPolicyRequest { have_version: have, model_fingerprint: fingerprint.clone() });
+        req.set_timeout(timeout);
+        match client.as_mut().unwrap().get_policy(req).await {
+            Ok(resp) => {
+                bo.reset();
+                let w = resp.into_inner();
+                if !w.unchanged && !w.weights.is_empty() {
+                    *slot.latest.lock().unwrap() = Some((w.version, Arc::new(w.weights)));
+                }
+            }
+            Err(st) => {
+                rpc_error("GetPolicy", &st);
+                if is_fatal(&st) {
+                    return Err(format!("learner refused GetPolicy: {}", st.message()));
+                }
+                tracing::warn!("weights: GetPolicy failed: {}", st.message());
+                client = None;
+                metrics::counter!("oni_reconnects_total", "peer" => "learner").increment(1);
+                let d = bo.next_delay();
+                let _ = tokio::time::timeout(d, stop.changed()).await;
+                continue;
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(cfg.weights_poll_ms), stop.changed()).await;
+    }
+    Ok(())
+}
+
+/// Streams rollouts from `rx` to the learner until `rx` closes or `stop`. Rollouts in
+/// flight when a stream breaks are lost (counted); the next ones go on a new stream.
+pub async fn send_rollouts(
+    cfg: ActorConfig,
+    token: Option<String>,
+    mut rx: mpsc::Receiver<Rollout>,
+    fatal: Arc<AtomicBool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut bo = backoff(&cfg);
+    'reconnect: loop {
+        if *stop.borrow() {
+            return;
+        }
+        let mut client = match connect(&cfg, token.as_deref()).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("rollouts: cannot reach learner: {e}");
+                metrics::counter!("oni_reconnects_total", "peer" => "learner").increment(1);
+                let d = bo.next_delay();
+                let _ = tokio::time::timeout(d, stop.changed()).await;
+                continue;
+            }
+        };
+        let (out_tx, out_rx) = mpsc::channel::<Rollout>(cfg.max_in_flight.max(1));
+        let mut acks = match client.stream_rollouts(ReceiverStream::new(out_rx)).await {
+            Ok(r) => r.into_inner(),
+            Err(st) => {
+                rpc_error("StreamRollouts", &st);
+                if is_fatal(&st) {
+                    tracing::error!("learner refused the rollout stream: {}", st.message());
+                    fatal.store(true, Ordering::Release);
+                    return;
+                }
+                tracing::warn!("rollouts: stream failed: {}", st.message());
+                metrics::counter!("oni_reconnects_total", "peer" => "learner").increment(1);
+                let d = bo.next_delay();
+                let _ = tokio::time::timeout(d, stop.changed()).await;
+                continue;
+            }
+        };
+        bo.reset();
+        let window = Arc::new(Semaphore::new(cfg.max_in_flight.max(1)));
+        let ack_timeout = Duration::from_millis(cfg.ack_timeout_ms);
+        let mut pause = false;
+        loop {
+            let in_flight = cfg.max_in_flight.max(1) - window.available_permits();
+            tokio::select! {
+                biased;
+                _ = stop.changed() => return,
+                ack = tokio::time::timeout(ack_timeout, acks.next()), if in_flight > 0 => {
+                    match ack {
+                        Ok(Some(Ok(a))) => {
+                            window.add_permits(1);
+                            if !a.accepted {
+                                metrics::counter!("oni_actor_rollouts_rejected_total").increment(1);
+                                tracing::warn!(code = a.code, "learner rejected rollout {}: {}", a.sequence, a.message);
+                                if a.code == tonic::Code::FailedPrecondition as i32 || a.code == tonic::Code::Unauthenticated as i32 {
+                                    fatal.store(true, Ordering::Release);
+                                    return;
+                                }
+                            }
+                            if a.backpressure && !pause {
+                                metrics::counter!("oni_actor_backpressure_pauses_total").increment(1);
+                            }
+                            pause = a.backpressure;
+                        }
+                        Ok(Some(Err(st))) => {
+                            rpc_error("StreamRollouts", &st);
+                            if is_fatal(&st) {
+                                tracing::error!("learner closed the rollout stream: {}", st.message());
+                                fatal.store(true, Ordering::Release);
+                                return;
+                            }
+                            lost(in_flight, &st.to_string());
+                            continue 'reconnect;
+                        }
+                        Ok(None) => {
+                            lost(in_flight, "stream closed");
+                            continue 'reconnect;
+                        }
+                        Err(_) => {
+                            lost(in_flight, "no ack before the deadline");
+                            continue 'reconnect;
+                        }
+                    }
+                }
+                r = rx.recv(), if !pause && window.available_permits() > 0 => {
+                    let Some(r) = r else { return };
+                    window.try_acquire().expect("permit available").forget();
+                    if out_tx.send(r).await.is_err() {
+                        lost(in_flight + 1, "stream closed");
+                        continue 'reconnect;
+                    }
+                }
+                _ = tokio::time::sleep(Duration::from_millis(20)), if pause && in_flight == 0 => {
+                    // Paused with nothing in flight: resume slowly rather than stall forever.
+                    pause = false;
+                }
+            }
+        }
+    }
+}
+
+fn lost(n: usize, why: &str) {
+    tracing::warn!("rollout stream broke ({why}); {n} rollouts in flight lost, reconnecting");
+    metrics::counter!("oni_rollouts_dropped_total", "reason" => "disconnect").increment(n as u64);
+    metrics::counter!("oni_reconnects_total", "peer" => "learner").increment(1);
+}

@@ -1,0 +1,169 @@
+//! Accumulates one group of envs' steps into per-env rollouts. All envs of a group step in
+//! lockstep, so their rollouts fill and are emitted together.
+
+use oni_env::{spec::message_text, ObsSpec, VecEnv, MESSAGE_LEN};
+use oni_proto::v1::{EpisodeSummary, Rollout};
+
+pub struct GroupRollouts {
+    steps: usize,
+    n: usize,
+    t: usize,
+    started: bool,
+    spec: ObsSpec,
+    first_slot: usize,
+    policy_version: u64,
+    initial_state: Vec<f32>,
+    glyphs: Vec<Vec<u8>>,
+    stats: Vec<Vec<f32>>,
+    messages: Vec<Vec<u8>>,
+    actions: Vec<Vec<u32>>,
+    logp: Vec<Vec<f32>>,
+    rewards: Vec<Vec<f32>>,
+    dones: Vec<Vec<bool>>,
+    captions: Vec<Vec<String>>,
+    episodes: Vec<Vec<EpisodeSummary>>,
+}
+
+impl GroupRollouts {
+    pub fn new(spec: &ObsSpec, steps: usize, n: usize, first_slot: usize) -> Self {
+        let mut g = GroupRollouts {
+            steps,
+            n,
+            t: 0,
+            started: false,
+            spec: spec.clone(),
+            first_slot,
+            policy_version: 0,
+            initial_state: Vec::new(),
+            glyphs: Vec::new(),
+            stats: Vec::new(),
+            messages: Vec::new(),
+            actions: Vec::new(),
+            logp: Vec::new(),
+            rewards: Vec::new(),
+            dones: Vec::new(),
+            captions: Vec::new(),
+            episodes: Vec::new(),
+        };
+        g.clear();
+        g
+    }
+
+    fn clear(&mut self) {
+        let (n, t) = (self.n, self.steps);
+        self.t = 0;
+        self.glyphs = (0..n).map(|_| Vec::with_capacity((t + 1) * self.spec.crop_len() * 2)).collect();
+        self.stats = (0..n).map(|_| Vec::with_capacity((t + 1) * self.spec.stats_dim)).collect();
+        self.messages = (0..n).map(|_| Vec::with_capacity((t + 1) * MESSAGE_LEN)).collect();
+        self.actions = (0..n).map(|_| Vec::with_capacity(t)).collect();
+        self.logp = (0..n).map(|_| Vec::with_capacity(t)).collect();
+        self.rewards = (0..n).map(|_| Vec::with_capacity(t)).collect();
+        self.dones = (0..n).map(|_| Vec::with_capacity(t)).collect();
+        self.captions = (0..n).map(|_| Vec::with_capacity(t)).collect();
+        self.episodes = (0..n).map(|_| Vec::new()).collect();
+    }
+
+    fn push_obs(&mut self, envs: &VecEnv) {
+        let (c, s) = (self.spec.crop_len(), self.spec.stats_dim);
+        for i in 0..self.n {
+            self.glyphs[i].extend(envs.glyphs[i * c..(i + 1) * c].iter().flat_map(|g| g.to_le_bytes()));
+            self.stats[i].extend_from_slice(&envs.stats[i * s..(i + 1) * s]);
+            self.messages[i].extend_from_slice(&envs.messages[i * MESSAGE_LEN..(i + 1) * MESSAGE_LEN]);
+        }
+    }
+
+    /// Records the observations about to be acted on. When T steps are complete this
+    /// observation is also the bootstrap of the finished rollouts, which are returned; the
+    /// next rollouts start from it with `hidden` ([n·H], the state before it) as their
+    /// initial state.
+    pub fn observe(&mut self, envs: &VecEnv, hidden: &[f32], policy_version: u64, run: &RunIds) -> Vec<Rollout> {
+        let mut out = Vec::new();
+        if self.started && self.t == self.steps {
+            self.push_obs(envs);
+            out = self.emit(run);
+            self.clear();
+        }
+        if self.t == 0 {
+            self.started = true;
+            self.policy_version = policy_version;
+            self.initial_state = hidden.to_vec();
+        }
+        self.push_obs(envs);
+        out
+    }
+
+    pub fn act(&mut self, actions: &[(usize, f32)]) {
+        for (i, &(a, lp)) in actions.iter().enumerate() {
+            self.actions[i].push(a as u32);
+            self.logp[i].push(lp);
+        }
+    }
+
+    pub fn stepped(&mut self, envs: &VecEnv, env_offset: usize) {
+        let last = &envs.last;
+        for i in 0..self.n {
+            self.rewards[i].push(last.rewards[i]);
+            self.dones[i].push(last.dones[i]);
+            self.captions[i].push(message_text(&last.captions[i * MESSAGE_LEN..(i + 1) * MESSAGE_LEN]));
+        }
+        for e in &last.episodes {
+            self.episodes[e.env_index - env_offset].push(EpisodeSummary {
+                extrinsic_return: e.extrinsic_return,
+                intrinsic_return: 0.0,
+                length: e.length,
+                success: e.success,
+            });
+        }
+        self.t += 1;
+    }
+
+    fn emit(&mut self, run: &RunIds) -> Vec<Rollout> {
+        let h = self.initial_state.len() / self.n.max(1);
+        (0..self.n)
+            .map(|i| {
+                let slot = (self.first_slot + i) as u32;
+                Rollout {
+                    run_id: run.run_id.clone(),
+                    actor_id: run.actor_id.clone(),
+                    env_slot: slot,
+                    sequence: run.next_sequence(slot),
+                    policy_version: self.policy_version,
+                    length: self.steps as u32,
+                    initial_state: self.initial_state[i * h..(i + 1) * h].to_vec(),
+                    glyphs: std::mem::take(&mut self.glyphs[i]),
+                    stats: std::mem::take(&mut self.stats[i]),
+                    messages: std::mem::take(&mut self.messages[i]),
+                    actions: std::mem::take(&mut self.actions[i]),
+                    behaviour_logprobs: std::mem::take(&mut self.logp[i]),
+                    rewards: std::mem::take(&mut self.rewards[i]),
+                    dones: std::mem::take(&mut self.dones[i]),
+                    captions: std::mem::take(&mut self.captions[i]),
+                    intrinsic_rewards: Vec::new(),
+                    reward_model_version: 0,
+                    episodes: std::mem::take(&mut self.episodes[i]),
+                }
+            })
+            .collect()
+    }
+}
+
+/// This actor process's identity and per-slot rollout counters.
+pub struct RunIds {
+    pub run_id: String,
+    pub actor_id: String,
+    sequences: std::sync::Mutex<std::collections::HashMap<u32, u64>>,
+}
+
+impl RunIds {
+    pub fn new(actor_id: String) -> Self {
+        RunIds { run_id: uuid::Uuid::new_v4().to_string(), actor_id, sequences: Default::default() }
+    }
+
+    fn next_sequence(&self, slot: u32) -> u64 {
+        let mut m = self.sequences.lock().unwrap();
+        let e = m.entry(slot).or_insert(0);
+        let s = *e;
+        *e += 1;
+        s
+    }
+}

@@ -1,0 +1,200 @@
+//! The `oni` configuration: one TOML document with a section per role, presets in
+//! `configs/`, `--set section.key=value` overrides, and strict checking (an unknown key or
+//! a wrong type fails at start, naming the key).
+
+use anyhow::{anyhow, bail, Context, Result};
+use oni_actor::ActorConfig;
+use oni_env::EnvConfig;
+use oni_learner::batch::RewardMix;
+use oni_learner::LearnerConfig;
+use oni_policy::PolicyConfig;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Run name: the run directory is `runs/<name>` unless `--run-dir` says otherwise.
+    pub name: String,
+    /// Shared secret for every gRPC service (`ONI_TOKEN` overrides); empty = none.
+    pub token: String,
+    pub env: EnvConfig,
+    pub policy: PolicyConfig,
+    pub learner: LearnerConfig,
+    pub actor: ActorConfig,
+    pub reward: RewardConfig,
+    pub run: RunConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            name: "default".into(),
+            token: String::new(),
+            env: EnvConfig::default(),
+            policy: PolicyConfig::default(),
+            learner: LearnerConfig::default(),
+            actor: ActorConfig::default(),
+            reward: RewardConfig::default(),
+            run: RunConfig::default(),
+            telemetry: TelemetryConfig::default(),
+        }
+    }
+}
+
+/// r = α_ext · clip(r_ext, ±clip) + α_int · r_int.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RewardConfig {
+    pub extrinsic_coef: f32,
+    pub intrinsic_coef: f32,
+    pub clip: f32,
+}
+
+impl Default for RewardConfig {
+    fn default() -> Self {
+        RewardConfig { extrinsic_coef: 1.0, intrinsic_coef: 0.0, clip: 10.0 }
+    }
+}
+
+impl RewardConfig {
+    pub fn mix(&self) -> RewardMix {
+        RewardMix { extrinsic_coef: self.extrinsic_coef, intrinsic_coef: self.intrinsic_coef, clip: self.clip }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// Stop after this many env steps (0 = no limit).
+    pub max_env_steps: u64,
+    /// Stop after this many seconds (0 = no limit).
+    pub max_seconds: u64,
+    pub progress_interval_secs: f64,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig { max_env_steps: 0, max_seconds: 0, progress_interval_secs: 2.0 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// `/metrics` listen address; empty disables the endpoint.
+    pub metrics_listen: String,
+    pub log_level: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig { metrics_listen: "127.0.0.1:9100".into(), log_level: "info".into() }
+    }
+}
+
+/// Parses `value` as a TOML value (number, bool, string, array…); anything that is not
+/// valid TOML is taken as a plain string, so `--set env.name=keyroom-small` works.
+fn parse_value(value: &str) -> toml::Value {
+    match toml::from_str::<toml::Table>(&format!("v = {value}")) {
+        Ok(mut t) => t.remove("v").unwrap(),
+        Err(_) => toml::Value::String(value.to_string()),
+    }
+}
+
+fn set_path(root: &mut toml::Table, key: &str, value: toml::Value) -> Result<()> {
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        bail!("--set key `{key}` is not of the form section.key");
+    }
+    let mut table = root;
+    for p in &parts[..parts.len() - 1] {
+        let entry = table.entry(p.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
+        table = entry.as_table_mut().ok_or_else(|| anyhow!("--set {key}: `{p}` is not a section"))?;
+    }
+    table.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}
+
+/// Loads `path` (or the defaults), applies the overrides and checks every key.
+pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Config> {
+    let mut table = match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read config file {}", p.display()))?;
+            toml::from_str::<toml::Table>(&text).with_context(|| format!("config file {} is not valid TOML", p.display()))?
+        }
+        None => toml::Table::new(),
+    };
+    for o in overrides {
+        let (k, v) = o.split_once('=').ok_or_else(|| anyhow!("--set `{o}` must be key=value"))?;
+        set_path(&mut table, k.trim(), parse_value(v.trim()))?;
+    }
+    let mut cfg: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let key = e.path().to_string();
+        anyhow!("config key `{key}`: {}", e.into_inner())
+    })?;
+    if let Ok(t) = std::env::var("ONI_TOKEN") {
+        cfg.token = t;
+    }
+    validate(&cfg)?;
+    Ok(cfg)
+}
+
+fn validate(cfg: &Config) -> Result<()> {
+    let l = &cfg.learner;
+    let checks: [(&str, bool); 7] = [
+        ("policy.glyph_conv_layers", cfg.policy.glyph_conv_layers <= 2),
+        ("learner.batch_rollouts", l.batch_rollouts >= 1),
+        ("learner.rollout_len", l.rollout_len >= 1),
+        ("learner.gamma", (0.0..=1.0).contains(&l.gamma)),
+        ("learner.learning_rate", l.learning_rate > 0.0),
+        ("actor.num_envs", cfg.actor.num_envs >= 1),
+        ("policy.core_hidden", cfg.policy.core_hidden >= 1),
+    ];
+    for (key, ok) in checks {
+        if !ok {
+            bail!("config key `{key}` has an invalid value");
+        }
+    }
+    oni_env::registry::env_spec(&cfg.env).map_err(|e| anyhow!("config key `env.name`: {e}"))?;
+    let mb = cfg.policy.message_bytes;
+    if mb > oni_env::MESSAGE_LEN || (1..4).contains(&mb) {
+        bail!("config key `policy.message_bytes` must be 0 (no message encoder) or 4..={}", oni_env::MESSAGE_LEN);
+    }
+    Ok(())
+}
+
+impl Config {
+    pub fn run_dir(&self, explicit: Option<&Path>) -> PathBuf {
+        explicit.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("runs").join(&self.name))
+    }
+
+    pub fn token(&self) -> Option<String> {
+        (!self.token.is_empty()).then(|| self.token.clone())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_apply_and_bad_keys_are_named() {
+        let c = load(None, &["learner.learning_rate=0.001".into(), "env.name=keyroom-sparse".into()]).unwrap();
+        assert_eq!(c.learner.learning_rate, 0.001);
+        assert_eq!(c.env.name, "keyroom-sparse");
+        let e = load(None, &["learner.lerning_rate=0.1".into()]).unwrap_err().to_string();
+        assert!(e.contains("learner") && e.contains("lerning_rate"), "{e}");
+        let e = load(None, &["learner.batch_rollouts=\"many\"".into()]).unwrap_err().to_string();
+        assert!(e.contains("learner.batch_rollouts"), "{e}");
+        let e = load(None, &["env.name=nope".into()]).unwrap_err().to_string();
+        assert!(e.contains("env.name") && e.contains("nope"), "{e}");
+        let e = load(Some(Path::new("/no/such/file.toml")), &[]).unwrap_err().to_string();
+        assert!(e.contains("/no/such/file.toml"), "{e}");
+    }
+}

@@ -1,0 +1,114 @@
+//! The live progress line, `metrics.jsonl` rows and `summary.json` of a run directory.
+
+use oni_learner::{LearnerStats, StatsSnapshot};
+use serde::Serialize;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Serialize)]
+struct Row<'a> {
+    wall_seconds: f64,
+    steps_per_second: f64,
+    #[serde(flatten)]
+    stats: &'a StatsSnapshot,
+}
+
+pub struct Progress {
+    jsonl: Option<std::fs::File>,
+    last_steps: u64,
+    last_time: Instant,
+    started: Instant,
+    start_steps: u64,
+    sps: f64,
+}
+
+#[derive(Serialize)]
+pub struct Summary {
+    pub name: String,
+    pub env: String,
+    pub env_steps: u64,
+    /// Env steps this process ran (excludes steps restored from a checkpoint).
+    pub env_steps_this_run: u64,
+    pub wall_seconds: f64,
+    pub steps_per_second: f64,
+    pub episodes: u64,
+    pub success_rate: f64,
+    pub mean_extrinsic_return: f64,
+    pub mean_intrinsic_return: f64,
+    pub mean_episode_length: f64,
+    pub policy_version: u64,
+    pub updates: u64,
+    pub mean_policy_lag: f64,
+    pub rollouts_dropped: u64,
+    pub rollouts_rejected: u64,
+}
+
+impl Progress {
+    pub fn new(run_dir: Option<&Path>, stats: &LearnerStats) -> Self {
+        let jsonl = run_dir.and_then(|d| {
+            std::fs::OpenOptions::new().create(true).append(true).open(d.join("metrics.jsonl")).ok()
+        });
+        let s = stats.snapshot().env_steps;
+        Progress { jsonl, last_steps: s, last_time: Instant::now(), started: Instant::now(), start_steps: s, sps: 0.0 }
+    }
+
+    pub fn tick(&mut self, stats: &LearnerStats) {
+        let snap = stats.snapshot();
+        let now = Instant::now();
+        let dt = now.duration_since(self.last_time).as_secs_f64().max(1e-9);
+        self.sps = (snap.env_steps.saturating_sub(self.last_steps)) as f64 / dt;
+        self.last_steps = snap.env_steps;
+        self.last_time = now;
+        let wall = now.duration_since(self.started).as_secs_f64();
+        eprintln!(
+            "[{wall:7.1}s] steps {:>10} | {:>8.0} SPS | episodes {:>7} | success {:.2} | return {:+.3} | len {:5.1} | lag {:4.1} | v{} | ent {:.3} | kl {:.4}",
+            snap.env_steps,
+            self.sps,
+            snap.episodes,
+            snap.success_rate,
+            snap.mean_extrinsic_return,
+            snap.mean_episode_length,
+            snap.mean_policy_lag,
+            snap.policy_version,
+            snap.entropy,
+            snap.approx_kl,
+        );
+        if let Some(f) = &mut self.jsonl {
+            let row = Row { wall_seconds: wall, steps_per_second: self.sps, stats: &snap };
+            let _ = writeln!(f, "{}", serde_json::to_string(&row).unwrap());
+        }
+    }
+
+    pub fn summary(&self, name: &str, env: &str, stats: &LearnerStats) -> Summary {
+        let s = stats.snapshot();
+        let wall = self.started.elapsed().as_secs_f64();
+        let this_run = s.env_steps.saturating_sub(self.start_steps);
+        Summary {
+            name: name.into(),
+            env: env.into(),
+            env_steps: s.env_steps,
+            env_steps_this_run: this_run,
+            wall_seconds: wall,
+            steps_per_second: this_run as f64 / wall.max(1e-9),
+            episodes: s.episodes,
+            success_rate: s.success_rate,
+            mean_extrinsic_return: s.mean_extrinsic_return,
+            mean_intrinsic_return: s.mean_intrinsic_return,
+            mean_episode_length: s.mean_episode_length,
+            policy_version: s.policy_version,
+            updates: s.updates,
+            mean_policy_lag: s.mean_policy_lag,
+            rollouts_dropped: s.rollouts_dropped,
+            rollouts_rejected: s.rollouts_rejected,
+        }
+    }
+}
+
+pub fn write_summary(run_dir: &Path, summary: &Summary) -> std::io::Result<PathBuf> {
+    let path = run_dir.join("summary.json");
+    let tmp = run_dir.join(".summary.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(summary).unwrap())?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
+}

@@ -1,0 +1,184 @@
+//! `oni run`, `oni learner` and `oni actor`.
+
+use crate::config::{self, Config};
+use crate::device::{self, DeviceKind};
+use crate::progress::{write_summary, Progress};
+use crate::{with_backend, Common};
+use anyhow::{Context, Result};
+use oni_actor::stepping::ActorCounters;
+use oni_actor::ActorSetup;
+use oni_learner::{spawn_learner, LearnerHandle, LearnerSetup};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+pub struct Prepared {
+    pub cfg: Config,
+    pub run_dir: PathBuf,
+}
+
+/// Loads the config, applies the command-line overrides and prepares the run directory.
+pub fn prepare(c: &Common) -> Result<Prepared> {
+    let mut cfg = config::load(c.config.as_deref(), &c.set)?;
+    if let Some(n) = c.max_env_steps {
+        cfg.run.max_env_steps = n;
+    }
+    let run_dir = cfg.run_dir(c.run_dir.as_deref());
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
+    std::fs::write(run_dir.join("config.toml"), cfg.to_toml())
+        .with_context(|| format!("cannot write {}", run_dir.join("config.toml").display()))?;
+    oni_telemetry::init_logging(&cfg.telemetry.log_level);
+    Ok(Prepared { cfg, run_dir })
+}
+
+pub fn init_metrics(cfg: &Config) -> Result<()> {
+    let listen = (!cfg.telemetry.metrics_listen.is_empty()).then_some(cfg.telemetry.metrics_listen.as_str());
+    oni_telemetry::init_metrics(listen)?;
+    if let Some(l) = listen {
+        tracing::info!("metrics on http://{l}/metrics");
+    }
+    Ok(())
+}
+
+pub async fn start_learner(p: &Prepared) -> Result<LearnerHandle> {
+    let cfg = &p.cfg;
+    let spec = oni_env::registry::env_spec(&cfg.env)?;
+    let kind = device::parse("learner.device", &cfg.learner.device)?;
+    let setup = LearnerSetup {
+        cfg: cfg.learner.clone(),
+        policy: cfg.policy.clone(),
+        spec,
+        mix: cfg.reward.mix(),
+        run_dir: p.run_dir.clone(),
+        resolved_config: cfg.to_toml(),
+        token: cfg.token(),
+        max_env_steps: (cfg.run.max_env_steps > 0).then_some(cfg.run.max_env_steps),
+    };
+    let handle = with_backend!(kind, autodiff, |B, dev| spawn_learner::<B>(setup, dev).await)?;
+    Ok(handle)
+}
+
+pub fn spawn_actor(
+    cfg: &Config,
+    learner: String,
+    index: usize,
+    counters: Arc<ActorCounters>,
+    stop: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<Result<(), oni_actor::stepping::ActorError>>> {
+    let spec = oni_env::registry::env_spec(&cfg.env)?;
+    let kind: DeviceKind = device::parse("actor.device", &cfg.actor.device)?;
+    let mut actor_cfg = cfg.actor.clone();
+    actor_cfg.learner = learner;
+    if cfg.actor.count > 1 {
+        actor_cfg.actor_id = cfg.actor.actor_id.as_ref().map(|id| format!("{id}-{index}"));
+    }
+    let setup = ActorSetup {
+        cfg: actor_cfg,
+        env: cfg.env.clone(),
+        policy: cfg.policy.clone(),
+        spec,
+        rollout_len: cfg.learner.rollout_len,
+        token: cfg.token(),
+        index,
+    };
+    Ok(tokio::spawn(async move {
+        with_backend!(kind, inference, |B, dev| oni_actor::run_actor::<B>(setup, dev, counters, stop).await)
+    }))
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Prints progress until the learner finishes, the time limit, a signal, or `extra_done`.
+async fn supervise(p: &Prepared, learner: &LearnerHandle, mut extra_done: impl FnMut() -> bool) -> Progress {
+    let mut progress = Progress::new(Some(&p.run_dir), &learner.stats);
+    let interval = Duration::from_secs_f64(p.cfg.run.progress_interval_secs.max(0.1));
+    let deadline = (p.cfg.run.max_seconds > 0).then(|| Instant::now() + Duration::from_secs(p.cfg.run.max_seconds));
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    let mut next = Instant::now() + interval;
+    loop {
+        tokio::select! {
+            _ = &mut signal => { tracing::info!("signal received, shutting down"); break; }
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+        if Instant::now() >= next {
+            progress.tick(&learner.stats);
+            next += interval;
+        }
+        if learner.finished() || deadline.is_some_and(|d| Instant::now() >= d) || extra_done() {
+            break;
+        }
+    }
+    progress.tick(&learner.stats);
+    progress
+}
+
+pub async fn run(c: Common) -> Result<()> {
+    let mut p = prepare(&c)?;
+    init_metrics(&p.cfg)?;
+    // In one process the learner listens on an ephemeral loopback port unless told otherwise.
+    if p.cfg.learner.listen == oni_learner::LearnerConfig::default().listen {
+        p.cfg.learner.listen = "127.0.0.1:0".into();
+    }
+    let learner = start_learner(&p).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut actors = Vec::new();
+    for i in 0..p.cfg.actor.count.max(1) {
+        let counters = Arc::new(ActorCounters::default());
+        actors.push(spawn_actor(&p.cfg, learner.addr.to_string(), i, counters, stop_rx.clone())?);
+    }
+    tracing::info!(env = %p.cfg.env.name, actors = actors.len(), run_dir = %p.run_dir.display(), "run started");
+    let progress = supervise(&p, &learner, || actors.iter().all(|a| a.is_finished())).await;
+    let _ = stop_tx.send(true);
+    for a in actors {
+        match a.await {
+            Ok(Err(e)) => tracing::error!("actor failed: {e}"),
+            Err(e) => tracing::error!("actor task failed: {e}"),
+            Ok(Ok(())) => {}
+        }
+    }
+    let summary = progress.summary(&p.cfg.name, &p.cfg.env.name, &learner.stats);
+    learner.shutdown().await;
+    let path = write_summary(&p.run_dir, &summary)?;
+    eprintln!(
+        "done: {} env steps in {:.1}s ({:.0} steps/s), success rate {:.2}; summary in {}",
+        summary.env_steps, summary.wall_seconds, summary.steps_per_second, summary.success_rate,
+        path.display()
+    );
+    Ok(())
+}
+
+pub async fn learner(c: Common) -> Result<()> {
+    let p = prepare(&c)?;
+    init_metrics(&p.cfg)?;
+    let learner = start_learner(&p).await?;
+    eprintln!("learner listening on {}", learner.addr);
+    let progress = supervise(&p, &learner, || false).await;
+    let summary = progress.summary(&p.cfg.name, &p.cfg.env.name, &learner.stats);
+    learner.shutdown().await;
+    write_summary(&p.run_dir, &summary)?;
+    Ok(())
+}
+
+pub async fn actor(c: Common) -> Result<()> {
+    let p = prepare(&c)?;
+    init_metrics(&p.cfg)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let counters = Arc::new(ActorCounters::default());
+    let handle = spawn_actor(&p.cfg, p.cfg.actor.learner.clone(), 0, counters, stop_rx)?;
+    tokio::pin!(handle);
+    tokio::select! {
+        r = &mut handle => return r?.map_err(Into::into),
+        _ = shutdown_signal() => {}
+    }
+    let _ = stop_tx.send(true);
+    handle.await?.map_err(Into::into)
+}

@@ -1,0 +1,52 @@
+use serde::{Deserialize, Serialize};
+
+/// Messages are carried as this many bytes, zero padded (as NetHack's message buffer).
+pub const MESSAGE_LEN: usize = 256;
+
+/// Shape of the observations an environment produces; the policy is built from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObsSpec {
+    /// Egocentric glyph crop, rows × cols, hero in the centre.
+    pub crop_rows: usize,
+    pub crop_cols: usize,
+    /// Glyph ids are in `0..num_glyphs`.
+    pub num_glyphs: usize,
+    /// Length of the normalised stats vector.
+    pub stats_dim: usize,
+    pub num_actions: usize,
+}
+
+impl ObsSpec {
+    pub fn crop_len(&self) -> usize {
+        self.crop_rows * self.crop_cols
+    }
+}
+
+/// Mutable views into one env's slot of the observation buffers.
+pub struct ObsBuf<'a> {
+    pub glyphs: &'a mut [u16],
+    pub stats: &'a mut [f32],
+    pub message: &'a mut [u8],
+}
+
+/// What one step produced besides the observation.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StepOutcome {
+    pub reward: f32,
+    pub done: bool,
+    /// The episode reached its goal (counts towards the success rate).
+    pub success: bool,
+}
+
+/// Writes `text` as a zero-padded message, truncated to the buffer.
+pub fn write_message(buf: &mut [u8], text: &[u8]) {
+    let n = text.len().min(buf.len());
+    buf[..n].copy_from_slice(&text[..n]);
+    buf[n..].fill(0);
+}
+
+/// The text of a zero-padded message buffer (up to the first NUL), lossy UTF-8.
+pub fn message_text(buf: &[u8]) -> String {
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}

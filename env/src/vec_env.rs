@@ -1,0 +1,248 @@
+//! A batch of environments stepped together into contiguous buffers, with automatic reset,
+//! and a worker thread that steps one batch while the caller runs inference on another
+//! (double buffering).
+
+use crate::spec::{ObsBuf, ObsSpec, StepOutcome, MESSAGE_LEN};
+use crate::{Env, EnvError};
+use crossbeam_channel::{bounded, Receiver, Sender};
+use std::thread::JoinHandle;
+
+/// An episode that finished during a step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpisodeRecord {
+    pub env_index: usize,
+    pub extrinsic_return: f32,
+    pub length: u32,
+    pub success: bool,
+}
+
+/// What `VecEnv::step` leaves in the per-env step buffers.
+#[derive(Debug, Default)]
+pub struct VecStep {
+    pub rewards: Vec<f32>,
+    pub dones: Vec<bool>,
+    /// The message each env's step produced (before any automatic reset replaced the
+    /// observation): the caption of that transition. `num_envs × MESSAGE_LEN`.
+    pub captions: Vec<u8>,
+    pub episodes: Vec<EpisodeRecord>,
+    /// Envs that failed and were restarted during this step (their step counts as done).
+    pub restarts: Vec<(usize, String)>,
+}
+
+pub type EnvFactory = Box<dyn Fn() -> Result<Box<dyn Env>, EnvError> + Send>;
+
+pub struct VecEnv {
+    envs: Vec<Box<dyn Env>>,
+    factory: EnvFactory,
+    spec: ObsSpec,
+    base_seed: u64,
+    first_index: usize,
+    episode_counter: Vec<u64>,
+    ep_return: Vec<f32>,
+    ep_len: Vec<u32>,
+    pub glyphs: Vec<u16>,
+    pub stats: Vec<f32>,
+    pub messages: Vec<u8>,
+    pub last: VecStep,
+}
+
+/// Per-episode seed: distinct for every (base seed, env, episode) so that no two envs replay
+/// the same game, yet a run is reproducible from its base seed.
+pub fn episode_seed(base_seed: u64, env_index: usize, episode: u64) -> u64 {
+    let mut z = base_seed
+        ^ (env_index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ episode.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    // splitmix64 finaliser
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn obs_slot<'a>(
+    spec: &ObsSpec,
+    glyphs: &'a mut [u16],
+    stats: &'a mut [f32],
+    messages: &'a mut [u8],
+    i: usize,
+) -> ObsBuf<'a> {
+    let (c, s) = (spec.crop_len(), spec.stats_dim);
+    ObsBuf {
+        glyphs: &mut glyphs[i * c..(i + 1) * c],
+        stats: &mut stats[i * s..(i + 1) * s],
+        message: &mut messages[i * MESSAGE_LEN..(i + 1) * MESSAGE_LEN],
+    }
+}
+
+impl VecEnv {
+    /// `first_index` numbers this batch's envs globally (for seeds and episode records).
+    pub fn new(
+        factory: EnvFactory,
+        num_envs: usize,
+        base_seed: u64,
+        first_index: usize,
+    ) -> Result<Self, EnvError> {
+        let envs = (0..num_envs).map(|_| factory()).collect::<Result<Vec<_>, _>>()?;
+        let spec = envs
+            .first()
+            .map(|e| e.spec().clone())
+            .ok_or_else(|| EnvError::BadSetting {
+                key: "actor.num_envs".into(),
+                reason: "must be at least 1".into(),
+            })?;
+        let mut v = VecEnv {
+            glyphs: vec![0; num_envs * spec.crop_len()],
+            stats: vec![0.0; num_envs * spec.stats_dim],
+            messages: vec![0; num_envs * MESSAGE_LEN],
+            last: VecStep {
+                rewards: vec![0.0; num_envs],
+                dones: vec![false; num_envs],
+                captions: vec![0; num_envs * MESSAGE_LEN],
+                episodes: Vec::new(),
+                restarts: Vec::new(),
+            },
+            episode_counter: vec![0; num_envs],
+            ep_return: vec![0.0; num_envs],
+            ep_len: vec![0; num_envs],
+            envs,
+            factory,
+            spec,
+            base_seed,
+            first_index,
+        };
+        for i in 0..num_envs {
+            v.reset_env(i)?;
+        }
+        Ok(v)
+    }
+
+    pub fn spec(&self) -> &ObsSpec {
+        &self.spec
+    }
+
+    pub fn num_envs(&self) -> usize {
+        self.envs.len()
+    }
+
+    fn reset_env(&mut self, i: usize) -> Result<(), EnvError> {
+        let seed = episode_seed(self.base_seed, self.first_index + i, self.episode_counter[i]);
+        self.episode_counter[i] += 1;
+        self.ep_return[i] = 0.0;
+        self.ep_len[i] = 0;
+        let buf = obs_slot(&self.spec, &mut self.glyphs, &mut self.stats, &mut self.messages, i);
+        self.envs[i].reset(seed, buf)
+    }
+
+    /// Replaces a failed env with a fresh instance and starts a new episode in it.
+    fn restart_env(&mut self, i: usize) -> Result<(), EnvError> {
+        self.envs[i] = (self.factory)()?;
+        self.reset_env(i)
+    }
+
+    /// Steps every env with its action. Finished episodes are reset at once, so the
+    /// observation buffers always hold the input for the next action. Errors only when a
+    /// failed env cannot even be recreated; an action out of range is an error too, since it
+    /// means the caller's action space does not match the env.
+    pub fn step(&mut self, actions: &[usize]) -> Result<(), EnvError> {
+        assert_eq!(actions.len(), self.envs.len(), "one action per env");
+        self.last.episodes.clear();
+        self.last.restarts.clear();
+        // Check every action first, so a bad batch leaves no env half-stepped.
+        if let Some((i, &a)) = actions.iter().enumerate().find(|(_, &a)| a >= self.spec.num_actions) {
+            return Err(EnvError::ActionOutOfRange {
+                env: format!("env #{}", self.first_index + i),
+                action: a,
+                num_actions: self.spec.num_actions,
+            });
+        }
+        for (i, &a) in actions.iter().enumerate() {
+            let buf = obs_slot(&self.spec, &mut self.glyphs, &mut self.stats, &mut self.messages, i);
+            let (out, failed) = match self.envs[i].step(a, buf) {
+                Ok(out) => (out, false),
+                Err(e) => {
+                    self.last.restarts.push((self.first_index + i, e.to_string()));
+                    self.messages[i * MESSAGE_LEN..(i + 1) * MESSAGE_LEN].fill(0);
+                    (StepOutcome { reward: 0.0, done: true, success: false }, true)
+                }
+            };
+            self.last.rewards[i] = out.reward;
+            self.last.dones[i] = out.done;
+            self.last.captions[i * MESSAGE_LEN..(i + 1) * MESSAGE_LEN]
+                .copy_from_slice(&self.messages[i * MESSAGE_LEN..(i + 1) * MESSAGE_LEN]);
+            self.ep_return[i] += out.reward;
+            self.ep_len[i] += 1;
+            if !out.done {
+                continue;
+            }
+            if failed {
+                self.restart_env(i)?;
+                continue;
+            }
+            self.last.episodes.push(EpisodeRecord {
+                env_index: self.first_index + i,
+                extrinsic_return: self.ep_return[i],
+                length: self.ep_len[i],
+                success: out.success,
+            });
+            if let Err(e) = self.reset_env(i) {
+                self.last.restarts.push((self.first_index + i, e.to_string()));
+                self.restart_env(i)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+type StepResult = Result<VecEnv, (VecEnv, EnvError)>;
+
+/// A thread that owns one `VecEnv` between `submit` and `wait`, so stepping one batch
+/// overlaps the caller's inference on the other.
+pub struct StepWorker {
+    tx: Option<Sender<(VecEnv, Vec<usize>)>>,
+    rx: Receiver<StepResult>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Default for StepWorker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StepWorker {
+    pub fn new() -> Self {
+        let (tx, job_rx) = bounded::<(VecEnv, Vec<usize>)>(1);
+        let (done_tx, rx) = bounded::<StepResult>(1);
+        let handle = std::thread::Builder::new()
+            .name("env-step".into())
+            .spawn(move || {
+                for (mut envs, actions) in job_rx {
+                    let r = match envs.step(&actions) {
+                        Ok(()) => Ok(envs),
+                        Err(e) => Err((envs, e)),
+                    };
+                    if done_tx.send(r).is_err() {
+                        break;
+                    }
+                }
+            })
+            .expect("spawn env-step thread");
+        StepWorker { tx: Some(tx), rx, handle: Some(handle) }
+    }
+
+    pub fn submit(&self, envs: VecEnv, actions: Vec<usize>) {
+        self.tx.as_ref().expect("worker alive").send((envs, actions)).expect("env-step thread alive");
+    }
+
+    pub fn wait(&self) -> Result<VecEnv, (VecEnv, EnvError)> {
+        self.rx.recv().expect("env-step thread alive")
+    }
+}
+
+impl Drop for StepWorker {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}

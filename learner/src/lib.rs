@@ -1,0 +1,16 @@
+//! The learner: takes rollouts from actors over gRPC, trains the policy with APPO
+//! (PPO-clip on V-trace targets), publishes versioned weights and checkpoints atomically.
+
+pub mod batch;
+pub mod checkpoint;
+pub mod config;
+pub mod loss;
+pub mod service;
+pub mod stats;
+pub mod trainer;
+pub mod validate;
+pub mod vtrace;
+
+pub use config::LearnerConfig;
+pub use service::{spawn_learner, LearnerHandle, LearnerSetup};
+pub use stats::{LearnerStats, StatsSnapshot};

@@ -1,0 +1,491 @@
+//! The learner process: the gRPC service (rollouts in, weights out) and the training
+//! thread between them, joined by a bounded queue.
+
+use crate::batch::RewardMix;
+use crate::checkpoint;
+use crate::config::LearnerConfig;
+use crate::stats::LearnerStats;
+use crate::trainer::Trainer;
+use crate::validate::{self, Shape};
+use burn::tensor::backend::AutodiffBackend;
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use oni_env::ObsSpec;
+use oni_policy::PolicyConfig;
+use oni_proto::transport::{server_builder, TransportError};
+use oni_proto::v1::learner_server::{Learner, LearnerServer};
+use oni_proto::v1::{
+    GetInfoRequest, GetPolicyRequest, LearnerInfo, PolicyWeights, Rollout, RolloutAck,
+};
+use oni_proto::TokenCheck;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Largest message the learner accepts or sends (weights of large networks).
+pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LearnerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("training thread failed to start: {0}")]
+    Start(String),
+}
+
+pub struct LearnerSetup {
+    pub cfg: LearnerConfig,
+    pub policy: PolicyConfig,
+    pub spec: ObsSpec,
+    pub mix: RewardMix,
+    pub run_dir: PathBuf,
+    /// Written into every checkpoint.
+    pub resolved_config: String,
+    pub token: Option<String>,
+    /// Stop after consuming this many env steps.
+    pub max_env_steps: Option<u64>,
+}
+
+struct Published {
+    version: u64,
+    bytes: Vec<u8>,
+}
+
+/// Which runs are live: a restarted actor gets a new run id, and the learner retires the
+/// old one so none of its rollouts are joined to the new run's.
+#[derive(Default)]
+struct RunTable {
+    next_seq: HashMap<(String, u32), u64>,
+    actor_run: HashMap<String, String>,
+    retired: HashSet<String>,
+    retired_order: VecDeque<String>,
+}
+
+const MAX_RETIRED: usize = 10_000;
+
+impl RunTable {
+    fn is_retired(&self, run: &str) -> bool {
+        self.retired.contains(run)
+    }
+
+    fn admit(&mut self, r: &Rollout) -> Result<(), Status> {
+        if self.retired.contains(&r.run_id) {
+            return Err(Status::failed_precondition(format!(
+                "run_id `{}` of actor `{}` was superseded by a newer run of that actor; its rollouts are no longer accepted",
+                r.run_id, r.actor_id
+            )));
+        }
+        match self.actor_run.insert(r.actor_id.clone(), r.run_id.clone()) {
+            Some(old) if old != r.run_id => {
+                tracing::info!(actor = %r.actor_id, old_run = %old, new_run = %r.run_id, "actor restarted; retiring its old run");
+                self.next_seq.retain(|(run, _), _| run != &old);
+                self.retired.insert(old.clone());
+                self.retired_order.push_back(old);
+                if self.retired_order.len() > MAX_RETIRED {
+                    if let Some(o) = self.retired_order.pop_front() {
+                        self.retired.remove(&o);
+                    }
+                }
+            }
+            _ => {}
+        }
+        let key = (r.run_id.clone(), r.env_slot);
+        let expected = self.next_seq.get(&key).copied().unwrap_or(0);
+        if r.sequence < expected {
+            return Err(Status::invalid_argument(format!(
+                "rollout field `sequence`: {} was already received for run `{}` slot {} (next is {expected})",
+                r.sequence, r.run_id, r.env_slot
+            )));
+        }
+        if r.sequence > expected {
+            metrics::counter!("oni_rollout_sequence_gaps_total").increment(r.sequence - expected);
+        }
+        self.next_seq.insert(key, r.sequence + 1);
+        Ok(())
+    }
+}
+
+struct Shared {
+    published: RwLock<Arc<Published>>,
+    fingerprint: String,
+    learner_run: String,
+    runs: Mutex<RunTable>,
+    stats: Arc<LearnerStats>,
+    queue: Sender<Rollout>,
+    queue_capacity: usize,
+    spec: ObsSpec,
+    rollout_len: usize,
+    hidden: usize,
+    version: AtomicU64,
+}
+
+#[derive(Clone)]
+struct LearnerService {
+    shared: Arc<Shared>,
+}
+
+fn reject(field: &str) {
+    metrics::counter!("oni_rollouts_rejected_total", "field" => field.to_string()).increment(1);
+}
+
+impl LearnerService {
+    async fn accept(&self, r: Rollout) -> Result<RolloutAck, Status> {
+        let s = &self.shared;
+        let version = s.version.load(Ordering::Acquire);
+        let shape = Shape { spec: &s.spec, rollout_len: s.rollout_len, hidden: s.hidden };
+        if let Err(e) = validate::check(&r, &shape, version) {
+            reject(e.field);
+            s.stats.update(|x| x.rollouts_rejected += 1);
+            return Err(Status::invalid_argument(e.to_string()));
+        }
+        if let Err(st) = s.runs.lock().unwrap().admit(&r) {
+            reject(if st.code() == tonic::Code::FailedPrecondition { "run_id" } else { "sequence" });
+            s.stats.update(|x| x.rollouts_rejected += 1);
+            return Err(st);
+        }
+        let sequence = r.sequence;
+        let mut item = r;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match s.queue.try_send(item) {
+                Ok(()) => break,
+                Err(TrySendError::Full(back)) => {
+                    if Instant::now() > deadline {
+                        metrics::counter!("oni_rollouts_dropped_total", "reason" => "queue_full").increment(1);
+                        return Err(Status::resource_exhausted(
+                            "learner queue full for 20 s; pause and resend later",
+                        ));
+                    }
+                    item = back;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    return Err(Status::unavailable("learner is shutting down"));
+                }
+            }
+        }
+        let depth = s.queue.len();
+        metrics::gauge!("oni_queue_depth", "queue" => "learner_rollouts").set(depth as f64);
+        Ok(RolloutAck {
+            sequence,
+            accepted: true,
+            code: 0,
+            message: String::new(),
+            policy_version: s.version.load(Ordering::Acquire),
+            backpressure: depth * 4 >= s.queue_capacity * 3,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Learner for LearnerService {
+    type StreamRolloutsStream = ReceiverStream<Result<RolloutAck, Status>>;
+
+    async fn stream_rollouts(
+        &self,
+        request: Request<Streaming<Rollout>>,
+    ) -> Result<Response<Self::StreamRolloutsStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let svc = self.clone();
+        tokio::spawn(async move {
+            while let Some(item) = inbound.next().await {
+                let ack = match item {
+                    Ok(r) => {
+                        let seq = r.sequence;
+                        match svc.accept(r).await {
+                            Ok(ack) => ack,
+                            // A bad rollout is answered in its ack; the stream goes on.
+                            Err(st) => RolloutAck {
+                                sequence: seq,
+                                accepted: false,
+                                code: st.code() as i32,
+                                message: st.message().to_string(),
+                                policy_version: svc.shared.version.load(Ordering::Acquire),
+                                backpressure: false,
+                            },
+                        }
+                    }
+                    Err(st) => {
+                        // The actor went away mid-message: nothing of it was enqueued.
+                        tracing::debug!("rollout stream ended: {st}");
+                        break;
+                    }
+                };
+                if tx.send(Ok(ack)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn push_rollout(&self, request: Request<Rollout>) -> Result<Response<RolloutAck>, Status> {
+        self.accept(request.into_inner()).await.map(Response::new)
+    }
+
+    async fn get_policy(&self, request: Request<GetPolicyRequest>) -> Result<Response<PolicyWeights>, Status> {
+        let req = request.into_inner();
+        let s = &self.shared;
+        if !req.model_fingerprint.is_empty() && req.model_fingerprint != s.fingerprint {
+            return Err(Status::failed_precondition(format!(
+                "actor network {} differs from the learner's {}: run both with the same [env] and [policy] settings",
+                req.model_fingerprint, s.fingerprint
+            )));
+        }
+        let p = s.published.read().unwrap().clone();
+        let unchanged = req.have_version == p.version && req.have_version != u64::MAX;
+        Ok(Response::new(PolicyWeights {
+            version: p.version,
+            unchanged,
+            weights: if unchanged { Vec::new() } else { p.bytes.clone() },
+            model_fingerprint: s.fingerprint.clone(),
+        }))
+    }
+
+    async fn get_info(&self, _: Request<GetInfoRequest>) -> Result<Response<LearnerInfo>, Status> {
+        let s = &self.shared;
+        let snap = s.stats.snapshot();
+        Ok(Response::new(LearnerInfo {
+            model_fingerprint: s.fingerprint.clone(),
+            policy_version: s.version.load(Ordering::Acquire),
+            env_steps: snap.env_steps,
+            learner_run: s.learner_run.clone(),
+        }))
+    }
+}
+
+/// A running learner. Dropping it does not stop it; call `shutdown`.
+pub struct LearnerHandle {
+    pub addr: SocketAddr,
+    pub stats: Arc<LearnerStats>,
+    stop: watch::Sender<bool>,
+    finished: Arc<AtomicBool>,
+    trainer_thread: Option<std::thread::JoinHandle<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl LearnerHandle {
+    /// True once `max_env_steps` have been consumed.
+    pub fn finished(&self) -> bool {
+        self.finished.load(Ordering::Acquire)
+    }
+
+    /// Stops serving, writes a final checkpoint and waits for both.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(s) = self.server.take() {
+            let _ = s.await;
+        }
+        if let Some(t) = self.trainer_thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+}
+
+/// Starts the training thread (resuming from the newest checkpoint in the run directory)
+/// and the gRPC server. Must be called inside a tokio runtime.
+pub async fn spawn_learner<B: AutodiffBackend>(setup: LearnerSetup, device: B::Device) -> Result<LearnerHandle, LearnerError> {
+    let listener = tokio::net::TcpListener::bind(&setup.cfg.listen)
+        .await
+        .map_err(|source| LearnerError::Bind { addr: setup.cfg.listen.clone(), source })?;
+    let addr = listener.local_addr().map_err(|source| LearnerError::Bind { addr: setup.cfg.listen.clone(), source })?;
+    let mut builder = server_builder(&setup.cfg.tls)?;
+    let check = TokenCheck::new(setup.token.as_deref())?;
+
+    let (queue_tx, queue_rx) = bounded::<Rollout>(setup.cfg.queue_capacity.max(1));
+    let stats = Arc::new(LearnerStats::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let finished = Arc::new(AtomicBool::new(false));
+
+    // The trainer is built on its own thread (burn state stays there); it reports the
+    // resumed version and first weights, then waits for the shared state to serve.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<(u64, Vec<u8>, String)>();
+    let (shared_tx, shared_rx) = std::sync::mpsc::channel::<Arc<Shared>>();
+    let spec = setup.spec.clone();
+    let rollout_len = setup.cfg.rollout_len;
+    let queue_capacity = setup.cfg.queue_capacity.max(1);
+    let hidden = setup.policy.core_hidden;
+    let thread = {
+        let stats = stats.clone();
+        let finished = finished.clone();
+        let stop_rx = stop_rx.clone();
+        let worker = LearnerThread::<B> { setup, device, queue: queue_rx, stats, finished, stop: stop_rx };
+        std::thread::Builder::new()
+            .name("learner-train".into())
+            .spawn(move || worker.run(ready_tx, shared_rx))
+            .map_err(|e| LearnerError::Start(e.to_string()))?
+    };
+    let (version, bytes, fingerprint) = tokio::task::spawn_blocking(move || ready_rx.recv())
+        .await
+        .map_err(|e| LearnerError::Start(e.to_string()))?
+        .map_err(|_| LearnerError::Start("training thread exited during start-up".into()))?;
+    let shared = Arc::new(Shared {
+        published: RwLock::new(Arc::new(Published { version, bytes })),
+        fingerprint,
+        learner_run: format!("{:016x}", rand::random::<u64>()),
+        runs: Mutex::new(RunTable::default()),
+        stats: stats.clone(),
+        queue: queue_tx,
+        queue_capacity,
+        spec,
+        rollout_len,
+        hidden,
+        version: AtomicU64::new(version),
+    });
+    shared_tx.send(shared.clone()).map_err(|_| LearnerError::Start("training thread exited".into()))?;
+
+    let svc = LearnerServer::new(LearnerService { shared })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let svc = tonic::service::interceptor::InterceptedService::new(svc, check);
+    let mut stop_serve = stop_rx.clone();
+    let server = tokio::spawn(async move {
+        let incoming = TcpListenerStream::new(listener);
+        let result = builder
+            .add_service(svc)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stop_serve.wait_for(|s| *s).await;
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!("learner gRPC server failed: {e}");
+        }
+    });
+    tracing::info!(%addr, version, "learner serving");
+    Ok(LearnerHandle { addr, stats, stop: stop_tx, finished, trainer_thread: Some(thread), server: Some(server) })
+}
+
+struct LearnerThread<B: AutodiffBackend> {
+    setup: LearnerSetup,
+    device: B::Device,
+    queue: Receiver<Rollout>,
+    stats: Arc<LearnerStats>,
+    finished: Arc<AtomicBool>,
+    stop: watch::Receiver<bool>,
+}
+
+impl<B: AutodiffBackend> LearnerThread<B> {
+    fn run(
+        self,
+        ready: std::sync::mpsc::Sender<(u64, Vec<u8>, String)>,
+        shared: std::sync::mpsc::Receiver<Arc<Shared>>,
+    ) {
+        let LearnerThread { setup, device, queue, stats, finished, stop } = self;
+        let ckpt_dir = setup.run_dir.join("checkpoints");
+        let mut trainer = Trainer::<B>::new(setup.cfg.clone(), setup.policy.clone(), setup.spec.clone(), setup.mix, device);
+        if let Some(state) = checkpoint::resume_latest(&ckpt_dir, &mut trainer) {
+            stats.update(|s| {
+                s.env_steps = state.env_steps;
+                s.updates = state.updates;
+                s.policy_version = state.version;
+            });
+        }
+        metrics::gauge!("oni_policy_version").set(trainer.version as f64);
+        if ready.send((trainer.version, trainer.weights_bytes(), trainer.fingerprint())).is_err() {
+            return;
+        }
+        let Ok(shared) = shared.recv() else { return };
+
+        let cfg = &setup.cfg;
+        let mut pending: Vec<Rollout> = Vec::with_capacity(cfg.batch_rollouts);
+        let mut last_ckpt = Instant::now();
+        let ckpt_every = Duration::from_secs(cfg.checkpoint_interval_secs.max(1));
+        while !*stop.borrow() {
+            match queue.recv_timeout(Duration::from_millis(100)) {
+                Ok(r) => {
+                    metrics::gauge!("oni_queue_depth", "queue" => "learner_rollouts").set(queue.len() as f64);
+                    let lag = trainer.version.saturating_sub(r.policy_version);
+                    metrics::histogram!("oni_policy_lag_versions").record(lag as f64);
+                    stats.record_lag(lag);
+                    for e in &r.episodes {
+                        stats.record_episode(e.extrinsic_return, e.intrinsic_return, e.length, e.success);
+                        metrics::counter!("oni_episodes_total").increment(1);
+                        metrics::histogram!("oni_episode_return", "kind" => "extrinsic").record(e.extrinsic_return as f64);
+                        metrics::histogram!("oni_episode_return", "kind" => "intrinsic").record(e.intrinsic_return as f64);
+                        metrics::histogram!("oni_episode_length").record(e.length as f64);
+                        metrics::counter!("oni_episode_successes_total").increment(e.success as u64);
+                    }
+                    let drop_reason = if shared.runs.lock().unwrap().is_retired(&r.run_id) {
+                        Some("superseded_run")
+                    } else if lag > cfg.max_policy_lag {
+                        Some("policy_lag")
+                    } else {
+                        None
+                    };
+                    if let Some(reason) = drop_reason {
+                        metrics::counter!("oni_rollouts_dropped_total", "reason" => reason).increment(1);
+                        stats.update(|s| s.rollouts_dropped += 1);
+                        continue;
+                    }
+                    pending.push(r);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if pending.len() >= cfg.batch_rollouts {
+                let t0 = Instant::now();
+                let report = trainer.train(&pending);
+                let secs = t0.elapsed().as_secs_f64();
+                let bytes = trainer.weights_bytes();
+                *shared.published.write().unwrap() = Arc::new(Published { version: trainer.version, bytes });
+                shared.version.store(trainer.version, Ordering::Release);
+                let n = (cfg.rollout_len * pending.len()) as u64;
+                pending.clear();
+                metrics::counter!("oni_env_steps_total", "role" => "learner").increment(n);
+                metrics::counter!("oni_learner_updates_total").increment(1);
+                metrics::gauge!("oni_policy_version").set(trainer.version as f64);
+                metrics::gauge!("oni_learner_loss", "term" => "total").set(report.loss_total as f64);
+                metrics::gauge!("oni_learner_loss", "term" => "policy").set(report.loss_policy as f64);
+                metrics::gauge!("oni_learner_loss", "term" => "value").set(report.loss_value as f64);
+                metrics::gauge!("oni_learner_loss", "term" => "entropy").set(report.entropy as f64);
+                metrics::gauge!("oni_learner_approx_kl").set(report.approx_kl as f64);
+                metrics::gauge!("oni_learner_clip_fraction").set(report.clip_fraction as f64);
+                metrics::gauge!("oni_learner_grad_norm").set(report.grad_norm as f64);
+                metrics::gauge!("oni_learner_samples_per_second").set(report.samples as f64 / secs.max(1e-9));
+                stats.update(|s| {
+                    s.env_steps = trainer.env_steps;
+                    s.updates = trainer.updates;
+                    s.policy_version = trainer.version;
+                    s.rollouts_consumed += n / cfg.rollout_len as u64;
+                    s.loss_policy = report.loss_policy as f64;
+                    s.loss_value = report.loss_value as f64;
+                    s.entropy = report.entropy as f64;
+                    s.approx_kl = report.approx_kl as f64;
+                    s.clip_fraction = report.clip_fraction as f64;
+                    s.grad_norm = report.grad_norm as f64;
+                    s.samples_per_sec_train = report.samples as f64 / secs.max(1e-9);
+                });
+                if setup.max_env_steps.is_some_and(|m| trainer.env_steps >= m) {
+                    finished.store(true, Ordering::Release);
+                }
+            }
+            if last_ckpt.elapsed() >= ckpt_every {
+                write_checkpoint(&ckpt_dir, &trainer, &setup);
+                last_ckpt = Instant::now();
+            }
+        }
+        write_checkpoint(&ckpt_dir, &trainer, &setup);
+    }
+}
+
+fn write_checkpoint<B: AutodiffBackend>(dir: &std::path::Path, trainer: &Trainer<B>, setup: &LearnerSetup) {
+    match checkpoint::save(dir, trainer, &setup.resolved_config, setup.cfg.keep_checkpoints) {
+        Ok(path) => {
+            metrics::counter!("oni_checkpoints_total").increment(1);
+            tracing::info!(path = %path.display(), version = trainer.version, env_steps = trainer.env_steps, "checkpoint written");
+        }
+        Err(e) => {
+            metrics::counter!("oni_checkpoint_failures_total").increment(1);
+            tracing::error!("checkpoint failed: {e}");
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! Checks a rollout against the network's shapes before it may reach training. Every
+//! rejection names the offending field.
+
+use oni_env::{ObsSpec, MESSAGE_LEN};
+use oni_proto::v1::Rollout;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("rollout field `{field}`: {reason}")]
+pub struct Invalid {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+fn bad(field: &'static str, reason: impl Into<String>) -> Invalid {
+    Invalid { field, reason: reason.into() }
+}
+
+fn len(field: &'static str, got: usize, want: usize) -> Result<(), Invalid> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(bad(field, format!("has {got} entries, expected {want}")))
+    }
+}
+
+fn finite(field: &'static str, v: &[f32]) -> Result<(), Invalid> {
+    match v.iter().position(|x| !x.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(bad(field, format!("entry {i} is {} (NaN/inf not allowed)", v[i]))),
+    }
+}
+
+pub struct Shape<'a> {
+    pub spec: &'a ObsSpec,
+    pub rollout_len: usize,
+    pub hidden: usize,
+}
+
+/// Validates everything that does not depend on learner state.
+pub fn check(r: &Rollout, s: &Shape<'_>, current_version: u64) -> Result<(), Invalid> {
+    let t = s.rollout_len;
+    if r.run_id.is_empty() {
+        return Err(bad("run_id", "is empty"));
+    }
+    if r.actor_id.is_empty() {
+        return Err(bad("actor_id", "is empty"));
+    }
+    if r.length as usize != t {
+        return Err(bad("length", format!("is {}, the learner trains on rollouts of {t}", r.length)));
+    }
+    if r.policy_version > current_version {
+        return Err(bad(
+            "policy_version",
+            format!("{} is from the future (the learner is at {current_version})", r.policy_version),
+        ));
+    }
+    len("initial_state", r.initial_state.len(), s.hidden)?;
+    finite("initial_state", &r.initial_state)?;
+    len("glyphs", r.glyphs.len(), (t + 1) * s.spec.crop_len() * 2)?;
+    if let Some(i) = r
+        .glyphs
+        .chunks_exact(2)
+        .position(|c| u16::from_le_bytes([c[0], c[1]]) as usize >= s.spec.num_glyphs)
+    {
+        return Err(bad("glyphs", format!("entry {i} is not a glyph id below {}", s.spec.num_glyphs)));
+    }
+    len("stats", r.stats.len(), (t + 1) * s.spec.stats_dim)?;
+    finite("stats", &r.stats)?;
+    len("messages", r.messages.len(), (t + 1) * MESSAGE_LEN)?;
+    len("actions", r.actions.len(), t)?;
+    if let Some(i) = r.actions.iter().position(|&a| a as usize >= s.spec.num_actions) {
+        return Err(bad("actions", format!("entry {i} = {} is not below {}", r.actions[i], s.spec.num_actions)));
+    }
+    len("behaviour_logprobs", r.behaviour_logprobs.len(), t)?;
+    finite("behaviour_logprobs", &r.behaviour_logprobs)?;
+    if let Some(i) = r.behaviour_logprobs.iter().position(|&l| l > 1e-4) {
+        return Err(bad("behaviour_logprobs", format!("entry {i} is positive (not a log-probability)")));
+    }
+    len("rewards", r.rewards.len(), t)?;
+    finite("rewards", &r.rewards)?;
+    len("dones", r.dones.len(), t)?;
+    len("captions", r.captions.len(), t)?;
+    if !r.intrinsic_rewards.is_empty() {
+        len("intrinsic_rewards", r.intrinsic_rewards.len(), t)?;
+        finite("intrinsic_rewards", &r.intrinsic_rewards)?;
+    }
+    for e in &r.episodes {
+        if !e.extrinsic_return.is_finite() || !e.intrinsic_return.is_finite() {
+            return Err(bad("episodes", "episode return is NaN/inf"));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,14 @@
+//! The gRPC contract between oni's processes, and the plumbing every endpoint shares:
+//! shared-token auth, optional TLS, client channels with deadlines and keepalives, and
+//! retry backoff.
+
+pub mod backoff;
+pub mod transport;
+
+#[allow(clippy::all)]
+pub mod v1 {
+    tonic::include_proto!("oni.v1");
+}
+
+pub use backoff::Backoff;
+pub use transport::{AuthInterceptor, ClientOptions, TlsConfig, TokenCheck};

@@ -1,0 +1,181 @@
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::time::Duration;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
+use tonic::{Request, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("invalid address `{0}`: {1}")]
+    BadAddress(String, String),
+    #[error("cannot read TLS file {path}: {source}")]
+    TlsFile { path: PathBuf, source: std::io::Error },
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error("cannot connect to {0}: {1}")]
+    Connect(String, String),
+    #[error("token contains characters not allowed in a header")]
+    BadToken,
+}
+
+/// Optional TLS (rustls). Servers need `cert` and `key`; clients need `ca` (and
+/// `domain` when the certificate's name differs from the host they dial).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub enabled: bool,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub ca: Option<PathBuf>,
+    pub domain: Option<String>,
+}
+
+fn read(path: &Option<PathBuf>, what: &str) -> Result<Vec<u8>, TransportError> {
+    let path = path.as_ref().ok_or_else(|| TransportError::Tls(format!("tls.{what} is not set")))?;
+    std::fs::read(path).map_err(|source| TransportError::TlsFile { path: path.clone(), source })
+}
+
+impl TlsConfig {
+    pub fn server(&self) -> Result<Option<ServerTlsConfig>, TransportError> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let identity = Identity::from_pem(read(&self.cert, "cert")?, read(&self.key, "key")?);
+        Ok(Some(ServerTlsConfig::new().identity(identity)))
+    }
+
+    pub fn client(&self) -> Result<Option<ClientTlsConfig>, TransportError> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let mut c = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(&self.ca, "ca")?));
+        if let Some(d) = &self.domain {
+            c = c.domain_name(d.clone());
+        }
+        Ok(Some(c))
+    }
+}
+
+/// How a client dials a peer: every call gets a deadline, the connection HTTP/2 keepalives,
+/// so a vanished peer is noticed instead of waited on forever.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+    pub tls: TlsConfig,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            keepalive_interval: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(10),
+            tls: TlsConfig::default(),
+        }
+    }
+}
+
+impl ClientOptions {
+    /// An endpoint for `addr` (`host:port` or a URL). Streams are not bounded by
+    /// `request_timeout` (tonic applies it per call); the keepalive guards them.
+    pub fn endpoint(&self, addr: &str) -> Result<Endpoint, TransportError> {
+        let scheme = if self.tls.enabled { "https" } else { "http" };
+        let url = if addr.contains("://") { addr.to_string() } else { format!("{scheme}://{addr}") };
+        let mut ep = Endpoint::from_shared(url.clone())
+            .map_err(|e| TransportError::BadAddress(url.clone(), e.to_string()))?
+            .connect_timeout(self.connect_timeout)
+            .http2_keep_alive_interval(self.keepalive_interval)
+            .keep_alive_timeout(self.keepalive_timeout)
+            .keep_alive_while_idle(true)
+            .tcp_nodelay(true);
+        if let Some(tls) = self.tls.client()? {
+            ep = ep.tls_config(tls).map_err(|e| TransportError::Tls(e.to_string()))?;
+        }
+        Ok(ep)
+    }
+
+    pub async fn connect(&self, addr: &str) -> Result<Channel, TransportError> {
+        let ep = self.endpoint(addr)?;
+        ep.connect().await.map_err(|e| TransportError::Connect(addr.to_string(), error_chain(&e)))
+    }
+}
+
+/// Server settings every gRPC server of ours uses.
+pub fn server_builder(tls: &TlsConfig) -> Result<tonic::transport::Server, TransportError> {
+    let mut b = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .tcp_nodelay(true);
+    if let Some(t) = tls.server()? {
+        b = b.tls_config(t).map_err(|e| TransportError::Tls(e.to_string()))?;
+    }
+    Ok(b)
+}
+
+fn bearer(token: &str) -> Result<MetadataValue<Ascii>, TransportError> {
+    format!("Bearer {token}").parse().map_err(|_| TransportError::BadToken)
+}
+
+/// Client side: adds the shared token to every call.
+#[derive(Clone)]
+pub struct AuthInterceptor {
+    header: Option<MetadataValue<Ascii>>,
+}
+
+impl AuthInterceptor {
+    pub fn new(token: Option<&str>) -> Result<Self, TransportError> {
+        Ok(AuthInterceptor { header: token.filter(|t| !t.is_empty()).map(bearer).transpose()? })
+    }
+}
+
+impl Interceptor for AuthInterceptor {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(h) = &self.header {
+            req.metadata_mut().insert("authorization", h.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// Server side: rejects calls without the shared token (when one is configured).
+#[derive(Clone)]
+pub struct TokenCheck {
+    expected: Option<MetadataValue<Ascii>>,
+}
+
+impl TokenCheck {
+    pub fn new(token: Option<&str>) -> Result<Self, TransportError> {
+        Ok(TokenCheck { expected: token.filter(|t| !t.is_empty()).map(bearer).transpose()? })
+    }
+}
+
+impl Interceptor for TokenCheck {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        let Some(expected) = &self.expected else { return Ok(req) };
+        match req.metadata().get("authorization") {
+            Some(got) if got == expected => Ok(req),
+            Some(_) => Err(Status::unauthenticated("wrong token (check `token` / ONI_TOKEN)")),
+            None => Err(Status::unauthenticated(
+                "missing token: this server requires `authorization: Bearer <token>` (set `token` or ONI_TOKEN)",
+            )),
+        }
+    }
+}
+
+/// An error with its sources, since tonic's transport errors say little at the top level.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
