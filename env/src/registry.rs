@@ -5,7 +5,7 @@ use crate::{Env, EnvError, ObsSpec};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct EnvConfig {
     /// `keyroom-small`, `keyroom-sparse`.
     pub name: String,

@@ -142,11 +142,13 @@ impl LearnerService {
         let version = s.version.load(Ordering::Acquire);
         let shape = Shape { spec: &s.spec, rollout_len: s.rollout_len, hidden: s.hidden };
         if let Err(e) = validate::check(&r, &shape, version) {
+            tracing::warn!(actor = %r.actor_id, run = %r.run_id, field = e.field, "rejected rollout: {e}");
             reject(e.field);
             s.stats.update(|x| x.rollouts_rejected += 1);
             return Err(Status::invalid_argument(e.to_string()));
         }
         if let Err(st) = s.runs.lock().unwrap().admit(&r) {
+            tracing::warn!(actor = %r.actor_id, run = %r.run_id, "rejected rollout: {}", st.message());
             reject(if st.code() == tonic::Code::FailedPrecondition { "run_id" } else { "sequence" });
             s.stats.update(|x| x.rollouts_rejected += 1);
             return Err(st);

@@ -1,0 +1,147 @@
+//! Malformed rollouts, wrong tokens and bad configs get clear errors while training goes on.
+
+mod support;
+use oni_proto::v1::{GetInfoRequest, Rollout};
+use std::process::Command;
+use std::time::Duration;
+use support::*;
+use tonic::Code;
+
+const T: usize = 32;
+
+/// A rollout that fits configs/keyroom.toml (9×9 crop, 16 glyphs, 6 stats, 8 actions, GRU 64).
+fn valid(seq: u64) -> Rollout {
+    Rollout {
+        run_id: "test-run".into(),
+        actor_id: "test-client".into(),
+        env_slot: 0,
+        sequence: seq,
+        policy_version: 0,
+        length: T as u32,
+        initial_state: vec![0.0; 64],
+        glyphs: vec![0; (T + 1) * 81 * 2],
+        stats: vec![0.5; (T + 1) * 6],
+        messages: vec![0; (T + 1) * 256],
+        actions: vec![1; T],
+        behaviour_logprobs: vec![-(8f32).ln(); T],
+        rewards: vec![0.0; T],
+        dones: vec![false; T],
+        captions: vec![String::new(); T],
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_rollouts_and_wrong_tokens_are_refused_while_training_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let token = "s3cret";
+    let tok = ["--set", "token=\"s3cret\""];
+    let _learner = Proc::start("learner", dir.path(), &as_strs(&learner_args(port, &dir.path().join("run"), &tok)));
+    let _actor = Proc::start("actor", dir.path(), &as_strs(&actor_args(port, "good", &tok)));
+
+    let steps = |min: u64| {
+        let addr = addr.clone();
+        move || {
+            let addr = addr.clone();
+            async move { info(&addr, Some(token)).await.filter(|i| i.env_steps >= min).map(|i| i.env_steps) }
+        }
+    };
+    let s0 = wait_for("training to start", Duration::from_secs(60), steps(1_000)).await;
+
+    // wrong or missing token
+    for t in [None, Some("wrong")] {
+        let mut c = client(&addr, t).await.unwrap();
+        let st = c.get_info(GetInfoRequest {}).await.unwrap_err();
+        assert_eq!(st.code(), Code::Unauthenticated, "{st:?}");
+        assert!(st.message().contains("token"), "{}", st.message());
+        let st = c.push_rollout(valid(0)).await.unwrap_err();
+        assert_eq!(st.code(), Code::Unauthenticated);
+    }
+
+    let mut c = client(&addr, Some(token)).await.unwrap();
+    let mut cases: Vec<(&str, Rollout)> = Vec::new();
+    let mut r = valid(0);
+    r.glyphs.pop();
+    cases.push(("glyphs", r));
+    let mut r = valid(0);
+    r.rewards[3] = f32::NAN;
+    cases.push(("rewards", r));
+    let mut r = valid(0);
+    r.stats[0] = f32::INFINITY;
+    cases.push(("stats", r));
+    let mut r = valid(0);
+    r.policy_version = 1 << 40;
+    cases.push(("policy_version", r));
+    let mut r = valid(0);
+    r.actions[0] = 8;
+    cases.push(("actions", r));
+    let mut r = valid(0);
+    r.initial_state = vec![0.0; 3];
+    cases.push(("initial_state", r));
+    let mut r = valid(0);
+    r.glyphs[0] = 200; // glyph id 200 ≥ 16
+    cases.push(("glyphs", r));
+    let mut r = valid(0);
+    r.length = 7;
+    cases.push(("length", r));
+    let mut r = valid(0);
+    r.run_id.clear();
+    cases.push(("run_id", r));
+    for (field, r) in cases {
+        let st = c.push_rollout(r).await.unwrap_err();
+        assert_eq!(st.code(), Code::InvalidArgument, "{field}: {st:?}");
+        assert!(st.message().contains(&format!("`{field}`")), "message for {field} does not name it: {}", st.message());
+    }
+    // a valid rollout is accepted; the same sequence again is refused
+    let ack = c.push_rollout(valid(0)).await.unwrap().into_inner();
+    assert!(ack.accepted);
+    let st = c.push_rollout(valid(0)).await.unwrap_err();
+    assert_eq!(st.code(), Code::InvalidArgument);
+    assert!(st.message().contains("`sequence`"), "{}", st.message());
+
+    // on a stream a bad rollout is answered in its ack and the stream goes on
+    let mut bad = valid(1);
+    bad.behaviour_logprobs[0] = f32::NAN;
+    let acks = c.stream_rollouts(tokio_stream::iter(vec![bad, valid(2)])).await.unwrap().into_inner();
+    let acks: Vec<_> = tokio_stream::StreamExt::collect::<Vec<_>>(acks).await;
+    assert_eq!(acks.len(), 2, "{acks:?}");
+    let first = acks[0].as_ref().unwrap();
+    assert!(!first.accepted && first.code == Code::InvalidArgument as i32);
+    assert!(first.message.contains("`behaviour_logprobs`"), "{}", first.message);
+    assert!(acks[1].as_ref().unwrap().accepted);
+
+    // the well-behaved actor kept training through all of it
+    wait_for("training to go on", Duration::from_secs(60), steps(s0 + 4_000)).await;
+
+    // an actor with the wrong token stops with an error that says so
+    let out = Command::new(oni())
+        .args(as_strs(&actor_args(port, "intruder", &["--set", "token=\"nope\""])))
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("token"), "{err}");
+}
+
+fn oni_err(args: &[&str]) -> String {
+    let out = Command::new(oni()).args(args).current_dir(repo_root()).output().unwrap();
+    assert!(!out.status.success(), "oni {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn bad_configs_fail_at_start_naming_the_key() {
+    let e = oni_err(&["run", "--config", "configs/keyroom.toml", "--set", "learner.bogus_key=1"]);
+    assert!(e.contains("bogus_key") && e.contains("learner"), "{e}");
+    let e = oni_err(&["run", "--config", "configs/keyroom.toml", "--set", "learner.batch_rollouts=\"lots\""]);
+    assert!(e.contains("learner.batch_rollouts"), "{e}");
+    let e = oni_err(&["run", "--config", "configs/no-such-preset.toml"]);
+    assert!(e.contains("configs/no-such-preset.toml"), "{e}");
+    let e = oni_err(&["run", "--config", "configs/keyroom.toml", "--set", "env.name=\"mazeworld\""]);
+    assert!(e.contains("env.name") && e.contains("mazeworld"), "{e}");
+    let e = oni_err(&["run", "--config", "configs/keyroom.toml", "--set", "learner.device=\"tpu\""]);
+    assert!(e.contains("learner.device"), "{e}");
+}

@@ -1,0 +1,82 @@
+//! Learner + two actor processes on 127.0.0.1: actors and the learner are killed with
+//! SIGKILL mid-stream and the system recovers by itself.
+
+mod support;
+use std::time::Duration;
+use support::*;
+
+fn newest_checkpoint_steps(run_dir: &std::path::Path) -> Option<u64> {
+    let mut dirs: Vec<_> = std::fs::read_dir(run_dir.join("checkpoints")).ok()?.flatten().map(|e| e.path()).collect();
+    dirs.retain(|p| p.file_name().unwrap().to_str().unwrap().starts_with("ckpt-"));
+    dirs.sort();
+    let state = std::fs::read(dirs.last()?.join("state.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&state).ok()?;
+    v["env_steps"].as_u64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actors_and_learner_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let largs = learner_args(port, &run_dir, &["--set", "learner.checkpoint_interval_secs=1"]);
+    let mut learner = Proc::start("learner", dir.path(), &as_strs(&largs));
+    let mut a1 = Proc::start("actor1", dir.path(), &as_strs(&actor_args(port, "a1", &[])));
+    let mut a2 = Proc::start("actor2", dir.path(), &as_strs(&actor_args(port, "a2", &[])));
+
+    let steps = |min: u64| {
+        let addr = addr.clone();
+        move || {
+            let addr = addr.clone();
+            async move { info(&addr, None).await.filter(|i| i.env_steps >= min).map(|i| i.env_steps) }
+        }
+    };
+    let s0 = wait_for("training to start", Duration::from_secs(60), steps(2_000)).await;
+
+    // kill -9 one actor mid-stream: training goes on with the other
+    a1.kill9();
+    let s1 = wait_for("training to continue without actor 1", Duration::from_secs(30), steps(s0 + 5_000)).await;
+    assert!(a2.alive(), "actor 2 died: {}", a2.log_text());
+
+    // a restarted actor (same name, new run id) joins by itself; the old run is retired
+    let mut a1b = Proc::start("actor1b", dir.path(), &as_strs(&actor_args(port, "a1", &[])));
+    let _ = wait_for("restarted actor to be admitted", Duration::from_secs(30), || {
+        let log = learner.log_text();
+        async move { log.contains("actor restarted; retiring its old run").then_some(()) }
+    })
+    .await;
+    let s2 = wait_for("training with the restarted actor", Duration::from_secs(30), steps(s1 + 5_000)).await;
+
+    // kill -9 the learner; restarted on the same run directory it resumes from its newest
+    // checkpoint and both actors reconnect by themselves
+    tokio::time::sleep(Duration::from_millis(1500)).await; // let a checkpoint land past s2
+    learner.kill9();
+    let ckpt_steps = newest_checkpoint_steps(&run_dir).expect("a checkpoint was written");
+    assert!(ckpt_steps >= s0, "checkpoint at {ckpt_steps} steps is older than the run's progress {s0}");
+    tokio::time::sleep(Duration::from_secs(2)).await; // actors now retry against nothing
+    assert!(a2.alive() && a1b.alive(), "an actor gave up while the learner was down");
+    let mut learner2 = Proc::start("learner2", dir.path(), &as_strs(&largs));
+    let resumed = wait_for("restarted learner", Duration::from_secs(30), || {
+        let addr = addr.clone();
+        async move { info(&addr, None).await }
+    })
+    .await;
+    assert!(
+        resumed.env_steps >= ckpt_steps,
+        "resumed at {} steps, below the checkpoint's {ckpt_steps}",
+        resumed.env_steps
+    );
+    assert!(resumed.policy_version > 0, "policy version was not restored");
+    let after = wait_for("actors to reconnect and training to resume", Duration::from_secs(60), steps(resumed.env_steps + 5_000)).await;
+    assert!(after > s2.min(ckpt_steps));
+    assert!(learner2.log_text().contains("resumed from checkpoint"));
+    assert!(a2.alive() && a1b.alive());
+    // Nothing the killed processes left half-sent reached validation as a rollout. The only
+    // rejections allowed are rollouts acted by weights newer than the restored checkpoint.
+    let logs = learner.log_text() + &learner2.log_text();
+    let bad: Vec<&str> =
+        logs.lines().filter(|l| l.contains("rejected rollout") && !l.contains("field=\"policy_version\"")).collect();
+    assert!(bad.is_empty(), "learner rejected rollouts: {bad:#?}");
+    learner2.kill9();
+}

@@ -1,0 +1,143 @@
+//! Helpers for tests that start real `oni` processes on 127.0.0.1.
+#![allow(dead_code)]
+
+use oni_proto::v1::learner_client::LearnerClient;
+use oni_proto::v1::{GetInfoRequest, LearnerInfo};
+use oni_proto::AuthInterceptor;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+pub fn oni() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_oni"))
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A child process killed (SIGKILL) when dropped; its stderr goes to a log file.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn start(name: &str, dir: &Path, args: &[&str]) -> Proc {
+        let log = dir.join(format!("{name}.log"));
+        let f = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let child = Command::new(oni())
+            .args(args)
+            .current_dir(repo_root())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(f))
+            .spawn()
+            .expect("start oni");
+        Proc { child, log }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub type Client = LearnerClient<InterceptedService<Channel, AuthInterceptor>>;
+
+pub async fn client(addr: &str, token: Option<&str>) -> Option<Client> {
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .ok()?;
+    Some(LearnerClient::with_interceptor(ch, AuthInterceptor::new(token).unwrap()))
+}
+
+pub async fn info(addr: &str, token: Option<&str>) -> Option<LearnerInfo> {
+    let mut c = client(addr, token).await?;
+    c.get_info(GetInfoRequest {}).await.ok().map(|r| r.into_inner())
+}
+
+/// Polls `f` until it yields, or panics with `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Learner arguments for a small keyroom run on `port` in `run_dir`.
+pub fn learner_args(port: u16, run_dir: &Path, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = vec![
+        "learner".into(),
+        "--config".into(),
+        "configs/keyroom.toml".into(),
+        "--run-dir".into(),
+        run_dir.display().to_string(),
+        "--set".into(),
+        format!("learner.listen=\"127.0.0.1:{port}\""),
+        "--set".into(),
+        "telemetry.metrics_listen=\"\"".into(),
+        "--set".into(),
+        "learner.batch_rollouts=8".into(),
+        "--set".into(),
+        "run.max_env_steps=0".into(),
+    ];
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+pub fn actor_args(port: u16, id: &str, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = vec![
+        "actor".into(),
+        "--config".into(),
+        "configs/keyroom.toml".into(),
+        "--run-dir".into(),
+        std::env::temp_dir().join(format!("oni-actor-{id}-{port}")).display().to_string(),
+        "--set".into(),
+        format!("actor.learner=\"127.0.0.1:{port}\""),
+        "--set".into(),
+        format!("actor.actor_id=\"{id}\""),
+        "--set".into(),
+        "actor.num_envs=8".into(),
+        "--set".into(),
+        "telemetry.metrics_listen=\"\"".into(),
+    ];
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+pub fn as_strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
