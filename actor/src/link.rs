@@ -41,6 +41,12 @@ fn backoff(cfg: &ActorConfig) -> Backoff {
     Backoff::new(Duration::from_millis(cfg.backoff_base_ms), Duration::from_millis(cfg.backoff_max_ms))
 }
 
+/// Counts a reconnect and waits out the next backoff delay (or until stopped).
+async fn retry_pause(bo: &mut Backoff, stop: &mut watch::Receiver<bool>) {
+    metrics::counter!("oni_reconnects_total", "peer" => "learner").increment(1);
+    let _ = tokio::time::timeout(bo.next_delay(), stop.changed()).await;
+}
+
 /// Errors that retrying cannot fix: the operator must change the setup.
 fn is_fatal(st: &tonic::Status) -> bool {
     matches!(st.code(), tonic::Code::Unauthenticated | tonic::Code::FailedPrecondition | tonic::Code::PermissionDenied)
@@ -64,9 +70,7 @@ pub async fn poll_weights(
                 Ok(c) => client = Some(c),
                 Err(e) => {
                     tracing::warn!("weights: cannot reach learner: {e}");
-                    metrics::counter!("oni_reconnects_total", "peer" => "learner").increment(1);
-                    let d = bo.next_delay();
-                    let _ = tokio::time::timeout(d, stop.changed()).await;
+                    retry_pause(&mut bo, &mut stop).await;
                     continue;
                 }
             }
@@ -89,9 +93,7 @@ pub async fn poll_weights(
                 }
                 tracing::warn!("weights: GetPolicy failed: {}", st.message());
                 client = None;
-                metrics::counter!("oni_reconnects_total", "peer" => "learner").increment(1);
-                let d = bo.next_delay();
-                let _ = tokio::time::timeout(d, stop.changed()).await;
+                retry_pause(&mut bo, &mut stop).await;
                 continue;
             }
         }
@@ -118,9 +120,7 @@ pub async fn send_rollouts(
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!("rollouts: cannot reach learner: {e}");
-                metrics::counter!("oni_reconnects_total", "peer" => "learner").increment(1);
-                let d = bo.next_delay();
-                let _ = tokio::time::timeout(d, stop.changed()).await;
+                retry_pause(&mut bo, &mut stop).await;
                 continue;
             }
         };
@@ -135,9 +135,7 @@ pub async fn send_rollouts(
                     return;
                 }
                 tracing::warn!("rollouts: stream failed: {}", st.message());
-                metrics::counter!("oni_reconnects_total", "peer" => "learner").increment(1);
-                let d = bo.next_delay();
-                let _ = tokio::time::timeout(d, stop.changed()).await;
+                retry_pause(&mut bo, &mut stop).await;
                 continue;
             }
         };

@@ -491,3 +491,32 @@ fn write_checkpoint<B: AutodiffBackend>(dir: &std::path::Path, trainer: &Trainer
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(actor: &str, run: &str, slot: u32, seq: u64) -> Rollout {
+        Rollout { actor_id: actor.into(), run_id: run.into(), env_slot: slot, sequence: seq, ..Default::default() }
+    }
+
+    #[test]
+    fn a_restarted_actor_retires_its_old_run() {
+        let mut t = RunTable::default();
+        t.admit(&r("a", "run1", 0, 0)).unwrap();
+        t.admit(&r("a", "run1", 0, 1)).unwrap();
+        t.admit(&r("a", "run1", 1, 0)).unwrap();
+        // duplicates and regressions are refused, gaps (lost in a reconnect) are not
+        assert_eq!(t.admit(&r("a", "run1", 0, 1)).unwrap_err().code(), tonic::Code::InvalidArgument);
+        t.admit(&r("a", "run1", 0, 5)).unwrap();
+        // the actor restarts: a new run id for the same actor retires the old one
+        t.admit(&r("a", "run2", 0, 0)).unwrap();
+        assert!(t.is_retired("run1") && !t.is_retired("run2"));
+        let e = t.admit(&r("a", "run1", 0, 6)).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+        assert!(e.message().contains("superseded"));
+        // other actors are unaffected
+        t.admit(&r("b", "run3", 0, 0)).unwrap();
+        assert!(!t.is_retired("run3"));
+    }
+}
