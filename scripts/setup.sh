@@ -16,5 +16,16 @@ if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq "${need[@]}";
     else sudo apt-get update -qq && sudo apt-get install -y -qq "${need[@]}"; fi
 fi
+# NetHack: NLE's libnethack.so from the nle==1.3.0 wheel, in a project-owned venv (the
+# binary loads the library itself; no Python at run time).
+NLE_VERSION=1.3.0
+VENV="$ONI_CACHE/venv"
+PY="${ONI_PYTHON:-python3}"
+if ! "$VENV/bin/python" -c "import importlib.metadata as m; assert m.version('nle') == '$NLE_VERSION'" 2>/dev/null; then
+    echo "installing nle==$NLE_VERSION into $VENV"
+    "$PY" -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check "nle==$NLE_VERSION"
+fi
+
 echo "building oni (release) into $CARGO_TARGET_DIR"
 cargo build --release --workspace --all-targets

@@ -60,7 +60,7 @@ pub async fn run(cmd: BenchCmd) -> Result<()> {
 }
 
 fn bench_env(b: EnvBench) -> Result<()> {
-    let cfg = EnvConfig { name: b.env.clone(), seed: 1 };
+    let cfg = EnvConfig { name: b.env.clone(), seed: 1, ..Default::default() };
     make_env(&cfg)?; // fail early on an unknown name
     let deadline = Duration::from_secs_f64(b.seconds);
     let threads: Vec<_> = (0..b.threads.max(1))

@@ -2,6 +2,7 @@
 //! policy consumes, vectorised stepping, and the built-in environments.
 
 pub mod keyroom;
+pub mod nethack;
 pub mod registry;
 pub mod spec;
 pub mod vec_env;

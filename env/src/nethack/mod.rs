@@ -1,0 +1,308 @@
+//! Real NetHack through NLE 1.3.0's `libnethack.so`, with no Python at run time.
+
+pub mod ffi;
+pub mod game;
+pub mod library;
+pub mod tasks;
+
+use crate::spec::{write_message, ObsBuf, ObsSpec, StepOutcome};
+use crate::{Env, EnvError};
+use ffi::{bl, glyph, internal, key, COLS, ROWS};
+use game::{Game, DEFAULT_OPTIONS};
+use library::NleLibrary;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use tasks::{Snapshot, Task, TaskState};
+
+/// `[env.nethack]` settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetHackConfig {
+    /// The `nle` package directory of an nle==1.3.0 install (else ONI_NLE_DIR, else the
+    /// project's venv under ~/.cache/oni).
+    pub nle_dir: Option<PathBuf>,
+    /// Egocentric glyph crop around the hero.
+    pub crop_rows: usize,
+    pub crop_cols: usize,
+    /// `oni` = NLE's 23 task actions + CAST, QUAFF, PRAY, PICKUP, PAY (28); `task` = the 23.
+    pub actions: String,
+    /// Episode step cap (NLE's default is 5000).
+    pub max_episode_steps: u32,
+    /// NetHack's debug ("wizard") mode, for scripted tests and tools, never for training.
+    pub wizard: bool,
+}
+
+impl Default for NetHackConfig {
+    fn default() -> Self {
+        NetHackConfig { nle_dir: None, crop_rows: 9, crop_cols: 9, actions: "oni".into(), max_episode_steps: 5000, wizard: false }
+    }
+}
+
+/// Glyph id used for cells of the crop outside the map.
+pub const PAD_GLYPH: u16 = glyph::MAX as u16;
+pub const NUM_GLYPHS: usize = glyph::MAX + 1;
+pub const STATS_DIM: usize = ffi::BLSTATS;
+
+/// One verified library per directory per process.
+pub fn library(cfg: &NetHackConfig) -> Result<Arc<NleLibrary>, EnvError> {
+    static CACHE: OnceLock<Mutex<HashMap<Option<PathBuf>, Arc<NleLibrary>>>> = OnceLock::new();
+    let mut cache = CACHE.get_or_init(Default::default).lock().unwrap();
+    let key = cfg.nle_dir.clone().or_else(|| std::env::var("ONI_NLE_DIR").ok().map(PathBuf::from));
+    if let Some(l) = cache.get(&key) {
+        return Ok(l.clone());
+    }
+    let lib = Arc::new(NleLibrary::locate(key.as_deref())?);
+    cache.insert(key, lib.clone());
+    Ok(lib)
+}
+
+fn action_count(cfg: &NetHackConfig) -> Result<bool, EnvError> {
+    match cfg.actions.as_str() {
+        "oni" => Ok(true),
+        "task" => Ok(false),
+        other => Err(EnvError::BadSetting { key: "env.nethack.actions".into(), reason: format!("`{other}` is not `oni` or `task`") }),
+    }
+}
+
+/// The observation shape of a NetHack task under `cfg`, without loading NetHack.
+pub fn spec(cfg: &NetHackConfig) -> Result<ObsSpec, EnvError> {
+    if cfg.crop_rows == 0 || cfg.crop_cols == 0 || cfg.crop_rows > ROWS * 2 || cfg.crop_cols > COLS * 2 {
+        return Err(EnvError::BadSetting { key: "env.nethack.crop_rows/crop_cols".into(), reason: "must be 1..=42 / 1..=158".into() });
+    }
+    Ok(ObsSpec {
+        crop_rows: cfg.crop_rows,
+        crop_cols: cfg.crop_cols,
+        num_glyphs: NUM_GLYPHS,
+        stats_dim: STATS_DIM,
+        num_actions: tasks::action_keys(action_count(cfg)?).len(),
+    })
+}
+
+pub struct NetHackEnv {
+    name: String,
+    game: Game,
+    task: TaskState,
+    keys: Vec<i32>,
+    spec: ObsSpec,
+    max_steps: u32,
+    steps: u32,
+    last: Snapshot,
+    skip_prompts: bool,
+    caption: Vec<u8>,
+}
+
+impl NetHackEnv {
+    pub fn new(name: &str, cfg: &NetHackConfig) -> Result<Self, EnvError> {
+        let task = tasks::parse(name)?;
+        let spec = spec(cfg)?;
+        let lib = library(cfg)?;
+        let mut options = match task {
+            Task::Gold => DEFAULT_OPTIONS.replace("pickup_types:$?!/", "pickup_types:$"),
+            _ => DEFAULT_OPTIONS.to_string(),
+        };
+        if cfg.wizard {
+            options.push_str(",playmode:debug");
+        }
+        Ok(NetHackEnv {
+            name: name.into(),
+            game: Game::new(&lib, &options, false)?,
+            task: TaskState::new(task),
+            keys: tasks::action_keys(action_count(cfg)?),
+            spec,
+            max_steps: cfg.max_episode_steps.max(1),
+            steps: 0,
+            last: Snapshot::default(),
+            skip_prompts: task != Task::Challenge,
+            caption: Vec::with_capacity(256),
+        })
+    }
+
+    /// Bottom-line stats of the current frame (tests and tools).
+    pub fn blstats(&self) -> &[std::os::raw::c_long] {
+        &self.game.buf.blstats
+    }
+
+    /// The full 21×79 glyph map of the current frame.
+    pub fn glyph_map(&self) -> &[i16] {
+        &self.game.buf.glyphs
+    }
+
+    /// Sends one raw key to the game, outside the action set (scripted tests and tools,
+    /// e.g. wizard-mode commands); returns true when the game ended.
+    pub fn send_key(&mut self, key: i32) -> Result<bool, EnvError> {
+        let done = self.game.step_key(key)?;
+        self.caption.clear();
+        if !done {
+            self.collect_message();
+        }
+        Ok(done)
+    }
+
+    /// This frame's message line.
+    pub fn message(&self) -> String {
+        String::from_utf8_lossy(self.frame_message()).into_owned()
+    }
+
+    pub fn how_done(&self) -> i32 {
+        self.game.how_done()
+    }
+
+    fn frame_message(&self) -> &[u8] {
+        let m = &self.game.buf.message;
+        let end = m.iter().position(|&b| b == 0).unwrap_or(m.len());
+        let text = &m[..end];
+        let text = text.strip_suffix(b"--More--").unwrap_or(text);
+        text.trim_ascii_end()
+    }
+
+    /// Adds this frame's message to the step's caption (messages of one step joined by two
+    /// spaces, as NetHack's own message line does).
+    fn collect_message(&mut self) {
+        let m = self.frame_message().to_vec();
+        if m.is_empty() || self.caption.ends_with(&m) {
+            return;
+        }
+        if !self.caption.is_empty() {
+            self.caption.extend_from_slice(b"  ");
+        }
+        self.caption.extend_from_slice(&m);
+    }
+
+    fn snapshot(&self, done: bool) -> Snapshot {
+        tasks::snapshot(&self.game.buf.blstats, &self.game.buf.internal, !done && self.game.in_normal_game())
+    }
+
+    /// NLE's `_perform_known_steps`: dismiss --More--, leave text prompts, and refuse yes/no
+    /// questions except those a policy should answer (eat, attack, direction, pray).
+    fn skip_known_prompts(&mut self, mut done: bool) -> Result<bool, EnvError> {
+        let mut guard = 0;
+        while !done {
+            guard += 1;
+            if guard > 100 {
+                break;
+            }
+            let st = &self.game.buf.internal;
+            let k = if st[internal::WAITING_FOR_SPACE] != 0 {
+                key::SPACE
+            } else if st[internal::IN_GETLIN] != 0 {
+                key::ESC
+            } else if st[internal::IN_YN_FUNCTION] != 0 {
+                let msg = self.game.buf.message;
+                let keep = [&b"eat"[..], b"attack", b"direction?", b"pray"].iter().any(|w| msg.windows(w.len()).any(|x| x == *w));
+                if keep {
+                    break;
+                }
+                key::ESC
+            } else {
+                break;
+            };
+            done = self.game.step_key(k)?;
+            if !done {
+                self.collect_message();
+            }
+        }
+        Ok(done)
+    }
+
+    fn write_obs(&self, obs: ObsBuf<'_>) {
+        let b = &self.game.buf;
+        let (hx, hy) = (b.blstats[bl::X] as i64, b.blstats[bl::Y] as i64);
+        let (cr, cc) = (self.spec.crop_rows as i64, self.spec.crop_cols as i64);
+        let (r0, c0) = (hy - cr / 2, hx - cc / 2);
+        for r in 0..cr {
+            for c in 0..cc {
+                let (y, x) = (r0 + r, c0 + c);
+                obs.glyphs[(r * cc + c) as usize] = if y >= 0 && x >= 0 && y < ROWS as i64 && x < COLS as i64 {
+                    b.glyphs[y as usize * COLS + x as usize].max(0) as u16
+                } else {
+                    PAD_GLYPH
+                };
+            }
+        }
+        normalise_stats(&b.blstats, obs.stats);
+        write_message(obs.message, &self.caption);
+    }
+}
+
+/// The 27 bottom-line stats scaled to roughly [−1, 1]: positions and attributes by their
+/// ranges, hit points and energy as fractions, open-ended counters (score, gold,
+/// experience, time) by log scale.
+pub fn normalise_stats(bls: &[std::os::raw::c_long], out: &mut [f32]) {
+    let v = |i: usize| bls[i] as f32;
+    let log = |x: f32| (1.0 + x.max(0.0)).ln() / 10.0;
+    let frac = |a: f32, b: f32| if b > 0.0 { a / b } else { 0.0 };
+    let vals = [
+        v(0) / 79.0,
+        v(1) / 21.0,
+        v(2) / 25.0,
+        v(3) / 125.0,
+        v(4) / 25.0,
+        v(5) / 25.0,
+        v(6) / 25.0,
+        v(7) / 25.0,
+        v(8) / 25.0,
+        log(v(9)),
+        frac(v(10), v(11)),
+        v(11) / 100.0,
+        v(12) / 50.0,
+        log(v(13)),
+        frac(v(14), v(15)),
+        v(15) / 100.0,
+        v(16) / 10.0,
+        v(17) / 30.0,
+        v(18) / 30.0,
+        log(v(19)),
+        log(v(20)),
+        v(21) / 6.0,
+        v(22) / 5.0,
+        v(23) / 10.0,
+        v(24) / 50.0,
+        (bls[25] as u32).count_ones() as f32 / 13.0,
+        v(26),
+    ];
+    out.copy_from_slice(&vals);
+}
+
+impl Env for NetHackEnv {
+    fn spec(&self) -> &ObsSpec {
+        &self.spec
+    }
+
+    fn reset(&mut self, seed: u64, obs: ObsBuf<'_>) -> Result<(), EnvError> {
+        self.game.start(seed)?;
+        self.task.reset();
+        self.steps = 0;
+        self.caption.clear();
+        self.collect_message();
+        self.last = self.snapshot(false);
+        self.write_obs(obs);
+        Ok(())
+    }
+
+    fn step(&mut self, action: usize, obs: ObsBuf<'_>) -> Result<StepOutcome, EnvError> {
+        let Some(&k) = self.keys.get(action) else {
+            return Err(EnvError::ActionOutOfRange { env: self.name.clone(), action, num_actions: self.keys.len() });
+        };
+        self.caption.clear();
+        let mut done = self.game.step_key(k)?;
+        if !done {
+            self.collect_message();
+        }
+        if self.skip_prompts || self.game.buf.program_state[0] != 0 {
+            done = self.skip_known_prompts(done)?;
+        }
+        self.steps += 1;
+        let new = self.snapshot(done);
+        let hero = (self.game.buf.blstats[bl::X] as i64, self.game.buf.blstats[bl::Y] as i64);
+        let on_stairs = !done && self.game.buf.internal[internal::ON_DOWN_STAIRS] != 0;
+        let out = self.task.evaluate(&self.last, &new, &self.game.buf.glyphs, hero, on_stairs, done);
+        if !done {
+            self.last = new;
+        }
+        let end = done || out.end || self.steps >= self.max_steps;
+        self.write_obs(obs);
+        Ok(StepOutcome { reward: out.reward, done: end, success: out.success })
+    }
+}

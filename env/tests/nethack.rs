@@ -1,0 +1,367 @@
+//! Real NetHack through the nle==1.3.0 wheel's libnethack.so (installed by scripts/setup.sh
+//! into ~/.cache/oni/venv, or wherever ONI_NLE_DIR points).
+
+use oni_env::nethack::ffi::{bl, glyph, COLS, ROWS};
+use oni_env::nethack::tasks::TASK_ACTIONS;
+use oni_env::nethack::{NetHackConfig, NetHackEnv};
+use oni_env::spec::message_text;
+use oni_env::{Env, EnvError, ObsBuf, StepOutcome, MESSAGE_LEN};
+use std::collections::VecDeque;
+
+struct Obs {
+    g: Vec<u16>,
+    s: Vec<f32>,
+    m: Vec<u8>,
+}
+
+impl Obs {
+    fn new(env: &NetHackEnv) -> Obs {
+        let sp = env.spec();
+        Obs { g: vec![0; sp.crop_len()], s: vec![0.0; sp.stats_dim], m: vec![0; MESSAGE_LEN] }
+    }
+    fn buf(&mut self) -> ObsBuf<'_> {
+        ObsBuf { glyphs: &mut self.g, stats: &mut self.s, message: &mut self.m }
+    }
+}
+
+fn env(task: &str) -> NetHackEnv {
+    NetHackEnv::new(task, &NetHackConfig::default()).expect("NLE installed (run scripts/setup.sh)")
+}
+
+fn rng(seed: u64) -> impl FnMut() -> u64 {
+    let mut x = seed | 1;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}
+
+#[test]
+fn same_seed_same_game_different_seed_different_game() {
+    let run = |seed: u64| {
+        let mut e = env("nethack-score");
+        let mut o = Obs::new(&e);
+        e.reset(seed, o.buf()).unwrap();
+        let mut trace = vec![(o.g.clone(), o.s.clone(), o.m.clone(), 0.0f32)];
+        let mut next = rng(42);
+        for _ in 0..300 {
+            let a = (next() % e.spec().num_actions as u64) as usize;
+            let out = e.step(a, o.buf()).unwrap();
+            trace.push((o.g.clone(), o.s.clone(), o.m.clone(), out.reward));
+            if out.done {
+                break;
+            }
+        }
+        (trace, e.glyph_map().to_vec())
+    };
+    let (a, _) = run(7);
+    let (b, _) = run(7);
+    assert_eq!(a.len(), b.len());
+    assert!(a == b, "same seed and actions gave different observations");
+    let (_, map7) = run(7);
+    let (_, map8) = run(8);
+    assert_ne!(map7, map8, "different seeds gave the same game");
+}
+
+#[test]
+fn messages_decode_to_what_nethack_printed() {
+    let mut e = env("nethack-score");
+    let mut o = Obs::new(&e);
+    e.reset(3, o.buf()).unwrap();
+    let start = message_text(&o.m);
+    assert!(
+        start.starts_with("Hello Agent, welcome to NetHack!") || start.contains("moon"),
+        "unexpected first message {start:?}"
+    );
+    // with NLE's `mention_walls` option, walking into a wall says so
+    let dirs = [(0i64, -1i64, 1usize), (1, 0, 2), (0, 1, 3), (-1, 0, 4)];
+    for _ in 0..40 {
+        let (x, y) = (e.blstats()[bl::X] as i64, e.blstats()[bl::Y] as i64);
+        let wall = dirs.iter().find(|(dx, dy, _)| {
+            let c = e.glyph_map()[((y + dy) as usize) * COLS + (x + dx) as usize] - glyph::CMAP_OFF;
+            (1..=11).contains(&c)
+        });
+        let a = wall.map_or(4, |w| w.2);
+        e.step(a, o.buf()).unwrap();
+        if wall.is_some() {
+            assert_eq!(message_text(&o.m), "It's a wall.");
+            return;
+        }
+    }
+    panic!("never found a wall to walk into");
+}
+
+/// NetHackScore: reward = Δscore − 0.01 on steps where game time stands still.
+#[test]
+fn score_reward_is_score_delta_minus_the_frozen_time_penalty() {
+    let mut e = env("nethack-score");
+    let mut o = Obs::new(&e);
+    let mut next = rng(5);
+    let mut checked = 0;
+    let mut penalised = 0;
+    let mut scored = 0;
+    for seed in 0..4 {
+        e.reset(seed, o.buf()).unwrap();
+        let (mut score, mut time) = (e.blstats()[bl::SCORE], e.blstats()[bl::TIME]);
+        for _ in 0..400 {
+            let a = (next() % 23) as usize;
+            let out = e.step(a, o.buf()).unwrap();
+            if out.done {
+                break;
+            }
+            let (s, t) = (e.blstats()[bl::SCORE], e.blstats()[bl::TIME]);
+            let expected = (s - score) as f32 + if t == time { -0.01 } else { 0.0 };
+            assert!((out.reward - expected).abs() < 1e-5, "reward {} expected {expected}", out.reward);
+            checked += 1;
+            penalised += (t == time) as u32;
+            scored += (s != score) as u32;
+            (score, time) = (s, t);
+        }
+    }
+    assert!(checked > 500 && penalised > 0 && scored > 0, "{checked} steps, {penalised} penalised, {scored} scored");
+}
+
+fn walkable(g: i16) -> bool {
+    let c = g - glyph::CMAP_OFF;
+    (12..=14).contains(&c) || (19..=31).contains(&c) || (1906..2359).contains(&g)
+}
+
+/// Four-way BFS on the visible map from the hero to a target glyph; returns the moves.
+fn path_to(map: &[i16], from: (usize, usize), target: i16) -> Option<Vec<usize>> {
+    let moves = [(0i64, -1i64, 1usize), (1, 0, 2), (0, 1, 3), (-1, 0, 4)]; // k l j h
+    let mut prev = vec![None; ROWS * COLS];
+    let mut q = VecDeque::from([from]);
+    prev[from.1 * COLS + from.0] = Some((from, 0));
+    while let Some((x, y)) = q.pop_front() {
+        if map[y * COLS + x] == target {
+            let mut path = Vec::new();
+            let mut cur = (x, y);
+            while cur != from {
+                let (p, a) = prev[cur.1 * COLS + cur.0].unwrap();
+                path.push(a);
+                cur = p;
+            }
+            path.reverse();
+            return Some(path);
+        }
+        for (dx, dy, a) in moves {
+            let (nx, ny) = (x as i64 + dx, y as i64 + dy);
+            if nx < 0 || ny < 0 || nx >= COLS as i64 || ny >= ROWS as i64 {
+                continue;
+            }
+            let (nx, ny) = (nx as usize, ny as usize);
+            let g = map[ny * COLS + nx];
+            if prev[ny * COLS + nx].is_none() && (walkable(g) || g == target) {
+                prev[ny * COLS + nx] = Some(((x, y), a));
+                q.push_back((nx, ny));
+            }
+        }
+    }
+    None
+}
+
+fn closed_door(g: i16) -> bool {
+    (15..=16).contains(&(g - glyph::CMAP_OFF))
+}
+
+/// In wizard mode, maps the level (^F) and walks to the down staircase along a BFS path
+/// (doors open by walking into them). Returns the last step's outcome on the first seed
+/// where the walk succeeds.
+fn walk_to_stairs(task: &str) -> (NetHackEnv, StepOutcome) {
+    let mut e = NetHackEnv::new(task, &NetHackConfig { wizard: true, ..Default::default() }).unwrap();
+    let mut o = Obs::new(&e);
+    'seeds: for seed in 0..30 {
+        e.reset(seed, o.buf()).unwrap();
+        e.send_key(6).unwrap(); // ^F: map the level
+        let mut map = e.glyph_map().to_vec();
+        for g in map.iter_mut() {
+            if closed_door(*g) {
+                *g = glyph::CMAP_OFF + 12; // plan through doors
+            }
+        }
+        let hero = (e.blstats()[bl::X] as usize, e.blstats()[bl::Y] as usize);
+        let Some(path) = path_to(&map, hero, glyph::DOWN_STAIRS) else { continue };
+        let mut last = None;
+        for a in path {
+            let before = (e.blstats()[bl::X], e.blstats()[bl::Y]);
+            let mut tries = 0;
+            loop {
+                let out = e.step(a, o.buf()).unwrap();
+                last = Some(out);
+                if out.done {
+                    break;
+                }
+                if (e.blstats()[bl::X], e.blstats()[bl::Y]) != before {
+                    break;
+                }
+                tries += 1; // a door opening, a monster in the way
+                if tries > 20 {
+                    continue 'seeds;
+                }
+            }
+            if last.unwrap().done {
+                break;
+            }
+        }
+        if let Some(out) = last.filter(|l| l.success) {
+            return (e, out);
+        }
+    }
+    panic!("no seed in 0..30 let the hero walk to the down staircase");
+}
+
+#[test]
+fn staircase_task_rewards_reaching_the_stairs() {
+    let (_, out) = walk_to_stairs("nethack-staircase");
+    assert!(out.done && out.success);
+    assert!((out.reward - 1.0).abs() < 0.011, "reward {}", out.reward);
+}
+
+#[test]
+fn descending_the_stairs_reaches_level_2_and_ends_the_lvl_tasks_only_at_their_level() {
+    // walking onto the stairs does not end staircase-lvl3; `>` then takes the hero down
+    let mut e = NetHackEnv::new("nethack-staircase-lvl3", &NetHackConfig { wizard: true, ..Default::default() }).unwrap();
+    let mut o = Obs::new(&e);
+    let down = TASK_ACTIONS.iter().position(|&k| k == b'>' as i32).unwrap();
+    for seed in 0..30 {
+        e.reset(seed, o.buf()).unwrap();
+        e.send_key(6).unwrap();
+        let mut map = e.glyph_map().to_vec();
+        for g in map.iter_mut() {
+            if closed_door(*g) {
+                *g = glyph::CMAP_OFF + 12;
+            }
+        }
+        let hero = (e.blstats()[bl::X] as usize, e.blstats()[bl::Y] as usize);
+        let Some(path) = path_to(&map, hero, glyph::DOWN_STAIRS) else { continue };
+        for a in path {
+            for _ in 0..20 {
+                let before = (e.blstats()[bl::X], e.blstats()[bl::Y]);
+                let out = e.step(a, o.buf()).unwrap();
+                assert!(!out.success, "staircase-lvl3 succeeded on level 1");
+                if out.done || (e.blstats()[bl::X], e.blstats()[bl::Y]) != before {
+                    break;
+                }
+            }
+        }
+        if e.blstats()[bl::DEPTH] != 1 || !e.glyph_map().iter().all(|&g| g != glyph::DOWN_STAIRS) {
+            continue; // not standing on the stairs
+        }
+        let out = e.step(down, o.buf()).unwrap();
+        assert_eq!(e.blstats()[bl::DEPTH], 2, "still on level 1 after `>`: {:?}", e.message());
+        assert!(!out.done && !out.success, "level 2 is not level 3");
+        return;
+    }
+    panic!("no seed in 0..30 let the hero reach the stairs");
+}
+
+/// Kicking a wall hurts; doing it long enough kills, and the episode ends on death.
+#[test]
+fn episodes_end_on_death() {
+    let mut e = env("nethack-score");
+    let mut o = Obs::new(&e);
+    e.reset(11, o.buf()).unwrap();
+    let kick = TASK_ACTIONS.iter().position(|&k| k == 4).unwrap();
+    let dirs = [(0i64, -1i64, 1usize), (1, 0, 2), (0, 1, 3), (-1, 0, 4)];
+    let wall = |g: i16| (1..=11).contains(&(g - glyph::CMAP_OFF));
+    let mut ended = None;
+    for step in 0..3000 {
+        let (x, y) = (e.blstats()[bl::X] as i64, e.blstats()[bl::Y] as i64);
+        let map = e.glyph_map();
+        let dir = dirs.iter().find(|(dx, dy, _)| {
+            let (nx, ny) = (x + dx, y + dy);
+            nx >= 0 && ny >= 0 && nx < COLS as i64 && ny < ROWS as i64 && wall(map[(ny as usize) * COLS + nx as usize])
+        });
+        let out = match dir {
+            Some(&(_, _, a)) => {
+                let o1 = e.step(kick, o.buf()).unwrap();
+                if o1.done { o1 } else { e.step(a, o.buf()).unwrap() }
+            }
+            // walk west until a wall is adjacent
+            None => e.step(4, o.buf()).unwrap(),
+        };
+        if out.done {
+            ended = Some((step, out));
+            break;
+        }
+    }
+    let (_, out) = ended.expect("kicking walls for 3000 steps never ended the episode");
+    assert!(!out.success);
+    assert_eq!(e.how_done(), 0, "the game ended other than by death");
+}
+
+#[test]
+fn thousands_of_episodes_across_instances_without_memory_growth() {
+    let cfg = NetHackConfig { max_episode_steps: 10, ..Default::default() };
+    let mut envs: Vec<NetHackEnv> = (0..8).map(|_| NetHackEnv::new("nethack-score", &cfg).unwrap()).collect();
+    let mut o = Obs::new(&envs[0]);
+    let mut next = rng(9);
+    let rss = || -> u64 {
+        let s = std::fs::read_to_string("/proc/self/statm").unwrap();
+        s.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 4096
+    };
+    let mut episodes = 0u64;
+    let mut seed = 0;
+    let mut play = |n: u64, envs: &mut Vec<NetHackEnv>, o: &mut Obs| {
+        let target = episodes + n;
+        while episodes < target {
+            for e in envs.iter_mut() {
+                seed += 1;
+                e.reset(seed, o.buf()).unwrap();
+                loop {
+                    let a = (next() % 23) as usize;
+                    if e.step(a, o.buf()).unwrap().done {
+                        break;
+                    }
+                }
+                episodes += 1;
+            }
+        }
+    };
+    play(400, &mut envs, &mut o);
+    let before = rss();
+    play(2000, &mut envs, &mut o);
+    let after = rss();
+    let growth = after.saturating_sub(before);
+    assert!(growth < 16 << 20, "resident memory grew by {} MiB over 2000 episodes", growth >> 20);
+    // dropping the instances removes their var directories
+    drop(envs);
+    let left = std::fs::read_dir("/dev/shm").map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("oni-nle-")).count()).unwrap_or(0);
+    assert_eq!(left, 0, "var directories left behind");
+}
+
+#[test]
+fn bad_setups_and_inputs_get_clear_errors() {
+    let err = |r: Result<NetHackEnv, EnvError>| r.err().expect("should fail").to_string();
+    let e = err(NetHackEnv::new("nethack-score", &NetHackConfig { nle_dir: Some("/nonexistent/nle".into()), ..Default::default() }));
+    assert!(e.contains("libnethack.so was not found") && e.contains("nle==1.3.0") && e.contains("/nonexistent/nle"), "{e}");
+
+    // a library of another NLE release is refused before anything is loaded
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("nle");
+    std::fs::create_dir_all(pkg.join("nethackdir")).unwrap();
+    std::fs::write(pkg.join("libnethack.so"), b"not a library").unwrap();
+    let e = err(NetHackEnv::new("nethack-score", &NetHackConfig { nle_dir: Some(pkg.clone()), ..Default::default() }));
+    assert!(e.contains("nhdat"), "{e}");
+    std::fs::write(pkg.join("nethackdir/nhdat"), b"").unwrap();
+    std::fs::create_dir_all(dir.path().join("nle-1.2.0.dist-info")).unwrap();
+    std::fs::write(dir.path().join("nle-1.2.0.dist-info/METADATA"), "Name: nle\nVersion: 1.2.0\n").unwrap();
+    let e = err(NetHackEnv::new("nethack-score", &NetHackConfig { nle_dir: Some(pkg.clone()), ..Default::default() }));
+    assert!(e.contains("1.2.0") && e.contains("1.3.0"), "{e}");
+    std::fs::write(dir.path().join("nle-1.2.0.dist-info/METADATA"), "Name: nle\nVersion: 1.3.0\n").unwrap();
+    let e = err(NetHackEnv::new("nethack-score", &NetHackConfig { nle_dir: Some(pkg), ..Default::default() }));
+    assert!(e.contains("not a libnethack.so build"), "{e}");
+
+    let e = err(NetHackEnv::new("nethack-dance", &NetHackConfig::default()));
+    assert!(e.contains("nethack-dance") && e.contains("nethack-score"), "{e}");
+
+    let mut env = env("nethack-score");
+    let mut o = Obs::new(&env);
+    env.reset(1, o.buf()).unwrap();
+    let e = env.step(28, o.buf()).unwrap_err().to_string();
+    assert!(e.contains("28") && e.contains("28 actions"), "{e}");
+    // the env is still usable after the refused action
+    env.step(19, o.buf()).unwrap();
+}
