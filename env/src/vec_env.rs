@@ -246,3 +246,63 @@ impl Drop for StepWorker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// Counts steps; the instance created `fail_on_instance`-th fails on its 3rd step, as a
+    /// NetHack whose C side reported an error would.
+    struct Flaky {
+        spec: ObsSpec,
+        steps: u32,
+        fails: bool,
+    }
+
+    impl Env for Flaky {
+        fn spec(&self) -> &ObsSpec {
+            &self.spec
+        }
+        fn reset(&mut self, _seed: u64, obs: ObsBuf<'_>) -> Result<(), EnvError> {
+            self.steps = 0;
+            obs.glyphs.fill(0);
+            Ok(())
+        }
+        fn step(&mut self, _a: usize, obs: ObsBuf<'_>) -> Result<StepOutcome, EnvError> {
+            self.steps += 1;
+            if self.fails && self.steps == 3 {
+                return Err(EnvError::Failed { env: "flaky".into(), reason: "C side error".into() });
+            }
+            obs.glyphs.fill(self.steps as u16);
+            Ok(StepOutcome { reward: 1.0, done: self.steps == 10, success: true })
+        }
+    }
+
+    #[test]
+    fn a_failing_env_is_restarted_and_the_others_go_on() {
+        let made = Arc::new(AtomicUsize::new(0));
+        let m = made.clone();
+        let spec = ObsSpec { crop_rows: 1, crop_cols: 1, num_glyphs: 100, stats_dim: 1, num_actions: 2 };
+        let factory: EnvFactory = Box::new(move || {
+            let n = m.fetch_add(1, Ordering::SeqCst);
+            Ok(Box::new(Flaky { spec: spec.clone(), steps: 0, fails: n == 1 }) as Box<dyn Env>)
+        });
+        let mut v = VecEnv::new(factory, 3, 7, 0).unwrap();
+        for _ in 0..2 {
+            v.step(&[0, 0, 0]).unwrap();
+        }
+        v.step(&[0, 0, 0]).unwrap();
+        assert_eq!(v.last.restarts.len(), 1, "the failing env was not reported");
+        assert_eq!(v.last.restarts[0].0, 1);
+        assert!(v.last.dones[1] && !v.last.dones[0] && !v.last.dones[2]);
+        assert_eq!(made.load(Ordering::SeqCst), 4, "a fresh instance replaces the failed one");
+        assert!(v.last.episodes.is_empty(), "a failed episode is not recorded as finished");
+        assert_eq!(v.glyphs, vec![3, 0, 3], "others stepped on; the restarted env shows its reset observation");
+        // an out-of-range action is refused before any env moves
+        let before = v.glyphs.clone();
+        assert!(matches!(v.step(&[0, 5, 0]), Err(EnvError::ActionOutOfRange { action: 5, .. })));
+        assert_eq!(v.glyphs, before);
+    }
+}

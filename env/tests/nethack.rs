@@ -293,46 +293,6 @@ fn episodes_end_on_death() {
 }
 
 #[test]
-fn thousands_of_episodes_across_instances_without_memory_growth() {
-    let cfg = NetHackConfig { max_episode_steps: 10, ..Default::default() };
-    let mut envs: Vec<NetHackEnv> = (0..8).map(|_| NetHackEnv::new("nethack-score", &cfg).unwrap()).collect();
-    let mut o = Obs::new(&envs[0]);
-    let mut next = rng(9);
-    let rss = || -> u64 {
-        let s = std::fs::read_to_string("/proc/self/statm").unwrap();
-        s.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 4096
-    };
-    let mut episodes = 0u64;
-    let mut seed = 0;
-    let mut play = |n: u64, envs: &mut Vec<NetHackEnv>, o: &mut Obs| {
-        let target = episodes + n;
-        while episodes < target {
-            for e in envs.iter_mut() {
-                seed += 1;
-                e.reset(seed, o.buf()).unwrap();
-                loop {
-                    let a = (next() % 23) as usize;
-                    if e.step(a, o.buf()).unwrap().done {
-                        break;
-                    }
-                }
-                episodes += 1;
-            }
-        }
-    };
-    play(400, &mut envs, &mut o);
-    let before = rss();
-    play(2000, &mut envs, &mut o);
-    let after = rss();
-    let growth = after.saturating_sub(before);
-    assert!(growth < 16 << 20, "resident memory grew by {} MiB over 2000 episodes", growth >> 20);
-    // dropping the instances removes their var directories
-    drop(envs);
-    let left = std::fs::read_dir("/dev/shm").map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("oni-nle-")).count()).unwrap_or(0);
-    assert_eq!(left, 0, "var directories left behind");
-}
-
-#[test]
 fn bad_setups_and_inputs_get_clear_errors() {
     let err = |r: Result<NetHackEnv, EnvError>| r.err().expect("should fail").to_string();
     let e = err(NetHackEnv::new("nethack-score", &NetHackConfig { nle_dir: Some("/nonexistent/nle".into()), ..Default::default() }));

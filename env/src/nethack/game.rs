@@ -140,6 +140,10 @@ impl Game {
         Ok(self.finished)
     }
 
+    pub fn var_dir(&self) -> &Path {
+        self.hackdir.path()
+    }
+
     pub fn in_normal_game(&self) -> bool {
         self.obs.in_normal_game != 0
     }

@@ -140,6 +140,11 @@ impl NetHackEnv {
         Ok(done)
     }
 
+    /// The instance's private NetHack var directory (removed when the env is dropped).
+    pub fn var_dir(&self) -> &std::path::Path {
+        self.game.var_dir()
+    }
+
     /// This frame's message line.
     pub fn message(&self) -> String {
         String::from_utf8_lossy(self.frame_message()).into_owned()
