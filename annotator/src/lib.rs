@@ -1,0 +1,13 @@
+//! The annotator's core: prompts, an OpenAI-compatible LLM client that turns answers into
+//! labels (with retries, a circuit breaker and constrained decoding where the server
+//! supports it), and the label bank that keeps every answer with its provenance.
+
+pub mod bank;
+pub mod label;
+pub mod llm;
+pub mod prompts;
+
+pub use bank::{FileBank, LabelBank, LabelKey};
+pub use label::{parse_label, Label, LabelRecord};
+pub use llm::{LlmClient, LlmConfig, LlmError};
+pub use prompts::PromptConfig;

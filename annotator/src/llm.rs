@@ -1,0 +1,311 @@
+//! A client for any OpenAI-compatible server (vLLM, llama.cpp's llama-server, Ollama):
+//! `/v1/completions` with batched prompts or `/v1/chat/completions`. Timeouts, 429 and 5xx
+//! are retried with jittered exponential backoff; consecutive failures open a circuit
+//! breaker so a dead server is not hammered. Answers are constrained to `{"helpful": bool}`
+//! with a GBNF grammar or a JSON schema where the server supports it, and parsed robustly.
+
+use crate::label::{parse_label, truncate, Label, RAW_ANSWER_MAX};
+use crate::prompts::PromptConfig;
+use oni_proto::Backoff;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmConfig {
+    pub base_url: String,
+    pub model: String,
+    /// Name of the environment variable holding the API key (sent as a bearer token).
+    pub api_key_env: String,
+    /// `completions` (batched prompts) or `chat`.
+    pub api: String,
+    /// Prompts per `/v1/completions` request.
+    pub batch: usize,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    pub timeout_ms: u64,
+    pub temperature: f32,
+    pub max_tokens: u32,
+    /// Retries after the first try, on timeouts, connection errors, 429 and 5xx.
+    pub retries: u32,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    /// `grammar` (GBNF, llama.cpp), `json_schema` (vLLM, llama.cpp) or `none`.
+    pub constrain: String,
+    /// Consecutive failed requests that open the circuit, and how long it stays open.
+    pub breaker_failures: u32,
+    pub breaker_open_ms: u64,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        LlmConfig {
+            base_url: "http://127.0.0.1:8090".into(),
+            model: "local".into(),
+            api_key_env: "ONI_LLM_API_KEY".into(),
+            api: "completions".into(),
+            batch: 8,
+            concurrency: 4,
+            timeout_ms: 30_000,
+            temperature: 0.1,
+            max_tokens: 16,
+            retries: 4,
+            backoff_base_ms: 200,
+            backoff_max_ms: 5_000,
+            constrain: "grammar".into(),
+            breaker_failures: 5,
+            breaker_open_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum LlmError {
+    #[error("LLM server timed out after {0} tries")]
+    Timeout(u32),
+    #[error("LLM server unreachable after {tries} tries: {reason}")]
+    Unreachable { tries: u32, reason: String },
+    #[error("LLM server answered HTTP {status} after {tries} tries: {body}")]
+    Server { status: u16, tries: u32, body: String },
+    #[error("LLM server refused the request (HTTP {status}): {body}")]
+    Rejected { status: u16, body: String },
+    #[error("LLM server sent a malformed response after {tries} tries: {reason}")]
+    Malformed { tries: u32, reason: String },
+    #[error("circuit open: the LLM server failed {0} times in a row; not calling it for now")]
+    CircuitOpen(u32),
+    #[error("bad LLM setting `{0}`: {1}")]
+    Config(&'static str, String),
+}
+
+impl LlmError {
+    /// A short name for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LlmError::Timeout(_) => "timeout",
+            LlmError::Unreachable { .. } => "unreachable",
+            LlmError::Server { .. } => "server_error",
+            LlmError::Rejected { .. } => "rejected",
+            LlmError::Malformed { .. } => "malformed",
+            LlmError::CircuitOpen(_) => "circuit_open",
+            LlmError::Config(..) => "config",
+        }
+    }
+}
+
+/// One answer to one prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub label: Label,
+    pub raw: String,
+    pub latency: Duration,
+}
+
+#[derive(Default)]
+struct Breaker {
+    failures: u32,
+    open_until: Option<Instant>,
+}
+
+pub struct LlmClient {
+    cfg: LlmConfig,
+    http: reqwest::Client,
+    key: Option<String>,
+    slots: Semaphore,
+    breaker: Mutex<Breaker>,
+}
+
+const GRAMMAR: &str = r#"root ::= "{\"helpful\": " ("true" | "false") "}""#;
+
+fn schema() -> Value {
+    json!({"type": "object", "properties": {"helpful": {"type": "boolean"}}, "required": ["helpful"]})
+}
+
+enum Attempt {
+    Done(Value),
+    Retry(LlmError),
+    Fail(LlmError),
+}
+
+impl LlmClient {
+    pub fn new(cfg: LlmConfig) -> Result<Self, LlmError> {
+        if !matches!(cfg.api.as_str(), "completions" | "chat") {
+            return Err(LlmError::Config("llm.api", format!("`{}` is not `completions` or `chat`", cfg.api)));
+        }
+        if !matches!(cfg.constrain.as_str(), "grammar" | "json_schema" | "none") {
+            return Err(LlmError::Config("llm.constrain", format!("`{}` is not grammar, json_schema or none", cfg.constrain)));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(cfg.timeout_ms))
+            .connect_timeout(Duration::from_millis(cfg.timeout_ms.min(5_000)))
+            .build()
+            .map_err(|e| LlmError::Config("llm", e.to_string()))?;
+        let key = std::env::var(&cfg.api_key_env).ok().filter(|k| !k.is_empty());
+        Ok(LlmClient { slots: Semaphore::new(cfg.concurrency.max(1)), http, key, breaker: Default::default(), cfg })
+    }
+
+    pub fn config(&self) -> &LlmConfig {
+        &self.cfg
+    }
+
+    /// True while the circuit is open (the server failed repeatedly and is being left alone).
+    pub fn circuit_open(&self) -> bool {
+        self.breaker.lock().unwrap().open_until.is_some_and(|t| Instant::now() < t)
+    }
+
+    fn constrain(&self, body: &mut Value) {
+        match self.cfg.constrain.as_str() {
+            "grammar" => body["grammar"] = json!(GRAMMAR),
+            "json_schema" => {
+                body["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "label", "schema": schema()}})
+            }
+            _ => {}
+        }
+    }
+
+    /// Labels each caption. One result per caption, in order; a request that failed after
+    /// its retries fails every caption it carried.
+    pub async fn classify(&self, prompts: &PromptConfig, captions: &[String]) -> Vec<Result<Answer, LlmError>> {
+        let texts: Vec<String> = captions.iter().map(|c| prompts.classification_prompt(c)).collect();
+        let chunk = if self.cfg.api == "completions" { self.cfg.batch.max(1) } else { 1 };
+        let futures = texts.chunks(chunk).map(|group| self.answer_group(group));
+        futures::future::join_all(futures).await.into_iter().flatten().collect()
+    }
+
+    async fn answer_group(&self, prompts: &[String]) -> Vec<Result<Answer, LlmError>> {
+        let _slot = self.slots.acquire().await.expect("semaphore open");
+        let (path, mut body) = if self.cfg.api == "completions" {
+            let prompt = if prompts.len() == 1 { json!(prompts[0]) } else { json!(prompts) };
+            ("/v1/completions", json!({"model": self.cfg.model, "prompt": prompt}))
+        } else {
+            ("/v1/chat/completions", json!({"model": self.cfg.model, "messages": [{"role": "user", "content": prompts[0]}]}))
+        };
+        body["temperature"] = json!(self.cfg.temperature);
+        body["max_tokens"] = json!(self.cfg.max_tokens);
+        self.constrain(&mut body);
+        let start = Instant::now();
+        let result = self.post(path, &body).await;
+        let latency = start.elapsed();
+        metrics::histogram!("oni_llm_request_seconds").record(latency.as_secs_f64());
+        let texts = result.and_then(|v| choices(&v, prompts.len(), self.cfg.api == "chat"));
+        match texts {
+            Ok(texts) => {
+                metrics::counter!("oni_llm_requests_total", "outcome" => "ok").increment(1);
+                texts
+                    .into_iter()
+                    .map(|raw| {
+                        let label = parse_label(&raw);
+                        if label == Label::Unknown {
+                            metrics::counter!("oni_llm_unparsed_answers_total").increment(1);
+                        }
+                        Ok(Answer { label, raw: truncate(&raw, RAW_ANSWER_MAX), latency })
+                    })
+                    .collect()
+            }
+            Err(e) => {
+                metrics::counter!("oni_llm_requests_total", "outcome" => "error").increment(1);
+                metrics::counter!("oni_llm_errors_total", "kind" => e.kind()).increment(1);
+                vec![Err(e); prompts.len()]
+            }
+        }
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> Result<Value, LlmError> {
+        {
+            let b = self.breaker.lock().unwrap();
+            if b.open_until.is_some_and(|t| Instant::now() < t) {
+                return Err(LlmError::CircuitOpen(b.failures));
+            }
+        }
+        let url = format!("{}{path}", self.cfg.base_url.trim_end_matches('/'));
+        let mut backoff = Backoff::new(Duration::from_millis(self.cfg.backoff_base_ms), Duration::from_millis(self.cfg.backoff_max_ms));
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let attempt = self.try_once(&url, body, tries).await;
+            match attempt {
+                Attempt::Done(v) => {
+                    self.record(true);
+                    return Ok(v);
+                }
+                Attempt::Fail(e) => {
+                    self.record(false);
+                    return Err(e);
+                }
+                Attempt::Retry(e) => {
+                    metrics::counter!("oni_llm_retries_total", "kind" => e.kind()).increment(1);
+                    if tries > self.cfg.retries {
+                        self.record(false);
+                        return Err(e);
+                    }
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+            }
+        }
+    }
+
+    async fn try_once(&self, url: &str, body: &Value, tries: u32) -> Attempt {
+        let mut req = self.http.post(url).json(body);
+        if let Some(k) = &self.key {
+            req = req.bearer_auth(k);
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => return Attempt::Retry(LlmError::Timeout(tries)),
+            Err(e) => return Attempt::Retry(LlmError::Unreachable { tries, reason: error_chain(&e) }),
+        };
+        let status = resp.status();
+        let text = match resp.text().await {
+            Ok(t) => t,
+            Err(e) if e.is_timeout() => return Attempt::Retry(LlmError::Timeout(tries)),
+            Err(e) => return Attempt::Retry(LlmError::Unreachable { tries, reason: error_chain(&e) }),
+        };
+        if status.as_u16() == 429 || status.is_server_error() {
+            return Attempt::Retry(LlmError::Server { status: status.as_u16(), tries, body: truncate(&text, 200) });
+        }
+        if !status.is_success() {
+            return Attempt::Fail(LlmError::Rejected { status: status.as_u16(), body: truncate(&text, 300) });
+        }
+        match serde_json::from_str::<Value>(&text) {
+            Ok(v) => Attempt::Done(v),
+            Err(e) => Attempt::Retry(LlmError::Malformed { tries, reason: format!("{e}: {}", truncate(&text, 100)) }),
+        }
+    }
+
+    fn record(&self, ok: bool) {
+        let mut b = self.breaker.lock().unwrap();
+        if ok {
+            b.failures = 0;
+            b.open_until = None;
+        } else {
+            b.failures += 1;
+            if b.failures >= self.cfg.breaker_failures.max(1) {
+                b.open_until = Some(Instant::now() + Duration::from_millis(self.cfg.breaker_open_ms));
+            }
+        }
+        metrics::gauge!("oni_llm_circuit_open").set(if b.open_until.is_some() { 1.0 } else { 0.0 });
+    }
+}
+
+/// The answer texts of a response, ordered by their `index`.
+fn choices(v: &Value, n: usize, chat: bool) -> Result<Vec<String>, LlmError> {
+    let bad = |reason: &str| LlmError::Malformed { tries: 1, reason: reason.into() };
+    let list = v.get("choices").and_then(Value::as_array).ok_or_else(|| bad("no `choices`"))?;
+    let mut out = vec![None; n];
+    for (pos, c) in list.iter().enumerate() {
+        let i = c.get("index").and_then(Value::as_u64).map_or(pos, |i| i as usize);
+        let text = if chat { c.pointer("/message/content") } else { c.get("text") }
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("a choice has no text"))?;
+        if i < n {
+            out[i] = Some(text.to_string());
+        }
+    }
+    out.into_iter().map(|t| t.ok_or_else(|| bad("fewer choices than prompts"))).collect()
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    oni_proto::transport::error_chain(e)
+}

@@ -1,0 +1,178 @@
+//! The LLM client against a scripted OpenAI-compatible server on 127.0.0.1: batching,
+//! retries on 5xx/429/garbage/timeouts, the circuit breaker, and answer parsing.
+
+use oni_annotator::{Label, LlmClient, LlmConfig, LlmError, PromptConfig};
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// One scripted reply: status, body, and a delay before answering.
+#[derive(Clone)]
+struct Reply(u16, String, u64);
+
+#[derive(Default)]
+struct Script {
+    replies: VecDeque<Reply>,
+    requests: Vec<Value>,
+}
+
+async fn serve(script: Arc<Mutex<Script>>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let script = script.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let body = loop {
+                    let n = sock.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some(h) = text.find("\r\n\r\n") {
+                        let len = text[..h]
+                            .lines()
+                            .find_map(|l| l.to_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
+                            .unwrap_or(0);
+                        if buf.len() >= h + 4 + len {
+                            break buf[h + 4..h + 4 + len].to_vec();
+                        }
+                    }
+                };
+                let reply = {
+                    let mut s = script.lock().unwrap();
+                    s.requests.push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+                    s.replies.pop_front().unwrap_or(Reply(500, "script exhausted".into(), 0))
+                };
+                tokio::time::sleep(Duration::from_millis(reply.2)).await;
+                let resp = format!(
+                    "HTTP/1.1 {} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
+                    reply.0,
+                    reply.1.len(),
+                    reply.1
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+fn completions(texts: &[(usize, &str)]) -> String {
+    json!({"choices": texts.iter().map(|(i, t)| json!({"index": i, "text": t})).collect::<Vec<_>>()}).to_string()
+}
+
+fn config(url: &str) -> LlmConfig {
+    LlmConfig { base_url: url.into(), backoff_base_ms: 10, backoff_max_ms: 50, timeout_ms: 2_000, ..Default::default() }
+}
+
+fn captions(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("message {i}")).collect()
+}
+
+#[tokio::test]
+async fn batched_completions_map_answers_by_index_and_constrain_the_output() {
+    let script = Arc::new(Mutex::new(Script::default()));
+    script.lock().unwrap().replies.push_back(Reply(
+        200,
+        completions(&[(2, "{\"helpful\": false}"), (0, "{\"helpful\": true}"), (1, "yes")]),
+        0,
+    ));
+    let url = serve(script.clone()).await;
+    let client = LlmClient::new(LlmConfig { batch: 3, ..config(&url) }).unwrap();
+    let out = client.classify(&PromptConfig::default(), &captions(3)).await;
+    let labels: Vec<Label> = out.iter().map(|r| r.as_ref().unwrap().label).collect();
+    assert_eq!(labels, vec![Label::Helpful, Label::Helpful, Label::Unhelpful]);
+    let req = &script.lock().unwrap().requests[0];
+    assert_eq!(req["prompt"].as_array().unwrap().len(), 3, "prompts were not batched");
+    assert!(req["prompt"][1].as_str().unwrap().contains("\"message 1\""));
+    assert!(req["grammar"].as_str().unwrap().contains("helpful"));
+    assert_eq!(req["temperature"].as_f64().unwrap() as f32, 0.1);
+}
+
+#[tokio::test]
+async fn server_errors_429_and_garbage_are_retried_and_unreadable_answers_are_unknown() {
+    let script = Arc::new(Mutex::new(Script::default()));
+    {
+        let mut s = script.lock().unwrap();
+        s.replies.push_back(Reply(500, "boom".into(), 0));
+        s.replies.push_back(Reply(429, "slow down".into(), 0));
+        s.replies.push_back(Reply(200, "this is not json".into(), 0));
+        s.replies.push_back(Reply(200, completions(&[(0, "The message mentions a key.")]), 0));
+    }
+    let url = serve(script.clone()).await;
+    let client = LlmClient::new(LlmConfig { batch: 1, ..config(&url) }).unwrap();
+    let out = client.classify(&PromptConfig::default(), &captions(1)).await;
+    let a = out[0].as_ref().unwrap();
+    assert_eq!(a.label, Label::Unknown, "an unreadable answer must be unknown, not 0");
+    assert_eq!(a.raw, "The message mentions a key.");
+    assert_eq!(script.lock().unwrap().requests.len(), 4);
+}
+
+#[tokio::test]
+async fn a_slow_server_times_out_after_the_retries() {
+    let script = Arc::new(Mutex::new(Script::default()));
+    for _ in 0..3 {
+        script.lock().unwrap().replies.push_back(Reply(200, completions(&[(0, "yes")]), 1_000));
+    }
+    let url = serve(script.clone()).await;
+    let client = LlmClient::new(LlmConfig { timeout_ms: 200, retries: 2, ..config(&url) }).unwrap();
+    let out = client.classify(&PromptConfig::default(), &captions(1)).await;
+    assert_eq!(out[0].as_ref().unwrap_err(), &LlmError::Timeout(3));
+}
+
+#[tokio::test]
+async fn a_4xx_is_not_retried() {
+    let script = Arc::new(Mutex::new(Script::default()));
+    script.lock().unwrap().replies.push_back(Reply(400, "{\"error\": \"bad model\"}".into(), 0));
+    let url = serve(script.clone()).await;
+    let client = LlmClient::new(config(&url)).unwrap();
+    let out = client.classify(&PromptConfig::default(), &captions(1)).await;
+    assert!(matches!(out[0], Err(LlmError::Rejected { status: 400, .. })), "{:?}", out[0]);
+    assert_eq!(script.lock().unwrap().requests.len(), 1);
+}
+
+#[tokio::test]
+async fn the_circuit_opens_while_the_server_is_down_and_closes_when_it_answers() {
+    // nothing listens on this port
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}");
+    let cfg = LlmConfig { retries: 0, breaker_failures: 2, breaker_open_ms: 300, ..config(&url) };
+    let client = LlmClient::new(cfg).unwrap();
+    for _ in 0..2 {
+        let out = client.classify(&PromptConfig::default(), &captions(1)).await;
+        assert!(matches!(out[0], Err(LlmError::Unreachable { .. })), "{:?}", out[0]);
+    }
+    assert!(client.circuit_open());
+    let t = Instant::now();
+    let out = client.classify(&PromptConfig::default(), &captions(1)).await;
+    assert!(matches!(out[0], Err(LlmError::CircuitOpen(2))), "{:?}", out[0]);
+    assert!(t.elapsed() < Duration::from_millis(100), "an open circuit must fail fast");
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert!(!client.circuit_open());
+}
+
+#[tokio::test]
+async fn chat_api_reads_the_message_content() {
+    let script = Arc::new(Mutex::new(Script::default()));
+    script.lock().unwrap().replies.push_back(Reply(
+        200,
+        json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": "{\"helpful\": true}"}}]}).to_string(),
+        0,
+    ));
+    let url = serve(script.clone()).await;
+    let client = LlmClient::new(LlmConfig { api: "chat".into(), constrain: "json_schema".into(), ..config(&url) }).unwrap();
+    let out = client.classify(&PromptConfig::default(), &captions(1)).await;
+    assert_eq!(out[0].as_ref().unwrap().label, Label::Helpful);
+    let req = &script.lock().unwrap().requests[0];
+    assert!(req["messages"][0]["content"].as_str().unwrap().contains("message 0"));
+    assert_eq!(req["response_format"]["json_schema"]["schema"]["required"][0], "helpful");
+    assert!(LlmClient::new(LlmConfig { api: "telepathy".into(), ..Default::default() }).is_err());
+}
