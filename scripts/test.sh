@@ -4,4 +4,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
 scripts/setup.sh
+# Redis for the label-bank tests (the tests start their own instances on 127.0.0.1).
+if ! command -v redis-server >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+    pkill -x redis-server 2>/dev/null || true  # the package may start one on 6379; tests use their own
+fi
+# A real llama-server and a small GGUF for the LLM client tests (cached after the first run).
+scripts/llm-server.sh build
+scripts/llm-server.sh model smollm2 >/dev/null
 cargo test --release --workspace -- --test-threads 2

@@ -3,11 +3,13 @@
 //! supports it), and the label bank that keeps every answer with its provenance.
 
 pub mod bank;
+pub mod redis_bank;
 pub mod label;
 pub mod llm;
 pub mod prompts;
 
-pub use bank::{FileBank, LabelBank, LabelKey};
+pub use bank::{BankError, FileBank, LabelBank, LabelKey};
+pub use redis_bank::RedisBank;
 pub use label::{parse_label, Label, LabelRecord};
 pub use llm::{LlmClient, LlmConfig, LlmError};
 pub use prompts::PromptConfig;

@@ -1,0 +1,96 @@
+//! The label bank in Redis, for clusters: one hash per (prompt hash, model) mapping caption
+//! → record JSON, plus a sorted set keeping first-seen order. Redis should run with AOF
+//! (`appendonly yes`) so a restart loses nothing; every write waits for Redis's reply.
+
+use crate::bank::{BankError, LabelBank, LabelKey};
+use crate::label::LabelRecord;
+use std::sync::Mutex;
+use std::time::Duration;
+
+pub struct RedisBank {
+    client: redis::Client,
+    conn: Mutex<Option<redis::Connection>>,
+    prefix: String,
+    url: String,
+}
+
+fn err(url: &str, e: impl std::fmt::Display) -> BankError {
+    BankError::Io { path: url.into(), source: std::io::Error::other(e.to_string()) }
+}
+
+impl RedisBank {
+    /// Connects to `url` (e.g. `redis://127.0.0.1:6390`); keys start with `prefix`.
+    pub fn open(url: &str, prefix: &str) -> Result<Self, BankError> {
+        let client = redis::Client::open(url).map_err(|e| err(url, e))?;
+        let bank = RedisBank { client, conn: Mutex::new(None), prefix: prefix.into(), url: url.into() };
+        bank.with(|c| redis::cmd("PING").query::<String>(c))?;
+        Ok(bank)
+    }
+
+    fn hash_key(&self, prompt_hash: &str, model: &str) -> String {
+        format!("{}:labels:{prompt_hash}:{model}", self.prefix)
+    }
+
+    fn order_key(&self) -> String {
+        format!("{}:labels:order", self.prefix)
+    }
+
+    /// Runs `f` on a live connection, reconnecting once if the old one broke (Redis restarted).
+    fn with<T>(&self, f: impl Fn(&mut redis::Connection) -> redis::RedisResult<T>) -> Result<T, BankError> {
+        let mut g = self.conn.lock().unwrap();
+        for attempt in 0..2 {
+            if g.is_none() {
+                let c = self.client.get_connection_with_timeout(Duration::from_secs(5)).map_err(|e| err(&self.url, e))?;
+                c.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| err(&self.url, e))?;
+                c.set_write_timeout(Some(Duration::from_secs(10))).map_err(|e| err(&self.url, e))?;
+                *g = Some(c);
+            }
+            match f(g.as_mut().unwrap()) {
+                Ok(v) => return Ok(v),
+                Err(e) if attempt == 0 && (e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal()) => {
+                    *g = None;
+                }
+                Err(e) => return Err(err(&self.url, e)),
+            }
+        }
+        unreachable!("second attempt returns")
+    }
+}
+
+impl LabelBank for RedisBank {
+    fn get(&self, key: &LabelKey) -> Result<Option<LabelRecord>, BankError> {
+        let h = self.hash_key(&key.prompt_hash, &key.model);
+        let raw: Option<String> = self.with(|c| redis::cmd("HGET").arg(&h).arg(&key.caption).query(c))?;
+        raw.map(|s| serde_json::from_str(&s).map_err(|e| err(&self.url, e))).transpose()
+    }
+
+    fn put(&self, records: &[LabelRecord]) -> Result<(), BankError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for r in records {
+            let json = serde_json::to_string(r).expect("record serialises");
+            let h = self.hash_key(&r.prompt_hash, &r.model);
+            pipe.cmd("HSET").arg(&h).arg(&r.caption).arg(&json).ignore();
+            // first-seen order; NX keeps a re-label at its original place
+            let member = serde_json::to_string(&(&r.prompt_hash, &r.model, &r.caption)).unwrap();
+            pipe.cmd("ZADD").arg(self.order_key()).arg("NX").arg(r.time_ms).arg(&member).ignore();
+        }
+        self.with(|c| pipe.query::<()>(c))
+    }
+
+    fn len(&self) -> Result<usize, BankError> {
+        self.with(|c| redis::cmd("ZCARD").arg(self.order_key()).query(c))
+    }
+
+    fn all(&self) -> Result<Vec<LabelRecord>, BankError> {
+        let members: Vec<String> = self.with(|c| redis::cmd("ZRANGE").arg(self.order_key()).arg(0).arg(-1).query(c))?;
+        let mut out = Vec::with_capacity(members.len());
+        for m in members {
+            let (prompt_hash, model, caption): (String, String, String) = serde_json::from_str(&m).map_err(|e| err(&self.url, e))?;
+            if let Some(r) = self.get(&LabelKey { caption, prompt_hash, model })? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+}

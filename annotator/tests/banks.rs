@@ -1,0 +1,98 @@
+//! Both label banks pass the same tests; Redis (with AOF) keeps every label across a
+//! restart. Redis is started on 127.0.0.1 by the test itself.
+
+use oni_annotator::{FileBank, Label, LabelBank, LabelKey, LabelRecord, RedisBank};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn rec(caption: &str, label: Label, model: &str, t: u64) -> LabelRecord {
+    LabelRecord {
+        caption: caption.into(),
+        label,
+        prompt_hash: "abc".into(),
+        model: model.into(),
+        raw_answer: "{\"helpful\": true}".into(),
+        latency_ms: 40,
+        time_ms: t,
+    }
+}
+
+fn key(caption: &str, model: &str) -> LabelKey {
+    LabelKey { caption: caption.into(), prompt_hash: "abc".into(), model: model.into() }
+}
+
+/// The behaviour every bank must have.
+fn exercise(bank: &dyn LabelBank) {
+    assert!(bank.is_empty().unwrap());
+    bank.put(&[rec("You see here a brass key.", Label::Helpful, "m", 1), rec("You hit the newt.", Label::Unhelpful, "m", 2)]).unwrap();
+    bank.put(&[rec("You see here a brass key.", Label::Unknown, "m2", 3)]).unwrap();
+    assert_eq!(bank.len().unwrap(), 3);
+    assert_eq!(bank.get(&key("You see here a brass key.", "m")).unwrap().unwrap().label, Label::Helpful);
+    assert_eq!(bank.get(&key("You see here a brass key.", "m2")).unwrap().unwrap().label, Label::Unknown);
+    assert!(bank.get(&key("You unlock the door.", "m")).unwrap().is_none());
+    // a re-label replaces the record but keeps its place
+    bank.put(&[rec("You hit the newt.", Label::Helpful, "m", 9)]).unwrap();
+    let all = bank.all().unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[1].caption, "You hit the newt.");
+    assert_eq!(all[1].label, Label::Helpful);
+    assert_eq!(all[0], rec("You see here a brass key.", Label::Helpful, "m", 1));
+}
+
+#[test]
+fn file_bank() {
+    let dir = tempfile::tempdir().unwrap();
+    exercise(&FileBank::open(dir.path()).unwrap());
+    assert_eq!(FileBank::open(dir.path()).unwrap().len().unwrap(), 3, "not durable across reopen");
+}
+
+struct Redis {
+    child: Child,
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_redis(dir: &std::path::Path, port: u16) -> Redis {
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--appendonly", "yes", "--appendfsync", "always", "--save", ""])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server installed (scripts/test.sh installs it)");
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(10), "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Redis { child }
+}
+
+#[test]
+fn redis_bank_and_a_restart_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let mut redis = start_redis(dir.path(), port);
+    let bank = RedisBank::open(&url, "test").unwrap();
+    exercise(&bank);
+
+    // kill -9 Redis and start it again on the same AOF: every label is still there, and
+    // the bank's connection recovers by itself
+    redis.child.kill().unwrap();
+    redis.child.wait().unwrap();
+    assert!(bank.len().is_err(), "a dead Redis must be an error, not an empty bank");
+    let _redis = start_redis(dir.path(), port);
+    assert_eq!(bank.len().unwrap(), 3);
+    assert_eq!(bank.get(&key("You hit the newt.", "m")).unwrap().unwrap().label, Label::Helpful);
+    bank.put(&[rec("You unlock the door.", Label::Helpful, "m", 10)]).unwrap();
+    assert_eq!(RedisBank::open(&url, "test").unwrap().len().unwrap(), 4);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let e = RedisBank::open(&format!("redis://127.0.0.1:{closed}"), "test").err().expect("no Redis there");
+    assert!(e.to_string().contains(&closed.to_string()), "{e}");
+}
