@@ -3,6 +3,8 @@
 //! supports it), and the label bank that keeps every answer with its provenance.
 
 pub mod bank;
+pub mod intake;
+pub mod service;
 pub mod redis_bank;
 pub mod label;
 pub mod llm;

@@ -1,73 +1,12 @@
 //! The LLM client against a scripted OpenAI-compatible server on 127.0.0.1: batching,
 //! retries on 5xx/429/garbage/timeouts, the circuit breaker, and answer parsing.
 
+mod common;
+use common::*;
 use oni_annotator::{Label, LlmClient, LlmConfig, LlmError, PromptConfig};
-use serde_json::{json, Value};
-use std::collections::VecDeque;
+use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-
-/// One scripted reply: status, body, and a delay before answering.
-#[derive(Clone)]
-struct Reply(u16, String, u64);
-
-#[derive(Default)]
-struct Script {
-    replies: VecDeque<Reply>,
-    requests: Vec<Value>,
-}
-
-async fn serve(script: Arc<Mutex<Script>>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else { return };
-            let script = script.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                let body = loop {
-                    let n = sock.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&buf).to_string();
-                    if let Some(h) = text.find("\r\n\r\n") {
-                        let len = text[..h]
-                            .lines()
-                            .find_map(|l| l.to_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
-                            .unwrap_or(0);
-                        if buf.len() >= h + 4 + len {
-                            break buf[h + 4..h + 4 + len].to_vec();
-                        }
-                    }
-                };
-                let reply = {
-                    let mut s = script.lock().unwrap();
-                    s.requests.push(serde_json::from_slice(&body).unwrap_or(Value::Null));
-                    s.replies.pop_front().unwrap_or(Reply(500, "script exhausted".into(), 0))
-                };
-                tokio::time::sleep(Duration::from_millis(reply.2)).await;
-                let resp = format!(
-                    "HTTP/1.1 {} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
-                    reply.0,
-                    reply.1.len(),
-                    reply.1
-                );
-                let _ = sock.write_all(resp.as_bytes()).await;
-            });
-        }
-    });
-    format!("http://{addr}")
-}
-
-fn completions(texts: &[(usize, &str)]) -> String {
-    json!({"choices": texts.iter().map(|(i, t)| json!({"index": i, "text": t})).collect::<Vec<_>>()}).to_string()
-}
 
 fn config(url: &str) -> LlmConfig {
     LlmConfig { base_url: url.into(), backoff_base_ms: 10, backoff_max_ms: 50, timeout_ms: 2_000, ..Default::default() }

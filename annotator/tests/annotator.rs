@@ -1,0 +1,104 @@
+//! The annotator service asks the LLM once per unique caption, across duplicates, restarts
+//! and an LLM outage, and never blocks the caller.
+
+mod common;
+use common::*;
+use oni_annotator::service::{AnnotatorConfig, Core};
+use oni_annotator::{FileBank, Label, LabelBank, LlmClient, LlmConfig, PromptConfig};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+fn llm(url: &str) -> LlmClient {
+    LlmClient::new(LlmConfig {
+        base_url: url.into(),
+        batch: 4,
+        concurrency: 2,
+        retries: 1,
+        backoff_base_ms: 10,
+        backoff_max_ms: 20,
+        breaker_failures: 2,
+        breaker_open_ms: 200,
+        timeout_ms: 2000,
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+fn core(url: &str, bank: Arc<dyn LabelBank>) -> Arc<Core> {
+    let cfg = AnnotatorConfig { retry_pause_ms: 100, ..Default::default() };
+    Core::new(cfg, PromptConfig::default(), llm(url), bank)
+}
+
+async fn until(what: &str, secs: u64, f: impl Fn() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < Duration::from_secs(secs), "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn prompts_asked(script: &Arc<Mutex<Script>>) -> usize {
+    script.lock().unwrap().requests.iter().map(|r| r["prompt"].as_array().map_or(1, |a| a.len())).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_unique_caption_is_asked_exactly_once_across_duplicates_and_restarts() {
+    let script = Arc::new(Mutex::new(Script { auto: true, ..Default::default() }));
+    let url = serve(script.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let unique: Vec<String> = (0..40).map(|i| format!("You see here {i} gold pieces.")).collect();
+    {
+        let bank: Arc<dyn LabelBank> = Arc::new(FileBank::open(dir.path()).unwrap());
+        let c = core(&url, bank.clone());
+        let (stop_tx, stop) = watch::channel(false);
+        let workers = c.spawn_workers(stop);
+        // every caption five times, in overlapping calls, some with extra whitespace
+        for round in 0..5 {
+            let batch: Vec<String> =
+                unique.iter().map(|u| if round % 2 == 0 { u.clone() } else { format!("  {u}\n") }).collect();
+            let ack = c.submit(&batch).unwrap();
+            assert_eq!(ack.queued + ack.known, 40);
+        }
+        until("all labelled", 20, || bank.len().unwrap() == 40).await;
+        let _ = stop_tx.send(true);
+        for w in workers {
+            w.await.unwrap();
+        }
+        assert_eq!(prompts_asked(&script), 40, "LLM asked more than once per caption");
+        assert!(bank.all().unwrap().iter().all(|r| r.label == Label::Helpful && !r.raw_answer.is_empty()));
+    }
+    // a restarted annotator on the same bank asks nothing again
+    let bank: Arc<dyn LabelBank> = Arc::new(FileBank::open(dir.path()).unwrap());
+    let c = core(&url, bank);
+    let ack = c.submit(&unique).unwrap();
+    assert_eq!((ack.queued, ack.known), (0, 40));
+    assert_eq!(c.label_of("You see here 3 gold pieces.").unwrap(), Some(Label::Helpful));
+    let ack = c.submit(&["".into(), " \t ".into()]).unwrap();
+    assert_eq!(ack.rejected, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn captions_that_arrive_while_the_llm_is_down_are_labelled_when_it_returns() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let bank: Arc<dyn LabelBank> = Arc::new(FileBank::open(dir.path()).unwrap());
+    let c = core(&url, bank.clone());
+    let (_stop_tx, stop) = watch::channel(false);
+    let _workers = c.spawn_workers(stop);
+    let captions: Vec<String> = (0..20).map(|i| format!("message {i}")).collect();
+    // submitting never waits for the LLM
+    let t = Instant::now();
+    let ack = c.submit(&captions).unwrap();
+    assert!(t.elapsed() < Duration::from_millis(200));
+    assert_eq!(ack.queued, 20);
+    tokio::time::sleep(Duration::from_millis(800)).await; // failed tries, circuit open
+    assert_eq!(bank.len().unwrap(), 0);
+    assert_eq!(c.backlog() + c.in_flight(), 20, "captions were lost while the LLM was down");
+
+    let script = Arc::new(Mutex::new(Script { auto: true, ..Default::default() }));
+    serve_on(script.clone(), port).await;
+    until("every caption labelled after the LLM came back", 20, || bank.len().unwrap() == 20).await;
+    assert_eq!(prompts_asked(&script), 20);
+}

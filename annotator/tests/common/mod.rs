@@ -1,0 +1,82 @@
+//! A scripted OpenAI-compatible server on 127.0.0.1 for deterministic client tests.
+#![allow(dead_code)]
+
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// One scripted reply: status, body, and a delay before answering.
+#[derive(Clone)]
+pub struct Reply(pub u16, pub String, pub u64);
+
+#[derive(Default)]
+pub struct Script {
+    pub replies: VecDeque<Reply>,
+    pub requests: Vec<Value>,
+    /// With no scripted reply left, answer every prompt `{"helpful": true}`.
+    pub auto: bool,
+}
+
+pub async fn serve(script: Arc<Mutex<Script>>) -> String {
+    serve_on(script, 0).await
+}
+
+pub async fn serve_on(script: Arc<Mutex<Script>>, port: u16) -> String {
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let script = script.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let body = loop {
+                    let n = sock.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some(h) = text.find("\r\n\r\n") {
+                        let len = text[..h]
+                            .lines()
+                            .find_map(|l| l.to_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
+                            .unwrap_or(0);
+                        if buf.len() >= h + 4 + len {
+                            break buf[h + 4..h + 4 + len].to_vec();
+                        }
+                    }
+                };
+                let reply = {
+                    let mut s = script.lock().unwrap();
+                    let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    let n = req["prompt"].as_array().map_or(1, |a| a.len());
+                    s.requests.push(req);
+                    match s.replies.pop_front() {
+                        Some(r) => r,
+                        None if s.auto => Reply(200, completions(&(0..n).map(|i| (i, "{\"helpful\": true}")).collect::<Vec<_>>()), 0),
+                        None => Reply(500, "script exhausted".into(), 0),
+                    }
+                };
+                tokio::time::sleep(Duration::from_millis(reply.2)).await;
+                let resp = format!(
+                    "HTTP/1.1 {} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
+                    reply.0,
+                    reply.1.len(),
+                    reply.1
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+pub fn completions(texts: &[(usize, &str)]) -> String {
+    json!({"choices": texts.iter().map(|(i, t)| json!({"index": i, "text": t})).collect::<Vec<_>>()}).to_string()
+}
+
