@@ -28,6 +28,8 @@ pub struct ActorConfig {
     pub backoff_base_ms: u64,
     pub backoff_max_ms: u64,
     pub tls: TlsConfig,
+    /// Annotator address (`host:port`) to send captions to; empty: none.
+    pub annotator: String,
 }
 
 impl Default for ActorConfig {
@@ -47,6 +49,7 @@ impl Default for ActorConfig {
             backoff_base_ms: 100,
             backoff_max_ms: 5000,
             tls: TlsConfig::default(),
+            annotator: String::new(),
         }
     }
 }

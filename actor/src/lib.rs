@@ -2,6 +2,7 @@
 //! policy, and streams fixed-length rollouts to the learner; pulls new weights when the
 //! learner's version changes; reconnects with backoff when the learner is gone.
 
+pub mod captions;
 pub mod config;
 pub mod link;
 pub mod rollout;

@@ -79,6 +79,18 @@ pub async fn run_actor<B: Backend>(
         let _ = tokio::time::timeout(Duration::from_millis(50), stop_wait.changed()).await;
     }
 
+    let (caption_tx, caption_rx) = mpsc::channel::<Vec<String>>(64);
+    if !setup.cfg.annotator.is_empty() {
+        tokio::spawn(crate::captions::send_captions(
+            setup.cfg.annotator.clone(),
+            setup.cfg.client_options(),
+            setup.token.clone(),
+            run.actor_id.clone(),
+            caption_rx,
+            stop.clone(),
+        ));
+    }
+    let captions = (!setup.cfg.annotator.is_empty()).then_some(caption_tx);
     let (tx, rx) = mpsc::channel::<Rollout>(setup.cfg.send_queue.max(1));
     let fatal = Arc::new(AtomicBool::new(false));
     let sender = tokio::spawn(send_rollouts(setup.cfg.clone(), setup.token.clone(), rx, fatal.clone(), stop.clone()));
@@ -90,7 +102,7 @@ pub async fn run_actor<B: Backend>(
         let run = run.clone();
         std::thread::Builder::new()
             .name(format!("actor-{}", setup.index))
-            .spawn(move || step_loop::<B>(setup, device, slot, run, tx, counters, halt, fatal))
+            .spawn(move || step_loop::<B>(setup, device, slot, run, tx, captions, counters, halt, fatal))
             .map_err(|_| ActorError::Panicked)?
     };
     let mut stop_main = stop.clone();
@@ -130,6 +142,7 @@ fn step_loop<B: Backend>(
     slot: Arc<WeightsSlot>,
     run: Arc<RunIds>,
     tx: mpsc::Sender<Rollout>,
+    captions: Option<mpsc::Sender<Vec<String>>>,
     counters: Arc<ActorCounters>,
     halt: Arc<AtomicBool>,
     fatal: Arc<AtomicBool>,
@@ -170,6 +183,13 @@ fn step_loop<B: Backend>(
         let envs = g.envs.as_ref().expect("group at home");
         for r in g.rollouts.observe(envs, &g.hidden, *version, &run) {
             counters.rollouts.fetch_add(1, Ordering::Relaxed);
+            if let Some(c) = &captions {
+                // never waits: a full hand-over queue drops this rollout's captions (counted)
+                let caps: Vec<String> = r.captions.iter().filter(|c| !c.is_empty()).cloned().collect();
+                if !caps.is_empty() && c.try_send(caps).is_err() {
+                    metrics::counter!("oni_actor_captions_dropped_total").increment(1);
+                }
+            }
             // The queue is bounded: when the learner is slow or gone, stepping pauses here.
             let mut item = r;
             loop {

@@ -158,8 +158,14 @@ impl LlmClient {
     fn constrain(&self, body: &mut Value) {
         match self.cfg.constrain.as_str() {
             "grammar" => body["grammar"] = json!(GRAMMAR),
-            "json_schema" => {
+            // chat servers take OpenAI's response_format; on /v1/completions llama.cpp reads
+            // `json_schema` and vLLM `guided_json`
+            "json_schema" if self.cfg.api == "chat" => {
                 body["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "label", "schema": schema()}})
+            }
+            "json_schema" => {
+                body["json_schema"] = schema();
+                body["guided_json"] = schema();
             }
             _ => {}
         }

@@ -20,6 +20,8 @@ use tonic::{Request, Response, Status};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AnnotatorConfig {
+    /// Whether `oni run` starts an annotator in-process and sends it the actors' captions.
+    pub enabled: bool,
     /// gRPC listen address.
     pub listen: String,
     /// Captions waiting for the LLM; when full the oldest are dropped (counted).
@@ -35,6 +37,7 @@ pub struct AnnotatorConfig {
 impl Default for AnnotatorConfig {
     fn default() -> Self {
         AnnotatorConfig {
+            enabled: false,
             listen: "127.0.0.1:50052".into(),
             backlog_capacity: 100_000,
             batch: 32,

@@ -4,6 +4,8 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use oni_actor::ActorConfig;
+use oni_annotator::service::AnnotatorConfig;
+use oni_annotator::{LlmConfig, PromptConfig};
 use oni_env::EnvConfig;
 use oni_learner::batch::RewardMix;
 use oni_learner::LearnerConfig;
@@ -25,6 +27,27 @@ pub struct Config {
     pub reward: RewardConfig,
     pub run: RunConfig,
     pub telemetry: TelemetryConfig,
+    pub annotator: AnnotatorConfig,
+    pub llm: LlmConfig,
+    pub prompts: PromptConfig,
+    pub label_bank: LabelBankConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LabelBankConfig {
+    /// `file` (embedded, under the run directory unless `path` is set) or `redis`.
+    pub kind: String,
+    pub path: Option<PathBuf>,
+    pub redis_url: String,
+    /// Key prefix in Redis.
+    pub prefix: String,
+}
+
+impl Default for LabelBankConfig {
+    fn default() -> Self {
+        LabelBankConfig { kind: "file".into(), path: None, redis_url: "redis://127.0.0.1:6390".into(), prefix: "oni".into() }
+    }
 }
 
 impl Default for Config {
@@ -39,6 +62,10 @@ impl Default for Config {
             reward: RewardConfig::default(),
             run: RunConfig::default(),
             telemetry: TelemetryConfig::default(),
+            annotator: AnnotatorConfig::default(),
+            llm: LlmConfig::default(),
+            prompts: PromptConfig::default(),
+            label_bank: LabelBankConfig::default(),
         }
     }
 }
@@ -158,6 +185,9 @@ fn validate(cfg: &Config) -> Result<()> {
         }
     }
     oni_env::registry::env_spec(&cfg.env).map_err(|e| anyhow!("config key `env.name`: {e}"))?;
+    if !matches!(cfg.label_bank.kind.as_str(), "file" | "redis") {
+        bail!("config key `label_bank.kind` must be `file` or `redis`, not `{}`", cfg.label_bank.kind);
+    }
     let mb = cfg.policy.message_bytes;
     if mb > oni_env::MESSAGE_LEN || (1..4).contains(&mb) {
         bail!("config key `policy.message_bytes` must be 0 (no message encoder) or 4..={}", oni_env::MESSAGE_LEN);

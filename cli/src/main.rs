@@ -4,6 +4,7 @@
 mod bench;
 mod config;
 mod device;
+mod labels;
 mod progress;
 mod roles;
 
@@ -42,6 +43,11 @@ enum Cmd {
     Learner(Common),
     /// One actor of a cluster.
     Actor(Common),
+    /// The annotator service: asks the LLM about captions and keeps the label bank.
+    Annotator(Common),
+    /// Inspect and export a label bank.
+    #[command(subcommand)]
+    Labels(labels::LabelsCmd),
     /// Throughput benchmarks; each prints one JSON object.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -55,6 +61,8 @@ fn main() -> Result<()> {
             Cmd::Run(c) => roles::run(c).await,
             Cmd::Learner(c) => roles::learner(c).await,
             Cmd::Actor(c) => roles::actor(c).await,
+            Cmd::Annotator(c) => labels::annotator(c).await,
+            Cmd::Labels(l) => labels::labels(l),
             Cmd::Bench(b) => bench::run(b).await,
         }
     })

@@ -87,6 +87,15 @@ pub fn spawn_actor(
     }))
 }
 
+/// Whether anything answers HTTP at the LLM server's address.
+async fn llm_reachable(base_url: &str) -> bool {
+    let hostport = base_url.trim_start_matches("http://").trim_start_matches("https://").split('/').next().unwrap_or("");
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(hostport)).await,
+        Ok(Ok(_))
+    )
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
@@ -130,6 +139,20 @@ pub async fn run(c: Common) -> Result<()> {
     }
     let learner = start_learner(&p).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    if p.cfg.annotator.enabled {
+        if p.cfg.annotator.listen == oni_annotator::service::AnnotatorConfig::default().listen {
+            p.cfg.annotator.listen = "127.0.0.1:0".into();
+        }
+        if !llm_reachable(&p.cfg.llm.base_url).await {
+            eprintln!(
+                "note: no LLM server answers at {} — captions wait in the annotator's backlog until one does; \
+                 training goes on with the extrinsic reward (start one with `scripts/llm-server.sh start`)",
+                p.cfg.llm.base_url
+            );
+        }
+        let addr = crate::labels::start_annotator(&p, stop_rx.clone()).await?;
+        p.cfg.actor.annotator = addr.to_string();
+    }
     let mut actors = Vec::new();
     for i in 0..p.cfg.actor.count.max(1) {
         let counters = Arc::new(ActorCounters::default());

@@ -1,0 +1,179 @@
+//! `oni annotator` (the service) and `oni labels` (inspect and export a label bank).
+
+use crate::config::Config;
+use crate::roles::{self, Prepared};
+use crate::Common;
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use oni_annotator::service::{AnnotatorService, Core};
+use oni_annotator::{FileBank, Label, LabelBank, LabelRecord, LlmClient, RedisBank};
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+pub fn open_bank(cfg: &Config, run_dir: &Path) -> Result<Arc<dyn LabelBank>> {
+    Ok(match cfg.label_bank.kind.as_str() {
+        "redis" => Arc::new(
+            RedisBank::open(&cfg.label_bank.redis_url, &cfg.label_bank.prefix)
+                .with_context(|| format!("label_bank.redis_url {}", cfg.label_bank.redis_url))?,
+        ),
+        _ => {
+            let dir = cfg.label_bank.path.clone().unwrap_or_else(|| run_dir.join("labels"));
+            Arc::new(FileBank::open(&dir)?)
+        }
+    })
+}
+
+/// Starts the annotator's workers and gRPC server; returns the bound address.
+pub async fn start_annotator(p: &Prepared, stop: watch::Receiver<bool>) -> Result<std::net::SocketAddr> {
+    let cfg = &p.cfg;
+    let bank = open_bank(cfg, &p.run_dir)?;
+    let llm = LlmClient::new(cfg.llm.clone())?;
+    let core = Core::new(cfg.annotator.clone(), cfg.prompts.clone(), llm, bank);
+    core.spawn_workers(stop.clone());
+    let listener = tokio::net::TcpListener::bind(&cfg.annotator.listen)
+        .await
+        .with_context(|| format!("annotator.listen {}", cfg.annotator.listen))?;
+    let addr = listener.local_addr()?;
+    let check = oni_proto::TokenCheck::new(cfg.token().as_deref())?;
+    let svc = tonic::service::interceptor::InterceptedService::new(AnnotatorService::server(core), check);
+    let mut builder = oni_proto::transport::server_builder(&cfg.learner.tls)?;
+    let mut stop_serve = stop;
+    tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let r = builder
+            .add_service(svc)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stop_serve.wait_for(|s| *s).await;
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::error!("annotator gRPC server failed: {e}");
+        }
+    });
+    tracing::info!(%addr, llm = %cfg.llm.base_url, model = %cfg.llm.model, "annotator serving");
+    Ok(addr)
+}
+
+pub async fn annotator(c: Common) -> Result<()> {
+    let p = roles::prepare(&c)?;
+    roles::init_metrics(&p.cfg)?;
+    let (stop_tx, stop) = watch::channel(false);
+    let addr = start_annotator(&p, stop).await?;
+    eprintln!("annotator listening on {addr}");
+    roles::shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    Ok(())
+}
+
+#[derive(Subcommand)]
+pub enum LabelsCmd {
+    /// Counts by label, model and prompt.
+    Stats(Common),
+    /// One line per label.
+    List(Common),
+    /// Every field of the labels of one caption.
+    Show {
+        #[command(flatten)]
+        common: Common,
+        caption: String,
+    },
+    /// All records as JSON lines or CSV.
+    Export(ExportArgs),
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(long, default_value = "jsonl")]
+    format: String,
+    /// Output file (default: standard output).
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+}
+
+fn bank_of(c: &Common) -> Result<Arc<dyn LabelBank>> {
+    let cfg = crate::config::load(c.config.as_deref(), &c.set)?;
+    let run_dir = cfg.run_dir(c.run_dir.as_deref());
+    open_bank(&cfg, &run_dir)
+}
+
+fn label_name(l: Label) -> &'static str {
+    match l {
+        Label::Helpful => "helpful",
+        Label::Unhelpful => "unhelpful",
+        Label::Unknown => "unknown",
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+pub fn labels(cmd: LabelsCmd) -> Result<()> {
+    match cmd {
+        LabelsCmd::Stats(c) => {
+            let all = bank_of(&c)?.all()?;
+            let mut counts = std::collections::BTreeMap::new();
+            for r in &all {
+                *counts.entry((r.model.clone(), r.prompt_hash.clone(), label_name(r.label))).or_insert(0u64) += 1;
+            }
+            println!("{} labels", all.len());
+            for ((model, prompt, label), n) in counts {
+                println!("{model}\t{prompt}\t{label}\t{n}");
+            }
+        }
+        LabelsCmd::List(c) => {
+            for r in bank_of(&c)?.all()? {
+                println!("{}\t{}", label_name(r.label), r.caption);
+            }
+        }
+        LabelsCmd::Show { common, caption } => {
+            let found: Vec<LabelRecord> = bank_of(&common)?.all()?.into_iter().filter(|r| r.caption == caption).collect();
+            if found.is_empty() {
+                bail!("no label for caption {caption:?}");
+            }
+            for r in found {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            }
+        }
+        LabelsCmd::Export(a) => {
+            let all = bank_of(&a.common)?.all()?;
+            let mut out: Box<dyn Write> = match &a.out {
+                Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("cannot write {}", p.display()))?),
+                None => Box::new(std::io::stdout().lock()),
+            };
+            match a.format.as_str() {
+                "jsonl" => {
+                    for r in &all {
+                        writeln!(out, "{}", serde_json::to_string(r)?)?;
+                    }
+                }
+                "csv" => {
+                    writeln!(out, "caption,label,prompt_hash,model,raw_answer,latency_ms,time_ms")?;
+                    for r in &all {
+                        writeln!(
+                            out,
+                            "{},{},{},{},{},{},{}",
+                            csv_field(&r.caption),
+                            label_name(r.label),
+                            csv_field(&r.prompt_hash),
+                            csv_field(&r.model),
+                            csv_field(&r.raw_answer),
+                            r.latency_ms,
+                            r.time_ms
+                        )?;
+                    }
+                }
+                other => bail!("--format {other}: use jsonl or csv"),
+            }
+        }
+    }
+    Ok(())
+}
