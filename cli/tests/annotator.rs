@@ -1,0 +1,94 @@
+//! `oni run` with the annotator on and a real llama-server: the actors' captions are
+//! labelled into the run's label bank, which `oni labels` lists and exports.
+
+mod support;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn llama_server(port: u16) -> Server {
+    let cache = std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/oni");
+    let cache = std::env::var("ONI_CACHE").map(std::path::PathBuf::from).unwrap_or(cache);
+    let child = Command::new(cache.join("bin/llama-server"))
+        .args(["-m", cache.join("models/SmolLM2-135M-Instruct.Q4_1.gguf").to_str().unwrap()])
+        .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--parallel", "4", "-c", "4096"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("llama-server built by scripts/llm-server.sh");
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(60), "llama-server did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Server(child)
+}
+
+fn oni_out(args: &[&str]) -> String {
+    let out = Command::new(oni()).args(args).current_dir(repo_root()).output().unwrap();
+    assert!(out.status.success(), "oni {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn captions_from_a_run_are_labelled_by_a_real_llm_and_exported() {
+    let port = free_port();
+    let _llm = llama_server(port);
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().display().to_string();
+    let base = format!("llm.base_url=\"http://127.0.0.1:{port}\"");
+    let common = ["--config", "configs/keyroom.toml", "--run-dir", &run_dir];
+    let mut args = vec!["run"];
+    args.extend(common);
+    args.extend(["--max-env-steps", "60000", "--set", "annotator.enabled=true", "--set", &base, "--set", "telemetry.metrics_listen=\"\""]);
+    let out = Command::new(oni()).args(&args).current_dir(repo_root()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let mut ls = vec!["labels", "list"];
+    ls.extend(common);
+    // labelling runs beside training; give the last captions a moment if the run was short
+    let list = oni_out(&ls);
+    let lines: Vec<&str> = list.lines().collect();
+    assert!(!lines.is_empty(), "no labels in the run's bank");
+    assert!(lines.len() >= 3, "{list}");
+    // they are the game's own messages
+    let known = ["gold pieces.", "brass key.", "door", "stairs", "staircase", "pick up", "go down", "objects here", "newt", "fountain"];
+    for l in &lines {
+        assert!(known.iter().any(|k| l.contains(k)), "not a keyroom message: {l}");
+    }
+    for l in &lines {
+        let (label, _) = l.split_once('\t').unwrap();
+        assert!(["helpful", "unhelpful", "unknown"].contains(&label), "{l}");
+    }
+    let mut st = vec!["labels", "stats"];
+    st.extend(common);
+    assert!(oni_out(&st).starts_with(&format!("{} labels", lines.len())));
+    let mut ex = vec!["labels", "export", "--format", "csv"];
+    ex.extend(common);
+    let csv = oni_out(&ex);
+    assert!(csv.starts_with("caption,label,prompt_hash,model,raw_answer,latency_ms,time_ms"));
+    assert_eq!(csv.lines().count(), lines.len() + 1);
+    let mut ex = vec!["labels", "export", "--format", "jsonl"];
+    ex.extend(common);
+    let jsonl = oni_out(&ex);
+    for l in jsonl.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["model"], "local");
+        assert!(v["prompt_hash"].as_str().unwrap().len() == 16);
+    }
+    // every caption is in the bank once
+    let mut captions: Vec<&str> = lines.iter().map(|l| l.split_once('\t').unwrap().1).collect();
+    let n = captions.len();
+    captions.sort();
+    captions.dedup();
+    assert_eq!(captions.len(), n, "a caption was labelled twice");
+}
