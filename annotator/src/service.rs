@@ -32,6 +32,8 @@ pub struct AnnotatorConfig {
     pub retry_pause_ms: u64,
     /// Most captions in one SubmitCaptions call.
     pub max_captions_per_call: usize,
+    /// At shutdown, how long to keep labelling the captions already received.
+    pub drain_secs: u64,
 }
 
 impl Default for AnnotatorConfig {
@@ -43,6 +45,7 @@ impl Default for AnnotatorConfig {
             batch: 32,
             retry_pause_ms: 1000,
             max_captions_per_call: 4096,
+            drain_secs: 60,
         }
     }
 }

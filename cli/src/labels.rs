@@ -25,46 +25,59 @@ pub fn open_bank(cfg: &Config, run_dir: &Path) -> Result<Arc<dyn LabelBank>> {
     })
 }
 
-/// Starts the annotator's workers and gRPC server; returns the bound address.
-pub async fn start_annotator(p: &Prepared, stop: watch::Receiver<bool>) -> Result<std::net::SocketAddr> {
+/// Starts the annotator's workers and gRPC server; returns the bound address and the core.
+pub async fn start_annotator(p: &Prepared, stop: watch::Receiver<bool>) -> Result<(std::net::SocketAddr, Arc<Core>)> {
     let cfg = &p.cfg;
     let bank = open_bank(cfg, &p.run_dir)?;
     let llm = LlmClient::new(cfg.llm.clone())?;
     let core = Core::new(cfg.annotator.clone(), cfg.prompts.clone(), llm, bank);
     core.spawn_workers(stop.clone());
+    let handle = core.clone();
     let listener = tokio::net::TcpListener::bind(&cfg.annotator.listen)
         .await
         .with_context(|| format!("annotator.listen {}", cfg.annotator.listen))?;
     let addr = listener.local_addr()?;
     let check = oni_proto::TokenCheck::new(cfg.token().as_deref())?;
     let svc = tonic::service::interceptor::InterceptedService::new(AnnotatorService::server(core), check);
-    let mut builder = oni_proto::transport::server_builder(&cfg.learner.tls)?;
-    let mut stop_serve = stop;
-    tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        let r = builder
-            .add_service(svc)
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = stop_serve.wait_for(|s| *s).await;
-            })
-            .await;
-        if let Err(e) = r {
-            tracing::error!("annotator gRPC server failed: {e}");
-        }
-    });
+    let router = oni_proto::transport::server_builder(&cfg.learner.tls)?.add_service(svc);
+    oni_proto::transport::spawn_server(router, listener, stop, "annotator");
     tracing::info!(%addr, llm = %cfg.llm.base_url, model = %cfg.llm.model, "annotator serving");
-    Ok(addr)
+    Ok((addr, handle))
 }
 
 pub async fn annotator(c: Common) -> Result<()> {
     let p = roles::prepare(&c)?;
     roles::init_metrics(&p.cfg)?;
     let (stop_tx, stop) = watch::channel(false);
-    let addr = start_annotator(&p, stop).await?;
+    let (addr, core) = start_annotator(&p, stop).await?;
     eprintln!("annotator listening on {addr}");
     roles::shutdown_signal().await;
+    drain(&core, std::time::Duration::from_secs(p.cfg.annotator.drain_secs)).await;
     let _ = stop_tx.send(true);
     Ok(())
+}
+
+/// Gives the captions already received time to be labelled before stopping; what is left
+/// at the deadline is counted as dropped.
+pub async fn drain(core: &Core, deadline: std::time::Duration) {
+    let start = std::time::Instant::now();
+    let mut told = false;
+    loop {
+        let left = core.backlog() + core.in_flight();
+        if left == 0 {
+            return;
+        }
+        if start.elapsed() >= deadline {
+            eprintln!("stopping with {left} captions unlabelled");
+            metrics::counter!("oni_annotator_dropped_total", "reason" => "shutdown").increment(left as u64);
+            return;
+        }
+        if !told {
+            eprintln!("waiting up to {}s for {left} captions to be labelled", deadline.as_secs());
+            told = true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 #[derive(Subcommand)]

@@ -139,6 +139,8 @@ pub async fn run(c: Common) -> Result<()> {
     }
     let learner = start_learner(&p).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let mut annotator = None;
+    let (annotator_stop, annotator_rx) = watch::channel(false);
     if p.cfg.annotator.enabled {
         if p.cfg.annotator.listen == oni_annotator::service::AnnotatorConfig::default().listen {
             p.cfg.annotator.listen = "127.0.0.1:0".into();
@@ -150,8 +152,9 @@ pub async fn run(c: Common) -> Result<()> {
                 p.cfg.llm.base_url
             );
         }
-        let addr = crate::labels::start_annotator(&p, stop_rx.clone()).await?;
+        let (addr, core) = crate::labels::start_annotator(&p, annotator_rx).await?;
         p.cfg.actor.annotator = addr.to_string();
+        annotator = Some(core);
     }
     let mut actors = Vec::new();
     for i in 0..p.cfg.actor.count.max(1) {
@@ -160,6 +163,7 @@ pub async fn run(c: Common) -> Result<()> {
     }
     tracing::info!(env = %p.cfg.env.name, actors = actors.len(), run_dir = %p.run_dir.display(), "run started");
     let progress = supervise(&p, &learner, || actors.iter().all(|a| a.is_finished())).await;
+    // actors stop first; the annotator (own stop signal) then finishes its backlog
     let _ = stop_tx.send(true);
     for a in actors {
         match a.await {
@@ -170,6 +174,10 @@ pub async fn run(c: Common) -> Result<()> {
     }
     let summary = progress.summary(&p.cfg.name, &p.cfg.env.name, &learner.stats);
     learner.shutdown().await;
+    if let Some(core) = &annotator {
+        crate::labels::drain(core, Duration::from_secs(p.cfg.annotator.drain_secs)).await;
+    }
+    let _ = annotator_stop.send(true);
     let path = write_summary(&p.run_dir, &summary)?;
     eprintln!(
         "done: {} env steps in {:.1}s ({:.0} steps/s), success rate {:.2}; summary in {}",

@@ -59,7 +59,9 @@ fn captions_from_a_run_are_labelled_by_a_real_llm_and_exported() {
     let list = oni_out(&ls);
     let lines: Vec<&str> = list.lines().collect();
     assert!(!lines.is_empty(), "no labels in the run's bank");
-    assert!(lines.len() >= 3, "{list}");
+    // the run waits for its captions to be labelled before it ends: the key's message, seen
+    // in nearly every keyroom-small episode, is there
+    assert!(lines.iter().any(|l| l.ends_with("\tk - a brass key.")), "{list}");
     // they are the game's own messages
     let known = ["gold pieces.", "brass key.", "door", "stairs", "staircase", "pick up", "go down", "objects here", "newt", "fountain"];
     for l in &lines {

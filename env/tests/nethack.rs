@@ -5,37 +5,14 @@ use oni_env::nethack::ffi::{bl, glyph, COLS, ROWS};
 use oni_env::nethack::tasks::TASK_ACTIONS;
 use oni_env::nethack::{NetHackConfig, NetHackEnv};
 use oni_env::spec::message_text;
-use oni_env::{Env, EnvError, ObsBuf, StepOutcome, MESSAGE_LEN};
+use oni_env::{Env, EnvError, StepOutcome};
 use std::collections::VecDeque;
 
-struct Obs {
-    g: Vec<u16>,
-    s: Vec<f32>,
-    m: Vec<u8>,
-}
-
-impl Obs {
-    fn new(env: &NetHackEnv) -> Obs {
-        let sp = env.spec();
-        Obs { g: vec![0; sp.crop_len()], s: vec![0.0; sp.stats_dim], m: vec![0; MESSAGE_LEN] }
-    }
-    fn buf(&mut self) -> ObsBuf<'_> {
-        ObsBuf { glyphs: &mut self.g, stats: &mut self.s, message: &mut self.m }
-    }
-}
+mod common;
+use common::{rng, Obs};
 
 fn env(task: &str) -> NetHackEnv {
     NetHackEnv::new(task, &NetHackConfig::default()).expect("NLE installed (run scripts/setup.sh)")
-}
-
-fn rng(seed: u64) -> impl FnMut() -> u64 {
-    let mut x = seed | 1;
-    move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    }
 }
 
 #[test]

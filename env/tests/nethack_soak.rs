@@ -2,33 +2,10 @@
 //! that no other test's allocations share the process whose memory it measures.
 
 use oni_env::nethack::{NetHackConfig, NetHackEnv};
-use oni_env::{Env, ObsBuf, MESSAGE_LEN};
+use oni_env::Env;
 
-struct Obs {
-    g: Vec<u16>,
-    s: Vec<f32>,
-    m: Vec<u8>,
-}
-
-impl Obs {
-    fn new(env: &NetHackEnv) -> Obs {
-        let sp = env.spec();
-        Obs { g: vec![0; sp.crop_len()], s: vec![0.0; sp.stats_dim], m: vec![0; MESSAGE_LEN] }
-    }
-    fn buf(&mut self) -> ObsBuf<'_> {
-        ObsBuf { glyphs: &mut self.g, stats: &mut self.s, message: &mut self.m }
-    }
-}
-
-fn rng(seed: u64) -> impl FnMut() -> u64 {
-    let mut x = seed | 1;
-    move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    }
-}
+mod common;
+use common::{rng, Obs};
 
 #[test]
 fn thousands_of_episodes_across_instances_without_memory_growth() {

@@ -11,7 +11,7 @@ use burn::tensor::backend::AutodiffBackend;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use oni_env::ObsSpec;
 use oni_policy::PolicyConfig;
-use oni_proto::transport::{server_builder, TransportError};
+use oni_proto::transport::{server_builder, spawn_server, TransportError};
 use oni_proto::v1::learner_server::{Learner, LearnerServer};
 use oni_proto::v1::{
     GetInfoRequest, GetPolicyRequest, LearnerInfo, PolicyWeights, Rollout, RolloutAck,
@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -349,19 +349,7 @@ pub async fn spawn_learner<B: AutodiffBackend>(setup: LearnerSetup, device: B::D
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let svc = tonic::service::interceptor::InterceptedService::new(svc, check);
-    let mut stop_serve = stop_rx.clone();
-    let server = tokio::spawn(async move {
-        let incoming = TcpListenerStream::new(listener);
-        let result = builder
-            .add_service(svc)
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = stop_serve.wait_for(|s| *s).await;
-            })
-            .await;
-        if let Err(e) = result {
-            tracing::error!("learner gRPC server failed: {e}");
-        }
-    });
+    let server = spawn_server(builder.add_service(svc), listener, stop_rx.clone(), "learner");
     tracing::info!(%addr, version, "learner serving");
     Ok(LearnerHandle { addr, stats, stop: stop_tx, finished, trainer_thread: Some(thread), server: Some(server) })
 }

@@ -106,6 +106,24 @@ impl ClientOptions {
     }
 }
 
+/// Serves `router` on `listener` until `stop` turns true.
+pub fn spawn_server(
+    router: tonic::transport::server::Router,
+    listener: tokio::net::TcpListener,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    what: &'static str,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown).await {
+            tracing::error!("{what} gRPC server failed: {}", error_chain(&e));
+        }
+    })
+}
+
 /// Server settings every gRPC server of ours uses.
 pub fn server_builder(tls: &TlsConfig) -> Result<tonic::transport::Server, TransportError> {
     let mut b = tonic::transport::Server::builder()
