@@ -115,6 +115,8 @@ pub struct LlmClient {
     key: Option<String>,
     slots: Semaphore,
     breaker: Mutex<Breaker>,
+    /// Prompts sent to the server, retries included (for benchmarks and tests).
+    prompts_sent: std::sync::atomic::AtomicU64,
 }
 
 const GRAMMAR: &str = r#"root ::= "{\"helpful\": " ("true" | "false") "}""#;
@@ -143,11 +145,22 @@ impl LlmClient {
             .build()
             .map_err(|e| LlmError::Config("llm", e.to_string()))?;
         let key = std::env::var(&cfg.api_key_env).ok().filter(|k| !k.is_empty());
-        Ok(LlmClient { slots: Semaphore::new(cfg.concurrency.max(1)), http, key, breaker: Default::default(), cfg })
+        Ok(LlmClient {
+            slots: Semaphore::new(cfg.concurrency.max(1)),
+            http,
+            key,
+            breaker: Default::default(),
+            prompts_sent: Default::default(),
+            cfg,
+        })
     }
 
     pub fn config(&self) -> &LlmConfig {
         &self.cfg
+    }
+
+    pub fn prompts_sent(&self) -> u64 {
+        self.prompts_sent.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// True while the circuit is open (the server failed repeatedly and is being left alone).
@@ -192,7 +205,8 @@ impl LlmClient {
         body["max_tokens"] = json!(self.cfg.max_tokens);
         self.constrain(&mut body);
         let start = Instant::now();
-        let result = self.post(path, &body).await;
+        let n = prompts.len() as u64;
+        let result = self.post(path, &body, n).await;
         let latency = start.elapsed();
         metrics::histogram!("oni_llm_request_seconds").record(latency.as_secs_f64());
         let texts = result.and_then(|v| choices(&v, prompts.len(), self.cfg.api == "chat"));
@@ -218,7 +232,7 @@ impl LlmClient {
         }
     }
 
-    async fn post(&self, path: &str, body: &Value) -> Result<Value, LlmError> {
+    async fn post(&self, path: &str, body: &Value, prompts: u64) -> Result<Value, LlmError> {
         {
             let b = self.breaker.lock().unwrap();
             if b.open_until.is_some_and(|t| Instant::now() < t) {
@@ -230,6 +244,7 @@ impl LlmClient {
         let mut tries = 0;
         loop {
             tries += 1;
+            self.prompts_sent.fetch_add(prompts, std::sync::atomic::Ordering::Relaxed);
             let attempt = self.try_once(&url, body, tries).await;
             match attempt {
                 Attempt::Done(v) => {

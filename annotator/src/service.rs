@@ -26,7 +26,8 @@ pub struct AnnotatorConfig {
     pub listen: String,
     /// Captions waiting for the LLM; when full the oldest are dropped (counted).
     pub backlog_capacity: usize,
-    /// Captions per LLM batch (ONI: the 100 newest).
+    /// Captions a worker takes from the backlog at once (ONI: the 100 newest). Equal to
+    /// `llm.batch` keeps every worker's requests full and the server evenly busy.
     pub batch: usize,
     /// Pause after a failed batch before trying again.
     pub retry_pause_ms: u64,
@@ -42,7 +43,7 @@ impl Default for AnnotatorConfig {
             enabled: false,
             listen: "127.0.0.1:50052".into(),
             backlog_capacity: 100_000,
-            batch: 32,
+            batch: 8,
             retry_pause_ms: 1000,
             max_captions_per_call: 4096,
             drain_secs: 60,
@@ -126,6 +127,10 @@ impl Core {
             self.work.notify_waiters();
         }
         Ok(ack)
+    }
+
+    pub fn llm(&self) -> &LlmClient {
+        &self.llm
     }
 
     pub fn backlog(&self) -> usize {

@@ -23,6 +23,8 @@ pub enum BenchCmd {
     E2e(E2eBench),
     /// Learner updates on synthetic rollouts (samples/s), on the configured device.
     Learner(LearnerBench),
+    /// Labels/s through the annotator against a plain client on the same LLM server.
+    Annotator(AnnotatorBench),
 }
 
 #[derive(Args)]
@@ -56,6 +58,7 @@ pub async fn run(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Env(b) => bench_env(b),
         BenchCmd::E2e(b) => bench_e2e(b).await,
         BenchCmd::Learner(b) => bench_learner(b),
+        BenchCmd::Annotator(b) => bench_annotator(b).await,
     }
 }
 
@@ -225,6 +228,87 @@ fn bench_learner(b: LearnerBench) -> Result<()> {
                "batch_rollouts": p.cfg.learner.batch_rollouts, "rollout_len": p.cfg.learner.rollout_len,
                "updates": b.updates, "seconds": secs, "samples_per_sec": samples as f64 / secs,
                "steps_per_sec": samples as f64 / secs})
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct AnnotatorBench {
+    #[command(flatten)]
+    common: Common,
+    /// OpenAI-compatible server, e.g. http://127.0.0.1:8090
+    #[arg(long)]
+    llm: String,
+    #[arg(long, default_value_t = 200)]
+    captions: usize,
+}
+
+/// Labels/s through the annotator (every caption submitted twice) against the same server
+/// driven directly by a plain concurrent client with the same prompts, batches and
+/// concurrency; and LLM prompts per unique caption.
+pub async fn bench_annotator(b: AnnotatorBench) -> Result<()> {
+    use oni_annotator::service::Core;
+    use oni_annotator::{FileBank, LabelBank, LlmClient};
+    let mut common = b.common.clone();
+    common.set.push(format!("llm.base_url=\"{}\"", b.llm));
+    common.set.push("telemetry.metrics_listen=\"\"".into());
+    let cfg = crate::config::load(common.config.as_deref(), &common.set)?;
+    let tag = std::process::id();
+    let captions = |set: &str| -> Vec<String> {
+        (0..b.captions).map(|i| format!("You see here {i} {set} gold pieces.")).collect()
+    };
+
+    // direct: plain reqwest, same prompts and batching, `concurrency` requests in flight
+    let direct_caps = captions("direct");
+    let prompts: Vec<String> = direct_caps.iter().map(|c| cfg.prompts.classification_prompt(c)).collect();
+    let http = reqwest::Client::new();
+    let sem = Arc::new(tokio::sync::Semaphore::new(cfg.llm.concurrency.max(1)));
+    let t0 = Instant::now();
+    let url = format!("{}/v1/completions", b.llm.trim_end_matches('/'));
+    let grammar = r#"root ::= "{\"helpful\": " ("true" | "false") "}""#;
+    let jobs = prompts.chunks(cfg.llm.batch.max(1)).map(|chunk| {
+        let (http, sem, url) = (http.clone(), sem.clone(), url.clone());
+        let body = json!({"model": cfg.llm.model, "prompt": chunk, "temperature": cfg.llm.temperature,
+                          "max_tokens": cfg.llm.max_tokens, "grammar": grammar});
+        async move {
+            let _p = sem.acquire().await.unwrap();
+            let v: serde_json::Value = http.post(url).json(&body).send().await?.json().await?;
+            Ok::<usize, reqwest::Error>(v["choices"].as_array().map_or(0, |c| c.len()))
+        }
+    });
+    let answered: usize = futures::future::join_all(jobs).await.into_iter().map(|r| r.unwrap_or(0)).sum();
+    let direct_secs = t0.elapsed().as_secs_f64();
+
+    // through the annotator
+    let dir = std::env::temp_dir().join(format!("oni-bench-annotator-{tag}"));
+    let bank: Arc<dyn LabelBank> = Arc::new(FileBank::open(&dir)?);
+    let llm = LlmClient::new(cfg.llm.clone())?;
+    let core = Core::new(cfg.annotator.clone(), cfg.prompts.clone(), llm, bank.clone());
+    let (stop_tx, stop) = watch::channel(false);
+    let workers = core.spawn_workers(stop);
+    let caps = captions("annotated");
+    let t1 = Instant::now();
+    for half in caps.chunks(caps.len().div_ceil(2).max(1)) {
+        core.submit(half).map_err(|e| anyhow::anyhow!("{e}"))?;
+        core.submit(half).map_err(|e| anyhow::anyhow!("{e}"))?; // duplicates must not be asked again
+    }
+    while bank.len()? < caps.len() && t1.elapsed() < Duration::from_secs(3600) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let annot_secs = t1.elapsed().as_secs_f64();
+    let _ = stop_tx.send(true);
+    for w in workers {
+        let _ = w.await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let direct = answered as f64 / direct_secs;
+    let through = bank.len()? as f64 / annot_secs;
+    println!(
+        "{}",
+        json!({"bench": "annotator", "llm": b.llm, "captions": b.captions, "batch": cfg.llm.batch,
+               "concurrency": cfg.llm.concurrency,
+               "labels_per_sec": through, "direct_labels_per_sec": direct, "ratio": through / direct,
+               "llm_prompts_per_unique_caption": core.llm().prompts_sent() as f64 / b.captions as f64})
     );
     Ok(())
 }
