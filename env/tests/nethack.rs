@@ -53,15 +53,9 @@ fn messages_decode_to_what_nethack_printed() {
         "unexpected first message {start:?}"
     );
     // with NLE's `mention_walls` option, walking into a wall says so
-    let dirs = [(0i64, -1i64, 1usize), (1, 0, 2), (0, 1, 3), (-1, 0, 4)];
     for _ in 0..40 {
-        let (x, y) = (e.blstats()[bl::X] as i64, e.blstats()[bl::Y] as i64);
-        let wall = dirs.iter().find(|(dx, dy, _)| {
-            let c = e.glyph_map()[((y + dy) as usize) * COLS + (x + dx) as usize] - glyph::CMAP_OFF;
-            (1..=11).contains(&c)
-        });
-        let a = wall.map_or(4, |w| w.2);
-        e.step(a, o.buf()).unwrap();
+        let wall = wall_move(&e);
+        e.step(wall.unwrap_or(4), o.buf()).unwrap();
         if wall.is_some() {
             assert_eq!(message_text(&o.m), "It's a wall.");
             return;
@@ -143,6 +137,25 @@ fn closed_door(g: i16) -> bool {
     (15..=16).contains(&(g - glyph::CMAP_OFF))
 }
 
+/// Wizard mode only: maps the level (^F) and plans a walk from the hero to the down
+/// staircase, through doors (they open by walking into them).
+fn mapped_path_to_stairs(e: &mut NetHackEnv) -> Option<Vec<usize>> {
+    e.send_key(6).unwrap();
+    let map: Vec<i16> = e.glyph_map().iter().map(|&g| if closed_door(g) { glyph::CMAP_OFF + 12 } else { g }).collect();
+    let hero = (e.blstats()[bl::X] as usize, e.blstats()[bl::Y] as usize);
+    path_to(&map, hero, glyph::DOWN_STAIRS)
+}
+
+/// The move (k l j h as action indices) that walks into an adjacent wall, if any.
+fn wall_move(e: &NetHackEnv) -> Option<usize> {
+    let (x, y) = (e.blstats()[bl::X] as i64, e.blstats()[bl::Y] as i64);
+    [(0i64, -1i64, 1usize), (1, 0, 2), (0, 1, 3), (-1, 0, 4)].into_iter().find_map(|(dx, dy, a)| {
+        let (nx, ny) = (x + dx, y + dy);
+        let inside = nx >= 0 && ny >= 0 && nx < COLS as i64 && ny < ROWS as i64;
+        (inside && (1..=11).contains(&(e.glyph_map()[(ny as usize) * COLS + nx as usize] - glyph::CMAP_OFF))).then_some(a)
+    })
+}
+
 /// In wizard mode, maps the level (^F) and walks to the down staircase along a BFS path
 /// (doors open by walking into them). Returns the last step's outcome on the first seed
 /// where the walk succeeds.
@@ -151,15 +164,7 @@ fn walk_to_stairs(task: &str) -> (NetHackEnv, StepOutcome) {
     let mut o = Obs::new(&e);
     'seeds: for seed in 0..30 {
         e.reset(seed, o.buf()).unwrap();
-        e.send_key(6).unwrap(); // ^F: map the level
-        let mut map = e.glyph_map().to_vec();
-        for g in map.iter_mut() {
-            if closed_door(*g) {
-                *g = glyph::CMAP_OFF + 12; // plan through doors
-            }
-        }
-        let hero = (e.blstats()[bl::X] as usize, e.blstats()[bl::Y] as usize);
-        let Some(path) = path_to(&map, hero, glyph::DOWN_STAIRS) else { continue };
+        let Some(path) = mapped_path_to_stairs(&mut e) else { continue };
         let mut last = None;
         for a in path {
             let before = (e.blstats()[bl::X], e.blstats()[bl::Y]);
@@ -204,15 +209,7 @@ fn descending_the_stairs_reaches_level_2_and_ends_the_lvl_tasks_only_at_their_le
     let down = TASK_ACTIONS.iter().position(|&k| k == b'>' as i32).unwrap();
     for seed in 0..30 {
         e.reset(seed, o.buf()).unwrap();
-        e.send_key(6).unwrap();
-        let mut map = e.glyph_map().to_vec();
-        for g in map.iter_mut() {
-            if closed_door(*g) {
-                *g = glyph::CMAP_OFF + 12;
-            }
-        }
-        let hero = (e.blstats()[bl::X] as usize, e.blstats()[bl::Y] as usize);
-        let Some(path) = path_to(&map, hero, glyph::DOWN_STAIRS) else { continue };
+        let Some(path) = mapped_path_to_stairs(&mut e) else { continue };
         for a in path {
             for _ in 0..20 {
                 let before = (e.blstats()[bl::X], e.blstats()[bl::Y]);
@@ -241,18 +238,10 @@ fn episodes_end_on_death() {
     let mut o = Obs::new(&e);
     e.reset(11, o.buf()).unwrap();
     let kick = TASK_ACTIONS.iter().position(|&k| k == 4).unwrap();
-    let dirs = [(0i64, -1i64, 1usize), (1, 0, 2), (0, 1, 3), (-1, 0, 4)];
-    let wall = |g: i16| (1..=11).contains(&(g - glyph::CMAP_OFF));
     let mut ended = None;
     for step in 0..3000 {
-        let (x, y) = (e.blstats()[bl::X] as i64, e.blstats()[bl::Y] as i64);
-        let map = e.glyph_map();
-        let dir = dirs.iter().find(|(dx, dy, _)| {
-            let (nx, ny) = (x + dx, y + dy);
-            nx >= 0 && ny >= 0 && nx < COLS as i64 && ny < ROWS as i64 && wall(map[(ny as usize) * COLS + nx as usize])
-        });
-        let out = match dir {
-            Some(&(_, _, a)) => {
+        let out = match wall_move(&e) {
+            Some(a) => {
                 let o1 = e.step(kick, o.buf()).unwrap();
                 if o1.done { o1 } else { e.step(a, o.buf()).unwrap() }
             }
