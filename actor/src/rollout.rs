@@ -2,6 +2,7 @@
 //! lockstep, so their rollouts fill and are emitted together.
 
 use oni_env::{spec::message_text, ObsSpec, VecEnv, MESSAGE_LEN};
+use crate::intrinsic::Rewarder;
 use oni_proto::v1::{EpisodeSummary, Rollout};
 
 pub struct GroupRollouts {
@@ -19,6 +20,8 @@ pub struct GroupRollouts {
     actions: Vec<Vec<u32>>,
     logp: Vec<Vec<f32>>,
     rewards: Vec<Vec<f32>>,
+    intrinsic: Vec<Vec<f32>>,
+    reward_model_version: u64,
     dones: Vec<Vec<bool>>,
     captions: Vec<Vec<String>>,
     episodes: Vec<Vec<EpisodeSummary>>,
@@ -41,6 +44,8 @@ impl GroupRollouts {
             actions: Vec::new(),
             logp: Vec::new(),
             rewards: Vec::new(),
+            intrinsic: Vec::new(),
+            reward_model_version: 0,
             dones: Vec::new(),
             captions: Vec::new(),
             episodes: Vec::new(),
@@ -58,6 +63,7 @@ impl GroupRollouts {
         self.actions = (0..n).map(|_| Vec::with_capacity(t)).collect();
         self.logp = (0..n).map(|_| Vec::with_capacity(t)).collect();
         self.rewards = (0..n).map(|_| Vec::with_capacity(t)).collect();
+        self.intrinsic = (0..n).map(|_| Vec::new()).collect();
         self.dones = (0..n).map(|_| Vec::with_capacity(t)).collect();
         self.captions = (0..n).map(|_| Vec::with_capacity(t)).collect();
         self.episodes = (0..n).map(|_| Vec::new()).collect();
@@ -99,17 +105,28 @@ impl GroupRollouts {
         }
     }
 
-    pub fn stepped(&mut self, envs: &VecEnv, env_offset: usize) {
+    /// Records a step's outcome; with a `rewarder`, also each env's intrinsic reward.
+    pub fn stepped(&mut self, envs: &VecEnv, env_offset: usize, rewarder: Option<&mut Rewarder>) {
         let last = &envs.last;
         for i in 0..self.n {
             self.rewards[i].push(last.rewards[i]);
             self.dones[i].push(last.dones[i]);
             self.captions[i].push(message_text(&last.captions[i * MESSAGE_LEN..(i + 1) * MESSAGE_LEN]));
         }
+        let mut episode_intrinsic = vec![0.0; self.n];
+        if let Some(rw) = rewarder {
+            let step_captions: Vec<String> = self.captions.iter().map(|c| c.last().cloned().unwrap_or_default()).collect();
+            let (r, finished) = rw.step(&step_captions, &last.dones);
+            for (i, r) in r.into_iter().enumerate() {
+                self.intrinsic[i].push(r);
+            }
+            episode_intrinsic = finished;
+            self.reward_model_version = rw.version();
+        }
         for e in &last.episodes {
             self.episodes[e.env_index - env_offset].push(EpisodeSummary {
                 extrinsic_return: e.extrinsic_return,
-                intrinsic_return: 0.0,
+                intrinsic_return: episode_intrinsic[e.env_index - env_offset],
                 length: e.length,
                 success: e.success,
             });
@@ -138,8 +155,8 @@ impl GroupRollouts {
                     rewards: std::mem::take(&mut self.rewards[i]),
                     dones: std::mem::take(&mut self.dones[i]),
                     captions: std::mem::take(&mut self.captions[i]),
-                    intrinsic_rewards: Vec::new(),
-                    reward_model_version: 0,
+                    intrinsic_rewards: std::mem::take(&mut self.intrinsic[i]),
+                    reward_model_version: self.reward_model_version,
                     episodes: std::mem::take(&mut self.episodes[i]),
                 }
             })

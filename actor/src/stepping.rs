@@ -2,6 +2,7 @@
 //! thread while the policy chooses the other's actions.
 
 use crate::config::ActorConfig;
+use crate::intrinsic::{pull_reward_models, IntrinsicConfig, RewardSlot, Rewarder};
 use crate::link::{poll_weights, send_rollouts, WeightsSlot};
 use crate::rollout::{GroupRollouts, RunIds};
 use burn::prelude::*;
@@ -38,6 +39,8 @@ pub struct ActorSetup {
     pub token: Option<String>,
     /// Index of this actor among those of one process (seeds, default id).
     pub index: usize,
+    /// Intrinsic reward from the annotator's reward model (needs `cfg.annotator`).
+    pub intrinsic: Option<IntrinsicConfig>,
 }
 
 /// Counters the caller may read while the actor runs.
@@ -91,6 +94,17 @@ pub async fn run_actor<B: Backend>(
         ));
     }
     let captions = (!setup.cfg.annotator.is_empty()).then_some(caption_tx);
+    let reward_slot = Arc::new(RewardSlot::default());
+    if let (Some(ic), false) = (&setup.intrinsic, setup.cfg.annotator.is_empty()) {
+        tokio::spawn(pull_reward_models(
+            setup.cfg.annotator.clone(),
+            setup.cfg.client_options(),
+            setup.token.clone(),
+            ic.pull_ms,
+            reward_slot.clone(),
+            stop.clone(),
+        ));
+    }
     let (tx, rx) = mpsc::channel::<Rollout>(setup.cfg.send_queue.max(1));
     let fatal = Arc::new(AtomicBool::new(false));
     let sender = tokio::spawn(send_rollouts(setup.cfg.clone(), setup.token.clone(), rx, fatal.clone(), stop.clone()));
@@ -102,7 +116,7 @@ pub async fn run_actor<B: Backend>(
         let run = run.clone();
         std::thread::Builder::new()
             .name(format!("actor-{}", setup.index))
-            .spawn(move || step_loop::<B>(setup, device, slot, run, tx, captions, counters, halt, fatal))
+            .spawn(move || step_loop::<B>(setup, device, slot, reward_slot, run, tx, captions, counters, halt, fatal))
             .map_err(|_| ActorError::Panicked)?
     };
     let mut stop_main = stop.clone();
@@ -132,6 +146,7 @@ struct Group {
     envs: Option<VecEnv>,
     hidden: Vec<f32>,
     rollouts: GroupRollouts,
+    rewarder: Option<Rewarder>,
     offset: usize,
 }
 
@@ -140,6 +155,7 @@ fn step_loop<B: Backend>(
     setup: ActorSetup,
     device: B::Device,
     slot: Arc<WeightsSlot>,
+    reward_slot: Arc<RewardSlot>,
     run: Arc<RunIds>,
     tx: mpsc::Sender<Rollout>,
     captions: Option<mpsc::Sender<Vec<String>>>,
@@ -161,6 +177,7 @@ fn step_loop<B: Backend>(
             envs: Some(VecEnv::new(factory, size, seed, offset)?),
             hidden: vec![0.0; size * hidden_size],
             rollouts: GroupRollouts::new(&spec, setup.rollout_len, size, offset),
+            rewarder: setup.intrinsic.as_ref().map(|ic| Rewarder::new(reward_slot.clone(), ic.beta, size)),
             offset,
         });
         offset += size;
@@ -227,7 +244,7 @@ fn step_loop<B: Backend>(
             tracing::warn!(env, "environment failed and was restarted: {why}");
             metrics::counter!("oni_env_restarts_total").increment(1);
         }
-        g.rollouts.stepped(&envs, g.offset);
+        g.rollouts.stepped(&envs, g.offset, g.rewarder.as_mut());
         let steps = envs.num_envs() as u64;
         counters.env_steps.fetch_add(steps, Ordering::Relaxed);
         metrics::counter!("oni_env_steps_total", "role" => "actor").increment(steps);

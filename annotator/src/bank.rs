@@ -1,9 +1,11 @@
-//! The label bank: every LLM answer with its provenance, keyed by (caption, prompt hash,
-//! model) so the LLM is asked once per key across restarts and runs. `FileBank` is the
-//! embedded store of `oni run`: an append-only JSON-lines file, synced on every write,
-//! indexed in memory.
+//! The label bank: every LLM answer with its provenance, keyed by (caption or pair, prompt
+//! hash, model) so the LLM is asked once per key across restarts and runs, plus the reward
+//! model snapshots distilled from it. `FileBank` is the embedded store of `oni run`:
+//! append-only JSON-lines files, synced on every write, indexed in memory.
 
-use crate::label::LabelRecord;
+use crate::label::{LabelRecord, PairRecord};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -23,6 +25,61 @@ impl LabelKey {
     }
 }
 
+/// A ranking question, unordered: (a, b) and (b, a) are the same question.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PairKey {
+    pub low: String,
+    pub high: String,
+    pub prompt_hash: String,
+    pub model: String,
+}
+
+impl PairKey {
+    pub fn new(a: &str, b: &str, prompt_hash: &str, model: &str) -> Self {
+        let (low, high) = if a <= b { (a, b) } else { (b, a) };
+        PairKey { low: low.into(), high: high.into(), prompt_hash: prompt_hash.into(), model: model.into() }
+    }
+
+    pub fn of(r: &PairRecord) -> Self {
+        PairKey::new(&r.first, &r.second, &r.prompt_hash, &r.model)
+    }
+}
+
+/// What the stores need to know about a kind of record.
+pub trait Stored: Serialize + DeserializeOwned + Clone + Send + Sync {
+    /// Table (file / key namespace) name.
+    const TABLE: &'static str;
+    /// (prompt hash, model, item): the item is the caption or the unordered pair.
+    fn parts(&self) -> (String, String, String);
+    fn time_ms(&self) -> u64;
+}
+
+impl Stored for LabelRecord {
+    const TABLE: &'static str = "labels";
+    fn parts(&self) -> (String, String, String) {
+        (self.prompt_hash.clone(), self.model.clone(), self.caption.clone())
+    }
+    fn time_ms(&self) -> u64 {
+        self.time_ms
+    }
+}
+
+impl Stored for PairRecord {
+    const TABLE: &'static str = "pairs";
+    fn parts(&self) -> (String, String, String) {
+        let k = PairKey::of(self);
+        (k.prompt_hash, k.model, pair_item(&k.low, &k.high))
+    }
+    fn time_ms(&self) -> u64 {
+        self.time_ms
+    }
+}
+
+/// One string for an unordered pair (unit separator between the two captions).
+pub fn pair_item(low: &str, high: &str) -> String {
+    format!("{low}\u{1f}{high}")
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BankError {
     #[error("label bank I/O at {path}: {source}")]
@@ -39,92 +96,166 @@ pub trait LabelBank: Send + Sync {
     }
     /// Every record, oldest first.
     fn all(&self) -> Result<Vec<LabelRecord>, BankError>;
+
+    fn get_pair(&self, key: &PairKey) -> Result<Option<PairRecord>, BankError>;
+    fn put_pairs(&self, records: &[PairRecord]) -> Result<(), BankError>;
+    /// Every ranking record, oldest first.
+    fn pairs(&self) -> Result<Vec<PairRecord>, BankError>;
+
+    /// Keeps a reward-model snapshot (encoded); the newest version is what a restarted
+    /// annotator serves and continues from.
+    fn put_snapshot(&self, version: u64, bytes: &[u8]) -> Result<(), BankError>;
+    fn latest_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, BankError>;
 }
 
-pub struct FileBank {
+/// An append-only JSON-lines file of one kind of record, indexed in memory.
+struct Table<R> {
     path: PathBuf,
-    inner: Mutex<Inner>,
-}
-
-struct Inner {
     file: File,
-    index: HashMap<LabelKey, usize>,
-    records: Vec<LabelRecord>,
+    index: HashMap<(String, String, String), usize>,
+    records: Vec<R>,
 }
 
-impl FileBank {
-    /// Opens (or creates) `dir/labels.jsonl`. A torn last line from a crash mid-write is
-    /// ignored; every complete record is kept.
-    pub fn open(dir: &Path) -> Result<Self, BankError> {
-        let path = dir.join("labels.jsonl");
+impl<R: Stored> Table<R> {
+    /// A torn last line from a crash mid-write is ignored; every complete record is kept.
+    fn open(dir: &Path) -> Result<Self, BankError> {
+        let path = dir.join(format!("{}.jsonl", R::TABLE));
         let io = |source| BankError::Io { path: path.clone(), source };
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let mut records = Vec::new();
-        let mut index = HashMap::new();
+        let mut t = Table { file: open_append(&path).map_err(io)?, path: path.clone(), index: HashMap::new(), records: Vec::new() };
         if path.exists() {
             let reader = BufReader::new(File::open(&path).map_err(io)?);
+            let mut loaded = Vec::new();
             for (n, line) in reader.lines().enumerate() {
                 let line = line.map_err(io)?;
-                match serde_json::from_str::<LabelRecord>(&line) {
-                    Ok(r) => {
-                        let key = LabelKey::of(&r);
-                        match index.get(&key) {
-                            Some(&i) => records[i] = r,
-                            None => {
-                                index.insert(key, records.len());
-                                records.push(r);
-                            }
-                        }
-                    }
-                    Err(e) => tracing::warn!(path = %path.display(), line = n + 1, "skipping unreadable label record: {e}"),
+                match serde_json::from_str::<R>(&line) {
+                    Ok(r) => loaded.push(r),
+                    Err(e) => tracing::warn!(path = %path.display(), line = n + 1, "skipping unreadable record: {e}"),
+                }
+            }
+            t.index_all(loaded);
+        }
+        // a torn line must not swallow the next record
+        if t.file.metadata().map_err(io)?.len() > 0 && !std::fs::read(&path).map_err(io)?.ends_with(b"\n") {
+            t.file.write_all(b"\n").map_err(io)?;
+        }
+        Ok(t)
+    }
+
+    fn index_all(&mut self, records: Vec<R>) {
+        for r in records {
+            let key = r.parts();
+            match self.index.get(&key) {
+                Some(&i) => self.records[i] = r,
+                None => {
+                    self.index.insert(key, self.records.len());
+                    self.records.push(r);
                 }
             }
         }
-        let mut file = OpenOptions::new().create(true).append(true).open(&path).map_err(io)?;
-        // a torn line must not swallow the next record
-        if file.metadata().map_err(io)?.len() > 0 && !std::fs::read(&path).map_err(io)?.ends_with(b"\n") {
-            file.write_all(b"\n").map_err(io)?;
-        }
-        Ok(FileBank { inner: Mutex::new(Inner { file, index, records }), path })
-    }
-}
-
-impl LabelBank for FileBank {
-    fn get(&self, key: &LabelKey) -> Result<Option<LabelRecord>, BankError> {
-        let g = self.inner.lock().unwrap();
-        Ok(g.index.get(key).map(|&i| g.records[i].clone()))
     }
 
-    fn put(&self, records: &[LabelRecord]) -> Result<(), BankError> {
+    fn get(&self, key: &(String, String, String)) -> Option<R> {
+        self.index.get(key).map(|&i| self.records[i].clone())
+    }
+
+    fn put(&mut self, records: &[R]) -> Result<(), BankError> {
         let io = |source| BankError::Io { path: self.path.clone(), source };
-        let mut g = self.inner.lock().unwrap();
         let mut buf = Vec::new();
         for r in records {
             serde_json::to_writer(&mut buf, r).expect("record serialises");
             buf.push(b'\n');
         }
-        g.file.write_all(&buf).map_err(io)?;
-        g.file.sync_data().map_err(io)?;
-        for r in records {
-            let key = LabelKey::of(r);
-            match g.index.get(&key) {
-                Some(&i) => g.records[i] = r.clone(),
-                None => {
-                    let i = g.records.len();
-                    g.index.insert(key, i);
-                    g.records.push(r.clone());
-                }
-            }
+        self.file.write_all(&buf).map_err(io)?;
+        self.file.sync_data().map_err(io)?;
+        self.index_all(records.to_vec());
+        Ok(())
+    }
+}
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+pub struct FileBank {
+    dir: PathBuf,
+    labels: Mutex<Table<LabelRecord>>,
+    pairs: Mutex<Table<PairRecord>>,
+}
+
+impl FileBank {
+    /// Opens (or creates) `dir/labels.jsonl`, `dir/pairs.jsonl` and `dir/reward-models/`.
+    pub fn open(dir: &Path) -> Result<Self, BankError> {
+        std::fs::create_dir_all(dir.join("reward-models")).map_err(|source| BankError::Io { path: dir.into(), source })?;
+        Ok(FileBank { labels: Mutex::new(Table::open(dir)?), pairs: Mutex::new(Table::open(dir)?), dir: dir.into() })
+    }
+
+    fn snapshot_dir(&self) -> PathBuf {
+        self.dir.join("reward-models")
+    }
+}
+
+impl LabelBank for FileBank {
+    fn get(&self, key: &LabelKey) -> Result<Option<LabelRecord>, BankError> {
+        Ok(self.labels.lock().unwrap().get(&(key.prompt_hash.clone(), key.model.clone(), key.caption.clone())))
+    }
+
+    fn put(&self, records: &[LabelRecord]) -> Result<(), BankError> {
+        self.labels.lock().unwrap().put(records)
+    }
+
+    fn len(&self) -> Result<usize, BankError> {
+        Ok(self.labels.lock().unwrap().records.len())
+    }
+
+    fn all(&self) -> Result<Vec<LabelRecord>, BankError> {
+        Ok(self.labels.lock().unwrap().records.clone())
+    }
+
+    fn get_pair(&self, key: &PairKey) -> Result<Option<PairRecord>, BankError> {
+        Ok(self.pairs.lock().unwrap().get(&(key.prompt_hash.clone(), key.model.clone(), pair_item(&key.low, &key.high))))
+    }
+
+    fn put_pairs(&self, records: &[PairRecord]) -> Result<(), BankError> {
+        self.pairs.lock().unwrap().put(records)
+    }
+
+    fn pairs(&self) -> Result<Vec<PairRecord>, BankError> {
+        Ok(self.pairs.lock().unwrap().records.clone())
+    }
+
+    fn put_snapshot(&self, version: u64, bytes: &[u8]) -> Result<(), BankError> {
+        let dir = self.snapshot_dir();
+        let path = dir.join(format!("rm-{version:010}.bin"));
+        let io = |source| BankError::Io { path: path.clone(), source };
+        let tmp = dir.join(format!(".rm-{version:010}.tmp"));
+        let mut f = File::create(&tmp).map_err(io)?;
+        f.write_all(bytes).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        // keep the newest few: older versions are never served again
+        let mut old: Vec<PathBuf> = std::fs::read_dir(&dir).map_err(io)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        old.retain(|p| p.extension().is_some_and(|e| e == "bin"));
+        old.sort();
+        for p in old.iter().rev().skip(3) {
+            let _ = std::fs::remove_file(p);
         }
         Ok(())
     }
 
-    fn len(&self) -> Result<usize, BankError> {
-        Ok(self.inner.lock().unwrap().records.len())
-    }
-
-    fn all(&self) -> Result<Vec<LabelRecord>, BankError> {
-        Ok(self.inner.lock().unwrap().records.clone())
+    fn latest_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, BankError> {
+        let dir = self.snapshot_dir();
+        let io = |source| BankError::Io { path: dir.clone(), source };
+        let mut best: Option<(u64, PathBuf)> = None;
+        for e in std::fs::read_dir(&dir).map_err(io)? {
+            let p = e.map_err(io)?.path();
+            let v = p.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_prefix("rm-")?.strip_suffix(".bin")?.parse::<u64>().ok());
+            if let Some(v) = v {
+                if best.as_ref().is_none_or(|(b, _)| v > *b) {
+                    best = Some((v, p));
+                }
+            }
+        }
+        best.map(|(v, p)| std::fs::read(&p).map(|b| (v, b)).map_err(|source| BankError::Io { path: p, source })).transpose()
     }
 }
 

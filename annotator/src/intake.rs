@@ -1,33 +1,15 @@
 //! Caption intake: normalisation, global de-duplication against the bank, the backlog and
 //! the requests in flight, and the bounded newest-first backlog.
 //!
-//! Normalisation rules: control characters become spaces, runs of whitespace collapse to
-//! one space, the ends are trimmed, and the result is cut to 256 bytes (on a character
-//! boundary), NetHack's message size. An empty result is rejected. Invalid UTF-8 cannot
-//! arrive: protobuf strings are checked at decoding and such a request is refused whole.
+//! Normalisation (`oni_reward_model::caption`, shared with the reward models): control
+//! characters become spaces, whitespace runs collapse, the ends are trimmed, and the result
+//! is cut to 256 bytes on a character boundary; an empty result is rejected. Invalid UTF-8
+//! cannot arrive: protobuf strings are checked at decoding and such a request is refused
+//! whole.
 
 use std::collections::{HashSet, VecDeque};
 
-pub const MAX_CAPTION_BYTES: usize = 256;
-
-pub fn normalise(caption: &str) -> Option<String> {
-    let mut out = String::with_capacity(caption.len());
-    for word in caption.split(|c: char| c.is_whitespace() || c.is_control()).filter(|w| !w.is_empty()) {
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        out.push_str(word);
-    }
-    if out.len() > MAX_CAPTION_BYTES {
-        let mut end = MAX_CAPTION_BYTES;
-        while !out.is_char_boundary(end) {
-            end -= 1;
-        }
-        out.truncate(end);
-        out.truncate(out.trim_end().len());
-    }
-    (!out.is_empty()).then_some(out)
-}
+pub use oni_reward_model::caption::{normalise, MAX_CAPTION_BYTES};
 
 /// Captions waiting for the LLM. Full: the oldest is dropped (ONI labels the newest first).
 pub struct Backlog {
@@ -97,17 +79,6 @@ impl Backlog {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn normalisation_rules() {
-        assert_eq!(normalise("  You see\there a\n brass key.  ").as_deref(), Some("You see here a brass key."));
-        assert_eq!(normalise("a\u{0}b\u{7}c").as_deref(), Some("a b c"));
-        assert_eq!(normalise(" \t\n"), None);
-        assert_eq!(normalise(""), None);
-        let long = "é".repeat(300);
-        let n = normalise(&long).unwrap();
-        assert!(n.len() <= MAX_CAPTION_BYTES && n.chars().all(|c| c == 'é'));
-    }
 
     #[test]
     fn backlog_is_newest_first_and_drops_the_oldest() {

@@ -26,6 +26,97 @@ pub struct LabelRecord {
 
 pub const RAW_ANSWER_MAX: usize = 512;
 
+/// The LLM's answer to "which of these two messages shows more progress?". A tie counts as
+/// half a win for each (Bradley–Terry with ties as ½).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preference {
+    First,
+    Second,
+    Tie,
+    Unknown,
+}
+
+impl Preference {
+    /// Probability that the first message is the better one; `None` for an unreadable answer.
+    pub fn target(self) -> Option<f32> {
+        match self {
+            Preference::First => Some(1.0),
+            Preference::Second => Some(0.0),
+            Preference::Tie => Some(0.5),
+            Preference::Unknown => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Preference::First => "first",
+            Preference::Second => "second",
+            Preference::Tie => "tie",
+            Preference::Unknown => "unknown",
+        }
+    }
+}
+
+impl Label {
+    pub fn name(self) -> &'static str {
+        match self {
+            Label::Helpful => "helpful",
+            Label::Unhelpful => "unhelpful",
+            Label::Unknown => "unknown",
+        }
+    }
+}
+
+/// A ranking answer with its provenance. `first`/`second` are in the order they were asked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairRecord {
+    pub first: String,
+    pub second: String,
+    pub preference: Preference,
+    pub prompt_hash: String,
+    pub model: String,
+    pub raw_answer: String,
+    pub latency_ms: u64,
+    pub time_ms: u64,
+}
+
+/// Reads a ranking answer: `{"better": "first"|"second"|"tie"}`, else a leading word
+/// (first/second/tie, 1/2, a/b, equal/same/neither). Anything else is `Unknown`.
+pub fn parse_preference(answer: &str) -> Preference {
+    let t = answer.trim();
+    if let Some(start) = t.find('{') {
+        if let Some(end) = t[start..].find('}') {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&t[start..=start + end]) {
+                match v.get("better") {
+                    Some(serde_json::Value::String(s)) => return preference_word(s),
+                    Some(serde_json::Value::Number(n)) => return preference_word(&n.to_string()),
+                    Some(_) => return Preference::Unknown,
+                    None => {}
+                }
+            }
+        }
+    }
+    preference_word(t)
+}
+
+fn preference_word(t: &str) -> Preference {
+    match first_word(t).as_str() {
+        "first" | "1" | "a" | "one" => Preference::First,
+        "second" | "2" | "b" | "two" => Preference::Second,
+        "tie" | "equal" | "same" | "neither" | "both" => Preference::Tie,
+        _ => Preference::Unknown,
+    }
+}
+
+fn first_word(t: &str) -> String {
+    t.trim_start_matches(|c: char| !c.is_alphanumeric())
+        .chars()
+        .take_while(|c| c.is_alphanumeric())
+        .collect::<String>()
+        .to_lowercase()
+}
+
 pub fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
@@ -58,13 +149,7 @@ pub fn parse_label(answer: &str) -> Label {
 }
 
 fn word(t: &str) -> Label {
-    let first: String = t
-        .trim_start_matches(|c: char| !c.is_alphanumeric())
-        .chars()
-        .take_while(|c| c.is_alphanumeric())
-        .collect::<String>()
-        .to_lowercase();
-    match first.as_str() {
+    match first_word(t).as_str() {
         "yes" | "true" | "helpful" => Label::Helpful,
         "no" | "false" | "unhelpful" => Label::Unhelpful,
         _ => Label::Unknown,
@@ -87,5 +172,19 @@ mod tests {
         assert_eq!(parse_label("The message mentions a door."), Label::Unknown);
         assert_eq!(parse_label("{\"helpful\": 3}"), Label::Unknown);
         assert_eq!(truncate("héllo", 2), "h");
+    }
+
+    #[test]
+    fn ranking_answers_parse_and_garbage_is_unknown() {
+        assert_eq!(parse_preference(r#"{"better": "first"}"#), Preference::First);
+        assert_eq!(parse_preference(r#"{"better":"second"}"#), Preference::Second);
+        assert_eq!(parse_preference("Answer: {\"better\": \"tie\"}"), Preference::Tie);
+        assert_eq!(parse_preference("2"), Preference::Second);
+        assert_eq!(parse_preference("Message A, because"), Preference::Unknown);
+        assert_eq!(parse_preference("A."), Preference::First);
+        assert_eq!(parse_preference(r#"{"better": true}"#), Preference::Unknown);
+        assert_eq!(parse_preference(""), Preference::Unknown);
+        assert_eq!(Preference::Tie.target(), Some(0.5));
+        assert_eq!(Preference::Unknown.target(), None);
     }
 }

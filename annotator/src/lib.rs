@@ -3,6 +3,7 @@
 //! supports it), and the label bank that keeps every answer with its provenance.
 
 pub mod bank;
+pub mod distill;
 pub mod intake;
 pub mod service;
 pub mod redis_bank;
@@ -10,8 +11,8 @@ pub mod label;
 pub mod llm;
 pub mod prompts;
 
-pub use bank::{BankError, FileBank, LabelBank, LabelKey};
+pub use bank::{BankError, FileBank, LabelBank, LabelKey, PairKey};
 pub use redis_bank::RedisBank;
-pub use label::{parse_label, Label, LabelRecord};
+pub use label::{parse_label, parse_preference, Label, LabelRecord, PairRecord, Preference};
 pub use llm::{LlmClient, LlmConfig, LlmError};
 pub use prompts::PromptConfig;

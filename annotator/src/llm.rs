@@ -4,7 +4,7 @@
 //! breaker so a dead server is not hammered. Answers are constrained to `{"helpful": bool}`
 //! with a GBNF grammar or a JSON schema where the server supports it, and parsed robustly.
 
-use crate::label::{parse_label, truncate, Label, RAW_ANSWER_MAX};
+use crate::label::{parse_label, parse_preference, truncate, Label, Preference, RAW_ANSWER_MAX};
 use crate::prompts::PromptConfig;
 use oni_proto::Backoff;
 use serde::{Deserialize, Serialize};
@@ -81,6 +81,12 @@ pub enum LlmError {
 }
 
 impl LlmError {
+    /// True when asking again cannot help (the server refused the request, or the settings
+    /// are wrong): the question is recorded as unknown instead of retried.
+    pub fn is_final(&self) -> bool {
+        matches!(self, LlmError::Rejected { .. } | LlmError::Config(..))
+    }
+
     /// A short name for metrics.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -95,12 +101,38 @@ impl LlmError {
     }
 }
 
-/// One answer to one prompt.
+/// One answer to one prompt: what was read from it, the text itself and the request's latency.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Answer {
-    pub label: Label,
+pub struct Answer<T = Label> {
+    pub label: T,
     pub raw: String,
     pub latency: Duration,
+}
+
+/// The two questions the annotator asks; each has its own answer shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Question {
+    Classification,
+    Ranking,
+}
+
+impl Question {
+    fn grammar(self) -> &'static str {
+        match self {
+            Question::Classification => r#"root ::= "{\"helpful\": " ("true" | "false") "}""#,
+            Question::Ranking => r#"root ::= "{\"better\": \"" ("first" | "second" | "tie") "\"}""#,
+        }
+    }
+
+    fn schema(self) -> Value {
+        match self {
+            Question::Classification => {
+                json!({"type": "object", "properties": {"helpful": {"type": "boolean"}}, "required": ["helpful"]})
+            }
+            Question::Ranking => json!({"type": "object",
+                "properties": {"better": {"type": "string", "enum": ["first", "second", "tie"]}}, "required": ["better"]}),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -117,12 +149,6 @@ pub struct LlmClient {
     breaker: Mutex<Breaker>,
     /// Prompts sent to the server, retries included (for benchmarks and tests).
     prompts_sent: std::sync::atomic::AtomicU64,
-}
-
-const GRAMMAR: &str = r#"root ::= "{\"helpful\": " ("true" | "false") "}""#;
-
-fn schema() -> Value {
-    json!({"type": "object", "properties": {"helpful": {"type": "boolean"}}, "required": ["helpful"]})
 }
 
 enum Attempt {
@@ -168,17 +194,17 @@ impl LlmClient {
         self.breaker.lock().unwrap().open_until.is_some_and(|t| Instant::now() < t)
     }
 
-    fn constrain(&self, body: &mut Value) {
+    fn constrain(&self, body: &mut Value, q: Question) {
         match self.cfg.constrain.as_str() {
-            "grammar" => body["grammar"] = json!(GRAMMAR),
+            "grammar" => body["grammar"] = json!(q.grammar()),
             // chat servers take OpenAI's response_format; on /v1/completions llama.cpp reads
             // `json_schema` and vLLM `guided_json`
             "json_schema" if self.cfg.api == "chat" => {
-                body["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "label", "schema": schema()}})
+                body["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "answer", "schema": q.schema()}})
             }
             "json_schema" => {
-                body["json_schema"] = schema();
-                body["guided_json"] = schema();
+                body["json_schema"] = q.schema();
+                body["guided_json"] = q.schema();
             }
             _ => {}
         }
@@ -188,12 +214,38 @@ impl LlmClient {
     /// its retries fails every caption it carried.
     pub async fn classify(&self, prompts: &PromptConfig, captions: &[String]) -> Vec<Result<Answer, LlmError>> {
         let texts: Vec<String> = captions.iter().map(|c| prompts.classification_prompt(c)).collect();
-        let chunk = if self.cfg.api == "completions" { self.cfg.batch.max(1) } else { 1 };
-        let futures = texts.chunks(chunk).map(|group| self.answer_group(group));
-        futures::future::join_all(futures).await.into_iter().flatten().collect()
+        self.ask(&texts, Question::Classification, parse_label, |l| l == Label::Unknown).await
     }
 
-    async fn answer_group(&self, prompts: &[String]) -> Vec<Result<Answer, LlmError>> {
+    /// Asks which message of each pair shows more progress. One result per pair, in order.
+    pub async fn rank(&self, prompts: &PromptConfig, pairs: &[(String, String)]) -> Vec<Result<Answer<Preference>, LlmError>> {
+        let texts: Vec<String> = pairs.iter().map(|(a, b)| prompts.ranking_prompt(a, b)).collect();
+        self.ask(&texts, Question::Ranking, parse_preference, |p| p == Preference::Unknown).await
+    }
+
+    async fn ask<T: Copy>(
+        &self,
+        texts: &[String],
+        q: Question,
+        parse: fn(&str) -> T,
+        unreadable: fn(T) -> bool,
+    ) -> Vec<Result<Answer<T>, LlmError>> {
+        let chunk = if self.cfg.api == "completions" { self.cfg.batch.max(1) } else { 1 };
+        let futures = texts.chunks(chunk).map(|group| self.answer_group(group, q));
+        let raw = futures::future::join_all(futures).await.into_iter().flatten();
+        raw.map(|r| {
+            r.map(|(text, latency)| {
+                let label = parse(&text);
+                if unreadable(label) {
+                    metrics::counter!("oni_llm_unparsed_answers_total").increment(1);
+                }
+                Answer { label, raw: truncate(&text, RAW_ANSWER_MAX), latency }
+            })
+        })
+        .collect()
+    }
+
+    async fn answer_group(&self, prompts: &[String], q: Question) -> Vec<Result<(String, Duration), LlmError>> {
         let _slot = self.slots.acquire().await.expect("semaphore open");
         let (path, mut body) = if self.cfg.api == "completions" {
             let prompt = if prompts.len() == 1 { json!(prompts[0]) } else { json!(prompts) };
@@ -203,26 +255,20 @@ impl LlmClient {
         };
         body["temperature"] = json!(self.cfg.temperature);
         body["max_tokens"] = json!(self.cfg.max_tokens);
-        self.constrain(&mut body);
+        self.constrain(&mut body, q);
         let start = Instant::now();
         let n = prompts.len() as u64;
         let result = self.post(path, &body, n).await;
         let latency = start.elapsed();
         metrics::histogram!("oni_llm_request_seconds").record(latency.as_secs_f64());
+        if let Ok(v) = &result {
+            count_tokens(v);
+        }
         let texts = result.and_then(|v| choices(&v, prompts.len(), self.cfg.api == "chat"));
         match texts {
             Ok(texts) => {
                 metrics::counter!("oni_llm_requests_total", "outcome" => "ok").increment(1);
-                texts
-                    .into_iter()
-                    .map(|raw| {
-                        let label = parse_label(&raw);
-                        if label == Label::Unknown {
-                            metrics::counter!("oni_llm_unparsed_answers_total").increment(1);
-                        }
-                        Ok(Answer { label, raw: truncate(&raw, RAW_ANSWER_MAX), latency })
-                    })
-                    .collect()
+                texts.into_iter().map(|raw| Ok((raw, latency))).collect()
             }
             Err(e) => {
                 metrics::counter!("oni_llm_requests_total", "outcome" => "error").increment(1);
@@ -307,6 +353,15 @@ impl LlmClient {
             }
         }
         metrics::gauge!("oni_llm_circuit_open").set(if b.open_until.is_some() { 1.0 } else { 0.0 });
+    }
+}
+
+/// Tokens the server reports spending (OpenAI's `usage` block; absent on some servers).
+fn count_tokens(v: &Value) {
+    for (field, kind) in [("prompt_tokens", "prompt"), ("completion_tokens", "completion")] {
+        if let Some(n) = v.pointer(&format!("/usage/{field}")).and_then(Value::as_u64) {
+            metrics::counter!("oni_llm_tokens_total", "kind" => kind).increment(n);
+        }
     }
 }
 

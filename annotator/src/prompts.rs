@@ -1,5 +1,6 @@
-//! Prompt templates. Placeholders: `{goal}` and `{message}`. The hash of the filled-in
-//! template structure is stored with every label, so changing a prompt never mixes answers.
+//! Prompt templates. Placeholders: `{goal}`, and `{message}` (classification) or `{first}`
+//! and `{second}` (ranking). The hash of template and goal is stored with every answer, so
+//! changing a prompt never mixes answers.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -10,6 +11,7 @@ pub struct PromptConfig {
     /// What the agent is trying to do, in words (e.g. "descend the stairs").
     pub goal: String,
     pub classification: String,
+    pub ranking: String,
 }
 
 impl Default for PromptConfig {
@@ -23,6 +25,14 @@ After one of its actions the game printed:\n\
 Is this event a step toward the goal (finding or using something needed, reaching a new place), \
 rather than noise or a setback? Reply with JSON only: {\"helpful\": true} or {\"helpful\": false}.\n"
                 .into(),
+            ranking: "You judge an agent playing a NetHack-like dungeon game.\n\
+The agent's goal: {goal}.\n\
+Two events the game printed, at different times:\n\
+first: \"{first}\"\n\
+second: \"{second}\"\n\
+Which event shows more progress toward the goal? If neither does, or both equally, say tie. \
+Reply with JSON only: {\"better\": \"first\"}, {\"better\": \"second\"} or {\"better\": \"tie\"}.\n"
+                .into(),
         }
     }
 }
@@ -32,15 +42,71 @@ impl PromptConfig {
         self.classification.replace("{goal}", &self.goal).replace("{message}", message)
     }
 
+    pub fn ranking_prompt(&self, first: &str, second: &str) -> String {
+        // fill the goal first so a message containing "{second}" is never substituted
+        let t = self.ranking.replace("{goal}", &self.goal);
+        let (head, tail) = t.split_once("{first}").unwrap_or((&t, ""));
+        format!("{head}{first}{}", tail.replace("{second}", second))
+    }
+
     /// Identifies the prompt (template and goal) a label was obtained with.
     pub fn classification_hash(&self) -> String {
-        let mut h = Sha256::new();
-        h.update(b"classification\0");
-        h.update(self.classification.as_bytes());
-        h.update(b"\0");
-        h.update(self.goal.as_bytes());
-        h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+        hash(b"classification", &self.classification, &self.goal)
     }
+
+    pub fn ranking_hash(&self) -> String {
+        hash(b"ranking", &self.ranking, &self.goal)
+    }
+
+    /// The template settings a user got wrong, named by key.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.classification.contains("{message}") {
+            return Err("prompts.classification has no {message} placeholder".into());
+        }
+        let (f, s) = (self.ranking.find("{first}"), self.ranking.find("{second}"));
+        if !matches!((f, s), (Some(f), Some(s)) if f < s) {
+            return Err("prompts.ranking needs {first} followed by {second}".into());
+        }
+        Ok(())
+    }
+
+    /// The message(s) a prompt made from these templates asks about: one for a
+    /// classification prompt, two for a ranking prompt (used by the rule judge, which
+    /// answers prompts without a language model).
+    pub fn messages_in(&self, prompt: &str) -> Option<Vec<String>> {
+        let between = |t: &str, marks: &[&str]| -> Option<Vec<String>> {
+            let t = t.replace("{goal}", &self.goal);
+            let mut pieces = vec![t.as_str()];
+            for m in marks {
+                let last = pieces.pop()?;
+                let (a, b) = last.split_once(m)?;
+                pieces.push(a);
+                pieces.push(b);
+            }
+            let mut rest = prompt.strip_prefix(pieces[0])?;
+            let mut out = Vec::new();
+            for (i, sep) in pieces[1..].iter().enumerate() {
+                let at = if i + 1 == marks.len() { rest.len().checked_sub(sep.len())? } else { rest.find(sep)? };
+                if i + 1 == marks.len() && !rest.ends_with(sep) {
+                    return None;
+                }
+                out.push(rest[..at].to_string());
+                rest = &rest[at + sep.len()..];
+            }
+            Some(out)
+        };
+        between(&self.ranking, &["{first}", "{second}"]).or_else(|| between(&self.classification, &["{message}"]))
+    }
+}
+
+fn hash(kind: &[u8], template: &str, goal: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(kind);
+    h.update(b"\0");
+    h.update(template.as_bytes());
+    h.update(b"\0");
+    h.update(goal.as_bytes());
+    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -56,5 +122,20 @@ mod tests {
         let other = PromptConfig { goal: "collect gold".into(), ..p.clone() };
         assert_ne!(p.classification_hash(), other.classification_hash());
         assert_eq!(p.classification_hash(), PromptConfig::default().classification_hash());
+        assert_ne!(p.classification_hash(), p.ranking_hash());
+    }
+
+    #[test]
+    fn ranking_prompt_and_messages_round_trip() {
+        let p = PromptConfig::default();
+        p.validate().unwrap();
+        let text = p.ranking_prompt("You see a {second} door.", "The door opens.");
+        assert!(text.contains("first: \"You see a {second} door.\"") && text.contains("second: \"The door opens.\""));
+        assert_eq!(p.messages_in(&text).unwrap(), vec!["You see a {second} door.".to_string(), "The door opens.".into()]);
+        let c = p.classification_prompt("It's \"solid\" stone.");
+        assert_eq!(p.messages_in(&c).unwrap(), vec!["It's \"solid\" stone.".to_string()]);
+        assert_eq!(p.messages_in("something else entirely"), None);
+        let bad = PromptConfig { ranking: "{second} then {first}".into(), ..p.clone() };
+        assert!(bad.validate().unwrap_err().contains("prompts.ranking"));
     }
 }

@@ -1,9 +1,10 @@
-//! The label bank in Redis, for clusters: one hash per (prompt hash, model) mapping caption
-//! → record JSON, plus a sorted set keeping first-seen order. Redis should run with AOF
+//! The label bank in Redis, for clusters: per record kind, one hash per (prompt hash, model)
+//! mapping item (caption, or unordered pair) → record JSON, plus a sorted set keeping
+//! first-seen order; reward-model snapshots as plain keys. Redis should run with AOF
 //! (`appendonly yes`) so a restart loses nothing; every write waits for Redis's reply.
 
-use crate::bank::{BankError, LabelBank, LabelKey};
-use crate::label::LabelRecord;
+use crate::bank::{pair_item, BankError, LabelBank, LabelKey, PairKey, Stored};
+use crate::label::{LabelRecord, PairRecord};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -27,12 +28,12 @@ impl RedisBank {
         Ok(bank)
     }
 
-    fn hash_key(&self, prompt_hash: &str, model: &str) -> String {
-        format!("{}:labels:{prompt_hash}:{model}", self.prefix)
+    fn hash_key(&self, table: &str, prompt_hash: &str, model: &str) -> String {
+        format!("{}:{table}:{prompt_hash}:{model}", self.prefix)
     }
 
-    fn order_key(&self) -> String {
-        format!("{}:labels:order", self.prefix)
+    fn order_key(&self, table: &str) -> String {
+        format!("{}:{table}:order", self.prefix)
     }
 
     /// Runs `f` on a live connection, reconnecting once if the old one broke (Redis restarted).
@@ -55,42 +56,79 @@ impl RedisBank {
         }
         unreachable!("second attempt returns")
     }
-}
 
-impl LabelBank for RedisBank {
-    fn get(&self, key: &LabelKey) -> Result<Option<LabelRecord>, BankError> {
-        let h = self.hash_key(&key.prompt_hash, &key.model);
-        let raw: Option<String> = self.with(|c| redis::cmd("HGET").arg(&h).arg(&key.caption).query(c))?;
+    fn get_rec<R: Stored>(&self, prompt_hash: &str, model: &str, item: &str) -> Result<Option<R>, BankError> {
+        let h = self.hash_key(R::TABLE, prompt_hash, model);
+        let raw: Option<String> = self.with(|c| redis::cmd("HGET").arg(&h).arg(item).query(c))?;
         raw.map(|s| serde_json::from_str(&s).map_err(|e| err(&self.url, e))).transpose()
     }
 
-    fn put(&self, records: &[LabelRecord]) -> Result<(), BankError> {
+    fn put_recs<R: Stored>(&self, records: &[R]) -> Result<(), BankError> {
         let mut pipe = redis::pipe();
         pipe.atomic();
         for r in records {
             let json = serde_json::to_string(r).expect("record serialises");
-            let h = self.hash_key(&r.prompt_hash, &r.model);
-            pipe.cmd("HSET").arg(&h).arg(&r.caption).arg(&json).ignore();
+            let (prompt_hash, model, item) = r.parts();
+            pipe.cmd("HSET").arg(self.hash_key(R::TABLE, &prompt_hash, &model)).arg(&item).arg(&json).ignore();
             // first-seen order; NX keeps a re-label at its original place
-            let member = serde_json::to_string(&(&r.prompt_hash, &r.model, &r.caption)).unwrap();
-            pipe.cmd("ZADD").arg(self.order_key()).arg("NX").arg(r.time_ms).arg(&member).ignore();
+            let member = serde_json::to_string(&(&prompt_hash, &model, &item)).unwrap();
+            pipe.cmd("ZADD").arg(self.order_key(R::TABLE)).arg("NX").arg(r.time_ms()).arg(&member).ignore();
         }
         self.with(|c| pipe.query::<()>(c))
     }
 
-    fn len(&self) -> Result<usize, BankError> {
-        self.with(|c| redis::cmd("ZCARD").arg(self.order_key()).query(c))
-    }
-
-    fn all(&self) -> Result<Vec<LabelRecord>, BankError> {
-        let members: Vec<String> = self.with(|c| redis::cmd("ZRANGE").arg(self.order_key()).arg(0).arg(-1).query(c))?;
+    fn all_recs<R: Stored>(&self) -> Result<Vec<R>, BankError> {
+        let members: Vec<String> = self.with(|c| redis::cmd("ZRANGE").arg(self.order_key(R::TABLE)).arg(0).arg(-1).query(c))?;
         let mut out = Vec::with_capacity(members.len());
         for m in members {
-            let (prompt_hash, model, caption): (String, String, String) = serde_json::from_str(&m).map_err(|e| err(&self.url, e))?;
-            if let Some(r) = self.get(&LabelKey { caption, prompt_hash, model })? {
+            let (prompt_hash, model, item): (String, String, String) = serde_json::from_str(&m).map_err(|e| err(&self.url, e))?;
+            if let Some(r) = self.get_rec(&prompt_hash, &model, &item)? {
                 out.push(r);
             }
         }
         Ok(out)
+    }
+}
+
+impl LabelBank for RedisBank {
+    fn get(&self, key: &LabelKey) -> Result<Option<LabelRecord>, BankError> {
+        self.get_rec(&key.prompt_hash, &key.model, &key.caption)
+    }
+
+    fn put(&self, records: &[LabelRecord]) -> Result<(), BankError> {
+        self.put_recs(records)
+    }
+
+    fn len(&self) -> Result<usize, BankError> {
+        self.with(|c| redis::cmd("ZCARD").arg(self.order_key(LabelRecord::TABLE)).query(c))
+    }
+
+    fn all(&self) -> Result<Vec<LabelRecord>, BankError> {
+        self.all_recs()
+    }
+
+    fn get_pair(&self, key: &PairKey) -> Result<Option<PairRecord>, BankError> {
+        self.get_rec(&key.prompt_hash, &key.model, &pair_item(&key.low, &key.high))
+    }
+
+    fn put_pairs(&self, records: &[PairRecord]) -> Result<(), BankError> {
+        self.put_recs(records)
+    }
+
+    fn pairs(&self) -> Result<Vec<PairRecord>, BankError> {
+        self.all_recs()
+    }
+
+    fn put_snapshot(&self, version: u64, bytes: &[u8]) -> Result<(), BankError> {
+        let key = format!("{}:reward-model:latest", self.prefix);
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("HSET").arg(&key).arg("version").arg(version).arg("bytes").arg(bytes).ignore();
+        self.with(|c| pipe.query::<()>(c))
+    }
+
+    fn latest_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, BankError> {
+        let key = format!("{}:reward-model:latest", self.prefix);
+        let (v, b): (Option<u64>, Option<Vec<u8>>) = self.with(|c| redis::cmd("HMGET").arg(&key).arg("version").arg("bytes").query(c))?;
+        Ok(v.zip(b))
     }
 }

@@ -27,7 +27,7 @@ fn llm(url: &str) -> LlmClient {
 
 fn core(url: &str, bank: Arc<dyn LabelBank>) -> Arc<Core> {
     let cfg = AnnotatorConfig { retry_pause_ms: 100, ..Default::default() };
-    Core::new(cfg, PromptConfig::default(), llm(url), bank)
+    Core::new(cfg, PromptConfig::default(), llm(url), bank).unwrap()
 }
 
 async fn until(what: &str, secs: u64, f: impl Fn() -> bool) {
@@ -66,14 +66,14 @@ async fn each_unique_caption_is_asked_exactly_once_across_duplicates_and_restart
             w.await.unwrap();
         }
         assert_eq!(prompts_asked(&script), 40, "LLM asked more than once per caption");
-        assert!(bank.all().unwrap().iter().all(|r| r.label == Label::Helpful && !r.raw_answer.is_empty()));
+        assert!(bank.all().unwrap().iter().all(|r| r.label == Label::Unhelpful && !r.raw_answer.is_empty()));
     }
     // a restarted annotator on the same bank asks nothing again
     let bank: Arc<dyn LabelBank> = Arc::new(FileBank::open(dir.path()).unwrap());
     let c = core(&url, bank);
     let ack = c.submit(&unique).unwrap();
     assert_eq!((ack.queued, ack.known), (0, 40));
-    assert_eq!(c.label_of("You see here 3 gold pieces.").unwrap(), Some(Label::Helpful));
+    assert_eq!(c.label_of("You see here 3 gold pieces.").unwrap(), Some(Label::Unhelpful));
     let ack = c.submit(&["".into(), " \t ".into()]).unwrap();
     assert_eq!(ack.rejected, 2);
 }

@@ -25,6 +25,8 @@ pub enum BenchCmd {
     Learner(LearnerBench),
     /// Labels/s through the annotator against a plain client on the same LLM server.
     Annotator(AnnotatorBench),
+    /// Success rate of several presets (e.g. extrinsic-only vs ONI) at one step budget.
+    Learning(crate::learning::LearningBench),
 }
 
 #[derive(Args)]
@@ -59,6 +61,7 @@ pub async fn run(cmd: BenchCmd) -> Result<()> {
         BenchCmd::E2e(b) => bench_e2e(b).await,
         BenchCmd::Learner(b) => bench_learner(b),
         BenchCmd::Annotator(b) => bench_annotator(b).await,
+        BenchCmd::Learning(b) => crate::learning::bench_learning(b).await,
     }
 }
 
@@ -283,7 +286,7 @@ pub async fn bench_annotator(b: AnnotatorBench) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("oni-bench-annotator-{tag}"));
     let bank: Arc<dyn LabelBank> = Arc::new(FileBank::open(&dir)?);
     let llm = LlmClient::new(cfg.llm.clone())?;
-    let core = Core::new(cfg.annotator.clone(), cfg.prompts.clone(), llm, bank.clone());
+    let core = Core::new(cfg.annotator.clone(), cfg.prompts.clone(), llm, bank.clone())?;
     let (stop_tx, stop) = watch::channel(false);
     let workers = core.spawn_workers(stop);
     let caps = captions("annotated");

@@ -10,6 +10,7 @@ use oni_env::EnvConfig;
 use oni_learner::batch::RewardMix;
 use oni_learner::LearnerConfig;
 use oni_policy::PolicyConfig;
+use oni_reward_model::{DistillConfig, Kind};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -31,6 +32,8 @@ pub struct Config {
     pub llm: LlmConfig,
     pub prompts: PromptConfig,
     pub label_bank: LabelBankConfig,
+    /// How the annotator trains the reward model (`reward.kind`) from its labels.
+    pub distill: DistillConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -66,26 +69,38 @@ impl Default for Config {
             llm: LlmConfig::default(),
             prompts: PromptConfig::default(),
             label_bank: LabelBankConfig::default(),
+            distill: DistillConfig::default(),
         }
     }
 }
 
-/// r = α_ext · clip(r_ext, ±clip) + α_int · r_int.
+/// r = α_ext · clip(r_ext, ±clip) + α_int · r_int(m) · N_ep(m)^(−β).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RewardConfig {
     pub extrinsic_coef: f32,
     pub intrinsic_coef: f32,
     pub clip: f32,
+    /// The intrinsic reward model: `none`, `hashing`, `classification` or `ranking`.
+    pub kind: String,
+    /// β of the per-episode count decay.
+    pub beta: f32,
+    /// How often actors pull a newer reward model from the annotator.
+    pub pull_ms: u64,
 }
 
 impl Default for RewardConfig {
     fn default() -> Self {
-        RewardConfig { extrinsic_coef: 1.0, intrinsic_coef: 0.0, clip: 10.0 }
+        RewardConfig { extrinsic_coef: 1.0, intrinsic_coef: 0.0, clip: 10.0, kind: "none".into(), beta: 3.0, pull_ms: 2000 }
     }
 }
 
 impl RewardConfig {
+    /// The reward model kind, `None` for `none`.
+    pub fn model_kind(&self) -> Option<Kind> {
+        Kind::parse(&self.kind)
+    }
+
     pub fn mix(&self) -> RewardMix {
         RewardMix { extrinsic_coef: self.extrinsic_coef, intrinsic_coef: self.intrinsic_coef, clip: self.clip }
     }
@@ -144,13 +159,36 @@ fn set_path(root: &mut toml::Table, key: &str, value: toml::Value) -> Result<()>
     Ok(())
 }
 
+/// Reads a config file. A top-level `base = "other.toml"` (relative to this file) is read
+/// first and this file's keys are laid over it, so presets share one base.
+fn read_table(p: &Path, depth: usize) -> Result<toml::Table> {
+    let text = std::fs::read_to_string(p).with_context(|| format!("cannot read config file {}", p.display()))?;
+    let mut t = toml::from_str::<toml::Table>(&text).with_context(|| format!("config file {} is not valid TOML", p.display()))?;
+    let Some(base) = t.remove("base") else { return Ok(t) };
+    let base = base.as_str().ok_or_else(|| anyhow!("config key `base` in {} must be a file name", p.display()))?;
+    if depth >= 8 {
+        bail!("config key `base` in {}: too many nested bases (a cycle?)", p.display());
+    }
+    let mut merged = read_table(&p.parent().unwrap_or(Path::new(".")).join(base), depth + 1)?;
+    overlay(&mut merged, t);
+    Ok(merged)
+}
+
+fn overlay(into: &mut toml::Table, from: toml::Table) {
+    for (k, v) in from {
+        match (into.get_mut(&k), v) {
+            (Some(toml::Value::Table(a)), toml::Value::Table(b)) => overlay(a, b),
+            (_, v) => {
+                into.insert(k, v);
+            }
+        }
+    }
+}
+
 /// Loads `path` (or the defaults), applies the overrides and checks every key.
 pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Config> {
     let mut table = match path {
-        Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read config file {}", p.display()))?;
-            toml::from_str::<toml::Table>(&text).with_context(|| format!("config file {} is not valid TOML", p.display()))?
-        }
+        Some(p) => read_table(p, 0)?,
         None => toml::Table::new(),
     };
     for o in overrides {
@@ -188,6 +226,16 @@ fn validate(cfg: &Config) -> Result<()> {
     if !matches!(cfg.label_bank.kind.as_str(), "file" | "redis") {
         bail!("config key `label_bank.kind` must be `file` or `redis`, not `{}`", cfg.label_bank.kind);
     }
+    if cfg.reward.kind != "none" && Kind::parse(&cfg.reward.kind).is_none() {
+        bail!("config key `reward.kind` must be none, hashing, classification or ranking, not `{}`", cfg.reward.kind);
+    }
+    if cfg.reward.kind == "ranking" && cfg.annotator.pairs_per_caption == 0 {
+        bail!("config key `annotator.pairs_per_caption` must be at least 1 with reward.kind = ranking (it learns from pairs)");
+    }
+    if !(0.0..1.0).contains(&cfg.distill.heldout_fraction) {
+        bail!("config key `distill.heldout_fraction` must be in [0, 1)");
+    }
+    cfg.prompts.validate().map_err(|e| anyhow!("config key {e}"))?;
     let mb = cfg.policy.message_bytes;
     if mb > oni_env::MESSAGE_LEN || (1..4).contains(&mb) {
         bail!("config key `policy.message_bytes` must be 0 (no message encoder) or 4..={}", oni_env::MESSAGE_LEN);
@@ -226,5 +274,20 @@ mod tests {
         assert!(e.contains("env.name") && e.contains("nope"), "{e}");
         let e = load(Some(Path::new("/no/such/file.toml")), &[]).unwrap_err().to_string();
         assert!(e.contains("/no/such/file.toml"), "{e}");
+    }
+
+    #[test]
+    fn presets_layer_over_their_base() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("base.toml"), "name = \"b\"\n[learner]\nlearning_rate = 0.5\ngamma = 0.9\n").unwrap();
+        std::fs::write(dir.path().join("top.toml"), "base = \"base.toml\"\n[learner]\ngamma = 0.7\n[reward]\nkind = \"hashing\"\n").unwrap();
+        let c = load(Some(&dir.path().join("top.toml")), &[]).unwrap();
+        assert_eq!((c.name.as_str(), c.learner.learning_rate, c.learner.gamma, c.reward.kind.as_str()), ("b", 0.5, 0.7, "hashing"));
+        std::fs::write(dir.path().join("loop.toml"), "base = \"loop.toml\"\n").unwrap();
+        assert!(load(Some(&dir.path().join("loop.toml")), &[]).unwrap_err().to_string().contains("cycle"));
+        let e = load(None, &["reward.kind=telepathy".into()]).unwrap_err().to_string();
+        assert!(e.contains("reward.kind"), "{e}");
+        let e = load(None, &["reward.kind=ranking".into()]).unwrap_err().to_string();
+        assert!(e.contains("pairs_per_caption"), "{e}");
     }
 }

@@ -6,7 +6,7 @@ use crate::Common;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use oni_annotator::service::{AnnotatorService, Core};
-use oni_annotator::{FileBank, Label, LabelBank, LabelRecord, LlmClient, RedisBank};
+use oni_annotator::{FileBank, LabelBank, LabelRecord, LlmClient, PairRecord, RedisBank};
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -30,8 +30,11 @@ pub async fn start_annotator(p: &Prepared, stop: watch::Receiver<bool>) -> Resul
     let cfg = &p.cfg;
     let bank = open_bank(cfg, &p.run_dir)?;
     let llm = LlmClient::new(cfg.llm.clone())?;
-    let core = Core::new(cfg.annotator.clone(), cfg.prompts.clone(), llm, bank);
+    let core = Core::new(cfg.annotator.clone(), cfg.prompts.clone(), llm, bank)?;
     core.spawn_workers(stop.clone());
+    if let Some(kind) = cfg.reward.model_kind() {
+        core.start_distiller(kind, cfg.distill.clone(), stop.clone())?;
+    }
     let handle = core.clone();
     let listener = tokio::net::TcpListener::bind(&cfg.annotator.listen)
         .await
@@ -102,6 +105,9 @@ pub struct ExportArgs {
     common: Common,
     #[arg(long, default_value = "jsonl")]
     format: String,
+    /// Export the ranking answers (pairs) instead of the labels.
+    #[arg(long)]
+    pairs: bool,
     /// Output file (default: standard output).
     #[arg(long)]
     out: Option<std::path::PathBuf>,
@@ -111,14 +117,6 @@ fn bank_of(c: &Common) -> Result<Arc<dyn LabelBank>> {
     let cfg = crate::config::load(c.config.as_deref(), &c.set)?;
     let run_dir = cfg.run_dir(c.run_dir.as_deref());
     open_bank(&cfg, &run_dir)
-}
-
-fn label_name(l: Label) -> &'static str {
-    match l {
-        Label::Helpful => "helpful",
-        Label::Unhelpful => "unhelpful",
-        Label::Unknown => "unknown",
-    }
 }
 
 fn csv_field(s: &str) -> String {
@@ -135,33 +133,57 @@ pub fn labels(cmd: LabelsCmd) -> Result<()> {
             let all = bank_of(&c)?.all()?;
             let mut counts = std::collections::BTreeMap::new();
             for r in &all {
-                *counts.entry((r.model.clone(), r.prompt_hash.clone(), label_name(r.label))).or_insert(0u64) += 1;
+                *counts.entry((r.model.clone(), r.prompt_hash.clone(), r.label.name())).or_insert(0u64) += 1;
             }
             println!("{} labels", all.len());
             for ((model, prompt, label), n) in counts {
                 println!("{model}\t{prompt}\t{label}\t{n}");
             }
+            let bank = bank_of(&c)?;
+            let pairs = bank.pairs()?;
+            if !pairs.is_empty() {
+                let mut counts = std::collections::BTreeMap::new();
+                for r in &pairs {
+                    *counts.entry((r.model.clone(), r.prompt_hash.clone(), r.preference.name())).or_insert(0u64) += 1;
+                }
+                println!("{} ranked pairs", pairs.len());
+                for ((model, prompt, pref), n) in counts {
+                    println!("{model}\t{prompt}\t{pref}\t{n}");
+                }
+            }
+            if let Some((v, bytes)) = bank.latest_snapshot()? {
+                println!("reward model snapshot v{v} ({} bytes)", bytes.len());
+            }
         }
         LabelsCmd::List(c) => {
             for r in bank_of(&c)?.all()? {
-                println!("{}\t{}", label_name(r.label), r.caption);
+                println!("{}\t{}", r.label.name(), r.caption);
             }
         }
         LabelsCmd::Show { common, caption } => {
-            let found: Vec<LabelRecord> = bank_of(&common)?.all()?.into_iter().filter(|r| r.caption == caption).collect();
-            if found.is_empty() {
+            let bank = bank_of(&common)?;
+            let found: Vec<LabelRecord> = bank.all()?.into_iter().filter(|r| r.caption == caption).collect();
+            let pairs: Vec<PairRecord> = bank.pairs()?.into_iter().filter(|r| r.first == caption || r.second == caption).collect();
+            if found.is_empty() && pairs.is_empty() {
                 bail!("no label for caption {caption:?}");
             }
             for r in found {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             }
+            for r in pairs {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            }
         }
         LabelsCmd::Export(a) => {
-            let all = bank_of(&a.common)?.all()?;
+            let bank = bank_of(&a.common)?;
             let mut out: Box<dyn Write> = match &a.out {
                 Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("cannot write {}", p.display()))?),
                 None => Box::new(std::io::stdout().lock()),
             };
+            if a.pairs {
+                return export_pairs(&bank.pairs()?, &a.format, &mut out);
+            }
+            let all = bank.all()?;
             match a.format.as_str() {
                 "jsonl" => {
                     for r in &all {
@@ -175,7 +197,7 @@ pub fn labels(cmd: LabelsCmd) -> Result<()> {
                             out,
                             "{},{},{},{},{},{},{}",
                             csv_field(&r.caption),
-                            label_name(r.label),
+                            r.label.name(),
                             csv_field(&r.prompt_hash),
                             csv_field(&r.model),
                             csv_field(&r.raw_answer),
@@ -187,6 +209,35 @@ pub fn labels(cmd: LabelsCmd) -> Result<()> {
                 other => bail!("--format {other}: use jsonl or csv"),
             }
         }
+    }
+    Ok(())
+}
+
+fn export_pairs(pairs: &[PairRecord], format: &str, out: &mut dyn Write) -> Result<()> {
+    match format {
+        "jsonl" => {
+            for r in pairs {
+                writeln!(out, "{}", serde_json::to_string(r)?)?;
+            }
+        }
+        "csv" => {
+            writeln!(out, "first,second,preference,prompt_hash,model,raw_answer,latency_ms,time_ms")?;
+            for r in pairs {
+                writeln!(
+                    out,
+                    "{},{},{},{},{},{},{},{}",
+                    csv_field(&r.first),
+                    csv_field(&r.second),
+                    r.preference.name(),
+                    csv_field(&r.prompt_hash),
+                    csv_field(&r.model),
+                    csv_field(&r.raw_answer),
+                    r.latency_ms,
+                    r.time_ms
+                )?;
+            }
+        }
+        other => bail!("--format {other}: use jsonl or csv"),
     }
     Ok(())
 }

@@ -1,10 +1,13 @@
-//! `oni`: the whole system in one process (`run`), the cluster roles (`learner`, `actor`),
-//! and throughput benchmarks (`bench`).
+//! `oni`: the whole system in one process (`run`), the cluster roles (`learner`, `actor`,
+//! `annotator`), the label bank (`labels`), a rule-based labelling server (`judge`), and
+//! benchmarks (`bench`).
 
 mod bench;
 mod config;
 mod device;
+mod judge;
 mod labels;
+mod learning;
 mod progress;
 mod roles;
 
@@ -48,6 +51,8 @@ enum Cmd {
     /// Inspect and export a label bank.
     #[command(subcommand)]
     Labels(labels::LabelsCmd),
+    /// A deterministic labelling server (OpenAI-compatible API, answers by a keyword rule).
+    Judge(judge::JudgeArgs),
     /// Throughput benchmarks; each prints one JSON object.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -63,6 +68,7 @@ fn main() -> Result<()> {
             Cmd::Actor(c) => roles::actor(c).await,
             Cmd::Annotator(c) => labels::annotator(c).await,
             Cmd::Labels(l) => labels::labels(l),
+            Cmd::Judge(a) => judge::judge(a).await,
             Cmd::Bench(b) => bench::run(b).await,
         }
     })

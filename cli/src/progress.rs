@@ -21,6 +21,7 @@ pub struct Progress {
     started: Instant,
     start_steps: u64,
     sps: f64,
+    annotator: Option<std::sync::Arc<oni_annotator::service::Core>>,
 }
 
 #[derive(Serialize)]
@@ -50,7 +51,13 @@ impl Progress {
             std::fs::OpenOptions::new().create(true).append(true).open(d.join("metrics.jsonl")).ok()
         });
         let s = stats.snapshot().env_steps;
-        Progress { jsonl, last_steps: s, last_time: Instant::now(), started: Instant::now(), start_steps: s, sps: 0.0 }
+        Progress { jsonl, last_steps: s, last_time: Instant::now(), started: Instant::now(), start_steps: s, sps: 0.0, annotator: None }
+    }
+
+    /// Adds the annotator's labels and reward-model version to the progress line.
+    pub fn with_annotator(mut self, core: Option<std::sync::Arc<oni_annotator::service::Core>>) -> Self {
+        self.annotator = core;
+        self
     }
 
     pub fn tick(&mut self, stats: &LearnerStats) {
@@ -61,8 +68,11 @@ impl Progress {
         self.last_steps = snap.env_steps;
         self.last_time = now;
         let wall = now.duration_since(self.started).as_secs_f64();
+        let oni = self.annotator.as_ref().map_or(String::new(), |a| {
+            format!(" | int {:+.3} | labels {} | rm v{}", snap.mean_intrinsic_return, a.answered(), a.reward_model_version())
+        });
         eprintln!(
-            "[{wall:7.1}s] steps {:>10} | {:>8.0} SPS | episodes {:>7} | success {:.2} | return {:+.3} | len {:5.1} | lag {:4.1} | v{} | ent {:.3} | kl {:.4}",
+            "[{wall:7.1}s] steps {:>10} | {:>8.0} SPS | episodes {:>7} | success {:.2} | return {:+.3}{oni} | len {:5.1} | lag {:4.1} | v{} | ent {:.3} | kl {:.4}",
             snap.env_steps,
             self.sps,
             snap.episodes,

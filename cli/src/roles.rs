@@ -81,6 +81,7 @@ pub fn spawn_actor(
         rollout_len: cfg.learner.rollout_len,
         token: cfg.token(),
         index,
+        intrinsic: cfg.reward.model_kind().map(|_| oni_actor::intrinsic::IntrinsicConfig { beta: cfg.reward.beta, pull_ms: cfg.reward.pull_ms }),
     };
     Ok(tokio::spawn(async move {
         with_backend!(kind, inference, |B, dev| oni_actor::run_actor::<B>(setup, dev, counters, stop).await)
@@ -106,8 +107,13 @@ pub async fn shutdown_signal() {
 }
 
 /// Prints progress until the learner finishes, the time limit, a signal, or `extra_done`.
-async fn supervise(p: &Prepared, learner: &LearnerHandle, mut extra_done: impl FnMut() -> bool) -> Progress {
-    let mut progress = Progress::new(Some(&p.run_dir), &learner.stats);
+async fn supervise(
+    p: &Prepared,
+    learner: &LearnerHandle,
+    annotator: Option<Arc<oni_annotator::service::Core>>,
+    mut extra_done: impl FnMut() -> bool,
+) -> Progress {
+    let mut progress = Progress::new(Some(&p.run_dir), &learner.stats).with_annotator(annotator);
     let interval = Duration::from_secs_f64(p.cfg.run.progress_interval_secs.max(0.1));
     let deadline = (p.cfg.run.max_seconds > 0).then(|| Instant::now() + Duration::from_secs(p.cfg.run.max_seconds));
     let signal = shutdown_signal();
@@ -141,6 +147,10 @@ pub async fn run(c: Common) -> Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut annotator = None;
     let (annotator_stop, annotator_rx) = watch::channel(false);
+    if p.cfg.reward.model_kind().is_some() && !p.cfg.annotator.enabled {
+        tracing::info!("reward.kind = {} needs the annotator: starting it", p.cfg.reward.kind);
+        p.cfg.annotator.enabled = true;
+    }
     if p.cfg.annotator.enabled {
         if p.cfg.annotator.listen == oni_annotator::service::AnnotatorConfig::default().listen {
             p.cfg.annotator.listen = "127.0.0.1:0".into();
@@ -162,7 +172,7 @@ pub async fn run(c: Common) -> Result<()> {
         actors.push(spawn_actor(&p.cfg, learner.addr.to_string(), i, counters, stop_rx.clone())?);
     }
     tracing::info!(env = %p.cfg.env.name, actors = actors.len(), run_dir = %p.run_dir.display(), "run started");
-    let progress = supervise(&p, &learner, || actors.iter().all(|a| a.is_finished())).await;
+    let progress = supervise(&p, &learner, annotator.clone(), || actors.iter().all(|a| a.is_finished())).await;
     // actors stop first; the annotator (own stop signal) then finishes its backlog
     let _ = stop_tx.send(true);
     for a in actors {
@@ -192,7 +202,7 @@ pub async fn learner(c: Common) -> Result<()> {
     init_metrics(&p.cfg)?;
     let learner = start_learner(&p).await?;
     eprintln!("learner listening on {}", learner.addr);
-    let progress = supervise(&p, &learner, || false).await;
+    let progress = supervise(&p, &learner, None, || false).await;
     let summary = progress.summary(&p.cfg.name, &p.cfg.env.name, &learner.stats);
     learner.shutdown().await;
     write_summary(&p.run_dir, &summary)?;

@@ -63,7 +63,7 @@ struct Parsed {
     values: Vec<Vec<f32>>,
 }
 
-fn crc32(bytes: &[u8]) -> u32 {
+pub fn crc32(bytes: &[u8]) -> u32 {
     // Bitwise CRC-32 (IEEE); weights move rarely, so no table is needed.
     let mut crc = !0u32;
     for &b in bytes {

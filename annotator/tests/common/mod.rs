@@ -16,8 +16,23 @@ pub struct Reply(pub u16, pub String, pub u64);
 pub struct Script {
     pub replies: VecDeque<Reply>,
     pub requests: Vec<Value>,
-    /// With no scripted reply left, answer every prompt `{"helpful": true}`.
+    /// With no scripted reply left, answer by rule: a message mentioning a key shows
+    /// progress (classification), and ranking prompts prefer such a message (else a tie).
     pub auto: bool,
+}
+
+/// The rule `auto` answers with, on prompts made from the default templates.
+pub fn rule_answer(prompt: &str) -> String {
+    let key = |m: &str| m.contains("key");
+    match oni_annotator::PromptConfig::default().messages_in(prompt).as_deref() {
+        Some([a, b]) => match (key(a), key(b)) {
+            (true, false) => r#"{"better": "first"}"#.into(),
+            (false, true) => r#"{"better": "second"}"#.into(),
+            _ => r#"{"better": "tie"}"#.into(),
+        },
+        Some([m]) => format!(r#"{{"helpful": {}}}"#, key(m)),
+        _ => "?".into(),
+    }
 }
 
 pub async fn serve(script: Arc<Mutex<Script>>) -> String {
@@ -54,11 +69,17 @@ pub async fn serve_on(script: Arc<Mutex<Script>>, port: u16) -> String {
                 let reply = {
                     let mut s = script.lock().unwrap();
                     let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                    let n = req["prompt"].as_array().map_or(1, |a| a.len());
+                    let prompts: Vec<String> = match &req["prompt"] {
+                        Value::Array(a) => a.iter().map(|p| p.as_str().unwrap_or("").to_string()).collect(),
+                        p => vec![p.as_str().unwrap_or("").to_string()],
+                    };
                     s.requests.push(req);
                     match s.replies.pop_front() {
                         Some(r) => r,
-                        None if s.auto => Reply(200, completions(&(0..n).map(|i| (i, "{\"helpful\": true}")).collect::<Vec<_>>()), 0),
+                        None if s.auto => {
+                            let answers: Vec<String> = prompts.iter().map(|p| rule_answer(p)).collect();
+                            Reply(200, completions(&answers.iter().enumerate().map(|(i, a)| (i, a.as_str())).collect::<Vec<_>>()), 0)
+                        }
                         None => Reply(500, "script exhausted".into(), 0),
                     }
                 };

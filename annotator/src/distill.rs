@@ -1,0 +1,160 @@
+//! The distillation loop: every answer the annotator stores also goes to a reward model in
+//! training (`oni_reward_model::Distiller`, on its own thread, since training is CPU work
+//! that must not stall the gRPC server). After training it publishes a new snapshot
+//! version, keeps it in the label store (so a restarted annotator serves and continues from
+//! it), and hands it to `GetRewardModel`.
+
+use crate::bank::LabelBank;
+use crate::label::{Label, LabelRecord, PairRecord};
+use oni_reward_model::{DistillConfig, Distiller, Example, Kind, Pair, Snapshot};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A newly stored answer.
+#[derive(Debug, Clone)]
+pub enum Answered {
+    Label(LabelRecord),
+    Pair(PairRecord),
+}
+
+/// The snapshot being served.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub version: u64,
+    pub kind: Kind,
+    pub bytes: Arc<Vec<u8>>,
+}
+
+/// What the distiller reads answers as: only those of the current prompts and model.
+#[derive(Debug, Clone)]
+pub struct AnswerFilter {
+    pub classification_hash: String,
+    pub ranking_hash: String,
+    pub model: String,
+}
+
+impl AnswerFilter {
+    fn example(&self, r: &LabelRecord) -> Option<Example> {
+        let helpful = match r.label {
+            Label::Helpful => true,
+            Label::Unhelpful => false,
+            Label::Unknown => return None,
+        };
+        (r.prompt_hash == self.classification_hash && r.model == self.model).then(|| Example { caption: r.caption.clone(), helpful })
+    }
+
+    fn pair(&self, r: &PairRecord) -> Option<Pair> {
+        let target = r.preference.target()?;
+        (r.prompt_hash == self.ranking_hash && r.model == self.model).then(|| Pair { first: r.first.clone(), second: r.second.clone(), target })
+    }
+}
+
+pub struct DistillLoop {
+    distiller: Distiller,
+    filter: AnswerFilter,
+    bank: Arc<dyn LabelBank>,
+    served: Arc<Mutex<Option<Published>>>,
+    version: u64,
+}
+
+impl DistillLoop {
+    /// Loads the stored answers and the newest stored snapshot (served at once, and its
+    /// weights continued from when it is of the same kind).
+    pub fn new(
+        kind: Kind,
+        cfg: DistillConfig,
+        filter: AnswerFilter,
+        bank: Arc<dyn LabelBank>,
+        served: Arc<Mutex<Option<Published>>>,
+    ) -> Result<Self, crate::BankError> {
+        let mut distiller = Distiller::new(kind, cfg, rand::random());
+        let mut version = 0;
+        if let Some((v, bytes)) = bank.latest_snapshot()? {
+            version = v;
+            match Snapshot::decode(&bytes) {
+                Ok(snap) if snap.kind == kind => {
+                    if let Err(e) = distiller.resume(&snap) {
+                        tracing::warn!("stored reward model v{v} does not fit, training afresh: {e}");
+                    }
+                    *served.lock().unwrap() = Some(Published { version: v, kind, bytes: Arc::new(bytes) });
+                    metrics::gauge!("oni_reward_model_version", "role" => "annotator").set(v as f64);
+                }
+                Ok(snap) => tracing::info!("stored reward model v{v} is {}, this run distils {}", snap.kind.name(), kind.name()),
+                Err(e) => tracing::warn!("stored reward model v{v} is unreadable, not serving it: {e}"),
+            }
+        }
+        distiller.add_labels(bank.all()?.iter().filter_map(|r| filter.example(r)));
+        if kind == Kind::Ranking {
+            distiller.add_pairs(bank.pairs()?.iter().filter_map(|r| filter.pair(r)));
+        }
+        tracing::info!(kind = kind.name(), items = distiller.dataset_len(), version, "reward-model distillation starting");
+        Ok(DistillLoop { distiller, filter, bank, served, version })
+    }
+
+    fn add(&mut self, a: Answered) -> usize {
+        match a {
+            Answered::Label(r) => self.distiller.add_labels(self.filter.example(&r)),
+            Answered::Pair(r) if self.distiller.kind() == Kind::Ranking => self.distiller.add_pairs(self.filter.pair(&r)),
+            Answered::Pair(_) => 0,
+        }
+    }
+
+    /// Runs until `answers` closes or `stop` is set.
+    pub fn run(mut self, answers: mpsc::Receiver<Answered>, stop: Arc<std::sync::atomic::AtomicBool>) {
+        let cfg = self.distiller.config().clone();
+        let tick = Duration::from_millis(cfg.tick_ms.max(1));
+        let interval = Duration::from_millis(cfg.publish_interval_ms);
+        let mut last_publish: Option<Instant> = None;
+        // everything loaded at start is "new" until the first publish
+        let mut dirty = self.distiller.dataset_len() > 0;
+        let mut new_batch = dirty;
+        while !stop.load(std::sync::atomic::Ordering::Acquire) {
+            if !new_batch {
+                match answers.recv_timeout(tick) {
+                    Ok(a) => {
+                        new_batch = self.add(a) > 0;
+                        while let Ok(a) = answers.try_recv() {
+                            new_batch |= self.add(a) > 0;
+                        }
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            }
+            metrics::gauge!("oni_reward_model_dataset_size").set(self.distiller.dataset_len() as f64);
+            let steps = self.distiller.steps_due(new_batch);
+            if let Some(loss) = self.distiller.train(steps) {
+                metrics::counter!("oni_reward_model_train_steps_total").increment(steps as u64);
+                metrics::gauge!("oni_reward_model_loss").set(loss as f64);
+            }
+            dirty |= new_batch || steps > 0;
+            new_batch = false;
+            if dirty && last_publish.is_none_or(|t| t.elapsed() >= interval) {
+                match self.distiller.ready() {
+                    Ok(()) => {
+                        self.publish();
+                        last_publish = Some(Instant::now());
+                        dirty = false;
+                    }
+                    Err(why) => tracing::debug!("reward model not published yet: {why}"),
+                }
+            }
+        }
+    }
+
+    fn publish(&mut self) {
+        self.version += 1;
+        let snap = self.distiller.snapshot(self.version);
+        let bytes = snap.encode();
+        if let Err(e) = self.bank.put_snapshot(self.version, &bytes) {
+            tracing::warn!("could not store reward model v{}: {e}", self.version);
+        }
+        if let Some(acc) = snap.heldout_accuracy {
+            metrics::gauge!("oni_reward_model_heldout_accuracy").set(acc as f64);
+        }
+        metrics::gauge!("oni_reward_model_version", "role" => "annotator").set(self.version as f64);
+        tracing::debug!(version = self.version, trained_on = snap.trained_on, accuracy = ?snap.heldout_accuracy, "reward model published");
+        *self.served.lock().unwrap() = Some(Published { version: self.version, kind: snap.kind, bytes: Arc::new(bytes) });
+    }
+}

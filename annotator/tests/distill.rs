@@ -1,0 +1,145 @@
+//! Ranking questions are asked once per pair; labels are distilled into reward models that
+//! GetRewardModel serves, that survive a restart, and that are not published before both
+//! classes have been seen.
+
+mod common;
+use common::*;
+use oni_annotator::service::{AnnotatorConfig, AnnotatorService, Core};
+use oni_annotator::{FileBank, LabelBank, LlmClient, LlmConfig, PairKey, Preference, PromptConfig};
+use oni_proto::v1::annotator_client::AnnotatorClient;
+use oni_proto::v1::RewardModelRequest;
+use oni_reward_model::{DistillConfig, Kind, RewardModel};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+fn core(url: &str, bank: Arc<dyn LabelBank>, pairs_per_caption: usize) -> Arc<Core> {
+    let llm = LlmClient::new(LlmConfig { base_url: url.into(), batch: 4, concurrency: 2, timeout_ms: 2000, ..Default::default() }).unwrap();
+    let cfg = AnnotatorConfig { retry_pause_ms: 100, pairs_per_caption, ..Default::default() };
+    Core::new(cfg, PromptConfig::default(), llm, bank).unwrap()
+}
+
+fn distill() -> DistillConfig {
+    DistillConfig { heldout_fraction: 0.0, min_per_class: 2, publish_interval_ms: 0, tick_ms: 50, ..Default::default() }
+}
+
+async fn until(what: &str, secs: u64, f: impl Fn() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < Duration::from_secs(secs), "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn captions() -> Vec<String> {
+    let mut c: Vec<String> = ["brass", "iron", "old", "rusty"].iter().map(|a| format!("You see here a {a} key.")).collect();
+    c.extend(["newt", "rat", "jackal", "bat"].iter().map(|m| format!("You hit the {m}.")));
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranking_pairs_are_asked_once_each_and_stored_with_their_answers() {
+    let script = Arc::new(Mutex::new(Script { auto: true, ..Default::default() }));
+    let url = serve(script.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let bank: Arc<dyn LabelBank> = Arc::new(FileBank::open(dir.path()).unwrap());
+    let c = core(&url, bank.clone(), 3);
+    let (_stop_tx, stop) = watch::channel(false);
+    let _w = c.spawn_workers(stop);
+    let caps = captions();
+    for cap in &caps {
+        c.submit(std::slice::from_ref(cap)).unwrap();
+        c.submit(std::slice::from_ref(cap)).unwrap(); // a duplicate adds no pairs
+    }
+    until("labels and pairs answered", 20, || c.backlog() + c.in_flight() == 0 && bank.len().unwrap() == caps.len()).await;
+    let pairs = bank.pairs().unwrap();
+    // the first caption has no partner, then up to 3 each
+    assert!(pairs.len() >= caps.len() - 1 && pairs.len() <= 3 * (caps.len() - 1), "{} pairs", pairs.len());
+    let keys: HashSet<PairKey> = pairs.iter().map(PairKey::of).collect();
+    assert_eq!(keys.len(), pairs.len(), "a pair was asked twice");
+    for p in &pairs {
+        let want = match (p.first.contains("key"), p.second.contains("key")) {
+            (true, false) => Preference::First,
+            (false, true) => Preference::Second,
+            _ => Preference::Tie,
+        };
+        assert_eq!(p.preference, want, "{p:?}");
+        assert_eq!(p.prompt_hash, PromptConfig::default().ranking_hash());
+    }
+    let asked: usize = script.lock().unwrap().requests.iter().map(|r| r["prompt"].as_array().map_or(1, |a| a.len())).sum();
+    assert_eq!(asked, caps.len() + pairs.len(), "LLM asked more than once per caption or pair");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_are_distilled_served_over_grpc_and_resumed_after_a_restart() {
+    let script = Arc::new(Mutex::new(Script { auto: true, ..Default::default() }));
+    let url = serve(script.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let version;
+    {
+        let bank: Arc<dyn LabelBank> = Arc::new(FileBank::open(dir.path()).unwrap());
+        let c = core(&url, bank.clone(), 0);
+        let (stop_tx, stop) = watch::channel(false);
+        let _w = c.spawn_workers(stop.clone());
+        let t = c.start_distiller(Kind::Classification, distill(), stop.clone()).unwrap();
+
+        // one class only: nothing is published
+        c.submit(&captions()[4..]).unwrap();
+        until("unhelpful labels", 20, || bank.len().unwrap() == 4).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(c.reward_model_since(0).is_none(), "published a classifier that has seen one class");
+
+        c.submit(&captions()[..4]).unwrap();
+        until("a published classifier", 30, || c.reward_model_since(0).is_some()).await;
+        // the model keeps improving as it trains: wait until it fits the labels
+        let fits = |c: &Core| {
+            let p = c.reward_model_since(0).unwrap();
+            let m = RewardModel::decode(&p.bytes).unwrap();
+            m.rewards(&["You see here a brass key.", "You hit the newt."]) == vec![1.0, 0.0]
+        };
+        until("a classifier that fits its labels", 60, || fits(&c)).await;
+
+        // served over gRPC: a snapshot when asked since 0, "unchanged" when up to date
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = tonic::transport::Server::builder().add_service(AnnotatorService::server(c.clone()));
+        oni_proto::transport::spawn_server(router, listener, stop.clone(), "annotator");
+        let mut client = AnnotatorClient::connect(format!("http://{addr}")).await.unwrap();
+        let r = client.get_reward_model(RewardModelRequest { since_version: 0 }).await.unwrap().into_inner();
+        assert!(!r.unchanged && r.kind == "classification" && r.version >= 1);
+        let m = RewardModel::decode(&r.snapshot).unwrap();
+        assert_eq!(m.version(), r.version);
+        let r2 = client.get_reward_model(RewardModelRequest { since_version: u64::MAX }).await.unwrap().into_inner();
+        assert!(r2.unchanged && r2.snapshot.is_empty());
+        let _ = stop_tx.send(true);
+        t.join().unwrap();
+        version = c.reward_model_version();
+        assert_eq!(bank.latest_snapshot().unwrap().unwrap().0, version, "the served version is stored");
+    }
+    // restarted on the same store: serves the stored version at once, then carries on from it
+    let bank: Arc<dyn LabelBank> = Arc::new(FileBank::open(dir.path()).unwrap());
+    let c = core(&url, bank, 0);
+    let (_stop_tx, stop) = watch::channel(false);
+    let _t = c.start_distiller(Kind::Classification, distill(), stop).unwrap();
+    assert_eq!(c.reward_model_version(), version);
+    until("a newer version after the restart", 30, || c.reward_model_version() > version).await;
+    let m = RewardModel::decode(&c.reward_model_since(version).unwrap().bytes).unwrap();
+    assert_eq!(m.rewards(&["You see here a rusty key.", "You hit the bat."]), vec![1.0, 0.0], "resumed weights fit at once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_annotator_without_a_reward_model_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let bank: Arc<dyn LabelBank> = Arc::new(FileBank::open(dir.path()).unwrap());
+    let c = core("http://127.0.0.1:9", bank, 0);
+    let (_stop_tx, stop) = watch::channel(false);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = tonic::transport::Server::builder().add_service(AnnotatorService::server(c));
+    oni_proto::transport::spawn_server(router, listener, stop, "annotator");
+    let mut client = AnnotatorClient::connect(format!("http://{addr}")).await.unwrap();
+    let e = client.get_reward_model(RewardModelRequest { since_version: 0 }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert!(e.message().contains("reward.kind"), "{}", e.message());
+}

@@ -1,0 +1,200 @@
+//! `oni bench learning`: does the method work? Trains each preset (by default keyroom-sparse
+//! with the extrinsic reward only, and with ONI-hashing, -classification and -ranking) for
+//! the same step budget and several seeds, each in a fresh `oni run` child process with a
+//! fresh label bank, and writes the success-rate curves (CSV), a table (Markdown + JSON) and,
+//! where matplotlib is available, a PNG plot to the output directory. The LLM is an
+//! in-process rule judge (`oni judge`) unless `--llm` names a real server.
+
+use crate::judge::{self, Rule};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde::Deserialize;
+use serde_json::json;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Args)]
+pub struct LearningBench {
+    /// Presets to compare.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "configs/keyroom-sparse.toml,configs/keyroom-sparse-hashing.toml,configs/keyroom-sparse-classification.toml,configs/keyroom-sparse-ranking.toml"
+    )]
+    configs: Vec<PathBuf>,
+    /// Seeds per preset (env.seed = 1..=seeds).
+    #[arg(long, default_value_t = 3)]
+    seeds: u64,
+    /// Env steps per run (default: each preset's run.max_env_steps).
+    #[arg(long)]
+    steps: Option<u64>,
+    /// An OpenAI-compatible LLM server to judge with, instead of the rule judge.
+    #[arg(long)]
+    llm: Option<String>,
+    /// Model name to send to `--llm`.
+    #[arg(long)]
+    model: Option<String>,
+    /// Where the table, curves and plot go.
+    #[arg(long, default_value = "docs/results")]
+    out: PathBuf,
+    /// File name stem of the outputs.
+    #[arg(long, default_value = "keyroom-sparse")]
+    name: String,
+    /// Extra overrides for every run (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Row {
+    env_steps: u64,
+    success_rate: f64,
+    #[serde(default)]
+    mean_intrinsic_return: f64,
+}
+
+#[derive(Deserialize)]
+struct RunSummary {
+    success_rate: f64,
+    env_steps: u64,
+    wall_seconds: f64,
+}
+
+struct Outcome {
+    variant: String,
+    seed: u64,
+    rows: Vec<Row>,
+    summary: RunSummary,
+}
+
+pub async fn bench_learning(b: LearningBench) -> Result<()> {
+    let llm = match &b.llm {
+        Some(url) => url.clone(),
+        None => {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?;
+            let prompts = crate::config::load(None, &[])?.prompts;
+            tokio::spawn(judge::serve(listener, Rule::new(prompts, judge::DEFAULT_KEYWORDS)));
+            format!("http://{addr}")
+        }
+    };
+    std::fs::create_dir_all(b.out.join("runs")).with_context(|| format!("--out {}", b.out.display()))?;
+    let exe = std::env::current_exe()?;
+    let mut outcomes = Vec::new();
+    for config in &b.configs {
+        let cfg = crate::config::load(Some(config), &b.set)?;
+        let variant = match cfg.reward.kind.as_str() {
+            "none" => "extrinsic".to_string(),
+            k => format!("oni-{k}"),
+        };
+        for seed in 1..=b.seeds {
+            let run_dir = b.out.join("runs").join(format!("{}-{variant}-s{seed}", b.name));
+            if run_dir.exists() {
+                std::fs::remove_dir_all(&run_dir)?;
+            }
+            std::fs::create_dir_all(&run_dir)?;
+            let mut args: Vec<String> = vec!["run".into(), "--config".into(), config.display().to_string()];
+            args.extend(["--run-dir".into(), run_dir.display().to_string()]);
+            let mut sets = vec![
+                format!("env.seed={seed}"),
+                format!("llm.base_url={llm}"),
+                "telemetry.metrics_listen=".into(),
+                "run.progress_interval_secs=5".into(),
+                "annotator.drain_secs=0".into(),
+            ];
+            if let Some(m) = &b.model {
+                sets.push(format!("llm.model={m}"));
+            }
+            if let Some(s) = b.steps {
+                sets.push(format!("run.max_env_steps={s}"));
+            }
+            sets.extend(b.set.iter().cloned());
+            for s in sets {
+                args.extend(["--set".into(), s]);
+            }
+            let log = std::fs::File::create(run_dir.join("log.txt"))?;
+            eprintln!("{variant} seed {seed}: training ({})", run_dir.display());
+            let start = Instant::now();
+            let mut cmd = std::process::Command::new(&exe);
+            cmd.args(&args).stdout(log.try_clone()?).stderr(log);
+            let status = tokio::task::spawn_blocking(move || cmd.status()).await??;
+            if !status.success() {
+                bail!("{variant} seed {seed} failed ({status}); see {}", run_dir.join("log.txt").display());
+            }
+            let outcome = read_outcome(&run_dir, &variant, seed)?;
+            eprintln!(
+                "{variant} seed {seed}: success {:.2} after {} steps in {:.0}s",
+                outcome.summary.success_rate,
+                outcome.summary.env_steps,
+                start.elapsed().as_secs_f64()
+            );
+            outcomes.push(outcome);
+        }
+    }
+    let report = write_report(&b, &llm, &outcomes)?;
+    println!("{report}");
+    Ok(())
+}
+
+fn read_outcome(run_dir: &Path, variant: &str, seed: u64) -> Result<Outcome> {
+    let text = std::fs::read_to_string(run_dir.join("metrics.jsonl"))?;
+    let rows = text.lines().filter_map(|l| serde_json::from_str::<Row>(l).ok()).collect();
+    let summary: RunSummary = serde_json::from_slice(&std::fs::read(run_dir.join("summary.json"))?)?;
+    Ok(Outcome { variant: variant.into(), seed, rows, summary })
+}
+
+/// Writes `<name>.csv` (curves), `<name>.json` and `<name>.md` (table), and the plot.
+fn write_report(b: &LearningBench, llm: &str, outcomes: &[Outcome]) -> Result<serde_json::Value> {
+    let mut csv = String::from("variant,seed,env_steps,success_rate,mean_intrinsic_return\n");
+    for o in outcomes {
+        for r in &o.rows {
+            writeln!(csv, "{},{},{},{:.4},{:.4}", o.variant, o.seed, r.env_steps, r.success_rate, r.mean_intrinsic_return)?;
+        }
+    }
+    let csv_path = b.out.join(format!("{}.csv", b.name));
+    std::fs::write(&csv_path, csv)?;
+
+    let mut variants: Vec<&str> = outcomes.iter().map(|o| o.variant.as_str()).collect();
+    variants.dedup();
+    let judge = if b.llm.is_some() { format!("LLM server {llm}") } else { "rule judge (key, door, stair)".into() };
+    let mut md = format!(
+        "# {}: success rate after a fixed budget\n\nJudge: {judge}. Seeds: {}. Each cell: the run's final success rate (recent episodes).\n\n| variant | steps | {} | mean |\n|---|---|{}---|\n",
+        b.name,
+        b.seeds,
+        (1..=b.seeds).map(|s| format!("seed {s}")).collect::<Vec<_>>().join(" | "),
+        "---|".repeat(b.seeds as usize)
+    );
+    let mut table = serde_json::Map::new();
+    for v in &variants {
+        let runs: Vec<&Outcome> = outcomes.iter().filter(|o| o.variant == *v).collect();
+        let rates: Vec<f64> = runs.iter().map(|o| o.summary.success_rate).collect();
+        let mean = rates.iter().sum::<f64>() / rates.len().max(1) as f64;
+        let steps = runs.iter().map(|o| o.summary.env_steps).max().unwrap_or(0);
+        let cells: Vec<String> = rates.iter().map(|r| format!("{r:.2}")).collect();
+        writeln!(md, "| {v} | {steps} | {} | **{mean:.2}** |", cells.join(" | "))?;
+        let wall: f64 = runs.iter().map(|o| o.summary.wall_seconds).sum::<f64>() / runs.len().max(1) as f64;
+        table.insert(v.to_string(), json!({"success_rates": rates, "mean_success_rate": mean, "env_steps": steps, "mean_wall_seconds": wall}));
+    }
+    let png = b.out.join(format!("{}.png", b.name));
+    let plotted = std::process::Command::new(plot_python())
+        .args([Path::new("scripts/plot_learning.py"), &csv_path, &png])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if plotted {
+        writeln!(md, "\n![success rate against env steps]({}.png)", b.name)?;
+    } else {
+        eprintln!("note: no plot written (scripts/plot_learning.py needs python3 with matplotlib)");
+    }
+    std::fs::write(b.out.join(format!("{}.md", b.name)), md)?;
+    let report = json!({"benchmark": "learning", "name": b.name, "judge": judge, "seeds": b.seeds, "variants": table, "plot": plotted.then(|| png.display().to_string())});
+    std::fs::write(b.out.join(format!("{}.json", b.name)), serde_json::to_vec_pretty(&report)?)?;
+    Ok(report)
+}
+
+/// The project's venv (scripts/setup.sh) when it has matplotlib, else the system python3.
+fn plot_python() -> PathBuf {
+    let cache = std::env::var_os("ONI_CACHE").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/oni")));
+    cache.map(|c| c.join("venv/bin/python")).filter(|p| p.exists()).unwrap_or_else(|| PathBuf::from("python3"))
+}

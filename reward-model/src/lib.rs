@@ -1,0 +1,31 @@
+//! Intrinsic reward models distilled from an LLM's judgements of captions (the
+//! environment's text messages), in three kinds behind one interface:
+//!
+//! - **hashing**: the exact table caption → LLM label; unlabelled captions earn 0.
+//! - **classification**: a byte-level CNN trained with cross-entropy on the binary labels;
+//!   `r_int = 1[p(helpful) > τ]`.
+//! - **ranking**: the same CNN with one scalar output, trained with the Bradley–Terry loss on
+//!   the LLM's pair preferences (ties as ½); its output is standardised with the mean and
+//!   standard deviation over the known captions and thresholded: `r_int = 1[(r − μ)/σ > τ]`.
+//!   (ONI's public code means to standardise but uses the raw output by a typo; we do what
+//!   the paper describes.)
+//!
+//! The annotator trains them (`train`) and publishes versioned snapshots (`snapshot`); the
+//! actors load the snapshots and reward each step (`model`, `decay`).
+
+pub mod caption;
+pub mod decay;
+pub mod model;
+pub mod net;
+pub mod snapshot;
+pub mod train;
+
+pub use caption::normalise;
+pub use decay::EpisodeCounts;
+pub use model::{Kind, RewardModel};
+pub use snapshot::{Snapshot, SnapshotError};
+pub use train::{Distiller, DistillConfig, Example, Pair};
+
+/// Inference runs on the CPU (actors); training uses autodiff over the same backend.
+pub type Backend = burn::backend::NdArray<f32>;
+pub type TrainBackend = burn::backend::Autodiff<Backend>;

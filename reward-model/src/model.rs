@@ -1,0 +1,122 @@
+//! A loaded reward model: captions in, intrinsic rewards (0 or 1) out.
+
+use crate::net::{encode, ByteCnn};
+use crate::snapshot::{Snapshot, SnapshotError};
+use crate::Backend;
+use burn::tensor::activation::softmax;
+use std::collections::HashMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Hashing,
+    Classification,
+    Ranking,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Hashing => "hashing",
+            Kind::Classification => "classification",
+            Kind::Ranking => "ranking",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        match s {
+            "hashing" => Some(Kind::Hashing),
+            "classification" => Some(Kind::Classification),
+            "ranking" => Some(Kind::Ranking),
+            _ => None,
+        }
+    }
+
+    /// Network outputs: two logits for classification, one score for ranking.
+    pub fn outputs(self) -> usize {
+        match self {
+            Kind::Ranking => 1,
+            _ => 2,
+        }
+    }
+}
+
+enum Inner {
+    Hashing(HashMap<String, bool>),
+    Net(ByteCnn<Backend>),
+}
+
+pub struct RewardModel {
+    snapshot: Snapshot,
+    inner: Inner,
+}
+
+/// Captions scored per forward pass.
+const CHUNK: usize = 256;
+
+impl RewardModel {
+    pub fn from_snapshot(snapshot: Snapshot) -> Result<Self, SnapshotError> {
+        let inner = match snapshot.kind {
+            Kind::Hashing => Inner::Hashing(snapshot.table.iter().cloned().collect()),
+            kind => {
+                let net = ByteCnn::<Backend>::new(&snapshot.net, kind.outputs(), &Default::default());
+                Inner::Net(oni_policy::weights::load_bytes(net, &snapshot.weights)?)
+            }
+        };
+        Ok(RewardModel { snapshot, inner })
+    }
+
+    /// Decodes and loads an encoded snapshot (checksum and kind checked).
+    pub fn decode(bytes: &[u8]) -> Result<Self, SnapshotError> {
+        Self::from_snapshot(Snapshot::decode(bytes)?)
+    }
+
+    pub fn version(&self) -> u64 {
+        self.snapshot.version
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.snapshot.kind
+    }
+
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    /// The model's raw judgement of each caption: the label (1/0) for hashing, p(helpful)
+    /// for classification, the standardised score for ranking.
+    pub fn scores(&self, captions: &[&str]) -> Vec<f32> {
+        match &self.inner {
+            Inner::Hashing(t) => captions.iter().map(|c| if t.get(*c).copied().unwrap_or(false) { 1.0 } else { 0.0 }).collect(),
+            Inner::Net(net) => {
+                let mut out = Vec::with_capacity(captions.len());
+                for chunk in captions.chunks(CHUNK) {
+                    let y = net.forward(encode::<Backend>(chunk, &Default::default()));
+                    let v: Vec<f32> = match self.snapshot.kind {
+                        Kind::Ranking => {
+                            let raw: Vec<f32> = y.into_data().convert::<f32>().to_vec().expect("f32");
+                            let (m, s) = (self.snapshot.norm_mean, self.snapshot.norm_std.max(1e-6));
+                            raw.into_iter().map(|r| (r - m) / s).collect()
+                        }
+                        _ => {
+                            let p = softmax(y, 1).slice([0..chunk.len(), 1..2]);
+                            p.into_data().convert::<f32>().to_vec().expect("f32")
+                        }
+                    };
+                    out.extend(v);
+                }
+                out
+            }
+        }
+    }
+
+    /// `r_int` of each caption: 1 where the model judges it progress, else 0. An empty
+    /// caption (no message this step) earns 0.
+    pub fn rewards(&self, captions: &[&str]) -> Vec<f32> {
+        let scores = self.scores(captions);
+        let tau = match self.snapshot.kind {
+            Kind::Hashing => 0.5,
+            _ => self.snapshot.threshold,
+        };
+        captions.iter().zip(scores).map(|(c, s)| if !c.is_empty() && s > tau { 1.0 } else { 0.0 }).collect()
+    }
+}
