@@ -21,6 +21,7 @@ pub struct GroupRollouts {
     logp: Vec<Vec<f32>>,
     rewards: Vec<Vec<f32>>,
     intrinsic: Vec<Vec<f32>>,
+    decay: Vec<Vec<f32>>,
     reward_model_version: u64,
     dones: Vec<Vec<bool>>,
     captions: Vec<Vec<String>>,
@@ -45,6 +46,7 @@ impl GroupRollouts {
             logp: Vec::new(),
             rewards: Vec::new(),
             intrinsic: Vec::new(),
+            decay: Vec::new(),
             reward_model_version: 0,
             dones: Vec::new(),
             captions: Vec::new(),
@@ -64,6 +66,7 @@ impl GroupRollouts {
         self.logp = (0..n).map(|_| Vec::with_capacity(t)).collect();
         self.rewards = (0..n).map(|_| Vec::with_capacity(t)).collect();
         self.intrinsic = (0..n).map(|_| Vec::new()).collect();
+        self.decay = (0..n).map(|_| Vec::new()).collect();
         self.dones = (0..n).map(|_| Vec::with_capacity(t)).collect();
         self.captions = (0..n).map(|_| Vec::with_capacity(t)).collect();
         self.episodes = (0..n).map(|_| Vec::new()).collect();
@@ -116,11 +119,12 @@ impl GroupRollouts {
         let mut episode_intrinsic = vec![0.0; self.n];
         if let Some(rw) = rewarder {
             let step_captions: Vec<String> = self.captions.iter().map(|c| c.last().cloned().unwrap_or_default()).collect();
-            let (r, finished) = rw.step(&step_captions, &last.dones);
-            for (i, r) in r.into_iter().enumerate() {
+            let s = rw.step(&step_captions, &last.dones);
+            for (i, (r, d)) in s.rewards.into_iter().zip(s.decays).enumerate() {
                 self.intrinsic[i].push(r);
+                self.decay[i].push(d);
             }
-            episode_intrinsic = finished;
+            episode_intrinsic = s.finished;
             self.reward_model_version = rw.version();
         }
         for e in &last.episodes {
@@ -157,6 +161,7 @@ impl GroupRollouts {
                     captions: std::mem::take(&mut self.captions[i]),
                     intrinsic_rewards: std::mem::take(&mut self.intrinsic[i]),
                     reward_model_version: self.reward_model_version,
+                    intrinsic_decay: std::mem::take(&mut self.decay[i]),
                     episodes: std::mem::take(&mut self.episodes[i]),
                 }
             })

@@ -97,6 +97,7 @@ pub async fn run_actor<B: Backend>(
     let reward_slot = Arc::new(RewardSlot::default());
     if let (Some(ic), false) = (&setup.intrinsic, setup.cfg.annotator.is_empty()) {
         tokio::spawn(pull_reward_models(
+            "actor",
             setup.cfg.annotator.clone(),
             setup.cfg.client_options(),
             setup.token.clone(),

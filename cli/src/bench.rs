@@ -198,6 +198,7 @@ fn synthetic_rollouts(p: &Prepared, n: usize) -> Result<Vec<Rollout>> {
             intrinsic_rewards: vec![],
             reward_model_version: 0,
             episodes: vec![],
+            intrinsic_decay: vec![],
         })
         .collect())
 }

@@ -54,9 +54,26 @@ pub async fn start_learner(p: &Prepared) -> Result<LearnerHandle> {
         resolved_config: cfg.to_toml(),
         token: cfg.token(),
         max_env_steps: (cfg.run.max_env_steps > 0).then_some(cfg.run.max_env_steps),
+        relabel: relabel_slot(cfg),
     };
     let handle = with_backend!(kind, autodiff, |B, dev| spawn_learner::<B>(setup, dev).await)?;
     Ok(handle)
+}
+
+/// Relabel mode: a task pulling reward models from `learner.relabel_from` for the learner.
+fn relabel_slot(cfg: &Config) -> Option<Arc<oni_reward_model::pull::RewardSlot>> {
+    if cfg.learner.relabel_from.is_empty() {
+        return None;
+    }
+    let slot = Arc::new(oni_reward_model::pull::RewardSlot::default());
+    let (addr, opts, token, every) = (cfg.learner.relabel_from.clone(), cfg.actor.client_options(), cfg.token(), cfg.reward.pull_ms);
+    let s = slot.clone();
+    tokio::spawn(async move {
+        let (_keep, never) = watch::channel(false);
+        oni_reward_model::pull::pull_reward_models("learner", addr, opts, token, every, s, never).await;
+    });
+    tracing::info!(annotator = %cfg.learner.relabel_from, "relabel mode: intrinsic rewards recomputed with the newest reward model");
+    Some(slot)
 }
 
 pub fn spawn_actor(
@@ -143,8 +160,6 @@ pub async fn run(c: Common) -> Result<()> {
     if p.cfg.learner.listen == oni_learner::LearnerConfig::default().listen {
         p.cfg.learner.listen = "127.0.0.1:0".into();
     }
-    let learner = start_learner(&p).await?;
-    let (stop_tx, stop_rx) = watch::channel(false);
     let mut annotator = None;
     let (annotator_stop, annotator_rx) = watch::channel(false);
     if p.cfg.reward.model_kind().is_some() && !p.cfg.annotator.enabled {
@@ -166,6 +181,11 @@ pub async fn run(c: Common) -> Result<()> {
         p.cfg.actor.annotator = addr.to_string();
         annotator = Some(core);
     }
+    if p.cfg.learner.relabel_from == "annotator" {
+        p.cfg.learner.relabel_from = p.cfg.actor.annotator.clone();
+    }
+    let learner = start_learner(&p).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
     let mut actors = Vec::new();
     for i in 0..p.cfg.actor.count.max(1) {
         let counters = Arc::new(ActorCounters::default());

@@ -33,6 +33,10 @@ pub struct LearnerConfig {
     pub keep_checkpoints: usize,
     pub seed: u64,
     pub tls: TlsConfig,
+    /// Annotator address (`host:port`) to pull reward models from; when set, the learner
+    /// recomputes every step's intrinsic reward with the newest model at training time
+    /// (ONI's behaviour) instead of using the actors' values. Empty: off.
+    pub relabel_from: String,
 }
 
 impl Default for LearnerConfig {
@@ -59,6 +63,7 @@ impl Default for LearnerConfig {
             keep_checkpoints: 3,
             seed: 1,
             tls: TlsConfig::default(),
+            relabel_from: String::new(),
         }
     }
 }

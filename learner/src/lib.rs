@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod checkpoint;
 pub mod config;
+pub mod relabel;
 pub mod loss;
 pub mod service;
 pub mod stats;

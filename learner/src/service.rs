@@ -52,6 +52,8 @@ pub struct LearnerSetup {
     pub token: Option<String>,
     /// Stop after consuming this many env steps.
     pub max_env_steps: Option<u64>,
+    /// Relabel mode: the reward models pulled from the annotator.
+    pub relabel: Option<Arc<oni_reward_model::pull::RewardSlot>>,
 }
 
 struct Published {
@@ -387,6 +389,7 @@ impl<B: AutodiffBackend> LearnerThread<B> {
 
         let cfg = &setup.cfg;
         let mut pending: Vec<Rollout> = Vec::with_capacity(cfg.batch_rollouts);
+        let mut relabeler = setup.relabel.clone().map(crate::relabel::Relabeler::new);
         let mut last_ckpt = Instant::now();
         let ckpt_every = Duration::from_secs(cfg.checkpoint_interval_secs.max(1));
         while !*stop.borrow() {
@@ -423,6 +426,10 @@ impl<B: AutodiffBackend> LearnerThread<B> {
             }
             if pending.len() >= cfg.batch_rollouts {
                 let t0 = Instant::now();
+                if let Some(rl) = relabeler.as_mut() {
+                    let n = rl.apply(&mut pending);
+                    metrics::counter!("oni_learner_relabelled_rollouts_total").increment(n as u64);
+                }
                 let report = trainer.train(&pending);
                 let secs = t0.elapsed().as_secs_f64();
                 let bytes = trainer.weights_bytes();

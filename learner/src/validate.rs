@@ -84,6 +84,12 @@ pub fn check(r: &Rollout, s: &Shape<'_>, current_version: u64) -> Result<(), Inv
         len("intrinsic_rewards", r.intrinsic_rewards.len(), t)?;
         finite("intrinsic_rewards", &r.intrinsic_rewards)?;
     }
+    if !r.intrinsic_decay.is_empty() {
+        len("intrinsic_decay", r.intrinsic_decay.len(), t)?;
+        if let Some(i) = r.intrinsic_decay.iter().position(|d| !(0.0..=1.0).contains(d)) {
+            return Err(bad("intrinsic_decay", format!("entry {i} is not in [0, 1]")));
+        }
+    }
     for e in &r.episodes {
         if !e.extrinsic_return.is_finite() || !e.intrinsic_return.is_finite() {
             return Err(bad("episodes", "episode return is NaN/inf"));

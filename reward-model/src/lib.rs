@@ -17,6 +17,7 @@ pub mod caption;
 pub mod decay;
 pub mod model;
 pub mod net;
+pub mod pull;
 pub mod snapshot;
 pub mod train;
 
