@@ -34,6 +34,8 @@ pub struct Summary {
     pub wall_seconds: f64,
     pub steps_per_second: f64,
     pub episodes: u64,
+    /// Successful episodes over the whole run.
+    pub successes: u64,
     pub success_rate: f64,
     pub mean_extrinsic_return: f64,
     pub mean_intrinsic_return: f64,
@@ -102,6 +104,7 @@ impl Progress {
             wall_seconds: wall,
             steps_per_second: this_run as f64 / wall.max(1e-9),
             episodes: s.episodes,
+            successes: s.successes,
             success_rate: s.success_rate,
             mean_extrinsic_return: s.mean_extrinsic_return,
             mean_intrinsic_return: s.mean_intrinsic_return,

