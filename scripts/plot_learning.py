@@ -16,7 +16,9 @@ def main(src, dst):
     curves = defaultdict(lambda: defaultdict(list))
     with open(src) as f:
         for row in csv.DictReader(f):
-            curves[row["variant"]][row["seed"]].append((int(row["env_steps"]), float(row["success_rate"])))
+            # the rate over the last 100 episodes means little before there are 100
+            if int(row["episodes"]) >= 100:
+                curves[row["variant"]][row["seed"]].append((int(row["env_steps"]), float(row["success_rate"])))
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     for variant, seeds in curves.items():
         top = min(max(s for s, _ in pts) for pts in seeds.values())

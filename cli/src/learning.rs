@@ -49,6 +49,7 @@ pub struct LearningBench {
 #[derive(Deserialize)]
 struct Row {
     env_steps: u64,
+    episodes: u64,
     success_rate: f64,
     #[serde(default)]
     mean_intrinsic_return: f64,
@@ -146,10 +147,10 @@ fn read_outcome(run_dir: &Path, variant: &str, seed: u64) -> Result<Outcome> {
 
 /// Writes `<name>.csv` (curves), `<name>.json` and `<name>.md` (table), and the plot.
 fn write_report(b: &LearningBench, llm: &str, outcomes: &[Outcome]) -> Result<serde_json::Value> {
-    let mut csv = String::from("variant,seed,env_steps,success_rate,mean_intrinsic_return\n");
+    let mut csv = String::from("variant,seed,env_steps,episodes,success_rate,mean_intrinsic_return\n");
     for o in outcomes {
         for r in &o.rows {
-            writeln!(csv, "{},{},{},{:.4},{:.4}", o.variant, o.seed, r.env_steps, r.success_rate, r.mean_intrinsic_return)?;
+            writeln!(csv, "{},{},{},{},{:.4},{:.4}", o.variant, o.seed, r.env_steps, r.episodes, r.success_rate, r.mean_intrinsic_return)?;
         }
     }
     let csv_path = b.out.join(format!("{}.csv", b.name));
