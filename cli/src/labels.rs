@@ -181,60 +181,37 @@ pub fn labels(cmd: LabelsCmd) -> Result<()> {
                 None => Box::new(std::io::stdout().lock()),
             };
             if a.pairs {
-                return export_pairs(&bank.pairs()?, &a.format, &mut out);
-            }
-            let all = bank.all()?;
-            match a.format.as_str() {
-                "jsonl" => {
-                    for r in &all {
-                        writeln!(out, "{}", serde_json::to_string(r)?)?;
-                    }
-                }
-                "csv" => {
-                    writeln!(out, "caption,label,prompt_hash,model,raw_answer,latency_ms,time_ms")?;
-                    for r in &all {
-                        writeln!(
-                            out,
-                            "{},{},{},{},{},{},{}",
-                            csv_field(&r.caption),
-                            r.label.name(),
-                            csv_field(&r.prompt_hash),
-                            csv_field(&r.model),
-                            csv_field(&r.raw_answer),
-                            r.latency_ms,
-                            r.time_ms
-                        )?;
-                    }
-                }
-                other => bail!("--format {other}: use jsonl or csv"),
+                export(&bank.pairs()?, &a.format, &mut out, "first,second,preference,prompt_hash,model,raw_answer,latency_ms,time_ms", |r| {
+                    let (first, second) = (csv_field(&r.first), csv_field(&r.second));
+                    format!("{first},{second},{},{}", r.preference.name(), provenance(&r.prompt_hash, &r.model, &r.raw_answer, r.latency_ms, r.time_ms))
+                })?;
+            } else {
+                export(&bank.all()?, &a.format, &mut out, "caption,label,prompt_hash,model,raw_answer,latency_ms,time_ms", |r| {
+                    format!("{},{},{}", csv_field(&r.caption), r.label.name(), provenance(&r.prompt_hash, &r.model, &r.raw_answer, r.latency_ms, r.time_ms))
+                })?;
             }
         }
     }
     Ok(())
 }
 
-fn export_pairs(pairs: &[PairRecord], format: &str, out: &mut dyn Write) -> Result<()> {
+/// The CSV columns every answer record ends with.
+fn provenance(prompt_hash: &str, model: &str, raw_answer: &str, latency_ms: u64, time_ms: u64) -> String {
+    format!("{},{},{},{latency_ms},{time_ms}", csv_field(prompt_hash), csv_field(model), csv_field(raw_answer))
+}
+
+/// Writes records as JSON lines, or as CSV with `header` and one `row` per record.
+fn export<R: serde::Serialize>(records: &[R], format: &str, out: &mut dyn Write, header: &str, row: impl Fn(&R) -> String) -> Result<()> {
     match format {
         "jsonl" => {
-            for r in pairs {
+            for r in records {
                 writeln!(out, "{}", serde_json::to_string(r)?)?;
             }
         }
         "csv" => {
-            writeln!(out, "first,second,preference,prompt_hash,model,raw_answer,latency_ms,time_ms")?;
-            for r in pairs {
-                writeln!(
-                    out,
-                    "{},{},{},{},{},{},{},{}",
-                    csv_field(&r.first),
-                    csv_field(&r.second),
-                    r.preference.name(),
-                    csv_field(&r.prompt_hash),
-                    csv_field(&r.model),
-                    csv_field(&r.raw_answer),
-                    r.latency_ms,
-                    r.time_ms
-                )?;
+            writeln!(out, "{header}")?;
+            for r in records {
+                writeln!(out, "{}", row(r))?;
             }
         }
         other => bail!("--format {other}: use jsonl or csv"),
