@@ -30,6 +30,35 @@ pub struct ActorConfig {
     pub tls: TlsConfig,
     /// Annotator address (`host:port`) to send captions to; empty: none.
     pub annotator: String,
+    /// Where environments attach over gRPC (`env.name = "attached"`).
+    pub hub: HubConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HubConfig {
+    /// Address the environment hub listens on.
+    pub listen: String,
+    /// Client streams attached at once.
+    pub max_clients: usize,
+    /// Envs attached at once, over all clients.
+    pub max_envs: usize,
+    /// Largest message a client may send (one step of all its envs).
+    pub max_message_bytes: usize,
+    /// A client that sends nothing for this long (mid-episode) is dropped.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            listen: "127.0.0.1:50061".into(),
+            max_clients: 16,
+            max_envs: 1024,
+            max_message_bytes: 16 << 20,
+            idle_timeout_ms: 60_000,
+        }
+    }
 }
 
 impl Default for ActorConfig {
@@ -50,6 +79,7 @@ impl Default for ActorConfig {
             backoff_max_ms: 5000,
             tls: TlsConfig::default(),
             annotator: String::new(),
+            hub: HubConfig::default(),
         }
     }
 }

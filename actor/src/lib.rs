@@ -4,6 +4,7 @@
 //! reward model from the annotator and adds each step's intrinsic reward to the rollouts.
 
 pub mod captions;
+pub mod hub;
 pub mod config;
 pub mod intrinsic;
 pub mod link;

@@ -58,6 +58,7 @@ pub async fn poll_weights(
     cfg: ActorConfig,
     token: Option<String>,
     fingerprint: String,
+    declared_spec: Option<String>,
     slot: Arc<WeightsSlot>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), String> {
@@ -76,7 +77,11 @@ pub async fn poll_weights(
             }
         }
         let have = slot.latest.lock().unwrap().as_ref().map_or(u64::MAX, |(v, _)| *v);
-        let mut req = tonic::Request::new(GetPolicyRequest { have_version: have, model_fingerprint: fingerprint.clone() });
+        let mut req = tonic::Request::new(GetPolicyRequest {
+            have_version: have,
+            model_fingerprint: fingerprint.clone(),
+            obs_spec: declared_spec.clone().unwrap_or_default(),
+        });
         req.set_timeout(timeout);
         match client.as_mut().unwrap().get_policy(req).await {
             Ok(resp) => {

@@ -1,7 +1,7 @@
 //! Accumulates one group of envs' steps into per-env rollouts. All envs of a group step in
 //! lockstep, so their rollouts fill and are emitted together.
 
-use oni_env::{spec::message_text, ObsSpec, VecEnv, MESSAGE_LEN};
+use oni_env::{spec::message_text, BatchView, ObsSpec, MESSAGE_LEN};
 use crate::intrinsic::Rewarder;
 use oni_proto::v1::{EpisodeSummary, Rollout};
 
@@ -72,7 +72,7 @@ impl GroupRollouts {
         self.episodes = (0..n).map(|_| Vec::new()).collect();
     }
 
-    fn push_obs(&mut self, envs: &VecEnv) {
+    fn push_obs(&mut self, envs: &BatchView<'_>) {
         let (c, s) = (self.spec.crop_len(), self.spec.stats_dim);
         for i in 0..self.n {
             self.glyphs[i].extend(envs.glyphs[i * c..(i + 1) * c].iter().flat_map(|g| g.to_le_bytes()));
@@ -85,7 +85,7 @@ impl GroupRollouts {
     /// observation is also the bootstrap of the finished rollouts, which are returned; the
     /// next rollouts start from it with `hidden` ([n·H], the state before it) as their
     /// initial state.
-    pub fn observe(&mut self, envs: &VecEnv, hidden: &[f32], policy_version: u64, run: &RunIds) -> Vec<Rollout> {
+    pub fn observe(&mut self, envs: &BatchView<'_>, hidden: &[f32], policy_version: u64, run: &RunIds) -> Vec<Rollout> {
         let mut out = Vec::new();
         if self.started && self.t == self.steps {
             self.push_obs(envs);
@@ -109,8 +109,8 @@ impl GroupRollouts {
     }
 
     /// Records a step's outcome; with a `rewarder`, also each env's intrinsic reward.
-    pub fn stepped(&mut self, envs: &VecEnv, env_offset: usize, rewarder: Option<&mut Rewarder>) {
-        let last = &envs.last;
+    pub fn stepped(&mut self, envs: &BatchView<'_>, env_offset: usize, rewarder: Option<&mut Rewarder>) {
+        let last = envs.last;
         for i in 0..self.n {
             self.rewards[i].push(last.rewards[i]);
             self.dones[i].push(last.dones[i]);

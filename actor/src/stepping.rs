@@ -6,6 +6,7 @@ use crate::intrinsic::{pull_reward_models, IntrinsicConfig, RewardSlot, Rewarder
 use crate::link::{poll_weights, send_rollouts, WeightsSlot};
 use crate::rollout::{GroupRollouts, RunIds};
 use burn::prelude::*;
+use oni_env::BatchView;
 use burn::tensor::TensorData;
 use oni_env::vec_env::{EnvFactory, StepWorker};
 use oni_env::{make_env, EnvConfig, ObsSpec, VecEnv};
@@ -28,13 +29,17 @@ pub enum ActorError {
     Learner(String),
     #[error("stepping thread panicked")]
     Panicked,
+    #[error("cannot serve attached environments on {addr}: {reason}")]
+    Hub { addr: String, reason: String },
 }
 
 pub struct ActorSetup {
     pub cfg: ActorConfig,
     pub env: EnvConfig,
     pub policy: PolicyConfig,
-    pub spec: ObsSpec,
+    /// The observation layout of the built-in env; `None` for attached environments, whose
+    /// first client declares it.
+    pub spec: Option<ObsSpec>,
     pub rollout_len: usize,
     pub token: Option<String>,
     /// Index of this actor among those of one process (seeds, default id).
@@ -63,9 +68,18 @@ pub async fn run_actor<B: Backend>(
     });
     let run = Arc::new(RunIds::new(actor_id));
     tracing::info!(actor = %run.actor_id, run = %run.run_id, learner = %setup.cfg.learner, "actor starting");
-    let fingerprint = weights::fingerprint(&setup.policy, &setup.spec);
+    // Attached environments: serve the hub first; the first client's spaces fix the layout.
+    let (spec, hub) = match setup.spec.clone() {
+        Some(spec) => (spec, None),
+        None => match crate::hub::serve(&setup, &run.actor_id, stop.clone()).await? {
+            Some((layout, events)) => (layout.spec.clone(), Some((layout, events))),
+            None => return Ok(()),
+        },
+    };
+    let fingerprint = weights::fingerprint(&setup.policy, &spec);
+    let declared = hub.as_ref().map(|_| serde_json::to_string(&spec).expect("spec serialises"));
     let slot = Arc::new(WeightsSlot::default());
-    let poller = tokio::spawn(poll_weights(setup.cfg.clone(), setup.token.clone(), fingerprint, slot.clone(), stop.clone()));
+    let poller = tokio::spawn(poll_weights(setup.cfg.clone(), setup.token.clone(), fingerprint, declared, slot.clone(), stop.clone()));
 
     // Nothing to act with until the first weights arrive.
     let mut stop_wait = stop.clone();
@@ -111,13 +125,13 @@ pub async fn run_actor<B: Backend>(
     let sender = tokio::spawn(send_rollouts(setup.cfg.clone(), setup.token.clone(), rx, fatal.clone(), stop.clone()));
     let halt = Arc::new(AtomicBool::new(false));
     let stepping = {
-        let halt = halt.clone();
-        let fatal = fatal.clone();
-        let slot = slot.clone();
-        let run = run.clone();
+        let w = Wiring { slot: slot.clone(), reward_slot, run: run.clone(), tx, captions, counters, halt: halt.clone(), fatal: fatal.clone() };
         std::thread::Builder::new()
             .name(format!("actor-{}", setup.index))
-            .spawn(move || step_loop::<B>(setup, device, slot, reward_slot, run, tx, captions, counters, halt, fatal))
+            .spawn(move || match hub {
+                Some((layout, events)) => setup.hub_policy_loop::<B>(layout, device, w, events),
+                None => step_loop::<B>(setup, spec, device, w),
+            })
             .map_err(|_| ActorError::Panicked)?
     };
     let mut stop_main = stop.clone();
@@ -143,135 +157,199 @@ pub async fn run_actor<B: Backend>(
     result.map_err(|_| ActorError::Panicked)?
 }
 
-struct Group {
-    envs: Option<VecEnv>,
-    hidden: Vec<f32>,
-    rollouts: GroupRollouts,
-    rewarder: Option<Rewarder>,
-    offset: usize,
+/// One batch of envs stepped in lockstep: its recurrent state, its rollouts in the making and
+/// its intrinsic rewards.
+pub(crate) struct Group {
+    pub hidden: Vec<f32>,
+    pub rollouts: GroupRollouts,
+    pub rewarder: Option<Rewarder>,
+    /// Global index of the batch's first env (its first env slot).
+    pub offset: usize,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn step_loop<B: Backend>(
-    setup: ActorSetup,
+impl Group {
+    pub fn new(spec: &ObsSpec, setup: &ActorSetup, reward_slot: &Arc<RewardSlot>, size: usize, offset: usize) -> Self {
+        Group {
+            hidden: vec![0.0; size * setup.policy.core_hidden],
+            rollouts: GroupRollouts::new(spec, setup.rollout_len, size, offset),
+            rewarder: setup.intrinsic.as_ref().map(|ic| Rewarder::new(reward_slot.clone(), ic.beta, size)),
+            offset,
+        }
+    }
+}
+
+/// What every stepping loop shares: the policy and its weights, action sampling, and the
+/// hand-over of finished rollouts and captions.
+pub(crate) struct Stepper<B: Backend> {
+    pub spec: ObsSpec,
     device: B::Device,
+    policy: Policy<B>,
+    pub version: u64,
+    rng: rand::rngs::StdRng,
     slot: Arc<WeightsSlot>,
-    reward_slot: Arc<RewardSlot>,
     run: Arc<RunIds>,
     tx: mpsc::Sender<Rollout>,
     captions: Option<mpsc::Sender<Vec<String>>>,
     counters: Arc<ActorCounters>,
-    halt: Arc<AtomicBool>,
-    fatal: Arc<AtomicBool>,
-) -> Result<(), ActorError> {
-    let spec = setup.spec.clone();
-    let hidden_size = setup.policy.core_hidden;
+    pub halt: Arc<AtomicBool>,
+    pub fatal: Arc<AtomicBool>,
+    message_bytes: usize,
+    hidden_size: usize,
+}
+
+/// The channels and flags a stepping thread gets from `run_actor`.
+pub(crate) struct Wiring {
+    pub slot: Arc<WeightsSlot>,
+    pub reward_slot: Arc<RewardSlot>,
+    pub run: Arc<RunIds>,
+    pub tx: mpsc::Sender<Rollout>,
+    pub captions: Option<mpsc::Sender<Vec<String>>>,
+    pub counters: Arc<ActorCounters>,
+    pub halt: Arc<AtomicBool>,
+    pub fatal: Arc<AtomicBool>,
+}
+
+impl<B: Backend> Stepper<B> {
+    pub fn new(setup: &ActorSetup, spec: ObsSpec, device: B::Device, w: Wiring) -> Self {
+        Stepper {
+            policy: Policy::<B>::new(&setup.policy, &spec, &device),
+            spec,
+            device,
+            version: u64::MAX,
+            rng: rand::rngs::StdRng::from_os_rng(),
+            slot: w.slot,
+            run: w.run,
+            tx: w.tx,
+            captions: w.captions,
+            counters: w.counters,
+            halt: w.halt,
+            fatal: w.fatal,
+            message_bytes: setup.policy.message_bytes,
+            hidden_size: setup.policy.core_hidden,
+        }
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.halt.load(Ordering::Acquire) || self.fatal.load(Ordering::Acquire)
+    }
+
+    /// Picks up new weights, queues the rollouts `obs` completes, then chooses the group's
+    /// actions. An empty answer means the actor was halted while waiting to queue a rollout.
+    pub fn infer(&mut self, g: &mut Group, obs: BatchView<'_>) -> Result<Vec<usize>, ActorError> {
+        if let Some((v, bytes)) = self.slot.latest.lock().unwrap().clone() {
+            if v != self.version {
+                self.policy = weights::load_bytes(self.policy.clone(), &bytes)?;
+                self.version = v;
+                metrics::gauge!("oni_actor_policy_version").set(v as f64);
+            }
+        }
+        for r in g.rollouts.observe(&obs, &g.hidden, self.version, &self.run) {
+            if !self.queue(r) {
+                return Ok(Vec::new());
+            }
+        }
+        let size = obs.stats.len() / self.spec.stats_dim.max(1);
+        let batch = ObsBatch::<B>::from_host(&self.spec, self.message_bytes, obs.glyphs, obs.stats, obs.messages, &self.device);
+        let h = Tensor::<B, 2>::from_data(TensorData::new(g.hidden.clone(), [size, self.hidden_size]), &self.device);
+        let (out, h_next) = self.policy.act(batch, h);
+        g.hidden = h_next.into_data().convert::<f32>().to_vec().expect("f32 state");
+        let logits: Vec<f32> = out.logits.into_data().convert::<f32>().to_vec().expect("f32 logits");
+        let chosen = sample_actions(&logits, self.spec.num_actions, &mut self.rng);
+        g.rollouts.act(&chosen);
+        Ok(chosen.into_iter().map(|(a, _)| a).collect())
+    }
+
+    /// Hands a finished rollout to the sender (and its captions to the annotator). The queue
+    /// is bounded: when the learner is slow or gone, stepping pauses here. False when halted.
+    fn queue(&mut self, r: Rollout) -> bool {
+        self.counters.rollouts.fetch_add(1, Ordering::Relaxed);
+        if let Some(c) = &self.captions {
+            // never waits: a full hand-over queue drops this rollout's captions (counted)
+            let caps: Vec<String> = r.captions.iter().filter(|c| !c.is_empty()).cloned().collect();
+            if !caps.is_empty() && c.try_send(caps).is_err() {
+                metrics::counter!("oni_actor_captions_dropped_total").increment(1);
+            }
+        }
+        let mut item = r;
+        loop {
+            match self.tx.try_send(item) {
+                Ok(()) => return true,
+                Err(mpsc::error::TrySendError::Full(back)) => {
+                    if self.stopping() {
+                        return false;
+                    }
+                    item = back;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            }
+        }
+    }
+
+    /// Records a finished step of group `g`: state resets, rollouts, intrinsic rewards,
+    /// counters.
+    pub fn after_step(&mut self, g: &mut Group, view: BatchView<'_>) {
+        let h = self.hidden_size;
+        for (i, &done) in view.last.dones.iter().enumerate() {
+            if done {
+                g.hidden[i * h..(i + 1) * h].fill(0.0);
+            }
+        }
+        for (env, why) in &view.last.restarts {
+            tracing::warn!(env, "environment failed and was restarted: {why}");
+            metrics::counter!("oni_env_restarts_total").increment(1);
+        }
+        g.rollouts.stepped(&view, g.offset, g.rewarder.as_mut());
+        let steps = view.last.dones.len() as u64;
+        self.counters.env_steps.fetch_add(steps, Ordering::Relaxed);
+        metrics::counter!("oni_env_steps_total", "role" => "actor").increment(steps);
+        if !view.last.episodes.is_empty() {
+            metrics::counter!("oni_actor_episodes_total").increment(view.last.episodes.len() as u64);
+        }
+    }
+}
+
+/// The built-in environments: two halves of the env batch alternate, one stepping on a
+/// worker thread while the policy chooses the other's actions.
+pub(crate) fn step_loop<B: Backend>(setup: ActorSetup, spec: ObsSpec, device: B::Device, w: Wiring) -> Result<(), ActorError> {
     let n = setup.cfg.num_envs.max(1);
     let halves = if n >= 2 { vec![n / 2, n - n / 2] } else { vec![n] };
     let seed = setup.env.seed.wrapping_add((setup.index as u64) << 32).wrapping_add(rand::random::<u32>() as u64);
     let mut groups = Vec::new();
+    let mut envs = Vec::new();
     let mut offset = 0;
     for &size in &halves {
         let env_cfg = setup.env.clone();
         let factory: EnvFactory = Box::new(move || make_env(&env_cfg));
-        groups.push(Group {
-            envs: Some(VecEnv::new(factory, size, seed, offset)?),
-            hidden: vec![0.0; size * hidden_size],
-            rollouts: GroupRollouts::new(&spec, setup.rollout_len, size, offset),
-            rewarder: setup.intrinsic.as_ref().map(|ic| Rewarder::new(reward_slot.clone(), ic.beta, size)),
-            offset,
-        });
+        envs.push(Some(VecEnv::new(factory, size, seed, offset)?));
+        groups.push(Group::new(&spec, &setup, &w.reward_slot, size, offset));
         offset += size;
     }
-    let mut policy = Policy::<B>::new(&setup.policy, &spec, &device);
-    let mut version = u64::MAX;
-    let mut rng = rand::rngs::StdRng::from_os_rng();
+    let mut st = Stepper::<B>::new(&setup, spec, device, w);
     let worker = StepWorker::new();
-    let message_bytes = setup.policy.message_bytes;
-
-    // Picks up new weights, then chooses actions for group `g` and queues finished rollouts.
-    let mut infer = |g: &mut Group, policy: &mut Policy<B>, version: &mut u64| -> Result<Vec<usize>, ActorError> {
-        if let Some((v, bytes)) = slot.latest.lock().unwrap().clone() {
-            if v != *version {
-                *policy = weights::load_bytes(policy.clone(), &bytes)?;
-                *version = v;
-                metrics::gauge!("oni_actor_policy_version").set(v as f64);
-            }
-        }
-        let envs = g.envs.as_ref().expect("group at home");
-        for r in g.rollouts.observe(envs, &g.hidden, *version, &run) {
-            counters.rollouts.fetch_add(1, Ordering::Relaxed);
-            if let Some(c) = &captions {
-                // never waits: a full hand-over queue drops this rollout's captions (counted)
-                let caps: Vec<String> = r.captions.iter().filter(|c| !c.is_empty()).cloned().collect();
-                if !caps.is_empty() && c.try_send(caps).is_err() {
-                    metrics::counter!("oni_actor_captions_dropped_total").increment(1);
-                }
-            }
-            // The queue is bounded: when the learner is slow or gone, stepping pauses here.
-            let mut item = r;
-            loop {
-                match tx.try_send(item) {
-                    Ok(()) => break,
-                    Err(mpsc::error::TrySendError::Full(back)) => {
-                        if halt.load(Ordering::Acquire) || fatal.load(Ordering::Acquire) {
-                            return Ok(Vec::new());
-                        }
-                        item = back;
-                        std::thread::sleep(Duration::from_millis(2));
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => return Ok(Vec::new()),
-                }
-            }
-        }
-        let size = envs.num_envs();
-        let obs = ObsBatch::<B>::from_host(&spec, message_bytes, &envs.glyphs, &envs.stats, &envs.messages, &device);
-        let h = Tensor::<B, 2>::from_data(TensorData::new(g.hidden.clone(), [size, hidden_size]), &device);
-        let (out, h_next) = policy.act(obs, h);
-        g.hidden = h_next.into_data().convert::<f32>().to_vec().expect("f32 state");
-        let logits: Vec<f32> = out.logits.into_data().convert::<f32>().to_vec().expect("f32 logits");
-        let chosen = sample_actions(&logits, spec.num_actions, &mut rng);
-        g.rollouts.act(&chosen);
-        Ok(chosen.into_iter().map(|(a, _)| a).collect())
-    };
-
-    let after_step = |g: &mut Group, envs: VecEnv| {
-        for (i, &done) in envs.last.dones.iter().enumerate() {
-            if done {
-                g.hidden[i * hidden_size..(i + 1) * hidden_size].fill(0.0);
-            }
-        }
-        for (env, why) in &envs.last.restarts {
-            tracing::warn!(env, "environment failed and was restarted: {why}");
-            metrics::counter!("oni_env_restarts_total").increment(1);
-        }
-        g.rollouts.stepped(&envs, g.offset, g.rewarder.as_mut());
-        let steps = envs.num_envs() as u64;
-        counters.env_steps.fetch_add(steps, Ordering::Relaxed);
-        metrics::counter!("oni_env_steps_total", "role" => "actor").increment(steps);
-        if !envs.last.episodes.is_empty() {
-            metrics::counter!("oni_actor_episodes_total").increment(envs.last.episodes.len() as u64);
-        }
-        g.envs = Some(envs);
-    };
 
     let count = groups.len();
-    let first = infer(&mut groups[0], &mut policy, &mut version)?;
-    worker.submit(groups[0].envs.take().unwrap(), first);
+    let first = st.infer(&mut groups[0], envs[0].as_ref().expect("home").view())?;
+    worker.submit(envs[0].take().unwrap(), first);
     let mut cur = 0;
-    while !halt.load(Ordering::Acquire) && !fatal.load(Ordering::Acquire) {
+    while !st.stopping() {
         let next = (cur + 1) % count;
-        let mut actions = if count > 1 { Some(infer(&mut groups[next], &mut policy, &mut version)?) } else { None };
-        let envs = worker.wait().map_err(|(_, e)| ActorError::Env(e))?;
-        after_step(&mut groups[cur], envs);
+        let mut actions = if count > 1 {
+            Some(st.infer(&mut groups[next], envs[next].as_ref().expect("home").view())?)
+        } else {
+            None
+        };
+        let stepped = worker.wait().map_err(|(_, e)| ActorError::Env(e))?;
+        st.after_step(&mut groups[cur], stepped.view());
+        envs[cur] = Some(stepped);
         if actions.is_none() {
-            actions = Some(infer(&mut groups[cur], &mut policy, &mut version)?);
+            actions = Some(st.infer(&mut groups[cur], envs[cur].as_ref().expect("home").view())?);
         }
         let actions = actions.unwrap();
         if actions.is_empty() {
             return Ok(()); // halted while waiting to queue a rollout; the worker is idle
         }
-        worker.submit(groups[next].envs.take().unwrap(), actions);
+        worker.submit(envs[next].take().unwrap(), actions);
         cur = next;
     }
     let _ = worker.wait();

@@ -222,7 +222,7 @@ fn validate(cfg: &Config) -> Result<()> {
             bail!("config key `{key}` has an invalid value");
         }
     }
-    oni_env::registry::env_spec(&cfg.env).map_err(|e| anyhow!("config key `env.name`: {e}"))?;
+    oni_env::registry::known_spec(&cfg.env).map_err(|e| anyhow!("config key `env.name`: {e}"))?;
     if !matches!(cfg.label_bank.kind.as_str(), "file" | "redis") {
         bail!("config key `label_bank.kind` must be `file` or `redis`, not `{}`", cfg.label_bank.kind);
     }

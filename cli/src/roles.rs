@@ -43,7 +43,7 @@ pub fn init_metrics(cfg: &Config) -> Result<()> {
 
 pub async fn start_learner(p: &Prepared) -> Result<LearnerHandle> {
     let cfg = &p.cfg;
-    let spec = oni_env::registry::env_spec(&cfg.env)?;
+    let spec = oni_env::registry::known_spec(&cfg.env)?;
     let kind = device::parse("learner.device", &cfg.learner.device)?;
     let setup = LearnerSetup {
         cfg: cfg.learner.clone(),
@@ -83,7 +83,10 @@ pub fn spawn_actor(
     counters: Arc<ActorCounters>,
     stop: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<Result<(), oni_actor::stepping::ActorError>>> {
-    let spec = oni_env::registry::env_spec(&cfg.env)?;
+    let spec = oni_env::registry::known_spec(&cfg.env)?;
+    if spec.is_none() && cfg.actor.count > 1 {
+        anyhow::bail!("actor.count = {}: with attached environments each actor is one hub on actor.hub.listen; start more actor processes instead", cfg.actor.count);
+    }
     let kind: DeviceKind = device::parse("actor.device", &cfg.actor.device)?;
     let mut actor_cfg = cfg.actor.clone();
     actor_cfg.learner = learner;

@@ -9,7 +9,7 @@ pub mod vec_env;
 
 pub use registry::{make_env, EnvConfig};
 pub use spec::{ObsBuf, ObsSpec, StepOutcome, MESSAGE_LEN};
-pub use vec_env::{EpisodeRecord, VecEnv, VecStep};
+pub use vec_env::{BatchView, EpisodeRecord, VecEnv, VecStep};
 
 /// Errors an environment reports. The actor restarts an env that returns one.
 #[derive(Debug, thiserror::Error)]

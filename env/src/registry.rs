@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EnvConfig {
-    /// `keyroom-small`, `keyroom-sparse`, or a NetHack task (`nethack-score`, …).
+    /// `keyroom-small`, `keyroom-sparse`, a NetHack task (`nethack-score`, …), or `attached`
+    /// (environments attached over gRPC).
     pub name: String,
     /// Base seed; each (env, episode) derives its own seed from it.
     pub seed: u64,
@@ -21,8 +22,11 @@ impl Default for EnvConfig {
     }
 }
 
+/// The env name of environments attached over gRPC by clients (`oni.v1.EnvHub`).
+pub const ATTACHED: &str = "attached";
+
 fn known() -> String {
-    let mut v = vec!["keyroom-small", "keyroom-sparse"];
+    let mut v = vec!["keyroom-small", "keyroom-sparse", ATTACHED];
     v.extend(tasks::TASKS.iter().map(|(n, _)| *n));
     v.join(", ")
 }
@@ -35,8 +39,21 @@ pub fn make_env(cfg: &EnvConfig) -> Result<Box<dyn Env>, EnvError> {
             tasks::parse(n).map_err(|_| EnvError::UnknownEnv(n.into(), known()))?;
             Ok(Box::new(NetHackEnv::new(n, &cfg.nethack)?))
         }
+        ATTACHED => Err(EnvError::BadSetting {
+            key: "env.name".into(),
+            reason: "attached environments are stepped by their clients, not created by the actor".into(),
+        }),
         other => Err(EnvError::UnknownEnv(other.into(), known())),
     }
+}
+
+/// The observation layout of a built-in env, or `None` for attached environments (declared
+/// by their first client).
+pub fn known_spec(cfg: &EnvConfig) -> Result<Option<ObsSpec>, EnvError> {
+    if cfg.name == ATTACHED {
+        return Ok(None);
+    }
+    env_spec(cfg).map(Some)
 }
 
 /// The observation spec of an env by name. For NetHack this also checks that the library

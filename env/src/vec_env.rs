@@ -29,6 +29,16 @@ pub struct VecStep {
     pub restarts: Vec<(usize, String)>,
 }
 
+/// A batch's current observations and last step, wherever the batch lives (a `VecEnv`, or
+/// envs attached over the network).
+#[derive(Clone, Copy)]
+pub struct BatchView<'a> {
+    pub glyphs: &'a [u16],
+    pub stats: &'a [f32],
+    pub messages: &'a [u8],
+    pub last: &'a VecStep,
+}
+
 pub type EnvFactory = Box<dyn Fn() -> Result<Box<dyn Env>, EnvError> + Send>;
 
 pub struct VecEnv {
@@ -121,6 +131,10 @@ impl VecEnv {
 
     pub fn num_envs(&self) -> usize {
         self.envs.len()
+    }
+
+    pub fn view(&self) -> BatchView<'_> {
+        BatchView { glyphs: &self.glyphs, stats: &self.stats, messages: &self.messages, last: &self.last }
     }
 
     fn reset_env(&mut self, i: usize) -> Result<(), EnvError> {

@@ -21,7 +21,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -44,7 +44,9 @@ pub enum LearnerError {
 pub struct LearnerSetup {
     pub cfg: LearnerConfig,
     pub policy: PolicyConfig,
-    pub spec: ObsSpec,
+    /// The observation layout; `None` for attached environments, whose layout the first
+    /// actor to ask for weights declares (see `GetPolicyRequest.obs_spec`).
+    pub spec: Option<ObsSpec>,
     pub mix: RewardMix,
     pub run_dir: PathBuf,
     /// Written into every checkpoint.
@@ -115,18 +117,69 @@ impl RunTable {
     }
 }
 
+/// The network the learner trains, known once the observation layout is.
+struct Model {
+    spec: ObsSpec,
+    fingerprint: String,
+}
+
 struct Shared {
     published: RwLock<Arc<Published>>,
-    fingerprint: String,
+    model: OnceLock<Model>,
+    /// Hands the declared layout to the training thread (taken by the first declaration).
+    declare: Mutex<Option<std::sync::mpsc::Sender<ObsSpec>>>,
+    /// Flips once the training thread has built the network and published its weights.
+    ready: watch::Receiver<bool>,
     learner_run: String,
     runs: Mutex<RunTable>,
     stats: Arc<LearnerStats>,
     queue: Sender<Rollout>,
     queue_capacity: usize,
-    spec: ObsSpec,
     rollout_len: usize,
     hidden: usize,
     version: AtomicU64,
+}
+
+impl Shared {
+    fn model(&self) -> Result<&Model, Status> {
+        self.model.get().ok_or_else(|| {
+            Status::unavailable("the learner has no network yet: it waits for the first attached environment to declare its spaces")
+        })
+    }
+
+    /// Builds the network for `spec` if none is built yet (attached environments), and waits
+    /// until its weights are published. A layout other than the one being trained is refused.
+    async fn adopt(&self, spec_json: &str) -> Result<(), Status> {
+        let spec: ObsSpec = serde_json::from_str(spec_json)
+            .map_err(|e| Status::invalid_argument(format!("field `obs_spec` is not a valid observation layout: {e}")))?;
+        if let Some(m) = self.model.get() {
+            if m.spec != spec {
+                return Err(Status::failed_precondition(format!(
+                    "this learner trains observations {} but the actor declares {}: attach environments with the same spaces to one cluster",
+                    serde_json::to_string(&m.spec).unwrap_or_default(),
+                    spec_json
+                )));
+            }
+            return Ok(());
+        }
+        if let Some(tx) = self.declare.lock().unwrap().take() {
+            tracing::info!(spec = %spec_json, "building the network for the declared observation spaces");
+            let _ = tx.send(spec.clone());
+        }
+        let mut ready = self.ready.clone();
+        match tokio::time::timeout(Duration::from_secs(120), ready.wait_for(|r| *r)).await {
+            Ok(Ok(_)) => {}
+            _ => return Err(Status::unavailable("the learner's training thread did not come up; see its log")),
+        }
+        // a concurrent first declaration with another layout may have won
+        match self.model.get() {
+            Some(m) if m.spec != spec => Err(Status::failed_precondition(format!(
+                "this learner trains observations {} but the actor declares {spec_json}",
+                serde_json::to_string(&m.spec).unwrap_or_default()
+            ))),
+            _ => Ok(()),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -142,7 +195,8 @@ impl LearnerService {
     async fn accept(&self, r: Rollout) -> Result<RolloutAck, Status> {
         let s = &self.shared;
         let version = s.version.load(Ordering::Acquire);
-        let shape = Shape { spec: &s.spec, rollout_len: s.rollout_len, hidden: s.hidden };
+        let model = s.model()?;
+        let shape = Shape { spec: &model.spec, rollout_len: s.rollout_len, hidden: s.hidden };
         if let Err(e) = validate::check(&r, &shape, version) {
             tracing::warn!(actor = %r.actor_id, run = %r.run_id, field = e.field, "rejected rollout: {e}");
             reject(e.field);
@@ -239,10 +293,14 @@ impl Learner for LearnerService {
     async fn get_policy(&self, request: Request<GetPolicyRequest>) -> Result<Response<PolicyWeights>, Status> {
         let req = request.into_inner();
         let s = &self.shared;
-        if !req.model_fingerprint.is_empty() && req.model_fingerprint != s.fingerprint {
+        if !req.obs_spec.is_empty() {
+            s.adopt(&req.obs_spec).await?;
+        }
+        let fingerprint = &s.model()?.fingerprint;
+        if !req.model_fingerprint.is_empty() && &req.model_fingerprint != fingerprint {
             return Err(Status::failed_precondition(format!(
                 "actor network {} differs from the learner's {}: run both with the same [env] and [policy] settings",
-                req.model_fingerprint, s.fingerprint
+                req.model_fingerprint, fingerprint
             )));
         }
         let p = s.published.read().unwrap().clone();
@@ -251,7 +309,7 @@ impl Learner for LearnerService {
             version: p.version,
             unchanged,
             weights: if unchanged { Vec::new() } else { p.bytes.clone() },
-            model_fingerprint: s.fingerprint.clone(),
+            model_fingerprint: fingerprint.clone(),
         }))
     }
 
@@ -259,7 +317,7 @@ impl Learner for LearnerService {
         let s = &self.shared;
         let snap = s.stats.snapshot();
         Ok(Response::new(LearnerInfo {
-            model_fingerprint: s.fingerprint.clone(),
+            model_fingerprint: s.model.get().map(|m| m.fingerprint.clone()).unwrap_or_default(),
             policy_version: s.version.load(Ordering::Acquire),
             env_steps: snap.env_steps,
             learner_run: s.learner_run.clone(),
@@ -310,42 +368,46 @@ pub async fn spawn_learner<B: AutodiffBackend>(setup: LearnerSetup, device: B::D
     let (stop_tx, stop_rx) = watch::channel(false);
     let finished = Arc::new(AtomicBool::new(false));
 
-    // The trainer is built on its own thread (burn state stays there); it reports the
-    // resumed version and first weights, then waits for the shared state to serve.
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<(u64, Vec<u8>, String)>();
-    let (shared_tx, shared_rx) = std::sync::mpsc::channel::<Arc<Shared>>();
-    let spec = setup.spec.clone();
-    let rollout_len = setup.cfg.rollout_len;
-    let queue_capacity = setup.cfg.queue_capacity.max(1);
-    let hidden = setup.policy.core_hidden;
-    let thread = {
-        let stats = stats.clone();
-        let finished = finished.clone();
-        let stop_rx = stop_rx.clone();
-        let worker = LearnerThread::<B> { setup, device, queue: queue_rx, stats, finished, stop: stop_rx };
-        std::thread::Builder::new()
-            .name("learner-train".into())
-            .spawn(move || worker.run(ready_tx, shared_rx))
-            .map_err(|e| LearnerError::Start(e.to_string()))?
-    };
-    let (version, bytes, fingerprint) = tokio::task::spawn_blocking(move || ready_rx.recv())
-        .await
-        .map_err(|e| LearnerError::Start(e.to_string()))?
-        .map_err(|_| LearnerError::Start("training thread exited during start-up".into()))?;
+    // The trainer is built on its own thread (burn state stays there) once the observation
+    // layout is known: at once from the config, or when the first attached env declares it.
+    let (declare_tx, declare_rx) = std::sync::mpsc::channel::<ObsSpec>();
+    let (ready_tx, ready_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
-        published: RwLock::new(Arc::new(Published { version, bytes })),
-        fingerprint,
+        published: RwLock::new(Arc::new(Published { version: 0, bytes: Vec::new() })),
+        model: OnceLock::new(),
+        declare: Mutex::new(Some(declare_tx)),
+        ready: ready_rx,
         learner_run: format!("{:016x}", rand::random::<u64>()),
         runs: Mutex::new(RunTable::default()),
         stats: stats.clone(),
         queue: queue_tx,
-        queue_capacity,
-        spec,
-        rollout_len,
-        hidden,
-        version: AtomicU64::new(version),
+        queue_capacity: setup.cfg.queue_capacity.max(1),
+        rollout_len: setup.cfg.rollout_len,
+        hidden: setup.policy.core_hidden,
+        version: AtomicU64::new(0),
     });
-    shared_tx.send(shared.clone()).map_err(|_| LearnerError::Start("training thread exited".into()))?;
+    let known_spec = setup.spec.clone();
+    let thread = {
+        let stats = stats.clone();
+        let finished = finished.clone();
+        let stop_rx = stop_rx.clone();
+        let shared = shared.clone();
+        let worker = LearnerThread::<B> { setup, device, queue: queue_rx, stats, finished, stop: stop_rx };
+        std::thread::Builder::new()
+            .name("learner-train".into())
+            .spawn(move || worker.run(declare_rx, ready_tx, shared))
+            .map_err(|e| LearnerError::Start(e.to_string()))?
+    };
+    if let Some(spec) = known_spec {
+        if let Some(tx) = shared.declare.lock().unwrap().take() {
+            let _ = tx.send(spec);
+        }
+        let mut ready = shared.ready.clone();
+        ready.wait_for(|r| *r).await.map_err(|_| LearnerError::Start("training thread exited during start-up".into()))?;
+    } else {
+        tracing::info!("no observation layout configured: the network is built when the first attached environment declares its spaces");
+    }
+    let version = shared.version.load(Ordering::Acquire);
 
     let svc = LearnerServer::new(LearnerService { shared })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -366,14 +428,20 @@ struct LearnerThread<B: AutodiffBackend> {
 }
 
 impl<B: AutodiffBackend> LearnerThread<B> {
-    fn run(
-        self,
-        ready: std::sync::mpsc::Sender<(u64, Vec<u8>, String)>,
-        shared: std::sync::mpsc::Receiver<Arc<Shared>>,
-    ) {
+    fn run(self, declared: std::sync::mpsc::Receiver<ObsSpec>, ready: watch::Sender<bool>, shared: Arc<Shared>) {
         let LearnerThread { setup, device, queue, stats, finished, stop } = self;
         let ckpt_dir = setup.run_dir.join("checkpoints");
-        let mut trainer = Trainer::<B>::new(setup.cfg.clone(), setup.policy.clone(), setup.spec.clone(), setup.mix, device);
+        let spec = loop {
+            if *stop.borrow() {
+                return;
+            }
+            match declared.recv_timeout(Duration::from_millis(100)) {
+                Ok(spec) => break spec,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        };
+        let mut trainer = Trainer::<B>::new(setup.cfg.clone(), setup.policy.clone(), spec.clone(), setup.mix, device);
         if let Some(state) = checkpoint::resume_latest(&ckpt_dir, &mut trainer) {
             stats.update(|s| {
                 s.env_steps = state.env_steps;
@@ -382,10 +450,10 @@ impl<B: AutodiffBackend> LearnerThread<B> {
             });
         }
         metrics::gauge!("oni_policy_version").set(trainer.version as f64);
-        if ready.send((trainer.version, trainer.weights_bytes(), trainer.fingerprint())).is_err() {
-            return;
-        }
-        let Ok(shared) = shared.recv() else { return };
+        *shared.published.write().unwrap() = Arc::new(Published { version: trainer.version, bytes: trainer.weights_bytes() });
+        shared.version.store(trainer.version, Ordering::Release);
+        let _ = shared.model.set(Model { spec, fingerprint: trainer.fingerprint() });
+        let _ = ready.send(true);
 
         let cfg = &setup.cfg;
         let mut pending: Vec<Rollout> = Vec::with_capacity(cfg.batch_rollouts);
