@@ -27,6 +27,20 @@ pub enum BenchCmd {
     Annotator(AnnotatorBench),
     /// Success rate of several presets (e.g. extrinsic-only vs ONI) at one step budget.
     Learning(crate::learning::LearningBench),
+    /// Env-hub protocol overhead: steps/s of an instant env attached from Python, per batch size.
+    Attach(AttachBench),
+}
+
+#[derive(Args)]
+pub struct AttachBench {
+    /// Envs per stream to measure, comma separated.
+    #[arg(long, default_value = "1,64", value_delimiter = ',')]
+    envs: Vec<usize>,
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Python with the oni_env package (default: the project venv's).
+    #[arg(long)]
+    python: Option<std::path::PathBuf>,
 }
 
 #[derive(Args)]
@@ -62,7 +76,34 @@ pub async fn run(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Learner(b) => bench_learner(b),
         BenchCmd::Annotator(b) => bench_annotator(b).await,
         BenchCmd::Learning(b) => crate::learning::bench_learning(b).await,
+        BenchCmd::Attach(b) => bench_attach(b).await,
     }
+}
+
+/// Starts a random-action hub on a loopback port and runs `python -m oni_env.bench` against
+/// it once per batch size; prints one JSON object with steps/s for each.
+async fn bench_attach(b: AttachBench) -> Result<()> {
+    let python = b.python.clone().unwrap_or_else(crate::learning::project_python);
+    let mut rows = Vec::new();
+    for &n in &b.envs {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let cfg = oni_actor::config::HubConfig { listen: "127.0.0.1:0".into(), ..Default::default() };
+        let addr = oni_actor::hub::serve_random(cfg, stop_rx).await?.to_string();
+        let mut cmd = std::process::Command::new(&python);
+        cmd.args(["-m", "oni_env.bench", "--address", &addr, "--num-envs", &n.to_string(), "--seconds", &b.seconds.to_string()]);
+        let out = tokio::task::spawn_blocking(move || cmd.output())
+            .await?
+            .map_err(|e| anyhow::anyhow!("cannot run {} (install the client: pip install ./clients/python): {e}", python.display()))?;
+        let _ = stop_tx.send(true);
+        if !out.status.success() {
+            anyhow::bail!("oni_env.bench with {n} envs failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let row: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        eprintln!("{n:>4} envs per stream: {:>9.0} steps/s", row["steps_per_second"].as_f64().unwrap_or(0.0));
+        rows.push(row);
+    }
+    println!("{}", json!({"benchmark": "attach", "env": "instant (python, 4 floats, 2 actions)", "actions": "uniform random, no policy", "runs": rows}));
+    Ok(())
 }
 
 fn bench_env(b: EnvBench) -> Result<()> {

@@ -178,7 +178,7 @@ fn write_report(b: &LearningBench, llm: &str, outcomes: &[Outcome]) -> Result<se
         table.insert(v.to_string(), json!({"success_rates": rates, "mean_success_rate": mean, "env_steps": steps, "mean_wall_seconds": wall}));
     }
     let png = b.out.join(format!("{}.png", b.name));
-    let plotted = std::process::Command::new(plot_python())
+    let plotted = std::process::Command::new(project_python())
         .args([Path::new("scripts/plot_learning.py"), &csv_path, &png])
         .status()
         .map(|s| s.success())
@@ -194,8 +194,9 @@ fn write_report(b: &LearningBench, llm: &str, outcomes: &[Outcome]) -> Result<se
     Ok(report)
 }
 
-/// The project's venv (scripts/setup.sh) when it has matplotlib, else the system python3.
-fn plot_python() -> PathBuf {
+/// The project's venv (scripts/setup.sh: nle, matplotlib, oni_env) when present, else the
+/// system python3.
+pub fn project_python() -> PathBuf {
     let cache = std::env::var_os("ONI_CACHE").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/oni")));
     cache.map(|c| c.join("venv/bin/python")).filter(|p| p.exists()).unwrap_or_else(|| PathBuf::from("python3"))
 }

@@ -198,10 +198,17 @@ pub async fn run(c: Common) -> Result<()> {
     let progress = supervise(&p, &learner, annotator.clone(), || actors.iter().all(|a| a.is_finished())).await;
     // actors stop first; the annotator (own stop signal) then finishes its backlog
     let _ = stop_tx.send(true);
+    let mut failure = None;
     for a in actors {
         match a.await {
-            Ok(Err(e)) => tracing::error!("actor failed: {e}"),
-            Err(e) => tracing::error!("actor task failed: {e}"),
+            Ok(Err(e)) => {
+                tracing::error!("actor failed: {e}");
+                failure.get_or_insert(e.to_string());
+            }
+            Err(e) => {
+                tracing::error!("actor task failed: {e}");
+                failure.get_or_insert(e.to_string());
+            }
             Ok(Ok(())) => {}
         }
     }
@@ -217,7 +224,10 @@ pub async fn run(c: Common) -> Result<()> {
         summary.env_steps, summary.wall_seconds, summary.steps_per_second, summary.success_rate,
         path.display()
     );
-    Ok(())
+    match failure {
+        Some(e) => Err(anyhow::anyhow!("an actor failed: {e}")),
+        None => Ok(()),
+    }
 }
 
 pub async fn learner(c: Common) -> Result<()> {

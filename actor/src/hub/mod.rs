@@ -9,8 +9,43 @@ pub(crate) mod stepping;
 pub use service::{HubEvent, HubState, PROTOCOL_VERSION};
 pub use spaces::Layout;
 
+use crate::config::HubConfig;
 use crate::stepping::{ActorError, ActorSetup};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::sync::watch;
+
+struct Started {
+    addr: SocketAddr,
+    state: Arc<HubState>,
+    events: crossbeam_channel::Receiver<HubEvent>,
+}
+
+/// Binds `cfg.listen` and serves the hub until `stop`.
+async fn start(cfg: &HubConfig, token: Option<String>, actor_id: &str, stop: watch::Receiver<bool>) -> Result<Started, ActorError> {
+    let hub_err = |reason: String| ActorError::Hub { addr: cfg.listen.clone(), reason };
+    let listener = tokio::net::TcpListener::bind(&cfg.listen).await.map_err(|e| hub_err(e.to_string()))?;
+    let addr = listener.local_addr().map_err(|e| hub_err(e.to_string()))?;
+    let (events_tx, events) = crossbeam_channel::unbounded();
+    let state = HubState::new(cfg.clone(), token, actor_id.to_string(), events_tx);
+    let mut builder = oni_proto::transport::server_builder(&oni_proto::TlsConfig::default()).map_err(|e| hub_err(e.to_string()))?;
+    oni_proto::transport::spawn_server(builder.add_service(state.server()), listener, stop, "env hub");
+    Ok(Started { addr, state, events })
+}
+
+/// Waits for the first client to declare its spaces; `None` when stopped first.
+async fn first_layout(state: &HubState, mut stop: watch::Receiver<bool>) -> Option<Layout> {
+    let mut layout = state.layout();
+    loop {
+        if let Some(l) = layout.borrow().clone() {
+            return Some(l);
+        }
+        tokio::select! {
+            r = layout.changed() => if r.is_err() { return None },
+            _ = stop.wait_for(|s| *s) => return None,
+        }
+    }
+}
 
 /// Starts the hub on `actor.hub.listen` and waits for the first client to declare its
 /// spaces. Returns their layout and the events for the stepping thread, or `None` when
@@ -18,28 +53,33 @@ use tokio::sync::watch;
 pub(crate) async fn serve(
     setup: &ActorSetup,
     actor_id: &str,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Result<Option<(Layout, crossbeam_channel::Receiver<HubEvent>)>, ActorError> {
-    let addr = setup.cfg.hub.listen.clone();
-    let hub_err = |reason: String| ActorError::Hub { addr: addr.clone(), reason };
-    let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| hub_err(e.to_string()))?;
-    let bound = listener.local_addr().map_err(|e| hub_err(e.to_string()))?;
-    let (events_tx, events_rx) = crossbeam_channel::unbounded();
-    let state = HubState::new(setup.cfg.hub.clone(), setup.token.clone(), actor_id.to_string(), events_tx);
-    let builder = oni_proto::transport::server_builder(&oni_proto::TlsConfig::default()).map_err(|e| hub_err(e.to_string()))?;
-    let mut builder = builder;
-    oni_proto::transport::spawn_server(builder.add_service(state.server()), listener, stop.clone(), "env hub");
-    tracing::info!(addr = %bound, "waiting for environments to attach");
-    eprintln!("environment hub listening on {bound}: attach environments with oni_env.attach(make_env, \"{bound}\")");
-    let mut layout = state.layout();
-    loop {
-        if let Some(l) = layout.borrow().clone() {
-            tracing::info!(spec = ?l.spec, "observation layout declared by the first client");
-            return Ok(Some((l, events_rx)));
-        }
-        tokio::select! {
-            r = layout.changed() => if r.is_err() { return Ok(None) },
-            _ = stop.wait_for(|s| *s) => return Ok(None),
-        }
-    }
+    let hub = start(&setup.cfg.hub, setup.token.clone(), actor_id, stop.clone()).await?;
+    tracing::info!(addr = %hub.addr, "waiting for environments to attach");
+    eprintln!("environment hub listening on {}: attach environments with oni_env.attach(make_env, \"{}\")", hub.addr, hub.addr);
+    let Some(layout) = first_layout(&hub.state, stop).await else { return Ok(None) };
+    tracing::info!(spec = ?layout.spec, "observation layout declared by the first client");
+    Ok(Some((layout, hub.events)))
+}
+
+/// A hub that answers every step with uniformly random actions and records nothing: the
+/// protocol's own cost, for `oni bench attach`. Serves until `stop`.
+pub async fn serve_random(cfg: HubConfig, stop: watch::Receiver<bool>) -> Result<SocketAddr, ActorError> {
+    let hub = start(&cfg, None, "bench", stop.clone()).await?;
+    let addr = hub.addr;
+    tokio::spawn(async move {
+        let Some(layout) = first_layout(&hub.state, stop.clone()).await else { return };
+        let halt = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let h = halt.clone();
+        let events = hub.events;
+        let looping = tokio::task::spawn_blocking(move || {
+            stepping::hub_loop::<oni_policy::CpuBackend>(layout, events, stepping::Acting::Random(h))
+        });
+        let mut stop = stop;
+        let _ = stop.wait_for(|s| *s).await;
+        halt.store(true, std::sync::atomic::Ordering::Release);
+        let _ = looping.await;
+    });
+    Ok(addr)
 }

@@ -193,8 +193,15 @@ impl EnvHub for Hub {
         tokio::spawn(async move {
             let _reservation = reservation;
             let why = loop {
-                let Ok(permit) = permits.acquire().await else { break "actor stopping".to_string() };
-                permit.forget();
+                // the permit comes with the answer to the last step; a closed semaphore means
+                // the stepping thread dropped this client, a closed reply that it went away
+                tokio::select! {
+                    p = permits.acquire() => match p {
+                        Ok(p) => p.forget(),
+                        Err(_) => break "dropped by the actor".to_string(),
+                    },
+                    _ = tx.closed() => break "client went away".to_string(),
+                }
                 match tokio::time::timeout(idle, inbound.message()).await {
                     Ok(Ok(Some(ClientMessage { kind: Some(Kind::Step(step)) }))) => {
                         if state.events.send(HubEvent::Step { client, step }).is_err() {

@@ -84,6 +84,7 @@ pub(crate) fn hub_loop<B: Backend>(
                     metrics::counter!("oni_hub_refused_total", "code" => format!("{:?}", st.code())).increment(1);
                     let c = clients.remove(&client).expect("present");
                     send(&c, Err(st));
+                    c.permits.close();
                     continue;
                 }
                 c.started = true;
@@ -108,8 +109,8 @@ pub(crate) fn hub_loop<B: Backend>(
                 let msg = HubMessage { kind: Some(hub_message::Kind::Actions(Actions { actions, policy_version: version })) };
                 if send(c, Ok(msg)) {
                     c.permits.add_permits(1);
-                } else {
-                    clients.remove(&client);
+                } else if let Some(c) = clients.remove(&client) {
+                    c.permits.close();
                 }
             }
         }

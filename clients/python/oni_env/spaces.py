@@ -64,8 +64,13 @@ class Layout:
         """The B observations' bytes per tensor, in declaration order."""
         out = []
         for t in self.tensors:
-            parts = [np.asarray(o if t.key is None else o[t.key]) for o in obs]
-            out.append(b"".join(np.ascontiguousarray(p, dtype=t.np_dtype).tobytes() for p in parts))
+            parts = [o if t.key is None else o[t.key] for o in obs]
+            try:
+                out.append(np.asarray(parts, dtype=t.np_dtype).tobytes())
+            except ValueError:
+                # ragged (an env produced another shape): send what it produced; the actor
+                # answers INVALID_ARGUMENT naming the tensor
+                out.append(b"".join(np.asarray(p, dtype=t.np_dtype).tobytes() for p in parts))
         return out
 
     def message(self, obs: Any) -> bytes:
