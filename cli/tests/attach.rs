@@ -173,3 +173,44 @@ fn the_shipped_python_stubs_match_the_proto() {
     let out = Command::new(python()).args(["gen_stubs.py", "--check"]).current_dir(repo_root().join("clients/python")).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Env steps the run in `dir` has trained so far (from its progress log).
+fn trained_steps(dir: &Path) -> u64 {
+    let text = std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["env_steps"].as_u64())
+        .max()
+        .unwrap_or(0)
+}
+
+fn wait_trained(dir: &Path, what: &str) {
+    let t = Instant::now();
+    while trained_steps(dir) == 0 {
+        assert!(t.elapsed() < Duration::from_secs(120), "{what}: nothing trained");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_client_reconnects_when_its_actor_dies_and_comes_back() {
+    let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let hub = free_port();
+    let forever = ["--max-env-steps", "0", "--set", "run.max_seconds=300", "--set", "run.progress_interval_secs=0.5"];
+    let mut run = oni_run("configs/attached-cartpole.toml", first.path(), hub, &forever);
+    wait_port(hub);
+    let addr = format!("127.0.0.1:{hub}");
+    let log = first.path().join("client.log");
+    let mut client = Py::start(&["examples/cartpole.py", "--address", &addr, "--num-envs", "8"], &log);
+    wait_trained(first.path(), "first run");
+    let _ = run.kill(); // SIGKILL: the stream breaks mid-step
+    let _ = run.wait();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(client.0.try_wait().unwrap().is_none(), "the client gave up when its actor died:\n{}", std::fs::read_to_string(&log).unwrap());
+    let mut again = oni_run("configs/attached-cartpole.toml", second.path(), hub, &forever);
+    wait_trained(second.path(), "the restarted run (the client did not reconnect)");
+    let _ = again.kill();
+    let _ = again.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("reconnecting"), "no reconnect logged:\n{text}");
+}
