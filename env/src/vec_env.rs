@@ -29,6 +29,19 @@ pub struct VecStep {
     pub restarts: Vec<(usize, String)>,
 }
 
+impl VecStep {
+    /// Buffers for `n` envs.
+    pub fn new(n: usize) -> Self {
+        VecStep {
+            rewards: vec![0.0; n],
+            dones: vec![false; n],
+            captions: vec![0; n * MESSAGE_LEN],
+            episodes: Vec::new(),
+            restarts: Vec::new(),
+        }
+    }
+}
+
 /// A batch's current observations and last step, wherever the batch lives (a `VecEnv`, or
 /// envs attached over the network).
 #[derive(Clone, Copy)]
@@ -103,13 +116,7 @@ impl VecEnv {
             glyphs: vec![0; num_envs * spec.crop_len()],
             stats: vec![0.0; num_envs * spec.stats_dim],
             messages: vec![0; num_envs * MESSAGE_LEN],
-            last: VecStep {
-                rewards: vec![0.0; num_envs],
-                dones: vec![false; num_envs],
-                captions: vec![0; num_envs * MESSAGE_LEN],
-                episodes: Vec::new(),
-                restarts: Vec::new(),
-            },
+            last: VecStep::new(num_envs),
             episode_counter: vec![0; num_envs],
             ep_return: vec![0.0; num_envs],
             ep_len: vec![0; num_envs],

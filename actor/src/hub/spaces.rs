@@ -91,7 +91,7 @@ impl Layout {
             }
             let dtype = Dtype::try_from(t.dtype).unwrap_or(Dtype::Unspecified);
             let w = width(dtype).ok_or_else(|| bad(format!("field {field}: dtype {} is not one of uint8, int8, uint16, int16, int32, int64, float32, float64", t.dtype)))?;
-            if t.shape.iter().any(|&d| d == 0) {
+            if t.shape.contains(&0) {
                 return Err(bad(format!("field {field}: shape {:?} has an empty dimension", t.shape)));
             }
             let elems: usize = t.shape.iter().map(|&d| d as usize).product();
@@ -286,13 +286,7 @@ impl Batch {
             glyphs: vec![0; n * spec.crop_len()],
             stats: vec![0.0; n * spec.stats_dim],
             messages: vec![0; n * MESSAGE_LEN],
-            last: VecStep {
-                rewards: vec![0.0; n],
-                dones: vec![false; n],
-                captions: vec![0; n * MESSAGE_LEN],
-                episodes: Vec::new(),
-                restarts: Vec::new(),
-            },
+            last: VecStep::new(n),
             first_index,
             ep_return: vec![0.0; n],
             ep_len: vec![0; n],

@@ -25,7 +25,7 @@ struct Client {
 
 /// Where a step's actions come from.
 pub(crate) enum Acting<'a, B: Backend> {
-    Policy(Stepper<B>, &'a ActorSetup, Arc<oni_reward_model::pull::RewardSlot>),
+    Policy(Box<Stepper<B>>, &'a ActorSetup, Arc<oni_reward_model::pull::RewardSlot>),
     /// Uniformly random actions, nothing recorded: measures the protocol alone.
     Random(Arc<std::sync::atomic::AtomicBool>),
 }
@@ -129,6 +129,6 @@ impl ActorSetup {
     ) -> Result<(), ActorError> {
         let reward_slot = w.reward_slot.clone();
         let st = Stepper::<B>::new(&self, layout.spec.clone(), device, w);
-        hub_loop::<B>(layout, events, Acting::Policy(st, &self, reward_slot))
+        hub_loop::<B>(layout, events, Acting::Policy(Box::new(st), &self, reward_slot))
     }
 }
