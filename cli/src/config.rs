@@ -191,6 +191,15 @@ pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Config> {
         Some(p) => read_table(p, 0)?,
         None => toml::Table::new(),
     };
+    // Environment overrides (containers: one config file, per-service settings in the
+    // environment): ONI__LEARNER__LISTEN=0.0.0.0:50051 sets learner.listen. `--set` wins.
+    let mut from_env: Vec<(String, String)> = std::env::vars()
+        .filter_map(|(k, v)| k.strip_prefix("ONI__").map(|k| (k.to_ascii_lowercase().replace("__", "."), v)))
+        .collect();
+    from_env.sort();
+    for (k, v) in from_env {
+        set_path(&mut table, &k, parse_value(v.trim())).map_err(|e| anyhow!("environment variable ONI__{}: {e}", k.to_ascii_uppercase().replace('.', "__")))?;
+    }
     for o in overrides {
         let (k, v) = o.split_once('=').ok_or_else(|| anyhow!("--set `{o}` must be key=value"))?;
         set_path(&mut table, k.trim(), parse_value(v.trim()))?;
@@ -274,6 +283,15 @@ mod tests {
         assert!(e.contains("env.name") && e.contains("nope"), "{e}");
         let e = load(Some(Path::new("/no/such/file.toml")), &[]).unwrap_err().to_string();
         assert!(e.contains("/no/such/file.toml"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides_sit_between_the_file_and_set() {
+        // a key no other test looks at, since the environment is shared by the test threads
+        std::env::set_var("ONI__ACTOR__HUB__IDLE_TIMEOUT_MS", "1234");
+        assert_eq!(load(None, &[]).unwrap().actor.hub.idle_timeout_ms, 1234);
+        assert_eq!(load(None, &["actor.hub.idle_timeout_ms=99".into()]).unwrap().actor.hub.idle_timeout_ms, 99);
+        std::env::remove_var("ONI__ACTOR__HUB__IDLE_TIMEOUT_MS");
     }
 
     #[test]

@@ -56,6 +56,34 @@ enum Cmd {
     /// Throughput benchmarks; each prints one JSON object.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+    /// Container healthcheck: exits 0 when this host's role serves its metrics endpoint.
+    Health(HealthArgs),
+}
+
+#[derive(Args)]
+struct HealthArgs {
+    /// host:port of the metrics endpoint to probe.
+    #[arg(long, default_value = "127.0.0.1:9100")]
+    metrics: String,
+    #[arg(long, default_value_t = 3.0)]
+    timeout_secs: f64,
+}
+
+/// GET /metrics and look for oni's own families: a process that is up but not yet serving
+/// (or a different server on the port) is unhealthy.
+fn health(a: HealthArgs) -> Result<()> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let t = std::time::Duration::from_secs_f64(a.timeout_secs);
+    let addr = a.metrics.to_socket_addrs()?.next().ok_or_else(|| anyhow::anyhow!("cannot resolve {}", a.metrics))?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, t)?;
+    s.set_read_timeout(Some(t))?;
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n", a.metrics)?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    anyhow::ensure!(body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200"), "metrics endpoint answered: {}", body.lines().next().unwrap_or(""));
+    anyhow::ensure!(body.contains("oni_"), "no oni metrics at {}", a.metrics);
+    Ok(())
 }
 
 fn main() -> Result<()> {
@@ -70,6 +98,7 @@ fn main() -> Result<()> {
             Cmd::Labels(l) => labels::labels(l),
             Cmd::Judge(a) => judge::judge(a).await,
             Cmd::Bench(b) => bench::run(b).await,
+            Cmd::Health(a) => health(a),
         }
     })
 }

@@ -2,36 +2,8 @@
 //! labelled into the run's label bank, which `oni labels` lists and exports.
 
 mod support;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 use support::*;
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn llama_server(port: u16) -> Server {
-    let cache = std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/oni");
-    let cache = std::env::var("ONI_CACHE").map(std::path::PathBuf::from).unwrap_or(cache);
-    let child = Command::new(cache.join("bin/llama-server"))
-        .args(["-m", cache.join("models/SmolLM2-135M-Instruct.Q4_1.gguf").to_str().unwrap()])
-        .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--parallel", "4", "-c", "4096"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("llama-server built by scripts/llm-server.sh");
-    let t = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(60), "llama-server did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Server(child)
-}
 
 fn oni_out(args: &[&str]) -> String {
     let out = Command::new(oni()).args(args).current_dir(repo_root()).output().unwrap();

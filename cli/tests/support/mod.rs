@@ -158,3 +158,53 @@ pub fn scrape(addr: &str) -> Option<String> {
 pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
 }
+
+/// A server process (not `oni`) killed when dropped.
+pub struct Server(pub Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn oni_cache() -> PathBuf {
+    std::env::var_os("ONI_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/oni"))
+}
+
+fn wait_listening(port: u16, what: &str) {
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(60), "{what} did not start on {port}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// llama-server (built by scripts/llm-server.sh) with SmolLM2 on 127.0.0.1:`port`.
+pub fn llama_server(port: u16) -> Server {
+    let cache = oni_cache();
+    let child = Command::new(cache.join("bin/llama-server"))
+        .args(["-m", cache.join("models/SmolLM2-135M-Instruct.Q4_1.gguf").to_str().unwrap()])
+        .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--parallel", "4", "-c", "4096"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("llama-server built by scripts/llm-server.sh");
+    wait_listening(port, "llama-server");
+    Server(child)
+}
+
+/// A throwaway redis-server (Debian's) on 127.0.0.1:`port`, data in `dir`.
+pub fn redis_server(port: u16, dir: &Path) -> Server {
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir", dir.to_str().unwrap(), "--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server (apt-get install redis-server)");
+    wait_listening(port, "redis-server");
+    Server(child)
+}
