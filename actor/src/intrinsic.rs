@@ -4,9 +4,8 @@
 //! this to `α_ext · clip(r_ext)`.
 
 pub use oni_reward_model::pull::{accept, pull_reward_models, RewardSlot};
-use oni_reward_model::{normalise, EpisodeCounts, RewardModel};
+use oni_reward_model::{normalise, CachedRewards, EpisodeCounts};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -17,18 +16,13 @@ pub struct IntrinsicConfig {
     pub pull_ms: u64,
 }
 
-/// Most captions whose reward is remembered per model version.
-const CACHE_CAPACITY: usize = 100_000;
 /// Steps between updates of the intrinsic-reward gauges.
 const GAUGE_EVERY: u64 = 20_000;
 
 /// Rewards the steps of one group of envs; lives on the stepping thread.
 pub struct Rewarder {
-    slot: Arc<RewardSlot>,
-    model: Option<Arc<RewardModel>>,
+    rewards: CachedRewards,
     beta: f32,
-    /// r_int per caption under the current model (captions repeat a lot).
-    cache: HashMap<String, f32>,
     counts: Vec<EpisodeCounts>,
     episode_sum: Vec<f32>,
     window: (u64, u64, f64),
@@ -37,10 +31,8 @@ pub struct Rewarder {
 impl Rewarder {
     pub fn new(slot: Arc<RewardSlot>, beta: f32, envs: usize) -> Self {
         Rewarder {
-            slot,
-            model: None,
+            rewards: CachedRewards::new(slot),
             beta,
-            cache: HashMap::new(),
             counts: vec![EpisodeCounts::default(); envs],
             episode_sum: vec![0.0; envs],
             window: (0, 0, 0.0),
@@ -49,42 +41,22 @@ impl Rewarder {
 
     /// The model version rewards are computed with (0: none yet, every reward is 0).
     pub fn version(&self) -> u64 {
-        self.model.as_ref().map_or(0, |m| m.version())
-    }
-
-    fn refresh(&mut self) {
-        let latest = self.slot.latest.lock().unwrap().clone();
-        if latest.as_ref().map(|m| m.version()) != self.model.as_ref().map(|m| m.version()) {
-            self.model = latest;
-            self.cache.clear();
-        }
+        self.rewards.version()
     }
 
     /// `r_int(m) · N_ep(m)^(−β)` for each env's caption of this step, with the decay
     /// factors `N_ep(m)^(−β)` themselves; episodes that ended here (`dones`) return their
     /// intrinsic sum in `finished` (else 0) and restart their counts.
     pub fn step(&mut self, captions: &[String], dones: &[bool]) -> StepRewards {
-        self.refresh();
+        self.rewards.refresh();
         let keys: Vec<Option<String>> = captions.iter().map(|c| normalise(c)).collect();
-        if let Some(model) = &self.model {
-            let mut missing: Vec<&str> = keys.iter().flatten().filter(|k| !self.cache.contains_key(*k)).map(|k| k.as_str()).collect();
-            missing.sort_unstable();
-            missing.dedup();
-            if !missing.is_empty() {
-                if self.cache.len() + missing.len() > CACHE_CAPACITY {
-                    self.cache.clear();
-                }
-                for (k, r) in missing.iter().zip(model.rewards(&missing)) {
-                    self.cache.insert(k.to_string(), r);
-                }
-            }
-        }
+        self.rewards.prepare(keys.iter().flatten().map(String::as_str));
         let mut rewards = Vec::with_capacity(captions.len());
         let mut decays = Vec::with_capacity(captions.len());
         let mut finished = vec![0.0; captions.len()];
         for (i, key) in keys.iter().enumerate() {
             let decay = key.as_ref().map_or(0.0, |k| self.counts[i].observe(k, self.beta));
-            let r = key.as_ref().map_or(0.0, |k| self.cache.get(k).copied().unwrap_or(0.0) * decay);
+            let r = key.as_ref().map_or(0.0, |k| self.rewards.get(k) * decay);
             self.episode_sum[i] += r;
             rewards.push(r);
             decays.push(decay);

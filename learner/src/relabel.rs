@@ -6,56 +6,37 @@
 
 use oni_proto::v1::Rollout;
 use oni_reward_model::pull::RewardSlot;
-use oni_reward_model::{normalise, RewardModel};
-use std::collections::HashMap;
+use oni_reward_model::{normalise, CachedRewards};
 use std::sync::Arc;
 
 pub struct Relabeler {
-    slot: Arc<RewardSlot>,
-    model: Option<Arc<RewardModel>>,
-    cache: HashMap<String, f32>,
+    rewards: CachedRewards,
 }
-
-const CACHE_CAPACITY: usize = 100_000;
 
 impl Relabeler {
     pub fn new(slot: Arc<RewardSlot>) -> Self {
-        Relabeler { slot, model: None, cache: HashMap::new() }
+        Relabeler { rewards: CachedRewards::new(slot) }
     }
 
     /// Rewrites the intrinsic rewards of the rollouts that carry decay factors; returns how
     /// many were relabelled (none before the first model arrives).
     pub fn apply(&mut self, rollouts: &mut [Rollout]) -> usize {
-        let latest = self.slot.latest.lock().unwrap().clone();
-        if latest.as_ref().map(|m| m.version()) != self.model.as_ref().map(|m| m.version()) {
-            self.model = latest;
-            self.cache.clear();
+        self.rewards.refresh();
+        if !self.rewards.has_model() {
+            return 0;
         }
-        let Some(model) = &self.model else { return 0 };
-        let mut missing: Vec<String> = rollouts
-            .iter()
-            .filter(|r| !r.intrinsic_decay.is_empty())
-            .flat_map(|r| r.captions.iter().filter_map(|c| normalise(c)))
-            .filter(|c| !self.cache.contains_key(c))
-            .collect();
-        missing.sort_unstable();
-        missing.dedup();
-        if self.cache.len() + missing.len() > CACHE_CAPACITY {
-            self.cache.clear();
-        }
-        let refs: Vec<&str> = missing.iter().map(String::as_str).collect();
-        for (c, r) in missing.iter().zip(model.rewards(&refs)) {
-            self.cache.insert(c.clone(), r);
-        }
+        let relabel = |r: &Rollout| r.intrinsic_decay.len() == r.captions.len() && !r.captions.is_empty();
+        let keys: Vec<String> = rollouts.iter().filter(|r| relabel(r)).flat_map(|r| r.captions.iter().filter_map(|c| normalise(c))).collect();
+        self.rewards.prepare(keys.iter().map(String::as_str));
         let mut n = 0;
-        for r in rollouts.iter_mut().filter(|r| r.intrinsic_decay.len() == r.captions.len() && !r.captions.is_empty()) {
+        for r in rollouts.iter_mut().filter(|r| relabel(r)) {
             r.intrinsic_rewards = r
                 .captions
                 .iter()
                 .zip(&r.intrinsic_decay)
-                .map(|(c, d)| normalise(c).and_then(|c| self.cache.get(&c).copied()).unwrap_or(0.0) * d)
+                .map(|(c, d)| normalise(c).map_or(0.0, |c| self.rewards.get(&c)) * d)
                 .collect();
-            r.reward_model_version = model.version();
+            r.reward_model_version = self.rewards.version();
             n += 1;
         }
         n

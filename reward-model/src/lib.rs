@@ -13,6 +13,7 @@
 //! The annotator trains them (`train`) and publishes versioned snapshots (`snapshot`); the
 //! actors load the snapshots and reward each step (`model`, `decay`).
 
+pub mod cached;
 pub mod caption;
 pub mod decay;
 pub mod model;
@@ -21,6 +22,7 @@ pub mod pull;
 pub mod snapshot;
 pub mod train;
 
+pub use cached::CachedRewards;
 pub use caption::normalise;
 pub use decay::EpisodeCounts;
 pub use model::{Kind, RewardModel};
