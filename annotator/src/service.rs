@@ -350,16 +350,7 @@ impl Core {
             latency_ms,
             time_ms: now_ms(),
         };
-        let mut records = Vec::new();
-        let mut retry = Vec::new();
-        for (caption, r) in batch.iter().zip(results) {
-            match r {
-                Ok(a) => records.push(record(caption, a.label, a.raw, a.latency.as_millis() as u64)),
-                // a refused request will not succeed by repetition: record it as unknown
-                Err(e) if e.is_final() => records.push(record(caption, Label::Unknown, truncate(&e.to_string(), RAW_ANSWER_MAX), 0)),
-                Err(_) => retry.push(caption.clone()),
-            }
-        }
+        let (records, mut retry) = sort_answers(&batch, results, Label::Unknown, record);
         let stored = if records.is_empty() { Ok(()) } else { self.bank.put(&records) };
         if let Err(e) = &stored {
             tracing::error!("label bank write failed, will ask again: {e}");
@@ -396,15 +387,7 @@ impl Core {
             latency_ms,
             time_ms: now_ms(),
         };
-        let mut records = Vec::new();
-        let mut retry = Vec::new();
-        for (pair, r) in batch.iter().zip(results) {
-            match r {
-                Ok(a) => records.push(record(pair, a.label, a.raw, a.latency.as_millis() as u64)),
-                Err(e) if e.is_final() => records.push(record(pair, Preference::Unknown, truncate(&e.to_string(), RAW_ANSWER_MAX), 0)),
-                Err(_) => retry.push(pair.clone()),
-            }
-        }
+        let (records, mut retry) = sort_answers(&batch, results, Preference::Unknown, record);
         let stored = if records.is_empty() { Ok(()) } else { self.bank.put_pairs(&records) };
         if let Err(e) = &stored {
             tracing::error!("label bank write failed, will ask again: {e}");
@@ -431,6 +414,29 @@ impl Core {
     pub fn spawn_workers(self: &Arc<Self>, stop: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
         (0..self.llm.config().concurrency.max(1)).map(|_| tokio::spawn(self.clone().work_loop(stop.clone()))).collect()
     }
+}
+
+/// Splits a batch's answers into records to store (an answer, or `unknown` for a request
+/// that will not succeed by repetition) and the items to ask again.
+fn sort_answers<I: Clone, T, R>(
+    batch: &[I],
+    results: Vec<Result<crate::llm::Answer<T>, crate::llm::LlmError>>,
+    unknown: T,
+    record: impl Fn(&I, T, String, u64) -> R,
+) -> (Vec<R>, Vec<I>)
+where
+    T: Copy,
+{
+    let mut records = Vec::new();
+    let mut retry = Vec::new();
+    for (item, r) in batch.iter().zip(results) {
+        match r {
+            Ok(a) => records.push(record(item, a.label, a.raw, a.latency.as_millis() as u64)),
+            Err(e) if e.is_final() => records.push(record(item, unknown, truncate(&e.to_string(), RAW_ANSWER_MAX), 0)),
+            Err(_) => retry.push(item.clone()),
+        }
+    }
+    (records, retry)
 }
 
 pub struct AnnotatorService {
