@@ -35,7 +35,8 @@ oni_image() {
     rm -rf "$stage" && mkdir -p "$stage"
     [ -x "$CARGO_TARGET_DIR/release/oni" ] || cargo build --release -p oni
     cp "$CARGO_TARGET_DIR/release/oni" "$stage/oni"
-    cp -r "$ONI_CACHE/venv/lib/python3.11/site-packages/nle" "$stage/nle"
+    local nle; nle=$("$ONI_CACHE/venv/bin/python" -c "import importlib.util, os; print(os.path.dirname(importlib.util.find_spec('nle').origin))")
+    cp -r "$nle" "$stage/nle"
     rm -rf "$stage/nle/__pycache__" "$stage"/nle/*/__pycache__
     cp "$ONI_CACHE/bin/llama-server" "$stage/llama-server"
     docker build -q -f deploy/Dockerfile --target runtime-prebuilt --build-arg BASE_IMAGE=oni/debian:bookworm -t oni/oni:latest . >/dev/null
