@@ -129,7 +129,7 @@ pub async fn run_actor<B: Backend>(
         std::thread::Builder::new()
             .name(format!("actor-{}", setup.index))
             .spawn(move || match hub {
-                Some((layout, events)) => setup.hub_policy_loop::<B>(layout, device, w, events),
+                Some((layout, events)) => crate::hub::stepping::hub_policy_loop::<B>(&setup, layout, device, w, events),
                 None => step_loop::<B>(setup, spec, device, w),
             })
             .map_err(|_| ActorError::Panicked)?
@@ -167,17 +167,6 @@ pub(crate) struct Group {
     pub offset: usize,
 }
 
-impl Group {
-    pub fn new(spec: &ObsSpec, setup: &ActorSetup, reward_slot: &Arc<RewardSlot>, size: usize, offset: usize) -> Self {
-        Group {
-            hidden: vec![0.0; size * setup.policy.core_hidden],
-            rollouts: GroupRollouts::new(spec, setup.rollout_len, size, offset),
-            rewarder: setup.intrinsic.as_ref().map(|ic| Rewarder::new(reward_slot.clone(), ic.beta, size)),
-            offset,
-        }
-    }
-}
-
 /// What every stepping loop shares: the policy and its weights, action sampling, and the
 /// hand-over of finished rollouts and captions.
 pub(crate) struct Stepper<B: Backend> {
@@ -195,6 +184,10 @@ pub(crate) struct Stepper<B: Backend> {
     pub fatal: Arc<AtomicBool>,
     message_bytes: usize,
     hidden_size: usize,
+    rollout_len: usize,
+    reward_slot: Arc<RewardSlot>,
+    /// β of the count decay when steps get an intrinsic reward.
+    intrinsic_beta: Option<f32>,
 }
 
 /// The channels and flags a stepping thread gets from `run_actor`.
@@ -226,6 +219,19 @@ impl<B: Backend> Stepper<B> {
             fatal: w.fatal,
             message_bytes: setup.policy.message_bytes,
             hidden_size: setup.policy.core_hidden,
+            rollout_len: setup.rollout_len,
+            reward_slot: w.reward_slot,
+            intrinsic_beta: setup.intrinsic.as_ref().map(|ic| ic.beta),
+        }
+    }
+
+    /// A group of `size` envs whose first env slot is `offset`.
+    pub fn group(&self, size: usize, offset: usize) -> Group {
+        Group {
+            hidden: vec![0.0; size * self.hidden_size],
+            rollouts: GroupRollouts::new(&self.spec, self.rollout_len, size, offset),
+            rewarder: self.intrinsic_beta.map(|beta| Rewarder::new(self.reward_slot.clone(), beta, size)),
+            offset,
         }
     }
 
@@ -315,6 +321,7 @@ pub(crate) fn step_loop<B: Backend>(setup: ActorSetup, spec: ObsSpec, device: B:
     let n = setup.cfg.num_envs.max(1);
     let halves = if n >= 2 { vec![n / 2, n - n / 2] } else { vec![n] };
     let seed = setup.env.seed.wrapping_add((setup.index as u64) << 32).wrapping_add(rand::random::<u32>() as u64);
+    let mut st = Stepper::<B>::new(&setup, spec, device, w);
     let mut groups = Vec::new();
     let mut envs = Vec::new();
     let mut offset = 0;
@@ -322,10 +329,9 @@ pub(crate) fn step_loop<B: Backend>(setup: ActorSetup, spec: ObsSpec, device: B:
         let env_cfg = setup.env.clone();
         let factory: EnvFactory = Box::new(move || make_env(&env_cfg));
         envs.push(Some(VecEnv::new(factory, size, seed, offset)?));
-        groups.push(Group::new(&spec, &setup, &w.reward_slot, size, offset));
+        groups.push(st.group(size, offset));
         offset += size;
     }
-    let mut st = Stepper::<B>::new(&setup, spec, device, w);
     let worker = StepWorker::new();
 
     let count = groups.len();

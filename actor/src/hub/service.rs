@@ -30,6 +30,13 @@ struct Admitted {
     envs: usize,
 }
 
+impl Admitted {
+    fn publish(&self) {
+        metrics::gauge!("oni_hub_clients").set(self.clients as f64);
+        metrics::gauge!("oni_hub_envs").set(self.envs as f64);
+    }
+}
+
 pub struct HubState {
     cfg: HubConfig,
     token: Option<String>,
@@ -52,8 +59,7 @@ impl Drop for Reservation {
         let mut a = self.state.admitted.lock().unwrap();
         a.clients -= 1;
         a.envs -= self.envs;
-        metrics::gauge!("oni_hub_clients").set(a.clients as f64);
-        metrics::gauge!("oni_hub_envs").set(a.envs as f64);
+        a.publish();
     }
 }
 
@@ -94,7 +100,7 @@ impl HubState {
             .max_encoding_message_size(limit)
     }
 
-    fn admit(self: &Arc<Self>, hello: &oni_proto::v1::Hello) -> Result<(Layout, Reservation), Status> {
+    fn admit(self: &Arc<Self>, hello: &oni_proto::v1::Hello) -> Result<Reservation, Status> {
         if hello.protocol_version != PROTOCOL_VERSION {
             return Err(Status::failed_precondition(format!(
                 "client speaks env-hub protocol v{} but this actor speaks v{PROTOCOL_VERSION}: install the client that matches this oni release (pip install ./clients/python)",
@@ -150,9 +156,8 @@ impl HubState {
         }
         a.clients += 1;
         a.envs += n;
-        metrics::gauge!("oni_hub_clients").set(a.clients as f64);
-        metrics::gauge!("oni_hub_envs").set(a.envs as f64);
-        Ok((layout, Reservation { state: self.clone(), envs: n }))
+        a.publish();
+        Ok(Reservation { state: self.clone(), envs: n })
     }
 }
 
@@ -175,7 +180,7 @@ impl EnvHub for Hub {
             Ok(Err(st)) => return Err(st),
             Err(_) => return Err(refuse(Status::deadline_exceeded("no Hello within the idle timeout"))),
         };
-        let (_, reservation) = state.admit(&hello).map_err(refuse)?;
+        let reservation = state.admit(&hello).map_err(refuse)?;
         let n = hello.num_envs as usize;
         let client = state.next_client.fetch_add(1, Ordering::Relaxed);
         let first_slot = state.next_slot.fetch_add(n as u64, Ordering::Relaxed) as usize;

@@ -185,6 +185,7 @@ impl Layout {
         let spec = &self.spec;
         for (i, (t, raw)) in self.tensors.iter().zip(&m.observations).enumerate() {
             let field = format!("observations[{i}] (`{}`)", t.name);
+            let dtype = Dtype::try_from(t.dtype).unwrap_or(Dtype::Unspecified);
             let want = n * t.elems * t.width;
             if raw.len() != want {
                 return Err(bad(format!(
@@ -192,10 +193,9 @@ impl Layout {
                     raw.len(),
                     t.elems,
                     t.width,
-                    Dtype::try_from(t.dtype).map(|d| d.as_str_name()).unwrap_or("?")
+                    dtype.as_str_name()
                 )));
             }
-            let dtype = Dtype::try_from(t.dtype).unwrap_or(Dtype::Unspecified);
             let values = read_values(dtype, raw);
             match t.role {
                 Role::Grid { num_ids } => {
@@ -295,6 +295,15 @@ impl Batch {
 
     pub fn view(&self) -> BatchView<'_> {
         BatchView { glyphs: &self.glyphs, stats: &self.stats, messages: &self.messages, last: &self.last }
+    }
+
+    /// How many envs the batch holds.
+    pub fn len(&self) -> usize {
+        self.ep_len.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ep_len.is_empty()
     }
 
     /// The step's rewards, ends, captions and finished episodes. The step's message is both

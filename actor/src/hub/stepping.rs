@@ -14,7 +14,6 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 struct Client {
-    envs: usize,
     /// Rollouts and state (none when acting at random).
     group: Option<Group>,
     batch: Batch,
@@ -24,16 +23,16 @@ struct Client {
 }
 
 /// Where a step's actions come from.
-pub(crate) enum Acting<'a, B: Backend> {
-    Policy(Box<Stepper<B>>, &'a ActorSetup, Arc<oni_reward_model::pull::RewardSlot>),
+pub(crate) enum Acting<B: Backend> {
+    Policy(Box<Stepper<B>>),
     /// Uniformly random actions, nothing recorded: measures the protocol alone.
     Random(Arc<std::sync::atomic::AtomicBool>),
 }
 
-impl<B: Backend> Acting<'_, B> {
+impl<B: Backend> Acting<B> {
     fn stopping(&self) -> bool {
         match self {
-            Acting::Policy(st, ..) => st.stopping(),
+            Acting::Policy(st) => st.stopping(),
             Acting::Random(halt) => halt.load(std::sync::atomic::Ordering::Acquire),
         }
     }
@@ -48,7 +47,7 @@ fn send(c: &Client, msg: Result<HubMessage, tonic::Status>) -> bool {
 pub(crate) fn hub_loop<B: Backend>(
     layout: Layout,
     events: crossbeam_channel::Receiver<HubEvent>,
-    mut acting: Acting<'_, B>,
+    mut acting: Acting<B>,
 ) -> Result<(), ActorError> {
     let spec = layout.spec.clone();
     let mut clients: HashMap<u64, Client> = HashMap::new();
@@ -62,16 +61,16 @@ pub(crate) fn hub_loop<B: Backend>(
         match ev {
             HubEvent::Joined { client, envs, first_slot, reply, permits } => {
                 let group = match &acting {
-                    Acting::Policy(_, setup, rs) => Some(Group::new(&spec, setup, rs, envs, first_slot)),
+                    Acting::Policy(st) => Some(st.group(envs, first_slot)),
                     Acting::Random(_) => None,
                 };
                 let batch = Batch::new(&spec, envs, first_slot);
-                clients.insert(client, Client { envs, group, batch, started: false, reply, permits });
+                clients.insert(client, Client { group, batch, started: false, reply, permits });
             }
             HubEvent::Left { client, why } => {
                 if let Some(c) = clients.remove(&client) {
                     if c.started {
-                        metrics::counter!("oni_hub_discarded_partial_rollouts_total").increment(c.envs as u64);
+                        metrics::counter!("oni_hub_discarded_partial_rollouts_total").increment(c.batch.len() as u64);
                     }
                     tracing::debug!(client, "dropped the client's unfinished rollouts ({why})");
                 }
@@ -79,7 +78,7 @@ pub(crate) fn hub_loop<B: Backend>(
             HubEvent::Step { client, step } => {
                 let Some(c) = clients.get_mut(&client) else { continue };
                 let initial = !c.started;
-                if let Err(st) = layout.decode(&step, c.envs, initial, &mut c.batch) {
+                if let Err(st) = layout.decode(&step, c.batch.len(), initial, &mut c.batch) {
                     tracing::warn!(client, "bad step from an environment client: {}", st.message());
                     metrics::counter!("oni_hub_refused_total", "code" => format!("{:?}", st.code())).increment(1);
                     let c = clients.remove(&client).expect("present");
@@ -89,7 +88,7 @@ pub(crate) fn hub_loop<B: Backend>(
                 }
                 c.started = true;
                 let actions: Vec<u32> = match &mut acting {
-                    Acting::Policy(st, ..) => {
+                    Acting::Policy(st) => {
                         let g = c.group.as_mut().expect("a policy group");
                         if !initial {
                             st.after_step(g, c.batch.view());
@@ -100,10 +99,10 @@ pub(crate) fn hub_loop<B: Backend>(
                         }
                         a.into_iter().map(|x| x as u32).collect()
                     }
-                    Acting::Random(_) => (0..c.envs).map(|_| rng.random_range(0..spec.num_actions as u32)).collect(),
+                    Acting::Random(_) => (0..c.batch.len()).map(|_| rng.random_range(0..spec.num_actions as u32)).collect(),
                 };
                 let version = match &acting {
-                    Acting::Policy(st, ..) => st.version,
+                    Acting::Policy(st) => st.version,
                     Acting::Random(_) => 0,
                 };
                 let msg = HubMessage { kind: Some(hub_message::Kind::Actions(Actions { actions, policy_version: version })) };
@@ -118,17 +117,14 @@ pub(crate) fn hub_loop<B: Backend>(
     Ok(())
 }
 
-impl ActorSetup {
-    /// Runs the attached-environment stepping thread with the policy.
-    pub(crate) fn hub_policy_loop<B: Backend>(
-        self,
-        layout: Layout,
-        device: B::Device,
-        w: Wiring,
-        events: crossbeam_channel::Receiver<HubEvent>,
-    ) -> Result<(), ActorError> {
-        let reward_slot = w.reward_slot.clone();
-        let st = Stepper::<B>::new(&self, layout.spec.clone(), device, w);
-        hub_loop::<B>(layout, events, Acting::Policy(Box::new(st), &self, reward_slot))
-    }
+/// Runs the attached-environment stepping thread with the policy.
+pub(crate) fn hub_policy_loop<B: Backend>(
+    setup: &ActorSetup,
+    layout: Layout,
+    device: B::Device,
+    w: Wiring,
+    events: crossbeam_channel::Receiver<HubEvent>,
+) -> Result<(), ActorError> {
+    let st = Stepper::<B>::new(setup, layout.spec.clone(), device, w);
+    hub_loop::<B>(layout, events, Acting::Policy(Box::new(st)))
 }
