@@ -147,34 +147,31 @@ impl Shared {
         })
     }
 
+    /// Hands `spec` to the training thread unless a layout was handed over already.
+    fn declare(&self, spec: ObsSpec) -> bool {
+        let Some(tx) = self.declare.lock().unwrap().take() else { return false };
+        tx.send(spec).is_ok()
+    }
+
     /// Builds the network for `spec` if none is built yet (attached environments), and waits
-    /// until its weights are published. A layout other than the one being trained is refused.
+    /// until its weights are published. A layout other than the one being trained (also one
+    /// declared concurrently by another actor) is refused.
     async fn adopt(&self, spec_json: &str) -> Result<(), Status> {
         let spec: ObsSpec = serde_json::from_str(spec_json)
             .map_err(|e| Status::invalid_argument(format!("field `obs_spec` is not a valid observation layout: {e}")))?;
-        if let Some(m) = self.model.get() {
-            if m.spec != spec {
-                return Err(Status::failed_precondition(format!(
-                    "this learner trains observations {} but the actor declares {}: attach environments with the same spaces to one cluster",
-                    serde_json::to_string(&m.spec).unwrap_or_default(),
-                    spec_json
-                )));
+        if self.model.get().is_none() {
+            if self.declare(spec.clone()) {
+                tracing::info!(spec = %spec_json, "building the network for the declared observation spaces");
             }
-            return Ok(());
+            let mut ready = self.ready.clone();
+            let up = matches!(tokio::time::timeout(Duration::from_secs(120), ready.wait_for(|r| *r)).await, Ok(Ok(_)));
+            if !up {
+                return Err(Status::unavailable("the learner's training thread did not come up; see its log"));
+            }
         }
-        if let Some(tx) = self.declare.lock().unwrap().take() {
-            tracing::info!(spec = %spec_json, "building the network for the declared observation spaces");
-            let _ = tx.send(spec.clone());
-        }
-        let mut ready = self.ready.clone();
-        match tokio::time::timeout(Duration::from_secs(120), ready.wait_for(|r| *r)).await {
-            Ok(Ok(_)) => {}
-            _ => return Err(Status::unavailable("the learner's training thread did not come up; see its log")),
-        }
-        // a concurrent first declaration with another layout may have won
         match self.model.get() {
             Some(m) if m.spec != spec => Err(Status::failed_precondition(format!(
-                "this learner trains observations {} but the actor declares {spec_json}",
+                "this learner trains observations {} but the actor declares {spec_json}: attach environments with the same spaces to one cluster",
                 serde_json::to_string(&m.spec).unwrap_or_default()
             ))),
             _ => Ok(()),
@@ -399,9 +396,7 @@ pub async fn spawn_learner<B: AutodiffBackend>(setup: LearnerSetup, device: B::D
             .map_err(|e| LearnerError::Start(e.to_string()))?
     };
     if let Some(spec) = known_spec {
-        if let Some(tx) = shared.declare.lock().unwrap().take() {
-            let _ = tx.send(spec);
-        }
+        shared.declare(spec);
         let mut ready = shared.ready.clone();
         ready.wait_for(|r| *r).await.map_err(|_| LearnerError::Start("training thread exited during start-up".into()))?;
     } else {
