@@ -10,10 +10,7 @@ use support::*;
 
 /// The project venv's python, where scripts/setup.sh installed `oni_env` and its deps.
 fn python() -> PathBuf {
-    let cache = std::env::var_os("ONI_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/oni"));
-    let p = cache.join("venv/bin/python");
+    let p = oni_cache().join("venv/bin/python");
     assert!(p.exists(), "{} missing: run scripts/setup.sh", p.display());
     p
 }

@@ -63,13 +63,12 @@ async fn the_compose_stack_trains_and_survives_actor_kills_and_scaling() {
     assert!(out.status.success(), "deploy/images.sh:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 
     let port = free_port();
-    let cache = std::env::var("ONI_CACHE").unwrap_or_else(|_| format!("{}/.cache/oni", std::env::var("HOME").unwrap()));
     let stack = Stack {
         project: format!("onitest{}", std::process::id()),
         env: vec![
             ("COMPOSE_PROFILES".into(), "cpu,llamacpp".into()),
             ("LEARNER_PORT".into(), port.to_string()),
-            ("LLM_MODELS_DIR".into(), format!("{cache}/models")),
+            ("LLM_MODELS_DIR".into(), oni_cache().join("models").display().to_string()),
         ],
     };
     stack.compose(&["up", "-d", "redis", "learner", "actor", "annotator", "llm"]);

@@ -169,7 +169,8 @@ impl Drop for Server {
     }
 }
 
-fn oni_cache() -> PathBuf {
+/// The project cache (`ONI_CACHE`, else ~/.cache/oni): venv, llama-server, models.
+pub fn oni_cache() -> PathBuf {
     std::env::var_os("ONI_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/oni"))
