@@ -1,9 +1,10 @@
 //! The method works: on keyroom-sparse, at one step budget, ONI-classification (labels from
-//! the rule judge, `oni judge`) succeeds where the extrinsic reward alone does not. The
-//! comparison counts successful episodes over the whole run (the area under the learning
-//! curve): at this budget the final success rate of one seed varies too much (0.05–0.25 for
-//! ONI-classification) for a single-run test, while the extrinsic reward alone stays at the
-//! random policy's 0.13 %.
+//! the rule judge, `oni judge`) succeeds where the extrinsic reward alone does not. In the
+//! 3-seed benchmark at this budget ONI-classification ended at 0.51–0.79 with 1 600–2 300
+//! successful episodes, extrinsic-only at 0.00 with 13–34 (docs/results/keyroom-sparse.md).
+//! One run's final rate is noisy (it moves by ±0.15 between progress ticks), so the test asks
+//! for well under the benchmark's figures: a final rate of 0.2 and 500 successful episodes,
+//! 20× extrinsic's.
 
 mod support;
 use std::process::Command;
@@ -41,7 +42,8 @@ fn oni_classification_beats_the_extrinsic_reward_on_keyroom_sparse() {
     );
     assert!(oni["mean_intrinsic_return"].as_f64().unwrap() > 0.0, "no intrinsic reward reached the learner");
     assert!(ext["success_rate"].as_f64().unwrap() < 0.1, "extrinsic-only solved the sparse task: the comparison shows nothing");
-    assert!(w_oni >= 60 && w_oni >= 5 * w_ext.max(1), "ONI-classification {w_oni} successes vs extrinsic {w_ext}");
+    assert!(w_oni >= 500 && w_oni >= 20 * w_ext.max(1), "ONI-classification {w_oni} successes vs extrinsic {w_ext}");
+    assert!(oni["success_rate"].as_f64().unwrap() >= 0.2, "ONI-classification ended at {}", oni["success_rate"]);
     let labels = std::fs::read_to_string(dir.path().join("keyroom-sparse-classification/labels/labels.jsonl")).unwrap();
     assert!(labels.lines().any(|l| l.contains("brass key") && l.contains("\"helpful\"")), "the key message was not labelled helpful");
 }
