@@ -11,7 +11,7 @@ use burn::tensor::TensorData;
 use oni_env::vec_env::{EnvFactory, StepWorker};
 use oni_env::{make_env, EnvConfig, ObsSpec, VecEnv};
 use oni_policy::sampling::sample_actions;
-use oni_policy::{weights, ObsBatch, Policy, PolicyConfig};
+use oni_policy::{weights, ObsBatch, Policy, PolicyBackend, PolicyConfig};
 use oni_proto::v1::Rollout;
 use rand::SeedableRng;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -56,7 +56,7 @@ pub struct ActorCounters {
 }
 
 /// Runs one actor until `stop` flips or an unrecoverable error. Call inside a tokio runtime.
-pub async fn run_actor<B: Backend>(
+pub async fn run_actor<B: PolicyBackend>(
     setup: ActorSetup,
     device: B::Device,
     counters: Arc<ActorCounters>,
@@ -169,7 +169,7 @@ pub(crate) struct Group {
 
 /// What every stepping loop shares: the policy and its weights, action sampling, and the
 /// hand-over of finished rollouts and captions.
-pub(crate) struct Stepper<B: Backend> {
+pub(crate) struct Stepper<B: PolicyBackend> {
     pub spec: ObsSpec,
     device: B::Device,
     policy: Policy<B>,
@@ -182,7 +182,7 @@ pub(crate) struct Stepper<B: Backend> {
     counters: Arc<ActorCounters>,
     pub halt: Arc<AtomicBool>,
     pub fatal: Arc<AtomicBool>,
-    message_bytes: usize,
+    policy_cfg: PolicyConfig,
     hidden_size: usize,
     rollout_len: usize,
     reward_slot: Arc<RewardSlot>,
@@ -202,7 +202,7 @@ pub(crate) struct Wiring {
     pub fatal: Arc<AtomicBool>,
 }
 
-impl<B: Backend> Stepper<B> {
+impl<B: PolicyBackend> Stepper<B> {
     pub fn new(setup: &ActorSetup, spec: ObsSpec, device: B::Device, w: Wiring) -> Self {
         Stepper {
             policy: Policy::<B>::new(&setup.policy, &spec, &device),
@@ -217,7 +217,7 @@ impl<B: Backend> Stepper<B> {
             counters: w.counters,
             halt: w.halt,
             fatal: w.fatal,
-            message_bytes: setup.policy.message_bytes,
+            policy_cfg: setup.policy.clone(),
             hidden_size: setup.policy.core_hidden,
             rollout_len: setup.rollout_len,
             reward_slot: w.reward_slot,
@@ -255,7 +255,7 @@ impl<B: Backend> Stepper<B> {
             }
         }
         let size = obs.stats.len() / self.spec.stats_dim.max(1);
-        let batch = ObsBatch::<B>::from_host(&self.spec, self.message_bytes, obs.glyphs, obs.stats, obs.messages, &self.device);
+        let batch = ObsBatch::<B>::from_host(&self.spec, &self.policy_cfg, obs.glyphs, obs.stats, obs.messages, &self.device);
         let h = Tensor::<B, 2>::from_data(TensorData::new(g.hidden.clone(), [size, self.hidden_size]), &self.device);
         let (out, h_next) = self.policy.act(batch, h);
         g.hidden = h_next.into_data().convert::<f32>().to_vec().expect("f32 state");
@@ -317,7 +317,7 @@ impl<B: Backend> Stepper<B> {
 
 /// The built-in environments: two halves of the env batch alternate, one stepping on a
 /// worker thread while the policy chooses the other's actions.
-pub(crate) fn step_loop<B: Backend>(setup: ActorSetup, spec: ObsSpec, device: B::Device, w: Wiring) -> Result<(), ActorError> {
+pub(crate) fn step_loop<B: PolicyBackend>(setup: ActorSetup, spec: ObsSpec, device: B::Device, w: Wiring) -> Result<(), ActorError> {
     let n = setup.cfg.num_envs.max(1);
     let halves = if n >= 2 { vec![n / 2, n - n / 2] } else { vec![n] };
     let seed = setup.env.seed.wrapping_add((setup.index as u64) << 32).wrapping_add(rand::random::<u32>() as u64);

@@ -217,21 +217,23 @@ pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Config> {
 
 fn validate(cfg: &Config) -> Result<()> {
     let l = &cfg.learner;
-    let checks: [(&str, bool); 7] = [
-        ("policy.glyph_conv_layers", cfg.policy.glyph_conv_layers <= 2),
+    let checks: [(&str, bool); 5] = [
         ("learner.batch_rollouts", l.batch_rollouts >= 1),
         ("learner.rollout_len", l.rollout_len >= 1),
         ("learner.gamma", (0.0..=1.0).contains(&l.gamma)),
         ("learner.learning_rate", l.learning_rate > 0.0),
         ("actor.num_envs", cfg.actor.num_envs >= 1),
-        ("policy.core_hidden", cfg.policy.core_hidden >= 1),
     ];
     for (key, ok) in checks {
         if !ok {
             bail!("config key `{key}` has an invalid value");
         }
     }
-    oni_env::registry::known_spec(&cfg.env).map_err(|e| anyhow!("config key `env.name`: {e}"))?;
+    if let Some(spec) = oni_env::registry::known_spec(&cfg.env).map_err(|e| anyhow!("config key `env.name`: {e}"))? {
+        cfg.policy.check(&spec)?;
+    } else if cfg.policy.network == oni_policy::Network::Oni {
+        bail!("config key `policy.network`: `oni` draws NetHack's terminal; attached environments declare glyph grids and vectors, use `glyph-crop`");
+    }
     if !matches!(cfg.label_bank.kind.as_str(), "file" | "redis") {
         bail!("config key `label_bank.kind` must be `file` or `redis`, not `{}`", cfg.label_bank.kind);
     }
@@ -245,10 +247,6 @@ fn validate(cfg: &Config) -> Result<()> {
         bail!("config key `distill.heldout_fraction` must be in [0, 1)");
     }
     cfg.prompts.validate().map_err(|e| anyhow!("config key {e}"))?;
-    let mb = cfg.policy.message_bytes;
-    if mb > oni_env::MESSAGE_LEN || (1..4).contains(&mb) {
-        bail!("config key `policy.message_bytes` must be 0 (no message encoder) or 4..={}", oni_env::MESSAGE_LEN);
-    }
     Ok(())
 }
 

@@ -414,6 +414,7 @@ impl Keyroom {
                 num_glyphs: glyph::NUM_GLYPHS,
                 stats_dim: STATS_DIM,
                 num_actions: action::NUM_ACTIONS,
+                grid: crate::GridKind::Glyphs,
             },
             rng: SplitMix64(0),
             tiles: vec![Tile::Stone; cells],

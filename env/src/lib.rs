@@ -8,7 +8,7 @@ pub mod spec;
 pub mod vec_env;
 
 pub use registry::{make_env, EnvConfig};
-pub use spec::{ObsBuf, ObsSpec, StepOutcome, MESSAGE_LEN};
+pub use spec::{GridKind, ObsBuf, ObsSpec, StepOutcome, MESSAGE_LEN, TTY_CELLS};
 pub use vec_env::{BatchView, EpisodeRecord, VecEnv, VecStep};
 
 /// Errors an environment reports. The actor restarts an env that returns one.

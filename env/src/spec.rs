@@ -3,14 +3,32 @@ use serde::{Deserialize, Serialize};
 /// Messages are carried as this many bytes, zero padded (as NetHack's message buffer).
 pub const MESSAGE_LEN: usize = 256;
 
+/// What the cells of the egocentric crop hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GridKind {
+    /// Ids of the env's own symbols (NetHack glyphs, keyroom tiles, attached grids).
+    #[default]
+    Glyphs,
+    /// Terminal cells: `char + 256 · colour` (colour 0–15), as a tty shows them; cells off
+    /// the screen are 0 (a blank). ONI's network renders these to pixels.
+    Tty,
+}
+
+/// Number of distinct tty cell ids (256 characters × 16 colours).
+pub const TTY_CELLS: usize = 256 * 16;
+
 /// Shape of the observations an environment produces; the policy is built from it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObsSpec {
-    /// Egocentric glyph crop, rows × cols, hero in the centre.
+    /// Egocentric crop, rows × cols, around the hero.
     pub crop_rows: usize,
     pub crop_cols: usize,
-    /// Glyph ids are in `0..num_glyphs`.
+    /// Cell ids are in `0..num_glyphs`.
     pub num_glyphs: usize,
+    /// What the crop's cells are.
+    #[serde(default)]
+    pub grid: GridKind,
     /// Length of the normalised stats vector.
     pub stats_dim: usize,
     pub num_actions: usize,

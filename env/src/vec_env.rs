@@ -305,7 +305,7 @@ mod tests {
     fn a_failing_env_is_restarted_and_the_others_go_on() {
         let made = Arc::new(AtomicUsize::new(0));
         let m = made.clone();
-        let spec = ObsSpec { crop_rows: 1, crop_cols: 1, num_glyphs: 100, stats_dim: 1, num_actions: 2 };
+        let spec = ObsSpec { crop_rows: 1, crop_cols: 1, num_glyphs: 100, stats_dim: 1, num_actions: 2, grid: Default::default() };
         let factory: EnvFactory = Box::new(move || {
             let n = m.fetch_add(1, Ordering::SeqCst);
             Ok(Box::new(Flaky { spec: spec.clone(), steps: 0, fails: n == 1 }) as Box<dyn Env>)

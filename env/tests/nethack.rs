@@ -291,3 +291,37 @@ fn bad_setups_and_inputs_get_clear_errors() {
     // the env is still usable after the refused action
     env.step(19, o.buf()).unwrap();
 }
+
+/// With `grid = "tty"` the crop holds terminal cells (character + 256 · colour) from the
+/// window ONI's image encoder crops: tty rows y − 6 … y + 5 and columns x − 6 … x + 5, so the
+/// hero's `@` (map row y is screen row y + 1, below the message line) sits at crop row 7,
+/// column 6. The crop moves with the hero, and cells off the screen are 0.
+#[test]
+fn tty_crop_is_onis_window_around_the_hero() {
+    use oni_env::GridKind;
+    let cfg = NetHackConfig { grid: GridKind::Tty, crop_rows: 12, crop_cols: 12, ..Default::default() };
+    let mut e = NetHackEnv::new("nethack-score", &cfg).unwrap();
+    assert_eq!((e.spec().grid, e.spec().num_glyphs), (GridKind::Tty, oni_env::TTY_CELLS));
+    let mut o = Obs::new(&e);
+    let mut next = rng(5);
+    let (mut frames, mut hero_there) = (0, 0);
+    for seed in [3u64, 11, 29] {
+        e.reset(seed, o.buf()).unwrap();
+        for _ in 0..40 {
+            // (a menu or message overlay may hide the hero in some frames)
+            frames += 1;
+            hero_there += (o.g[7 * 12 + 6] % 256 == b'@' as u16) as usize;
+            assert!(o.g.iter().all(|&c| (c as usize) < oni_env::TTY_CELLS));
+            let x = e.blstats()[bl::X] as i64;
+            if x - 6 < 0 {
+                assert_eq!(o.g[7 * 12], 0, "a cell left of the screen is blank");
+            }
+            let a = (next() % e.spec().num_actions as u64) as usize;
+            if e.step(a, o.buf()).unwrap().done {
+                break;
+            }
+        }
+    }
+    let rows: Vec<String> = o.g.chunks(12).map(|r| r.iter().map(|&c| ((c % 256) as u8).max(b' ') as char).collect()).collect();
+    assert!(hero_there * 10 >= frames * 9, "@ at (7, 6) in only {hero_there} of {frames} frames; last crop:\n{}", rows.join("\n"));
+}

@@ -3,7 +3,7 @@
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use oni_env::{ObsSpec, MESSAGE_LEN};
-use oni_policy::ObsBatch;
+use oni_policy::{ObsBatch, PolicyConfig};
 use oni_proto::v1::Rollout;
 
 /// B rollouts of T steps, laid out time-major (index t·B + b).
@@ -80,8 +80,8 @@ impl HostBatch {
         hb
     }
 
-    pub fn obs<B: Backend>(&self, spec: &ObsSpec, message_bytes: usize, device: &B::Device) -> ObsBatch<B> {
-        ObsBatch::from_host(spec, message_bytes, &self.glyphs, &self.stats, &self.messages, device)
+    pub fn obs<B: Backend>(&self, spec: &ObsSpec, policy: &PolicyConfig, device: &B::Device) -> ObsBatch<B> {
+        ObsBatch::from_host(spec, policy, &self.glyphs, &self.stats, &self.messages, device)
     }
 
     pub fn h0<B: Backend>(&self, device: &B::Device) -> Tensor<B, 2> {

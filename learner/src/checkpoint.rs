@@ -2,11 +2,11 @@
 //! renamed to `ckpt-<version>`; a crash leaves either the old or the new checkpoint, never
 //! half of one. On start the newest loadable checkpoint wins.
 
+use oni_policy::TrainingBackend;
 use crate::trainer::Trainer;
 use burn::module::Module;
 use burn::optim::Optimizer;
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
-use burn::tensor::backend::AutodiffBackend;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -45,7 +45,7 @@ fn sync_dir(path: &Path) {
 }
 
 /// Writes a checkpoint of `trainer` under `dir` and prunes all but the newest `keep`.
-pub fn save<B: AutodiffBackend>(
+pub fn save<B: TrainingBackend>(
     dir: &Path,
     trainer: &Trainer<B>,
     resolved_config: &str,
@@ -111,7 +111,7 @@ fn prune(dir: &Path, keep: usize) {
 }
 
 /// Restores `trainer` from one checkpoint directory.
-pub fn load<B: AutodiffBackend>(path: &Path, trainer: &mut Trainer<B>) -> Result<CheckpointState, CheckpointError> {
+pub fn load<B: TrainingBackend>(path: &Path, trainer: &mut Trainer<B>) -> Result<CheckpointState, CheckpointError> {
     let corrupt = |reason: String| CheckpointError::Corrupt { path: path.to_path_buf(), reason };
     let state_path = path.join("state.json");
     let state: CheckpointState =
@@ -145,7 +145,7 @@ pub fn load<B: AutodiffBackend>(path: &Path, trainer: &mut Trainer<B>) -> Result
 }
 
 /// Resumes from the newest checkpoint that loads; broken ones are skipped with a warning.
-pub fn resume_latest<B: AutodiffBackend>(dir: &Path, trainer: &mut Trainer<B>) -> Option<CheckpointState> {
+pub fn resume_latest<B: TrainingBackend>(dir: &Path, trainer: &mut Trainer<B>) -> Option<CheckpointState> {
     for path in list(dir) {
         match load(&path, trainer) {
             Ok(state) => {

@@ -126,7 +126,7 @@ fn rescale<B: Backend, const D: usize>(grads: &mut GradientsParams, id: ParamId,
 mod tests {
     use super::*;
     use burn::tensor::TensorData;
-    type B = burn::backend::NdArray<f32>;
+    type B = oni_policy::CpuBackend;
 
     fn t1(v: &[f32]) -> Tensor<B, 1> {
         Tensor::from_data(TensorData::new(v.to_vec(), [v.len()]), &Default::default())

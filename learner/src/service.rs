@@ -1,13 +1,13 @@
 //! The learner process: the gRPC service (rollouts in, weights out) and the training
 //! thread between them, joined by a bounded queue.
 
+use oni_policy::TrainingBackend;
 use crate::batch::RewardMix;
 use crate::checkpoint;
 use crate::config::LearnerConfig;
 use crate::stats::LearnerStats;
 use crate::trainer::Trainer;
 use crate::validate::{self, Shape};
-use burn::tensor::backend::AutodiffBackend;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use oni_env::ObsSpec;
 use oni_policy::PolicyConfig;
@@ -137,6 +137,7 @@ struct Shared {
     queue_capacity: usize,
     rollout_len: usize,
     hidden: usize,
+    policy: PolicyConfig,
     version: AtomicU64,
 }
 
@@ -159,6 +160,9 @@ impl Shared {
     async fn adopt(&self, spec_json: &str) -> Result<(), Status> {
         let spec: ObsSpec = serde_json::from_str(spec_json)
             .map_err(|e| Status::invalid_argument(format!("field `obs_spec` is not a valid observation layout: {e}")))?;
+        self.policy
+            .check(&spec)
+            .map_err(|e| Status::failed_precondition(format!("the learner's network cannot take the declared observations: {e}")))?;
         if self.model.get().is_none() {
             if self.declare(spec.clone()) {
                 tracing::info!(spec = %spec_json, "building the network for the declared observation spaces");
@@ -352,7 +356,7 @@ impl LearnerHandle {
 
 /// Starts the training thread (resuming from the newest checkpoint in the run directory)
 /// and the gRPC server. Must be called inside a tokio runtime.
-pub async fn spawn_learner<B: AutodiffBackend>(setup: LearnerSetup, device: B::Device) -> Result<LearnerHandle, LearnerError> {
+pub async fn spawn_learner<B: TrainingBackend>(setup: LearnerSetup, device: B::Device) -> Result<LearnerHandle, LearnerError> {
     let listener = tokio::net::TcpListener::bind(&setup.cfg.listen)
         .await
         .map_err(|source| LearnerError::Bind { addr: setup.cfg.listen.clone(), source })?;
@@ -381,6 +385,7 @@ pub async fn spawn_learner<B: AutodiffBackend>(setup: LearnerSetup, device: B::D
         queue_capacity: setup.cfg.queue_capacity.max(1),
         rollout_len: setup.cfg.rollout_len,
         hidden: setup.policy.core_hidden,
+        policy: setup.policy.clone(),
         version: AtomicU64::new(0),
     });
     let known_spec = setup.spec.clone();
@@ -413,7 +418,7 @@ pub async fn spawn_learner<B: AutodiffBackend>(setup: LearnerSetup, device: B::D
     Ok(LearnerHandle { addr, stats, stop: stop_tx, finished, trainer_thread: Some(thread), server: Some(server) })
 }
 
-struct LearnerThread<B: AutodiffBackend> {
+struct LearnerThread<B: TrainingBackend> {
     setup: LearnerSetup,
     device: B::Device,
     queue: Receiver<Rollout>,
@@ -422,7 +427,7 @@ struct LearnerThread<B: AutodiffBackend> {
     stop: watch::Receiver<bool>,
 }
 
-impl<B: AutodiffBackend> LearnerThread<B> {
+impl<B: TrainingBackend> LearnerThread<B> {
     fn run(self, declared: std::sync::mpsc::Receiver<ObsSpec>, ready: watch::Sender<bool>, shared: Arc<Shared>) {
         let LearnerThread { setup, device, queue, stats, finished, stop } = self;
         let ckpt_dir = setup.run_dir.join("checkpoints");
@@ -537,7 +542,7 @@ impl<B: AutodiffBackend> LearnerThread<B> {
     }
 }
 
-fn write_checkpoint<B: AutodiffBackend>(dir: &std::path::Path, trainer: &Trainer<B>, setup: &LearnerSetup) {
+fn write_checkpoint<B: TrainingBackend>(dir: &std::path::Path, trainer: &Trainer<B>, setup: &LearnerSetup) {
     match checkpoint::save(dir, trainer, &setup.resolved_config, setup.cfg.keep_checkpoints) {
         Ok(path) => {
             metrics::counter!("oni_checkpoints_total").increment(1);

@@ -1,6 +1,7 @@
 //! One APPO update: unroll the policy over a batch of rollouts, compute V-trace targets on
 //! the host from the detached values and log-probabilities, then step Adam on the loss.
 
+use oni_policy::TrainingBackend;
 use crate::batch::{HostBatch, RewardMix};
 use crate::config::LearnerConfig;
 use crate::loss::{appo_loss, clip_global_norm, logp_and_entropy, LossCoefs, LossInputs};
@@ -9,7 +10,6 @@ use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::TensorData;
 use oni_env::ObsSpec;
 use oni_policy::{weights, Policy, PolicyConfig};
@@ -29,7 +29,7 @@ pub struct TrainReport {
     pub grad_norm: f32,
 }
 
-pub struct Trainer<B: AutodiffBackend> {
+pub struct Trainer<B: TrainingBackend> {
     pub model: Policy<B>,
     pub optim: OptimizerAdaptor<Adam, Policy<B>, B>,
     pub cfg: LearnerConfig,
@@ -48,7 +48,7 @@ fn scalar<B: Backend>(t: Tensor<B, 1>) -> f32 {
     t.into_scalar().elem::<f32>()
 }
 
-impl<B: AutodiffBackend> Trainer<B> {
+impl<B: TrainingBackend> Trainer<B> {
     pub fn new(
         cfg: LearnerConfig,
         policy_cfg: PolicyConfig,
@@ -125,9 +125,8 @@ impl<B: AutodiffBackend> Trainer<B> {
     pub fn mean_kl_from(&self, old: &Policy<B::InnerBackend>, rollouts: &[Rollout]) -> f32 {
         let hb = HostBatch::build(rollouts, &self.spec, self.cfg.rollout_len, self.mix);
         let dev = &self.device;
-        let mb = self.policy_cfg.message_bytes;
         let logp = |p: &Policy<B::InnerBackend>| {
-            let out = p.unroll(hb.obs(&self.spec, mb, dev), hb.h0(dev), hb.resets(dev));
+            let out = p.unroll(hb.obs(&self.spec, &self.policy_cfg, dev), hb.h0(dev), hb.resets(dev));
             burn::tensor::activation::log_softmax(out.logits, 1)
         };
         let (a, b) = (logp(old), logp(&self.model.valid()));
@@ -139,7 +138,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         let (b, steps) = (hb.batch, hb.steps);
         let n = steps * b;
         let out = self.model.unroll(
-            hb.obs::<B>(&self.spec, self.policy_cfg.message_bytes, dev),
+            hb.obs::<B>(&self.spec, &self.policy_cfg, dev),
             hb.h0(dev),
             hb.resets(dev),
         );

@@ -21,7 +21,7 @@ impl<B: Backend> ModuleVisitor<B> for Ids {
 }
 
 fn spec() -> ObsSpec {
-    ObsSpec { crop_rows: 5, crop_cols: 5, num_glyphs: 6, stats_dim: 3, num_actions: 4 }
+    ObsSpec { crop_rows: 5, crop_cols: 5, num_glyphs: 6, stats_dim: 3, num_actions: 4, grid: Default::default() }
 }
 
 #[test]

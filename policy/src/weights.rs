@@ -63,16 +63,9 @@ struct Parsed {
     values: Vec<Vec<f32>>,
 }
 
+/// CRC-32 (IEEE).
 pub fn crc32(bytes: &[u8]) -> u32 {
-    // Bitwise CRC-32 (IEEE); weights move rarely, so no table is needed.
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = (crc >> 1) ^ (0xEDB8_8320 & (!(crc & 1)).wrapping_add(1));
-        }
-    }
-    !crc
+    crc32fast::hash(bytes)
 }
 
 fn parse(bytes: &[u8]) -> Result<Parsed, WeightsError> {
@@ -178,7 +171,7 @@ mod tests {
     use crate::{CpuBackend, Policy};
 
     fn spec() -> ObsSpec {
-        ObsSpec { crop_rows: 5, crop_cols: 5, num_glyphs: 8, stats_dim: 3, num_actions: 4 }
+        ObsSpec { crop_rows: 5, crop_cols: 5, num_glyphs: 8, stats_dim: 3, num_actions: 4, grid: Default::default() }
     }
 
     #[test]

@@ -30,5 +30,5 @@ pub use snapshot::{Snapshot, SnapshotError};
 pub use train::{Distiller, DistillConfig, Example, Pair};
 
 /// Inference runs on the CPU (actors); training uses autodiff over the same backend.
-pub type Backend = burn::backend::NdArray<f32>;
+pub type Backend = oni_policy::CpuBackend;
 pub type TrainBackend = burn::backend::Autodiff<Backend>;

@@ -129,7 +129,7 @@ impl Layout {
         }
         // A missing part is a constant input of size one, so one network shape fits all.
         let (rows, cols, ids) = grid.unwrap_or((1, 1, 1));
-        let spec = ObsSpec { crop_rows: rows, crop_cols: cols, num_glyphs: ids, stats_dim: vector.max(1), num_actions: h.num_actions as usize };
+        let spec = ObsSpec { crop_rows: rows, crop_cols: cols, num_glyphs: ids, stats_dim: vector.max(1), num_actions: h.num_actions as usize, grid: Default::default() };
         Ok(Layout { tensors, has_message: h.has_message, spec })
     }
 
@@ -365,9 +365,9 @@ mod tests {
             true,
         ))
         .unwrap();
-        assert_eq!(l.spec, ObsSpec { crop_rows: 3, crop_cols: 2, num_glyphs: 100, stats_dim: 4, num_actions: 4 });
+        assert_eq!(l.spec, ObsSpec { crop_rows: 3, crop_cols: 2, num_glyphs: 100, stats_dim: 4, num_actions: 4, grid: Default::default() });
         let cart = Layout::from_hello(&hello(vec![t("obs", Dtype::Float32, &[4], 0)], false)).unwrap();
-        assert_eq!(cart.spec, ObsSpec { crop_rows: 1, crop_cols: 1, num_glyphs: 1, stats_dim: 4, num_actions: 4 });
+        assert_eq!(cart.spec, ObsSpec { crop_rows: 1, crop_cols: 1, num_glyphs: 1, stats_dim: 4, num_actions: 4, grid: Default::default() });
 
         let mut b = Batch::new(&l.spec, 2, 10);
         let glyphs: Vec<u8> = (0..12i16).flat_map(|x| x.to_le_bytes()).collect();

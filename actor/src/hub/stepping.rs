@@ -5,7 +5,7 @@
 use super::service::{HubEvent, Reply};
 use super::spaces::{Batch, Layout};
 use crate::stepping::{ActorError, ActorSetup, Group, Stepper, Wiring};
-use burn::prelude::*;
+use oni_policy::PolicyBackend;
 use oni_proto::v1::{hub_message, Actions, HubMessage};
 use rand::Rng;
 use std::collections::HashMap;
@@ -23,13 +23,13 @@ struct Client {
 }
 
 /// Where a step's actions come from.
-pub(crate) enum Acting<B: Backend> {
+pub(crate) enum Acting<B: PolicyBackend> {
     Policy(Box<Stepper<B>>),
     /// Uniformly random actions, nothing recorded: measures the protocol alone.
     Random(Arc<std::sync::atomic::AtomicBool>),
 }
 
-impl<B: Backend> Acting<B> {
+impl<B: PolicyBackend> Acting<B> {
     fn stopping(&self) -> bool {
         match self {
             Acting::Policy(st) => st.stopping(),
@@ -44,7 +44,7 @@ fn send(c: &Client, msg: Result<HubMessage, tonic::Status>) -> bool {
 
 /// Serves attached clients until halted. Clients that leave (or send a bad step) take their
 /// unfinished rollouts with them: only whole rollouts ever reach the learner.
-pub(crate) fn hub_loop<B: Backend>(
+pub(crate) fn hub_loop<B: PolicyBackend>(
     layout: Layout,
     events: crossbeam_channel::Receiver<HubEvent>,
     mut acting: Acting<B>,
@@ -118,7 +118,7 @@ pub(crate) fn hub_loop<B: Backend>(
 }
 
 /// Runs the attached-environment stepping thread with the policy.
-pub(crate) fn hub_policy_loop<B: Backend>(
+pub(crate) fn hub_policy_loop<B: PolicyBackend>(
     setup: &ActorSetup,
     layout: Layout,
     device: B::Device,

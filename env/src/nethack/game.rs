@@ -20,6 +20,7 @@ pub struct Buffers {
     pub internal: [i32; ffi::INTERNAL],
     pub misc: [i32; ffi::MISC],
     pub tty_chars: [u8; ffi::TTY_ROWS * ffi::TTY_COLS],
+    pub tty_colors: [i8; ffi::TTY_ROWS * ffi::TTY_COLS],
 }
 
 pub struct Game {
@@ -73,6 +74,7 @@ impl Game {
         obs.misc = buf.misc.as_mut_ptr();
         if tty {
             obs.tty_chars = buf.tty_chars.as_mut_ptr();
+            obs.tty_colors = buf.tty_colors.as_mut_ptr();
         }
         Ok(Game {
             loaded: None,

@@ -5,9 +5,9 @@ pub mod game;
 pub mod library;
 pub mod tasks;
 
-use crate::spec::{write_message, ObsBuf, ObsSpec, StepOutcome};
+use crate::spec::{write_message, GridKind, ObsBuf, ObsSpec, StepOutcome, TTY_CELLS};
 use crate::{Env, EnvError};
-use ffi::{bl, glyph, internal, key, COLS, ROWS};
+use ffi::{bl, glyph, internal, key, COLS, ROWS, TTY_COLS, TTY_ROWS};
 use game::{Game, DEFAULT_OPTIONS};
 use library::NleLibrary;
 use serde::{Deserialize, Serialize};
@@ -23,7 +23,10 @@ pub struct NetHackConfig {
     /// The `nle` package directory of an nle==1.3.0 install (else ONI_NLE_DIR, else the
     /// project's venv under ~/.cache/oni).
     pub nle_dir: Option<PathBuf>,
-    /// Egocentric glyph crop around the hero.
+    /// What the crop around the hero holds: `glyphs` (NetHack's glyph ids) or `tty` (the
+    /// terminal's characters and colours, which ONI's network renders to pixels).
+    pub grid: GridKind,
+    /// Egocentric crop around the hero.
     pub crop_rows: usize,
     pub crop_cols: usize,
     /// `oni` = NLE's 23 task actions + CAST, QUAFF, PRAY, PICKUP, PAY (28); `task` = the 23.
@@ -36,7 +39,7 @@ pub struct NetHackConfig {
 
 impl Default for NetHackConfig {
     fn default() -> Self {
-        NetHackConfig { nle_dir: None, crop_rows: 9, crop_cols: 9, actions: "oni".into(), max_episode_steps: 5000, wizard: false }
+        NetHackConfig { nle_dir: None, grid: GridKind::Glyphs, crop_rows: 9, crop_cols: 9, actions: "oni".into(), max_episode_steps: 5000, wizard: false }
     }
 }
 
@@ -68,13 +71,24 @@ fn action_count(cfg: &NetHackConfig) -> Result<bool, EnvError> {
 
 /// The observation shape of a NetHack task under `cfg`, without loading NetHack.
 pub fn spec(cfg: &NetHackConfig) -> Result<ObsSpec, EnvError> {
-    if cfg.crop_rows == 0 || cfg.crop_cols == 0 || cfg.crop_rows > ROWS * 2 || cfg.crop_cols > COLS * 2 {
-        return Err(EnvError::BadSetting { key: "env.nethack.crop_rows/crop_cols".into(), reason: "must be 1..=42 / 1..=158".into() });
+    let (rows, cols) = match cfg.grid {
+        GridKind::Glyphs => (ROWS, COLS),
+        GridKind::Tty => (TTY_ROWS, TTY_COLS),
+    };
+    if cfg.crop_rows == 0 || cfg.crop_cols == 0 || cfg.crop_rows > rows * 2 || cfg.crop_cols > cols * 2 {
+        return Err(EnvError::BadSetting {
+            key: "env.nethack.crop_rows/crop_cols".into(),
+            reason: format!("must be 1..={} / 1..={} (twice the {rows}×{cols} {:?} grid)", rows * 2, cols * 2, cfg.grid),
+        });
     }
     Ok(ObsSpec {
         crop_rows: cfg.crop_rows,
         crop_cols: cfg.crop_cols,
-        num_glyphs: NUM_GLYPHS,
+        num_glyphs: match cfg.grid {
+            GridKind::Glyphs => NUM_GLYPHS,
+            GridKind::Tty => TTY_CELLS,
+        },
+        grid: cfg.grid,
         stats_dim: STATS_DIM,
         num_actions: tasks::action_keys(action_count(cfg)?).len(),
     })
@@ -107,7 +121,7 @@ impl NetHackEnv {
         }
         Ok(NetHackEnv {
             name: name.into(),
-            game: Game::new(&lib, &options, false)?,
+            game: Game::new(&lib, &options, spec.grid == GridKind::Tty)?,
             task: TaskState::new(task),
             keys: tasks::action_keys(action_count(cfg)?),
             spec,
@@ -215,14 +229,26 @@ impl NetHackEnv {
         let b = &self.game.buf;
         let (hx, hy) = (b.blstats[bl::X] as i64, b.blstats[bl::Y] as i64);
         let (cr, cc) = (self.spec.crop_rows as i64, self.spec.crop_cols as i64);
+        // Both grids take rows y − R/2 … and columns x − C/2 … of their own array. On the
+        // tty (a message line above the map) this is the window ONI's image encoder crops,
+        // with the hero one row below the centre.
         let (r0, c0) = (hy - cr / 2, hx - cc / 2);
+        let (rows, cols) = match self.spec.grid {
+            GridKind::Glyphs => (ROWS as i64, COLS as i64),
+            GridKind::Tty => (TTY_ROWS as i64, TTY_COLS as i64),
+        };
         for r in 0..cr {
             for c in 0..cc {
                 let (y, x) = (r0 + r, c0 + c);
-                obs.glyphs[(r * cc + c) as usize] = if y >= 0 && x >= 0 && y < ROWS as i64 && x < COLS as i64 {
-                    b.glyphs[y as usize * COLS + x as usize].max(0) as u16
-                } else {
-                    PAD_GLYPH
+                let inside = y >= 0 && x >= 0 && y < rows && x < cols;
+                obs.glyphs[(r * cc + c) as usize] = match (self.spec.grid, inside) {
+                    (GridKind::Glyphs, true) => b.glyphs[(y * cols + x) as usize].max(0) as u16,
+                    (GridKind::Glyphs, false) => PAD_GLYPH,
+                    (GridKind::Tty, true) => {
+                        let i = (y * cols + x) as usize;
+                        b.tty_chars[i] as u16 + 256 * (b.tty_colors[i] as u16 & 15)
+                    }
+                    (GridKind::Tty, false) => 0,
                 };
             }
         }
