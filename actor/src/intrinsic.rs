@@ -123,7 +123,11 @@ mod tests {
         let s = rw.step(&caps(KEY, NEWT), &[false, false]);
         assert_eq!((s.rewards, s.decays, s.finished), (vec![1.0, 0.0], vec![1.0, 1.0], vec![0.0, 0.0]));
         let s = rw.step(&caps(&format!("  {KEY} "), ""), &[false, false]);
-        assert_eq!((s.rewards, s.decays), (vec![0.125, 0.0], vec![0.125, 0.0]), "normalised caption counts as the same message");
+        assert_eq!(
+            (s.rewards, s.decays),
+            (vec![0.125, 0.0], vec![0.125, 0.0]),
+            "normalised caption counts as the same message"
+        );
         let s = rw.step(&caps(KEY, KEY), &[true, false]);
         assert!((s.rewards[0] - 1.0 / 27.0).abs() < 1e-7 && s.rewards[1] == 1.0);
         assert!((s.finished[0] - (1.0 + 0.125 + 1.0 / 27.0)).abs() < 1e-6, "episode sum {}", s.finished[0]);

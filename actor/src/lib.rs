@@ -4,8 +4,8 @@
 //! reward model from the annotator and adds each step's intrinsic reward to the rollouts.
 
 pub mod captions;
-pub mod hub;
 pub mod config;
+pub mod hub;
 pub mod intrinsic;
 pub mod link;
 pub mod rollout;

@@ -1,8 +1,8 @@
 //! Accumulates one group of envs' steps into per-env rollouts. All envs of a group step in
 //! lockstep, so their rollouts fill and are emitted together.
 
-use oni_env::{spec::message_text, BatchView, ObsSpec, MESSAGE_LEN};
 use crate::intrinsic::Rewarder;
+use oni_env::{spec::message_text, BatchView, ObsSpec, MESSAGE_LEN};
 use oni_proto::v1::{EpisodeSummary, Rollout};
 
 pub struct GroupRollouts {
@@ -118,7 +118,8 @@ impl GroupRollouts {
         }
         let mut episode_intrinsic = vec![0.0; self.n];
         if let Some(rw) = rewarder {
-            let step_captions: Vec<String> = self.captions.iter().map(|c| c.last().cloned().unwrap_or_default()).collect();
+            let step_captions: Vec<String> =
+                self.captions.iter().map(|c| c.last().cloned().unwrap_or_default()).collect();
             let s = rw.step(&step_captions, &last.dones);
             for (i, (r, d)) in s.rewards.into_iter().zip(s.decays).enumerate() {
                 self.intrinsic[i].push(r);

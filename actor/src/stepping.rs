@@ -6,9 +6,9 @@ use crate::intrinsic::{pull_reward_models, IntrinsicConfig, RewardSlot, Rewarder
 use crate::link::{poll_weights, send_rollouts, WeightsSlot};
 use crate::rollout::{GroupRollouts, RunIds};
 use burn::prelude::*;
-use oni_env::BatchView;
 use burn::tensor::TensorData;
 use oni_env::vec_env::{EnvFactory, StepWorker};
+use oni_env::BatchView;
 use oni_env::{make_env, EnvConfig, ObsSpec, VecEnv};
 use oni_policy::sampling::sample_actions;
 use oni_policy::{weights, ObsBatch, Policy, PolicyBackend, PolicyConfig};
@@ -79,7 +79,14 @@ pub async fn run_actor<B: PolicyBackend>(
     let fingerprint = weights::fingerprint(&setup.policy, &spec);
     let declared = hub.as_ref().map(|_| serde_json::to_string(&spec).expect("spec serialises"));
     let slot = Arc::new(WeightsSlot::default());
-    let poller = tokio::spawn(poll_weights(setup.cfg.clone(), setup.token.clone(), fingerprint, declared, slot.clone(), stop.clone()));
+    let poller = tokio::spawn(poll_weights(
+        setup.cfg.clone(),
+        setup.token.clone(),
+        fingerprint,
+        declared,
+        slot.clone(),
+        stop.clone(),
+    ));
 
     // Nothing to act with until the first weights arrive.
     let mut stop_wait = stop.clone();
@@ -125,7 +132,16 @@ pub async fn run_actor<B: PolicyBackend>(
     let sender = tokio::spawn(send_rollouts(setup.cfg.clone(), setup.token.clone(), rx, fatal.clone(), stop.clone()));
     let halt = Arc::new(AtomicBool::new(false));
     let stepping = {
-        let w = Wiring { slot: slot.clone(), reward_slot, run: run.clone(), tx, captions, counters, halt: halt.clone(), fatal: fatal.clone() };
+        let w = Wiring {
+            slot: slot.clone(),
+            reward_slot,
+            run: run.clone(),
+            tx,
+            captions,
+            counters,
+            halt: halt.clone(),
+            fatal: fatal.clone(),
+        };
         std::thread::Builder::new()
             .name(format!("actor-{}", setup.index))
             .spawn(move || match hub {
@@ -147,7 +163,12 @@ pub async fn run_actor<B: PolicyBackend>(
     halt.store(true, Ordering::Release);
     let result = tokio::task::spawn_blocking(move || stepping.join()).await.map_err(|_| ActorError::Panicked)?;
     sender.abort();
-    let poll_result = if poller.is_finished() { poller.await.ok() } else { poller.abort(); None };
+    let poll_result = if poller.is_finished() {
+        poller.await.ok()
+    } else {
+        poller.abort();
+        None
+    };
     if let Some(Err(e)) = poll_result {
         return Err(ActorError::Learner(e));
     }
@@ -255,7 +276,8 @@ impl<B: PolicyBackend> Stepper<B> {
             }
         }
         let size = obs.stats.len() / self.spec.stats_dim.max(1);
-        let batch = ObsBatch::<B>::from_host(&self.spec, &self.policy_cfg, obs.glyphs, obs.stats, obs.messages, &self.device);
+        let batch =
+            ObsBatch::<B>::from_host(&self.spec, &self.policy_cfg, obs.glyphs, obs.stats, obs.messages, &self.device);
         let h = Tensor::<B, 2>::from_data(TensorData::new(g.hidden.clone(), [size, self.hidden_size]), &self.device);
         let (out, h_next) = self.policy.act(batch, h);
         g.hidden = h_next.into_data().convert::<f32>().to_vec().expect("f32 state");
@@ -317,7 +339,12 @@ impl<B: PolicyBackend> Stepper<B> {
 
 /// The built-in environments: two halves of the env batch alternate, one stepping on a
 /// worker thread while the policy chooses the other's actions.
-pub(crate) fn step_loop<B: PolicyBackend>(setup: ActorSetup, spec: ObsSpec, device: B::Device, w: Wiring) -> Result<(), ActorError> {
+pub(crate) fn step_loop<B: PolicyBackend>(
+    setup: ActorSetup,
+    spec: ObsSpec,
+    device: B::Device,
+    w: Wiring,
+) -> Result<(), ActorError> {
     let n = setup.cfg.num_envs.max(1);
     let halves = if n >= 2 { vec![n / 2, n - n / 2] } else { vec![n] };
     let seed = setup.env.seed.wrapping_add((setup.index as u64) << 32).wrapping_add(rand::random::<u32>() as u64);

@@ -121,7 +121,12 @@ impl<R: Stored> Table<R> {
     fn open(dir: &Path) -> Result<Self, BankError> {
         let path = dir.join(format!("{}.jsonl", R::TABLE));
         let io = |source| BankError::Io { path: path.clone(), source };
-        let mut t = Table { file: open_append(&path).map_err(io)?, path: path.clone(), index: HashMap::new(), records: Vec::new() };
+        let mut t = Table {
+            file: open_append(&path).map_err(io)?,
+            path: path.clone(),
+            index: HashMap::new(),
+            records: Vec::new(),
+        };
         if path.exists() {
             let reader = BufReader::new(File::open(&path).map_err(io)?);
             let mut loaded = Vec::new();
@@ -185,7 +190,8 @@ pub struct FileBank {
 impl FileBank {
     /// Opens (or creates) `dir/labels.jsonl`, `dir/pairs.jsonl` and `dir/reward-models/`.
     pub fn open(dir: &Path) -> Result<Self, BankError> {
-        std::fs::create_dir_all(dir.join("reward-models")).map_err(|source| BankError::Io { path: dir.into(), source })?;
+        std::fs::create_dir_all(dir.join("reward-models"))
+            .map_err(|source| BankError::Io { path: dir.into(), source })?;
         Ok(FileBank { labels: Mutex::new(Table::open(dir)?), pairs: Mutex::new(Table::open(dir)?), dir: dir.into() })
     }
 
@@ -212,7 +218,11 @@ impl LabelBank for FileBank {
     }
 
     fn get_pair(&self, key: &PairKey) -> Result<Option<PairRecord>, BankError> {
-        Ok(self.pairs.lock().unwrap().get(&(key.prompt_hash.clone(), key.model.clone(), pair_item(&key.low, &key.high))))
+        Ok(self.pairs.lock().unwrap().get(&(
+            key.prompt_hash.clone(),
+            key.model.clone(),
+            pair_item(&key.low, &key.high),
+        )))
     }
 
     fn put_pairs(&self, records: &[PairRecord]) -> Result<(), BankError> {
@@ -233,7 +243,8 @@ impl LabelBank for FileBank {
         f.sync_all().map_err(io)?;
         std::fs::rename(&tmp, &path).map_err(io)?;
         // keep the newest few: older versions are never served again
-        let mut old: Vec<PathBuf> = std::fs::read_dir(&dir).map_err(io)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        let mut old: Vec<PathBuf> =
+            std::fs::read_dir(&dir).map_err(io)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
         old.retain(|p| p.extension().is_some_and(|e| e == "bin"));
         old.sort();
         for p in old.iter().rev().skip(3) {
@@ -248,14 +259,18 @@ impl LabelBank for FileBank {
         let mut best: Option<(u64, PathBuf)> = None;
         for e in std::fs::read_dir(&dir).map_err(io)? {
             let p = e.map_err(io)?.path();
-            let v = p.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_prefix("rm-")?.strip_suffix(".bin")?.parse::<u64>().ok());
+            let v = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix("rm-")?.strip_suffix(".bin")?.parse::<u64>().ok());
             if let Some(v) = v {
                 if best.as_ref().is_none_or(|(b, _)| v > *b) {
                     best = Some((v, p));
                 }
             }
         }
-        best.map(|(v, p)| std::fs::read(&p).map(|b| (v, b)).map_err(|source| BankError::Io { path: p, source })).transpose()
+        best.map(|(v, p)| std::fs::read(&p).map(|b| (v, b)).map_err(|source| BankError::Io { path: p, source }))
+            .transpose()
     }
 }
 
@@ -281,7 +296,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let b = FileBank::open(dir.path()).unwrap();
-            b.put(&[rec("You see here a brass key.", Label::Helpful, "m"), rec("You hit the newt.", Label::Unhelpful, "m")]).unwrap();
+            b.put(&[
+                rec("You see here a brass key.", Label::Helpful, "m"),
+                rec("You hit the newt.", Label::Unhelpful, "m"),
+            ])
+            .unwrap();
             b.put(&[rec("You see here a brass key.", Label::Unknown, "other-model")]).unwrap();
             assert_eq!(b.len().unwrap(), 3);
         }

@@ -41,12 +41,17 @@ impl AnswerFilter {
             Label::Unhelpful => false,
             Label::Unknown => return None,
         };
-        (r.prompt_hash == self.classification_hash && r.model == self.model).then(|| Example { caption: r.caption.clone(), helpful })
+        (r.prompt_hash == self.classification_hash && r.model == self.model)
+            .then(|| Example { caption: r.caption.clone(), helpful })
     }
 
     fn pair(&self, r: &PairRecord) -> Option<Pair> {
         let target = r.preference.target()?;
-        (r.prompt_hash == self.ranking_hash && r.model == self.model).then(|| Pair { first: r.first.clone(), second: r.second.clone(), target })
+        (r.prompt_hash == self.ranking_hash && r.model == self.model).then(|| Pair {
+            first: r.first.clone(),
+            second: r.second.clone(),
+            target,
+        })
     }
 }
 
@@ -80,7 +85,9 @@ impl DistillLoop {
                     *served.lock().unwrap() = Some(Published { version: v, kind, bytes: Arc::new(bytes) });
                     metrics::gauge!("oni_reward_model_version", "role" => "annotator").set(v as f64);
                 }
-                Ok(snap) => tracing::info!("stored reward model v{v} is {}, this run distils {}", snap.kind.name(), kind.name()),
+                Ok(snap) => {
+                    tracing::info!("stored reward model v{v} is {}, this run distils {}", snap.kind.name(), kind.name())
+                }
                 Err(e) => tracing::warn!("stored reward model v{v} is unreadable, not serving it: {e}"),
             }
         }
@@ -88,14 +95,21 @@ impl DistillLoop {
         if kind == Kind::Ranking {
             distiller.add_pairs(bank.pairs()?.iter().filter_map(|r| filter.pair(r)));
         }
-        tracing::info!(kind = kind.name(), items = distiller.dataset_len(), version, "reward-model distillation starting");
+        tracing::info!(
+            kind = kind.name(),
+            items = distiller.dataset_len(),
+            version,
+            "reward-model distillation starting"
+        );
         Ok(DistillLoop { distiller, filter, bank, served, version })
     }
 
     fn add(&mut self, a: Answered) -> usize {
         match a {
             Answered::Label(r) => self.distiller.add_labels(self.filter.example(&r)),
-            Answered::Pair(r) if self.distiller.kind() == Kind::Ranking => self.distiller.add_pairs(self.filter.pair(&r)),
+            Answered::Pair(r) if self.distiller.kind() == Kind::Ranking => {
+                self.distiller.add_pairs(self.filter.pair(&r))
+            }
             Answered::Pair(_) => 0,
         }
     }
@@ -155,6 +169,7 @@ impl DistillLoop {
         }
         metrics::gauge!("oni_reward_model_version", "role" => "annotator").set(self.version as f64);
         tracing::debug!(version = self.version, trained_on = snap.trained_on, accuracy = ?snap.heldout_accuracy, "reward model published");
-        *self.served.lock().unwrap() = Some(Published { version: self.version, kind: snap.kind, bytes: Arc::new(bytes) });
+        *self.served.lock().unwrap() =
+            Some(Published { version: self.version, kind: snap.kind, bytes: Arc::new(bytes) });
     }
 }

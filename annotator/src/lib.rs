@@ -5,14 +5,14 @@
 pub mod bank;
 pub mod distill;
 pub mod intake;
-pub mod service;
-pub mod redis_bank;
 pub mod label;
 pub mod llm;
 pub mod prompts;
+pub mod redis_bank;
+pub mod service;
 
 pub use bank::{BankError, FileBank, LabelBank, LabelKey, PairKey};
-pub use redis_bank::RedisBank;
 pub use label::{parse_label, parse_preference, Label, LabelRecord, PairRecord, Preference};
 pub use llm::{LlmClient, LlmConfig, LlmError};
 pub use prompts::PromptConfig;
+pub use redis_bank::RedisBank;

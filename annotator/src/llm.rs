@@ -163,7 +163,10 @@ impl LlmClient {
             return Err(LlmError::Config("llm.api", format!("`{}` is not `completions` or `chat`", cfg.api)));
         }
         if !matches!(cfg.constrain.as_str(), "grammar" | "json_schema" | "none") {
-            return Err(LlmError::Config("llm.constrain", format!("`{}` is not grammar, json_schema or none", cfg.constrain)));
+            return Err(LlmError::Config(
+                "llm.constrain",
+                format!("`{}` is not grammar, json_schema or none", cfg.constrain),
+            ));
         }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(cfg.timeout_ms))
@@ -200,7 +203,8 @@ impl LlmClient {
             // chat servers take OpenAI's response_format; on /v1/completions llama.cpp reads
             // `json_schema` and vLLM `guided_json`
             "json_schema" if self.cfg.api == "chat" => {
-                body["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "answer", "schema": q.schema()}})
+                body["response_format"] =
+                    json!({"type": "json_schema", "json_schema": {"name": "answer", "schema": q.schema()}})
             }
             "json_schema" => {
                 body["json_schema"] = q.schema();
@@ -218,7 +222,11 @@ impl LlmClient {
     }
 
     /// Asks which message of each pair shows more progress. One result per pair, in order.
-    pub async fn rank(&self, prompts: &PromptConfig, pairs: &[(String, String)]) -> Vec<Result<Answer<Preference>, LlmError>> {
+    pub async fn rank(
+        &self,
+        prompts: &PromptConfig,
+        pairs: &[(String, String)],
+    ) -> Vec<Result<Answer<Preference>, LlmError>> {
         let texts: Vec<String> = pairs.iter().map(|(a, b)| prompts.ranking_prompt(a, b)).collect();
         self.ask(&texts, Question::Ranking, parse_preference, |p| p == Preference::Unknown).await
     }
@@ -251,7 +259,10 @@ impl LlmClient {
             let prompt = if prompts.len() == 1 { json!(prompts[0]) } else { json!(prompts) };
             ("/v1/completions", json!({"model": self.cfg.model, "prompt": prompt}))
         } else {
-            ("/v1/chat/completions", json!({"model": self.cfg.model, "messages": [{"role": "user", "content": prompts[0]}]}))
+            (
+                "/v1/chat/completions",
+                json!({"model": self.cfg.model, "messages": [{"role": "user", "content": prompts[0]}]}),
+            )
         };
         body["temperature"] = json!(self.cfg.temperature);
         body["max_tokens"] = json!(self.cfg.max_tokens);
@@ -286,7 +297,10 @@ impl LlmClient {
             }
         }
         let url = format!("{}{path}", self.cfg.base_url.trim_end_matches('/'));
-        let mut backoff = Backoff::new(Duration::from_millis(self.cfg.backoff_base_ms), Duration::from_millis(self.cfg.backoff_max_ms));
+        let mut backoff = Backoff::new(
+            Duration::from_millis(self.cfg.backoff_base_ms),
+            Duration::from_millis(self.cfg.backoff_max_ms),
+        );
         let mut tries = 0;
         loop {
             tries += 1;

@@ -131,7 +131,10 @@ mod tests {
         p.validate().unwrap();
         let text = p.ranking_prompt("You see a {second} door.", "The door opens.");
         assert!(text.contains("first: \"You see a {second} door.\"") && text.contains("second: \"The door opens.\""));
-        assert_eq!(p.messages_in(&text).unwrap(), vec!["You see a {second} door.".to_string(), "The door opens.".into()]);
+        assert_eq!(
+            p.messages_in(&text).unwrap(),
+            vec!["You see a {second} door.".to_string(), "The door opens.".into()]
+        );
         let c = p.classification_prompt("It's \"solid\" stone.");
         assert_eq!(p.messages_in(&c).unwrap(), vec!["It's \"solid\" stone.".to_string()]);
         assert_eq!(p.messages_in("something else entirely"), None);

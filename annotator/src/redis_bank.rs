@@ -41,14 +41,17 @@ impl RedisBank {
         let mut g = self.conn.lock().unwrap();
         for attempt in 0..2 {
             if g.is_none() {
-                let c = self.client.get_connection_with_timeout(Duration::from_secs(5)).map_err(|e| err(&self.url, e))?;
+                let c =
+                    self.client.get_connection_with_timeout(Duration::from_secs(5)).map_err(|e| err(&self.url, e))?;
                 c.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| err(&self.url, e))?;
                 c.set_write_timeout(Some(Duration::from_secs(10))).map_err(|e| err(&self.url, e))?;
                 *g = Some(c);
             }
             match f(g.as_mut().unwrap()) {
                 Ok(v) => return Ok(v),
-                Err(e) if attempt == 0 && (e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal()) => {
+                Err(e)
+                    if attempt == 0 && (e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal()) =>
+                {
                     *g = None;
                 }
                 Err(e) => return Err(err(&self.url, e)),
@@ -78,10 +81,12 @@ impl RedisBank {
     }
 
     fn all_recs<R: Stored>(&self) -> Result<Vec<R>, BankError> {
-        let members: Vec<String> = self.with(|c| redis::cmd("ZRANGE").arg(self.order_key(R::TABLE)).arg(0).arg(-1).query(c))?;
+        let members: Vec<String> =
+            self.with(|c| redis::cmd("ZRANGE").arg(self.order_key(R::TABLE)).arg(0).arg(-1).query(c))?;
         let mut out = Vec::with_capacity(members.len());
         for m in members {
-            let (prompt_hash, model, item): (String, String, String) = serde_json::from_str(&m).map_err(|e| err(&self.url, e))?;
+            let (prompt_hash, model, item): (String, String, String) =
+                serde_json::from_str(&m).map_err(|e| err(&self.url, e))?;
             if let Some(r) = self.get_rec(&prompt_hash, &model, &item)? {
                 out.push(r);
             }
@@ -128,7 +133,8 @@ impl LabelBank for RedisBank {
 
     fn latest_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, BankError> {
         let key = format!("{}:reward-model:latest", self.prefix);
-        let (v, b): (Option<u64>, Option<Vec<u8>>) = self.with(|c| redis::cmd("HMGET").arg(&key).arg("version").arg("bytes").query(c))?;
+        let (v, b): (Option<u64>, Option<Vec<u8>>) =
+            self.with(|c| redis::cmd("HMGET").arg(&key).arg("version").arg("bytes").query(c))?;
         Ok(v.zip(b))
     }
 }

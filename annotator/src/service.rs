@@ -11,9 +11,11 @@ use crate::label::{truncate, Label, LabelRecord, PairRecord, Preference, RAW_ANS
 use crate::llm::LlmClient;
 use crate::prompts::PromptConfig;
 use oni_proto::v1::annotator_server::{Annotator, AnnotatorServer};
-use oni_proto::v1::{CaptionBatch, CaptionLabel, GetLabelsRequest, LabelList, RewardModelReply, RewardModelRequest, SubmitAck};
-use serde::{Deserialize, Serialize};
+use oni_proto::v1::{
+    CaptionBatch, CaptionLabel, GetLabelsRequest, LabelList, RewardModelReply, RewardModelRequest, SubmitAck,
+};
 use rand::Rng;
+use serde::{Deserialize, Serialize};
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -98,13 +100,23 @@ pub struct Core {
 }
 
 impl Core {
-    pub fn new(cfg: AnnotatorConfig, prompts: PromptConfig, llm: LlmClient, bank: Arc<dyn LabelBank>) -> Result<Arc<Self>, crate::BankError> {
+    pub fn new(
+        cfg: AnnotatorConfig,
+        prompts: PromptConfig,
+        llm: LlmClient,
+        bank: Arc<dyn LabelBank>,
+    ) -> Result<Arc<Self>, crate::BankError> {
         let prompt_hash = prompts.classification_hash();
         let ranking_hash = prompts.ranking_hash();
         let mut pool = Vec::new();
         if cfg.pairs_per_caption > 0 {
             let model = &llm.config().model;
-            pool = bank.all()?.into_iter().filter(|r| r.prompt_hash == prompt_hash && &r.model == model).map(|r| r.caption).collect();
+            pool = bank
+                .all()?
+                .into_iter()
+                .filter(|r| r.prompt_hash == prompt_hash && &r.model == model)
+                .map(|r| r.caption)
+                .collect();
             pool.truncate(cfg.pair_pool);
         }
         Ok(Arc::new(Core {
@@ -130,7 +142,11 @@ impl Core {
     }
 
     fn key(&self, caption: &str) -> LabelKey {
-        LabelKey { caption: caption.into(), prompt_hash: self.prompt_hash.clone(), model: self.llm.config().model.clone() }
+        LabelKey {
+            caption: caption.into(),
+            prompt_hash: self.prompt_hash.clone(),
+            model: self.llm.config().model.clone(),
+        }
     }
 
     fn pair_key(&self, a: &str, b: &str) -> PairKey {
@@ -169,7 +185,10 @@ impl Core {
             while !*stop.borrow() && stop.changed().await.is_ok() {}
             f.store(true, std::sync::atomic::Ordering::Release);
         });
-        Ok(std::thread::Builder::new().name("distill".into()).spawn(move || lp.run(rx, flag)).expect("spawn distill thread"))
+        Ok(std::thread::Builder::new()
+            .name("distill".into())
+            .spawn(move || lp.run(rx, flag))
+            .expect("spawn distill thread"))
     }
 
     /// The served snapshot, if newer than `since`.
@@ -326,7 +345,8 @@ impl Core {
                 }
                 continue;
             }
-            let failed = if captions.is_empty() { self.rank_pairs(pairs).await } else { self.label_captions(captions).await };
+            let failed =
+                if captions.is_empty() { self.rank_pairs(pairs).await } else { self.label_captions(captions).await };
             if failed > 0 {
                 metrics::counter!("oni_annotator_requeued_total").increment(failed as u64);
                 tokio::select! {
@@ -477,7 +497,10 @@ impl Annotator for AnnotatorService {
         Ok(Response::new(LabelList { labels }))
     }
 
-    async fn get_reward_model(&self, request: Request<RewardModelRequest>) -> Result<Response<RewardModelReply>, Status> {
+    async fn get_reward_model(
+        &self,
+        request: Request<RewardModelRequest>,
+    ) -> Result<Response<RewardModelReply>, Status> {
         let since = request.into_inner().since_version;
         if !self.core.distilling.load(std::sync::atomic::Ordering::Acquire) {
             return Err(Status::failed_precondition(
@@ -485,7 +508,12 @@ impl Annotator for AnnotatorService {
             ));
         }
         Ok(Response::new(match self.core.reward_model_since(since) {
-            Some(p) => RewardModelReply { unchanged: false, version: p.version, kind: p.kind.name().into(), snapshot: p.bytes.to_vec() },
+            Some(p) => RewardModelReply {
+                unchanged: false,
+                version: p.version,
+                kind: p.kind.name().into(),
+                snapshot: p.bytes.to_vec(),
+            },
             None => RewardModelReply { unchanged: true, version: since, ..Default::default() },
         }))
     }

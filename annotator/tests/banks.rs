@@ -24,7 +24,11 @@ fn key(caption: &str, model: &str) -> LabelKey {
 /// The behaviour every bank must have.
 fn exercise(bank: &dyn LabelBank) {
     assert!(bank.is_empty().unwrap());
-    bank.put(&[rec("You see here a brass key.", Label::Helpful, "m", 1), rec("You hit the newt.", Label::Unhelpful, "m", 2)]).unwrap();
+    bank.put(&[
+        rec("You see here a brass key.", Label::Helpful, "m", 1),
+        rec("You hit the newt.", Label::Unhelpful, "m", 2),
+    ])
+    .unwrap();
     bank.put(&[rec("You see here a brass key.", Label::Unknown, "m2", 3)]).unwrap();
     assert_eq!(bank.len().unwrap(), 3);
     assert_eq!(bank.get(&key("You see here a brass key.", "m")).unwrap().unwrap().label, Label::Helpful);
@@ -50,7 +54,11 @@ fn exercise(bank: &dyn LabelBank) {
         time_ms: t,
     };
     assert!(bank.pairs().unwrap().is_empty());
-    bank.put_pairs(&[pair("The door opens.", "You hit the newt.", Preference::First, 1), pair("a", "b", Preference::Tie, 2)]).unwrap();
+    bank.put_pairs(&[
+        pair("The door opens.", "You hit the newt.", Preference::First, 1),
+        pair("a", "b", Preference::Tie, 2),
+    ])
+    .unwrap();
     let k = PairKey::new("You hit the newt.", "The door opens.", "r1", "m");
     assert_eq!(bank.get_pair(&k).unwrap().unwrap().preference, Preference::First);
     assert!(bank.get_pair(&PairKey::new("a", "b", "r2", "m")).unwrap().is_none());
@@ -89,7 +97,18 @@ impl Drop for Redis {
 
 fn start_redis(dir: &std::path::Path, port: u16) -> Redis {
     let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--appendonly", "yes", "--appendfsync", "always", "--save", ""])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--save",
+            "",
+        ])
         .arg("--dir")
         .arg(dir)
         .stdout(Stdio::null())

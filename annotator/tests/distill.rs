@@ -15,7 +15,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 fn core(url: &str, bank: Arc<dyn LabelBank>, pairs_per_caption: usize) -> Arc<Core> {
-    let llm = LlmClient::new(LlmConfig { base_url: url.into(), batch: 4, concurrency: 2, timeout_ms: 2000, ..Default::default() }).unwrap();
+    let llm = LlmClient::new(LlmConfig {
+        base_url: url.into(),
+        batch: 4,
+        concurrency: 2,
+        timeout_ms: 2000,
+        ..Default::default()
+    })
+    .unwrap();
     let cfg = AnnotatorConfig { retry_pause_ms: 100, pairs_per_caption, ..Default::default() };
     Core::new(cfg, PromptConfig::default(), llm, bank).unwrap()
 }
@@ -33,7 +40,8 @@ async fn until(what: &str, secs: u64, f: impl Fn() -> bool) {
 }
 
 fn captions() -> Vec<String> {
-    let mut c: Vec<String> = ["brass", "iron", "old", "rusty"].iter().map(|a| format!("You see here a {a} key.")).collect();
+    let mut c: Vec<String> =
+        ["brass", "iron", "old", "rusty"].iter().map(|a| format!("You see here a {a} key.")).collect();
     c.extend(["newt", "rat", "jackal", "bat"].iter().map(|m| format!("You hit the {m}.")));
     c
 }
@@ -52,7 +60,8 @@ async fn ranking_pairs_are_asked_once_each_and_stored_with_their_answers() {
         c.submit(std::slice::from_ref(cap)).unwrap();
         c.submit(std::slice::from_ref(cap)).unwrap(); // a duplicate adds no pairs
     }
-    until("labels and pairs answered", 20, || c.backlog() + c.in_flight() == 0 && bank.len().unwrap() == caps.len()).await;
+    until("labels and pairs answered", 20, || c.backlog() + c.in_flight() == 0 && bank.len().unwrap() == caps.len())
+        .await;
     let pairs = bank.pairs().unwrap();
     // the first caption has no partner, then up to 3 each
     assert!(pairs.len() >= caps.len() - 1 && pairs.len() <= 3 * (caps.len() - 1), "{} pairs", pairs.len());
@@ -67,7 +76,8 @@ async fn ranking_pairs_are_asked_once_each_and_stored_with_their_answers() {
         assert_eq!(p.preference, want, "{p:?}");
         assert_eq!(p.prompt_hash, PromptConfig::default().ranking_hash());
     }
-    let asked: usize = script.lock().unwrap().requests.iter().map(|r| r["prompt"].as_array().map_or(1, |a| a.len())).sum();
+    let asked: usize =
+        script.lock().unwrap().requests.iter().map(|r| r["prompt"].as_array().map_or(1, |a| a.len())).sum();
     assert_eq!(asked, caps.len() + pairs.len(), "LLM asked more than once per caption or pair");
 }
 
@@ -125,7 +135,11 @@ async fn labels_are_distilled_served_over_grpc_and_resumed_after_a_restart() {
     assert_eq!(c.reward_model_version(), version);
     until("a newer version after the restart", 30, || c.reward_model_version() > version).await;
     let m = RewardModel::decode(&c.reward_model_since(version).unwrap().bytes).unwrap();
-    assert_eq!(m.rewards(&["You see here a rusty key.", "You hit the bat."]), vec![1.0, 0.0], "resumed weights fit at once");
+    assert_eq!(
+        m.rewards(&["You see here a rusty key.", "You hit the bat."]),
+        vec![1.0, 0.0],
+        "resumed weights fit at once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

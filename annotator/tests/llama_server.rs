@@ -26,7 +26,18 @@ fn start(port: u16) -> Server {
     let model = cache().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(bin.exists() && model.exists(), "run scripts/llm-server.sh build && scripts/llm-server.sh model first");
     let child = Command::new(bin)
-        .args(["-m", model.to_str().unwrap(), "--host", "127.0.0.1", "--port", &port.to_string(), "--parallel", "4", "-c", "4096"])
+        .args([
+            "-m",
+            model.to_str().unwrap(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--parallel",
+            "4",
+            "-c",
+            "4096",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -103,11 +103,13 @@ async fn chat_api_reads_the_message_content() {
     let script = Arc::new(Mutex::new(Script::default()));
     script.lock().unwrap().replies.push_back(Reply(
         200,
-        json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": "{\"helpful\": true}"}}]}).to_string(),
+        json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": "{\"helpful\": true}"}}]})
+            .to_string(),
         0,
     ));
     let url = serve(script.clone()).await;
-    let client = LlmClient::new(LlmConfig { api: "chat".into(), constrain: "json_schema".into(), ..config(&url) }).unwrap();
+    let client =
+        LlmClient::new(LlmConfig { api: "chat".into(), constrain: "json_schema".into(), ..config(&url) }).unwrap();
     let out = client.classify(&PromptConfig::default(), &captions(1)).await;
     assert_eq!(out[0].as_ref().unwrap().label, Label::Helpful);
     let req = &script.lock().unwrap().requests[0];

@@ -90,10 +90,19 @@ async fn bench_attach(b: AttachBench) -> Result<()> {
         let cfg = oni_actor::config::HubConfig { listen: "127.0.0.1:0".into(), ..Default::default() };
         let addr = oni_actor::hub::serve_random(cfg, stop_rx).await?.to_string();
         let mut cmd = std::process::Command::new(&python);
-        cmd.args(["-m", "oni_env.bench", "--address", &addr, "--num-envs", &n.to_string(), "--seconds", &b.seconds.to_string()]);
-        let out = tokio::task::spawn_blocking(move || cmd.output())
-            .await?
-            .map_err(|e| anyhow::anyhow!("cannot run {} (install the client: pip install ./clients/python): {e}", python.display()))?;
+        cmd.args([
+            "-m",
+            "oni_env.bench",
+            "--address",
+            &addr,
+            "--num-envs",
+            &n.to_string(),
+            "--seconds",
+            &b.seconds.to_string(),
+        ]);
+        let out = tokio::task::spawn_blocking(move || cmd.output()).await?.map_err(|e| {
+            anyhow::anyhow!("cannot run {} (install the client: pip install ./clients/python): {e}", python.display())
+        })?;
         let _ = stop_tx.send(true);
         if !out.status.success() {
             anyhow::bail!("oni_env.bench with {n} envs failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -102,7 +111,10 @@ async fn bench_attach(b: AttachBench) -> Result<()> {
         eprintln!("{n:>4} envs per stream: {:>9.0} steps/s", row["steps_per_second"].as_f64().unwrap_or(0.0));
         rows.push(row);
     }
-    println!("{}", json!({"benchmark": "attach", "env": "instant (python, 4 floats, 2 actions)", "actions": "uniform random, no policy", "runs": rows}));
+    println!(
+        "{}",
+        json!({"benchmark": "attach", "env": "instant (python, 4 floats, 2 actions)", "actions": "uniform random, no policy", "runs": rows})
+    );
     Ok(())
 }
 
@@ -116,7 +128,8 @@ fn bench_env(b: EnvBench) -> Result<()> {
             std::thread::spawn(move || -> Result<(u64, u64)> {
                 let mut env = make_env(&cfg)?;
                 let spec = env.spec().clone();
-                let (mut g, mut s, mut m) = (vec![0u16; spec.crop_len()], vec![0f32; spec.stats_dim], vec![0u8; MESSAGE_LEN]);
+                let (mut g, mut s, mut m) =
+                    (vec![0u16; spec.crop_len()], vec![0f32; spec.stats_dim], vec![0u8; MESSAGE_LEN]);
                 let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (t as u64 + 1);
                 let mut episodes = 0u64;
                 env.reset(t as u64, ObsBuf { glyphs: &mut g, stats: &mut s, message: &mut m })?;

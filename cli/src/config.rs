@@ -49,7 +49,12 @@ pub struct LabelBankConfig {
 
 impl Default for LabelBankConfig {
     fn default() -> Self {
-        LabelBankConfig { kind: "file".into(), path: None, redis_url: "redis://127.0.0.1:6390".into(), prefix: "oni".into() }
+        LabelBankConfig {
+            kind: "file".into(),
+            path: None,
+            redis_url: "redis://127.0.0.1:6390".into(),
+            prefix: "oni".into(),
+        }
     }
 }
 
@@ -91,7 +96,14 @@ pub struct RewardConfig {
 
 impl Default for RewardConfig {
     fn default() -> Self {
-        RewardConfig { extrinsic_coef: 1.0, intrinsic_coef: 0.0, clip: 10.0, kind: "none".into(), beta: 3.0, pull_ms: 2000 }
+        RewardConfig {
+            extrinsic_coef: 1.0,
+            intrinsic_coef: 0.0,
+            clip: 10.0,
+            kind: "none".into(),
+            beta: 3.0,
+            pull_ms: 2000,
+        }
     }
 }
 
@@ -163,7 +175,8 @@ fn set_path(root: &mut toml::Table, key: &str, value: toml::Value) -> Result<()>
 /// first and this file's keys are laid over it, so presets share one base.
 fn read_table(p: &Path, depth: usize) -> Result<toml::Table> {
     let text = std::fs::read_to_string(p).with_context(|| format!("cannot read config file {}", p.display()))?;
-    let mut t = toml::from_str::<toml::Table>(&text).with_context(|| format!("config file {} is not valid TOML", p.display()))?;
+    let mut t = toml::from_str::<toml::Table>(&text)
+        .with_context(|| format!("config file {} is not valid TOML", p.display()))?;
     let Some(base) = t.remove("base") else { return Ok(t) };
     let base = base.as_str().ok_or_else(|| anyhow!("config key `base` in {} must be a file name", p.display()))?;
     if depth >= 8 {
@@ -198,7 +211,8 @@ pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Config> {
         .collect();
     from_env.sort();
     for (k, v) in from_env {
-        set_path(&mut table, &k, parse_value(v.trim())).map_err(|e| anyhow!("environment variable ONI__{}: {e}", k.to_ascii_uppercase().replace('.', "__")))?;
+        set_path(&mut table, &k, parse_value(v.trim()))
+            .map_err(|e| anyhow!("environment variable ONI__{}: {e}", k.to_ascii_uppercase().replace('.', "__")))?;
     }
     for o in overrides {
         let (k, v) = o.split_once('=').ok_or_else(|| anyhow!("--set `{o}` must be key=value"))?;
@@ -295,10 +309,18 @@ mod tests {
     #[test]
     fn presets_layer_over_their_base() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("base.toml"), "name = \"b\"\n[learner]\nlearning_rate = 0.5\ngamma = 0.9\n").unwrap();
-        std::fs::write(dir.path().join("top.toml"), "base = \"base.toml\"\n[learner]\ngamma = 0.7\n[reward]\nkind = \"hashing\"\n").unwrap();
+        std::fs::write(dir.path().join("base.toml"), "name = \"b\"\n[learner]\nlearning_rate = 0.5\ngamma = 0.9\n")
+            .unwrap();
+        std::fs::write(
+            dir.path().join("top.toml"),
+            "base = \"base.toml\"\n[learner]\ngamma = 0.7\n[reward]\nkind = \"hashing\"\n",
+        )
+        .unwrap();
         let c = load(Some(&dir.path().join("top.toml")), &[]).unwrap();
-        assert_eq!((c.name.as_str(), c.learner.learning_rate, c.learner.gamma, c.reward.kind.as_str()), ("b", 0.5, 0.7, "hashing"));
+        assert_eq!(
+            (c.name.as_str(), c.learner.learning_rate, c.learner.gamma, c.reward.kind.as_str()),
+            ("b", 0.5, 0.7, "hashing")
+        );
         std::fs::write(dir.path().join("loop.toml"), "base = \"loop.toml\"\n").unwrap();
         assert!(load(Some(&dir.path().join("loop.toml")), &[]).unwrap_err().to_string().contains("cycle"));
         let e = load(None, &["reward.kind=telepathy".into()]).unwrap_err().to_string();

@@ -38,9 +38,10 @@ impl Rule {
     }
 
     pub fn progress(&self, message: &str) -> bool {
-        message
-            .split(|c: char| !c.is_alphanumeric())
-            .any(|w| { let w = w.to_lowercase(); self.keywords.iter().any(|k| w.starts_with(k.as_str())) })
+        message.split(|c: char| !c.is_alphanumeric()).any(|w| {
+            let w = w.to_lowercase();
+            self.keywords.iter().any(|k| w.starts_with(k.as_str()))
+        })
     }
 
     /// The answer to one prompt, in the JSON shape our prompts ask for.
@@ -66,18 +67,31 @@ impl Rule {
                 let prompts: Vec<&str> = match &req["prompt"] {
                     Value::String(s) => vec![s.as_str()],
                     Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
-                    _ => return (400, json!({"error": {"message": "`prompt` must be a string or an array of strings"}})),
+                    _ => {
+                        return (400, json!({"error": {"message": "`prompt` must be a string or an array of strings"}}))
+                    }
                 };
-                let choices: Vec<Value> =
-                    prompts.iter().enumerate().map(|(i, p)| json!({"index": i, "text": self.answer(p), "finish_reason": "stop"})).collect();
-                (200, json!({"object": "text_completion", "model": model, "choices": choices, "usage": usage(&prompts)}))
+                let choices: Vec<Value> = prompts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| json!({"index": i, "text": self.answer(p), "finish_reason": "stop"}))
+                    .collect();
+                (
+                    200,
+                    json!({"object": "text_completion", "model": model, "choices": choices, "usage": usage(&prompts)}),
+                )
             }
             "/v1/chat/completions" => {
-                let Some(content) = req["messages"].as_array().and_then(|m| m.last()).and_then(|m| m["content"].as_str()) else {
+                let Some(content) =
+                    req["messages"].as_array().and_then(|m| m.last()).and_then(|m| m["content"].as_str())
+                else {
                     return (400, json!({"error": {"message": "`messages` must end with a message with `content`"}}));
                 };
                 let choice = json!({"index": 0, "message": {"role": "assistant", "content": self.answer(content)}, "finish_reason": "stop"});
-                (200, json!({"object": "chat.completion", "model": model, "choices": [choice], "usage": usage(&[content])}))
+                (
+                    200,
+                    json!({"object": "chat.completion", "model": model, "choices": [choice], "usage": usage(&[content])}),
+                )
             }
             _ => (404, json!({"error": {"message": format!("no route {path}")}})),
         }
@@ -118,7 +132,10 @@ async fn serve_connection(mut sock: TcpStream, rule: Arc<Rule>) {
         let (head_end, len) = loop {
             if let Some(h) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 let head = String::from_utf8_lossy(&buf[..h]).to_lowercase();
-                let len = head.lines().find_map(|l| l.strip_prefix("content-length:").and_then(|v| v.trim().parse().ok())).unwrap_or(0usize);
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:").and_then(|v| v.trim().parse().ok()))
+                    .unwrap_or(0usize);
                 if buf.len() >= h + 4 + len {
                     break (h, len);
                 }
@@ -138,7 +155,9 @@ async fn serve_connection(mut sock: TcpStream, rule: Arc<Rule>) {
         let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
         let (status, reply) = match (method, path) {
             ("GET", "/health") => (200, json!({"status": "ok"})),
-            ("GET", "/v1/models") => (200, json!({"object": "list", "data": [{"id": "rule-judge", "object": "model"}]})),
+            ("GET", "/v1/models") => {
+                (200, json!({"object": "list", "data": [{"id": "rule-judge", "object": "model"}]}))
+            }
             ("POST", p) => match serde_json::from_slice::<Value>(&body) {
                 Ok(req) => rule.respond(p, &req),
                 Err(e) => (400, json!({"error": {"message": format!("body is not JSON: {e}")}})),
@@ -146,7 +165,10 @@ async fn serve_connection(mut sock: TcpStream, rule: Arc<Rule>) {
             _ => (404, json!({"error": {"message": "not found"}})),
         };
         let text = reply.to_string();
-        let resp = format!("HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{text}", text.len());
+        let resp = format!(
+            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{text}",
+            text.len()
+        );
         if sock.write_all(resp.as_bytes()).await.is_err() {
             return;
         }
@@ -167,8 +189,14 @@ mod tests {
         assert_eq!(r.answer(&p.classification_prompt("You hit the newt.")), r#"{"helpful":false}"#);
         assert_eq!(r.answer(&p.ranking_prompt("You hit the newt.", "k - a brass key.")), r#"{"better":"second"}"#);
         assert_eq!(r.answer(&p.ranking_prompt("You hit the newt.", "The newt bites!")), r#"{"better":"tie"}"#);
-        assert_eq!(oni_annotator::parse_preference(&r.answer(&p.ranking_prompt("This door is locked.", "x"))), oni_annotator::Preference::First);
-        let (status, v) = r.respond("/v1/completions", &json!({"prompt": [p.classification_prompt("a key"), p.classification_prompt("a rat")]}));
+        assert_eq!(
+            oni_annotator::parse_preference(&r.answer(&p.ranking_prompt("This door is locked.", "x"))),
+            oni_annotator::Preference::First
+        );
+        let (status, v) = r.respond(
+            "/v1/completions",
+            &json!({"prompt": [p.classification_prompt("a key"), p.classification_prompt("a rat")]}),
+        );
         assert_eq!(status, 200);
         assert_eq!(v["choices"][1]["text"], r#"{"helpful":false}"#);
         assert_eq!(r.respond("/v1/completions", &json!({"prompt": 3})).0, 400);

@@ -163,7 +163,8 @@ pub fn labels(cmd: LabelsCmd) -> Result<()> {
         LabelsCmd::Show { common, caption } => {
             let bank = bank_of(&common)?;
             let found: Vec<LabelRecord> = bank.all()?.into_iter().filter(|r| r.caption == caption).collect();
-            let pairs: Vec<PairRecord> = bank.pairs()?.into_iter().filter(|r| r.first == caption || r.second == caption).collect();
+            let pairs: Vec<PairRecord> =
+                bank.pairs()?.into_iter().filter(|r| r.first == caption || r.second == caption).collect();
             if found.is_empty() && pairs.is_empty() {
                 bail!("no label for caption {caption:?}");
             }
@@ -181,14 +182,35 @@ pub fn labels(cmd: LabelsCmd) -> Result<()> {
                 None => Box::new(std::io::stdout().lock()),
             };
             if a.pairs {
-                export(&bank.pairs()?, &a.format, &mut out, "first,second,preference,prompt_hash,model,raw_answer,latency_ms,time_ms", |r| {
-                    let (first, second) = (csv_field(&r.first), csv_field(&r.second));
-                    format!("{first},{second},{},{}", r.preference.name(), provenance(&r.prompt_hash, &r.model, &r.raw_answer, r.latency_ms, r.time_ms))
-                })?;
+                export(
+                    &bank.pairs()?,
+                    &a.format,
+                    &mut out,
+                    "first,second,preference,prompt_hash,model,raw_answer,latency_ms,time_ms",
+                    |r| {
+                        let (first, second) = (csv_field(&r.first), csv_field(&r.second));
+                        format!(
+                            "{first},{second},{},{}",
+                            r.preference.name(),
+                            provenance(&r.prompt_hash, &r.model, &r.raw_answer, r.latency_ms, r.time_ms)
+                        )
+                    },
+                )?;
             } else {
-                export(&bank.all()?, &a.format, &mut out, "caption,label,prompt_hash,model,raw_answer,latency_ms,time_ms", |r| {
-                    format!("{},{},{}", csv_field(&r.caption), r.label.name(), provenance(&r.prompt_hash, &r.model, &r.raw_answer, r.latency_ms, r.time_ms))
-                })?;
+                export(
+                    &bank.all()?,
+                    &a.format,
+                    &mut out,
+                    "caption,label,prompt_hash,model,raw_answer,latency_ms,time_ms",
+                    |r| {
+                        format!(
+                            "{},{},{}",
+                            csv_field(&r.caption),
+                            r.label.name(),
+                            provenance(&r.prompt_hash, &r.model, &r.raw_answer, r.latency_ms, r.time_ms)
+                        )
+                    },
+                )?;
             }
         }
     }
@@ -201,7 +223,13 @@ fn provenance(prompt_hash: &str, model: &str, raw_answer: &str, latency_ms: u64,
 }
 
 /// Writes records as JSON lines, or as CSV with `header` and one `row` per record.
-fn export<R: serde::Serialize>(records: &[R], format: &str, out: &mut dyn Write, header: &str, row: impl Fn(&R) -> String) -> Result<()> {
+fn export<R: serde::Serialize>(
+    records: &[R],
+    format: &str,
+    out: &mut dyn Write,
+    header: &str,
+    row: impl Fn(&R) -> String,
+) -> Result<()> {
     match format {
         "jsonl" => {
             for r in records {

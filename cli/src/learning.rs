@@ -150,7 +150,11 @@ fn write_report(b: &LearningBench, llm: &str, outcomes: &[Outcome]) -> Result<se
     let mut csv = String::from("variant,seed,env_steps,episodes,success_rate,mean_intrinsic_return\n");
     for o in outcomes {
         for r in &o.rows {
-            writeln!(csv, "{},{},{},{},{:.4},{:.4}", o.variant, o.seed, r.env_steps, r.episodes, r.success_rate, r.mean_intrinsic_return)?;
+            writeln!(
+                csv,
+                "{},{},{},{},{:.4},{:.4}",
+                o.variant, o.seed, r.env_steps, r.episodes, r.success_rate, r.mean_intrinsic_return
+            )?;
         }
     }
     let csv_path = b.out.join(format!("{}.csv", b.name));
@@ -175,7 +179,10 @@ fn write_report(b: &LearningBench, llm: &str, outcomes: &[Outcome]) -> Result<se
         let cells: Vec<String> = rates.iter().map(|r| format!("{r:.2}")).collect();
         writeln!(md, "| {v} | {steps} | {} | **{mean:.2}** |", cells.join(" | "))?;
         let wall: f64 = runs.iter().map(|o| o.summary.wall_seconds).sum::<f64>() / runs.len().max(1) as f64;
-        table.insert(v.to_string(), json!({"success_rates": rates, "mean_success_rate": mean, "env_steps": steps, "mean_wall_seconds": wall}));
+        table.insert(
+            v.to_string(),
+            json!({"success_rates": rates, "mean_success_rate": mean, "env_steps": steps, "mean_wall_seconds": wall}),
+        );
     }
     let png = b.out.join(format!("{}.png", b.name));
     let plotted = std::process::Command::new(project_python())
@@ -197,6 +204,8 @@ fn write_report(b: &LearningBench, llm: &str, outcomes: &[Outcome]) -> Result<se
 /// The project's venv (scripts/setup.sh: nle, matplotlib, oni_env) when present, else the
 /// system python3.
 pub fn project_python() -> PathBuf {
-    let cache = std::env::var_os("ONI_CACHE").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/oni")));
+    let cache = std::env::var_os("ONI_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/oni")));
     cache.map(|c| c.join("venv/bin/python")).filter(|p| p.exists()).unwrap_or_else(|| PathBuf::from("python3"))
 }

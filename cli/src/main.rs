@@ -94,7 +94,11 @@ fn health(a: HealthArgs) -> Result<()> {
     write!(s, "GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n", a.metrics)?;
     let mut body = String::new();
     s.read_to_string(&mut body)?;
-    anyhow::ensure!(body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200"), "metrics endpoint answered: {}", body.lines().next().unwrap_or(""));
+    anyhow::ensure!(
+        body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200"),
+        "metrics endpoint answered: {}",
+        body.lines().next().unwrap_or("")
+    );
     anyhow::ensure!(body.contains("oni_"), "no oni metrics at {}", a.metrics);
     Ok(())
 }

@@ -49,11 +49,18 @@ pub struct Summary {
 
 impl Progress {
     pub fn new(run_dir: Option<&Path>, stats: &LearnerStats) -> Self {
-        let jsonl = run_dir.and_then(|d| {
-            std::fs::OpenOptions::new().create(true).append(true).open(d.join("metrics.jsonl")).ok()
-        });
+        let jsonl = run_dir
+            .and_then(|d| std::fs::OpenOptions::new().create(true).append(true).open(d.join("metrics.jsonl")).ok());
         let s = stats.snapshot().env_steps;
-        Progress { jsonl, last_steps: s, last_time: Instant::now(), started: Instant::now(), start_steps: s, sps: 0.0, annotator: None }
+        Progress {
+            jsonl,
+            last_steps: s,
+            last_time: Instant::now(),
+            started: Instant::now(),
+            start_steps: s,
+            sps: 0.0,
+            annotator: None,
+        }
     }
 
     /// Adds the annotator's labels and reward-model version to the progress line.
@@ -71,7 +78,12 @@ impl Progress {
         self.last_time = now;
         let wall = now.duration_since(self.started).as_secs_f64();
         let oni = self.annotator.as_ref().map_or(String::new(), |a| {
-            format!(" | int {:+.3} | labels {} | rm v{}", snap.mean_intrinsic_return, a.answered(), a.reward_model_version())
+            format!(
+                " | int {:+.3} | labels {} | rm v{}",
+                snap.mean_intrinsic_return,
+                a.answered(),
+                a.reward_model_version()
+            )
         });
         eprintln!(
             "[{wall:7.1}s] steps {:>10} | {:>8.0} SPS | episodes {:>7} | success {:.2} | return {:+.3}{oni} | len {:5.1} | lag {:4.1} | v{} | ent {:.3} | kl {:.4}",

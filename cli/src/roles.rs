@@ -66,7 +66,8 @@ fn relabel_slot(cfg: &Config) -> Option<Arc<oni_reward_model::pull::RewardSlot>>
         return None;
     }
     let slot = Arc::new(oni_reward_model::pull::RewardSlot::default());
-    let (addr, opts, token, every) = (cfg.learner.relabel_from.clone(), cfg.actor.client_options(), cfg.token(), cfg.reward.pull_ms);
+    let (addr, opts, token, every) =
+        (cfg.learner.relabel_from.clone(), cfg.actor.client_options(), cfg.token(), cfg.reward.pull_ms);
     let s = slot.clone();
     tokio::spawn(async move {
         let (_keep, never) = watch::channel(false);
@@ -101,7 +102,10 @@ pub fn spawn_actor(
         rollout_len: cfg.learner.rollout_len,
         token: cfg.token(),
         index,
-        intrinsic: cfg.reward.model_kind().map(|_| oni_actor::intrinsic::IntrinsicConfig { beta: cfg.reward.beta, pull_ms: cfg.reward.pull_ms }),
+        intrinsic: cfg
+            .reward
+            .model_kind()
+            .map(|_| oni_actor::intrinsic::IntrinsicConfig { beta: cfg.reward.beta, pull_ms: cfg.reward.pull_ms }),
     };
     Ok(tokio::spawn(async move {
         with_backend!(kind, inference, |B, dev| oni_actor::run_actor::<B>(setup, dev, counters, stop).await)
@@ -110,11 +114,9 @@ pub fn spawn_actor(
 
 /// Whether anything answers HTTP at the LLM server's address.
 async fn llm_reachable(base_url: &str) -> bool {
-    let hostport = base_url.trim_start_matches("http://").trim_start_matches("https://").split('/').next().unwrap_or("");
-    matches!(
-        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(hostport)).await,
-        Ok(Ok(_))
-    )
+    let hostport =
+        base_url.trim_start_matches("http://").trim_start_matches("https://").split('/').next().unwrap_or("");
+    matches!(tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(hostport)).await, Ok(Ok(_)))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -221,7 +223,10 @@ pub async fn run(c: Common) -> Result<()> {
     let path = write_summary(&p.run_dir, &summary)?;
     eprintln!(
         "done: {} env steps in {:.1}s ({:.0} steps/s), success rate {:.2}; summary in {}",
-        summary.env_steps, summary.wall_seconds, summary.steps_per_second, summary.success_rate,
+        summary.env_steps,
+        summary.wall_seconds,
+        summary.steps_per_second,
+        summary.success_rate,
         path.display()
     );
     match failure {

@@ -21,7 +21,16 @@ fn captions_from_a_run_are_labelled_by_a_real_llm_and_exported() {
     let common = ["--config", "configs/keyroom.toml", "--run-dir", &run_dir];
     let mut args = vec!["run"];
     args.extend(common);
-    args.extend(["--max-env-steps", "60000", "--set", "annotator.enabled=true", "--set", &base, "--set", "telemetry.metrics_listen=\"\""]);
+    args.extend([
+        "--max-env-steps",
+        "60000",
+        "--set",
+        "annotator.enabled=true",
+        "--set",
+        &base,
+        "--set",
+        "telemetry.metrics_listen=\"\"",
+    ]);
     let out = Command::new(oni()).args(&args).current_dir(repo_root()).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
@@ -35,7 +44,18 @@ fn captions_from_a_run_are_labelled_by_a_real_llm_and_exported() {
     // in nearly every keyroom-small episode, is there
     assert!(lines.iter().any(|l| l.ends_with("\tk - a brass key.")), "{list}");
     // they are the game's own messages
-    let known = ["gold pieces.", "brass key.", "door", "stairs", "staircase", "pick up", "go down", "objects here", "newt", "fountain"];
+    let known = [
+        "gold pieces.",
+        "brass key.",
+        "door",
+        "stairs",
+        "staircase",
+        "pick up",
+        "go down",
+        "objects here",
+        "newt",
+        "fountain",
+    ];
     for l in &lines {
         assert!(known.iter().any(|k| l.contains(k)), "not a keyroom message: {l}");
     }

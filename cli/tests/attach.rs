@@ -62,7 +62,10 @@ fn wait_exit(child: &mut Child, limit: Duration, dir: &Path) -> std::process::Ex
         }
         if t.elapsed() > limit {
             let _ = child.kill();
-            panic!("oni run did not finish in {limit:?}:\n{}", std::fs::read_to_string(dir.join("oni.log")).unwrap_or_default());
+            panic!(
+                "oni run did not finish in {limit:?}:\n{}",
+                std::fs::read_to_string(dir.join("oni.log")).unwrap_or_default()
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -87,14 +90,16 @@ fn a_cartpole_attached_from_python_trains() {
     let mut run = oni_run("configs/attached-cartpole.toml", dir.path(), hub, &["--max-env-steps", "250000"]);
     wait_port(hub);
     let addr = format!("127.0.0.1:{hub}");
-    let _client = Py::start(&["examples/cartpole.py", "--address", &addr, "--num-envs", "16"], &dir.path().join("client.log"));
+    let _client =
+        Py::start(&["examples/cartpole.py", "--address", &addr, "--num-envs", "16"], &dir.path().join("client.log"));
     let status = wait_exit(&mut run, Duration::from_secs(400), dir.path());
     assert!(status.success(), "{}", std::fs::read_to_string(dir.path().join("oni.log")).unwrap());
 
     // the mean return of the first 100-odd episodes against the end of the run
     let jsonl = std::fs::read_to_string(dir.path().join("run/metrics.jsonl")).unwrap();
     let rows: Vec<serde_json::Value> = jsonl.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    let early = rows.iter().find(|r| r["episodes"].as_u64().unwrap_or(0) >= 100).expect("100 episodes")["mean_extrinsic_return"]
+    let early = rows.iter().find(|r| r["episodes"].as_u64().unwrap_or(0) >= 100).expect("100 episodes")
+        ["mean_extrinsic_return"]
         .as_f64()
         .unwrap();
     let s = summary(dir.path());
@@ -112,10 +117,14 @@ fn minihack_messages_reach_the_annotator_as_captions() {
     let (hub, judge) = (free_port(), free_port());
     let _judge = Proc::start("judge", dir.path(), &["judge", "--listen", &format!("127.0.0.1:{judge}")]);
     let llm = format!("llm.base_url=\"http://127.0.0.1:{judge}\"");
-    let mut run = oni_run("configs/attached-minihack.toml", dir.path(), hub, &["--max-env-steps", "12000", "--set", &llm]);
+    let mut run =
+        oni_run("configs/attached-minihack.toml", dir.path(), hub, &["--max-env-steps", "12000", "--set", &llm]);
     wait_port(hub);
     let addr = format!("127.0.0.1:{hub}");
-    let _client = Py::start(&["examples/minihack_keyroom.py", "--address", &addr, "--num-envs", "4"], &dir.path().join("client.log"));
+    let _client = Py::start(
+        &["examples/minihack_keyroom.py", "--address", &addr, "--num-envs", "4"],
+        &dir.path().join("client.log"),
+    );
     let status = wait_exit(&mut run, Duration::from_secs(400), dir.path());
     let log = std::fs::read_to_string(dir.path().join("oni.log")).unwrap();
     assert!(status.success(), "{log}");
@@ -130,7 +139,9 @@ fn minihack_messages_reach_the_annotator_as_captions() {
     eprintln!("{} captions labelled, e.g. {:?}", captions.len(), captions.iter().take(5).collect::<Vec<_>>());
     // NetHack's own wording, which only the attached MiniHack env produces in this run
     assert!(
-        captions.iter().any(|c| c.contains("solid stone") || c.contains("wall") || c.contains("key") || c.contains("door")),
+        captions
+            .iter()
+            .any(|c| c.contains("solid stone") || c.contains("wall") || c.contains("key") || c.contains("door")),
         "no MiniHack message among the captions: {captions:?}"
     );
 }
@@ -143,7 +154,16 @@ fn bad_clients_are_refused_while_a_good_one_keeps_training() {
         "configs/attached-cartpole.toml",
         dir.path(),
         hub,
-        &["--max-env-steps", "0", "--set", "token=\"sekret\"", "--set", "actor.hub.max_clients=2", "--set", "run.max_seconds=300"],
+        &[
+            "--max-env-steps",
+            "0",
+            "--set",
+            "token=\"sekret\"",
+            "--set",
+            "actor.hub.max_clients=2",
+            "--set",
+            "run.max_seconds=300",
+        ],
     );
     wait_port(hub);
     let addr = format!("127.0.0.1:{hub}");
@@ -167,7 +187,11 @@ fn bad_clients_are_refused_while_a_good_one_keeps_training() {
 
 #[test]
 fn the_shipped_python_stubs_match_the_proto() {
-    let out = Command::new(python()).args(["gen_stubs.py", "--check"]).current_dir(repo_root().join("clients/python")).output().unwrap();
+    let out = Command::new(python())
+        .args(["gen_stubs.py", "--check"])
+        .current_dir(repo_root().join("clients/python"))
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -203,7 +227,11 @@ fn a_client_reconnects_when_its_actor_dies_and_comes_back() {
     let _ = run.kill(); // SIGKILL: the stream breaks mid-step
     let _ = run.wait();
     std::thread::sleep(Duration::from_secs(1));
-    assert!(client.0.try_wait().unwrap().is_none(), "the client gave up when its actor died:\n{}", std::fs::read_to_string(&log).unwrap());
+    assert!(
+        client.0.try_wait().unwrap().is_none(),
+        "the client gave up when its actor died:\n{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
     let mut again = oni_run("configs/attached-cartpole.toml", second.path(), hub, &forever);
     wait_trained(second.path(), "the restarted run (the client did not reconnect)");
     let _ = again.kill();

@@ -35,7 +35,18 @@ impl Drop for Stack {
     fn drop(&mut self) {
         if std::env::var_os("ONI_KEEP_STACK").is_none() {
             let _ = Command::new("docker-compose")
-                .args(["-p", &self.project, "--env-file", "deploy/.env.example", "-f", "docker-compose.yml", "down", "-v", "-t", "2"])
+                .args([
+                    "-p",
+                    &self.project,
+                    "--env-file",
+                    "deploy/.env.example",
+                    "-f",
+                    "docker-compose.yml",
+                    "down",
+                    "-v",
+                    "-t",
+                    "2",
+                ])
                 .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .current_dir(repo_root())
                 .output();
@@ -60,7 +71,12 @@ async fn training_goes_on(addr: &str, what: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_compose_stack_trains_and_survives_actor_kills_and_scaling() {
     let out = Command::new("bash").arg("deploy/images.sh").current_dir(repo_root()).output().unwrap();
-    assert!(out.status.success(), "deploy/images.sh:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "deploy/images.sh:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let port = free_port();
     let stack = Stack {
@@ -98,7 +114,10 @@ async fn the_compose_stack_trains_and_survives_actor_kills_and_scaling() {
     assert_eq!(inspect(&annotator, "{{.State.Running}}"), "true");
     let redis = stack.containers("redis").pop().unwrap();
     let keys = wait_for("labels in Redis", Duration::from_secs(180), || async {
-        let out = Command::new("docker").args(["exec", &redis, "redis-cli", "--scan", "--pattern", "*labels*"]).output().ok()?;
+        let out = Command::new("docker")
+            .args(["exec", &redis, "redis-cli", "--scan", "--pattern", "*labels*"])
+            .output()
+            .ok()?;
         let keys = String::from_utf8_lossy(&out.stdout).into_owned();
         (!keys.trim().is_empty()).then_some(keys)
     })

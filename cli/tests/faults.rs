@@ -68,7 +68,12 @@ async fn actors_and_learner_survive_kill_9() {
         resumed.env_steps
     );
     assert!(resumed.policy_version > 0, "policy version was not restored");
-    let after = wait_for("actors to reconnect and training to resume", Duration::from_secs(60), steps(resumed.env_steps + 5_000)).await;
+    let after = wait_for(
+        "actors to reconnect and training to resume",
+        Duration::from_secs(60),
+        steps(resumed.env_steps + 5_000),
+    )
+    .await;
     assert!(after > s2.min(ckpt_steps));
     assert!(learner2.log_text().contains("resumed from checkpoint"));
     assert!(a2.alive() && a1b.alive());

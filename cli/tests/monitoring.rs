@@ -25,11 +25,25 @@ fn promtool_accepts_the_scrape_config_and_the_alert_rules_pass_their_tests() {
 
 #[test]
 fn the_compose_file_is_valid() {
-    let out = ok(Command::new("docker-compose").args(["--env-file", "deploy/.env.example", "-f", "docker-compose.yml", "config"]));
+    let out = ok(Command::new("docker-compose").args([
+        "--env-file",
+        "deploy/.env.example",
+        "-f",
+        "docker-compose.yml",
+        "config",
+    ]));
     for service in ["redis:", "learner:", "actor:", "annotator:", "llm:", "prometheus:", "grafana:"] {
         assert!(out.contains(service), "service {service} missing from the resolved compose file");
     }
-    ok(Command::new("docker-compose").args(["--env-file", "deploy/.env.example", "-f", "docker-compose.yml", "--profile", "gpu", "config"]));
+    ok(Command::new("docker-compose").args([
+        "--env-file",
+        "deploy/.env.example",
+        "-f",
+        "docker-compose.yml",
+        "--profile",
+        "gpu",
+        "config",
+    ]));
 }
 
 /// Every PromQL expression of every panel of the provisioned dashboards.
@@ -62,7 +76,8 @@ fn series_count(prom: &str, expr: &str) -> Option<usize> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(prom).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET /api/v1/query?query={} HTTP/1.1\r\nHost: {prom}\r\nConnection: close\r\n\r\n", percent_encode(expr)).ok()?;
+    write!(s, "GET /api/v1/query?query={} HTTP/1.1\r\nHost: {prom}\r\nConnection: close\r\n\r\n", percent_encode(expr))
+        .ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     let body = text.split("\r\n\r\n").nth(1)?;
@@ -98,22 +113,51 @@ fn every_dashboard_panel_has_data_from_a_loopback_cluster() {
     let _redis = redis_server(redis, d);
     let _llm = llama_server(llm);
     let metrics = |p: u16| format!("telemetry.metrics_listen=\"127.0.0.1:{p}\"");
-    let reward = ["--set", "reward.kind=\"classification\"", "--set", "reward.intrinsic_coef=0.1", "--set", "reward.pull_ms=300"];
-    let mut largs = learner_args(lport, &d.join("learner"), &["--set", &metrics(m_learner), "--set", "learner.checkpoint_interval_secs=2"]);
+    let reward = [
+        "--set",
+        "reward.kind=\"classification\"",
+        "--set",
+        "reward.intrinsic_coef=0.1",
+        "--set",
+        "reward.pull_ms=300",
+    ];
+    let mut largs = learner_args(
+        lport,
+        &d.join("learner"),
+        &["--set", &metrics(m_learner), "--set", "learner.checkpoint_interval_secs=2"],
+    );
     largs.extend(reward.iter().map(|s| s.to_string()));
     let _learner = Proc::start("learner", d, &as_strs(&largs));
 
     let ann_dir = d.join("annotator").display().to_string();
     let mut ann: Vec<String> = [
-        "annotator", "--config", "configs/keyroom.toml", "--run-dir", &ann_dir,
-        "--set", &format!("annotator.listen=\"127.0.0.1:{aport}\""),
-        "--set", &format!("llm.base_url=\"http://127.0.0.1:{llm}\""),
-        "--set", "label_bank.kind=\"redis\"", "--set", &format!("label_bank.redis_url=\"redis://127.0.0.1:{redis}\""),
-        "--set", "distill.publish_interval_ms=500", "--set", "distill.heldout_fraction=0.5", "--set", "distill.min_per_class=1",
+        "annotator",
+        "--config",
+        "configs/keyroom.toml",
+        "--run-dir",
+        &ann_dir,
+        "--set",
+        &format!("annotator.listen=\"127.0.0.1:{aport}\""),
+        "--set",
+        &format!("llm.base_url=\"http://127.0.0.1:{llm}\""),
+        "--set",
+        "label_bank.kind=\"redis\"",
+        "--set",
+        &format!("label_bank.redis_url=\"redis://127.0.0.1:{redis}\""),
+        "--set",
+        "distill.publish_interval_ms=500",
+        "--set",
+        "distill.heldout_fraction=0.5",
+        "--set",
+        "distill.min_per_class=1",
         // sampled answers, so that keyroom's dozen captions get both labels and a classifier
         // is published whatever this small model prefers
-        "--set", "llm.temperature=1.0",
-        "--set", "annotator.drain_secs=0", "--set", &metrics(m_annotator),
+        "--set",
+        "llm.temperature=1.0",
+        "--set",
+        "annotator.drain_secs=0",
+        "--set",
+        &metrics(m_annotator),
     ]
     .iter()
     .map(|s| s.to_string())
@@ -123,7 +167,8 @@ fn every_dashboard_panel_has_data_from_a_loopback_cluster() {
     let mut actors = Vec::new();
     for (i, m) in [m_a1, m_a2].into_iter().enumerate() {
         let id = format!("a{i}");
-        let mut a = actor_args(lport, &id, &["--set", &format!("actor.annotator=\"127.0.0.1:{aport}\""), "--set", &metrics(m)]);
+        let mut a =
+            actor_args(lport, &id, &["--set", &format!("actor.annotator=\"127.0.0.1:{aport}\""), "--set", &metrics(m)]);
         a.extend(reward.iter().map(|s| s.to_string()));
         actors.push(Proc::start(&id, d, &as_strs(&a)));
     }

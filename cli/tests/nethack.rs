@@ -8,19 +8,32 @@ use support::*;
 
 /// Narrower layers for the presets' networks (ONI's convolutions stay as they are).
 const SMALL: &[&str] = &[
-    "--set", "policy.core_hidden=64",
-    "--set", "policy.screen_hidden=64",
-    "--set", "policy.glyph_hidden=64",
-    "--set", "policy.glyph_conv_layers=0",
-    "--set", "policy.message_bytes=32",
-    "--set", "learner.batch_rollouts=8",
-    "--set", "actor.num_envs=8",
-    "--set", "telemetry.metrics_listen=\"\"",
+    "--set",
+    "policy.core_hidden=64",
+    "--set",
+    "policy.screen_hidden=64",
+    "--set",
+    "policy.glyph_hidden=64",
+    "--set",
+    "policy.glyph_conv_layers=0",
+    "--set",
+    "policy.message_bytes=32",
+    "--set",
+    "learner.batch_rollouts=8",
+    "--set",
+    "actor.num_envs=8",
+    "--set",
+    "telemetry.metrics_listen=\"\"",
 ];
 
 #[test]
 fn nethack_presets_run_in_one_process() {
-    for preset in ["configs/nethack-score.toml", "configs/nethack-score-small.toml", "configs/nethack-oracle.toml", "configs/nethack-staircase-lvl3.toml"] {
+    for preset in [
+        "configs/nethack-score.toml",
+        "configs/nethack-score-small.toml",
+        "configs/nethack-oracle.toml",
+        "configs/nethack-staircase-lvl3.toml",
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let run_dir = dir.path().display().to_string();
         let mut args = vec!["run", "--config", preset, "--run-dir", &run_dir, "--max-env-steps", "4096"];

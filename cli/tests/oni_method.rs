@@ -16,7 +16,14 @@ fn train(config: &str, dir: &std::path::Path, judge: u16) -> serde_json::Value {
     let run_dir = dir.join(config.trim_end_matches(".toml"));
     let out = Command::new(oni())
         .args(["run", "--config", &format!("configs/{config}"), "--run-dir", run_dir.to_str().unwrap()])
-        .args(["--max-env-steps", BUDGET, "--set", "telemetry.metrics_listen=\"\"", "--set", "run.progress_interval_secs=10"])
+        .args([
+            "--max-env-steps",
+            BUDGET,
+            "--set",
+            "telemetry.metrics_listen=\"\"",
+            "--set",
+            "run.progress_interval_secs=10",
+        ])
         .args(["--set", &format!("llm.base_url=\"http://127.0.0.1:{judge}\""), "--set", "annotator.drain_secs=0"])
         .current_dir(repo_root())
         .output()
@@ -41,9 +48,15 @@ fn oni_classification_beats_the_extrinsic_reward_on_keyroom_sparse() {
         oni["success_rate"], ext["success_rate"]
     );
     assert!(oni["mean_intrinsic_return"].as_f64().unwrap() > 0.0, "no intrinsic reward reached the learner");
-    assert!(ext["success_rate"].as_f64().unwrap() < 0.1, "extrinsic-only solved the sparse task: the comparison shows nothing");
+    assert!(
+        ext["success_rate"].as_f64().unwrap() < 0.1,
+        "extrinsic-only solved the sparse task: the comparison shows nothing"
+    );
     assert!(w_oni >= 500 && w_oni >= 20 * w_ext.max(1), "ONI-classification {w_oni} successes vs extrinsic {w_ext}");
     assert!(oni["success_rate"].as_f64().unwrap() >= 0.2, "ONI-classification ended at {}", oni["success_rate"]);
     let labels = std::fs::read_to_string(dir.path().join("keyroom-sparse-classification/labels/labels.jsonl")).unwrap();
-    assert!(labels.lines().any(|l| l.contains("brass key") && l.contains("\"helpful\"")), "the key message was not labelled helpful");
+    assert!(
+        labels.lines().any(|l| l.contains("brass key") && l.contains("\"helpful\"")),
+        "the key message was not labelled helpful"
+    );
 }

@@ -14,24 +14,44 @@ async fn actors_keep_their_reward_model_and_train_while_the_annotator_is_down() 
     let dir = tempfile::tempdir().unwrap();
     let (lport, aport, jport, mport) = (free_port(), free_port(), free_port(), free_port());
     let _judge = Proc::start("judge", dir.path(), &["judge", "--listen", &format!("127.0.0.1:{jport}")]);
-    let reward = ["--set", "reward.kind=\"hashing\"", "--set", "reward.intrinsic_coef=0.2", "--set", "reward.pull_ms=200"];
+    let reward =
+        ["--set", "reward.kind=\"hashing\"", "--set", "reward.intrinsic_coef=0.2", "--set", "reward.pull_ms=200"];
     let mut largs = learner_args(lport, &dir.path().join("learner"), &[]);
     largs.extend(reward.iter().map(|s| s.to_string()));
     let _learner = Proc::start("learner", dir.path(), &as_strs(&largs));
     let ann_dir = dir.path().join("annotator").display().to_string();
     let annotator_args: Vec<String> = [
-        "annotator", "--config", "configs/keyroom.toml", "--run-dir", &ann_dir,
-        "--set", &format!("annotator.listen=\"127.0.0.1:{aport}\""),
-        "--set", &format!("llm.base_url=\"http://127.0.0.1:{jport}\""),
-        "--set", "distill.publish_interval_ms=200", "--set", "telemetry.metrics_listen=\"\"",
-        "--set", "annotator.drain_secs=0",
+        "annotator",
+        "--config",
+        "configs/keyroom.toml",
+        "--run-dir",
+        &ann_dir,
+        "--set",
+        &format!("annotator.listen=\"127.0.0.1:{aport}\""),
+        "--set",
+        &format!("llm.base_url=\"http://127.0.0.1:{jport}\""),
+        "--set",
+        "distill.publish_interval_ms=200",
+        "--set",
+        "telemetry.metrics_listen=\"\"",
+        "--set",
+        "annotator.drain_secs=0",
     ]
     .iter()
     .map(|s| s.to_string())
     .chain(reward.iter().map(|s| s.to_string()))
     .collect();
     let mut annotator = Proc::start("annotator", dir.path(), &as_strs(&annotator_args));
-    let mut aargs = actor_args(lport, "a1", &["--set", &format!("actor.annotator=\"127.0.0.1:{aport}\""), "--set", &format!("telemetry.metrics_listen=\"127.0.0.1:{mport}\"")]);
+    let mut aargs = actor_args(
+        lport,
+        "a1",
+        &[
+            "--set",
+            &format!("actor.annotator=\"127.0.0.1:{aport}\""),
+            "--set",
+            &format!("telemetry.metrics_listen=\"127.0.0.1:{mport}\""),
+        ],
+    );
     aargs.extend(reward.iter().map(|s| s.to_string()));
     let mut actor = Proc::start("actor", dir.path(), &as_strs(&aargs));
     let metrics = format!("127.0.0.1:{mport}");
@@ -56,7 +76,11 @@ async fn actors_keep_their_reward_model_and_train_while_the_annotator_is_down() 
     })
     .await;
     assert!(actor.alive(), "actor died with the annotator: {}", actor.log_text());
-    assert_eq!(actor_rm_version(&metrics), Some(v_dead), "the actor lost or changed its model while the annotator was down");
+    assert_eq!(
+        actor_rm_version(&metrics),
+        Some(v_dead),
+        "the actor lost or changed its model while the annotator was down"
+    );
 
     // restarted on the same store, it continues the version sequence and the actor follows
     let _annotator = Proc::start("annotator2", dir.path(), &as_strs(&annotator_args));

@@ -33,14 +33,24 @@ async fn learner_and_actor_talk_over_tls() {
         "--set".to_string(),
         "actor.tls.domain=\"localhost\"".to_string(),
     ];
-    let _learner = Proc::start("learner", dir.path(), &as_strs(&learner_args(port, &dir.path().join("run"), &as_strs(&server_tls))));
+    let _learner = Proc::start(
+        "learner",
+        dir.path(),
+        &as_strs(&learner_args(port, &dir.path().join("run"), &as_strs(&server_tls))),
+    );
     let mut actor = Proc::start("actor", dir.path(), &as_strs(&actor_args(port, "tls", &as_strs(&client_tls))));
 
     let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ck.cert.pem())).domain_name("localhost");
     let steps = wait_for("training over TLS", Duration::from_secs(60), || {
         let tls = tls.clone();
         async move {
-            let ch = Endpoint::from_shared(format!("https://127.0.0.1:{port}")).ok()?.tls_config(tls).ok()?.connect().await.ok()?;
+            let ch = Endpoint::from_shared(format!("https://127.0.0.1:{port}"))
+                .ok()?
+                .tls_config(tls)
+                .ok()?
+                .connect()
+                .await
+                .ok()?;
             let info = LearnerClient::new(ch).get_info(GetInfoRequest {}).await.ok()?.into_inner();
             (info.env_steps >= 2_000).then_some(info.env_steps)
         }

@@ -148,10 +148,7 @@ const SPARSE: VariantConfig = VariantConfig {
     name: "keyroom-sparse",
     width: 48,
     height: 14,
-    rooms: &[
-        RoomSize { w: (4, 7), h: (3, 5) },
-        RoomSize { w: (4, 7), h: (3, 5) },
-    ],
+    rooms: &[RoomSize { w: (4, 7), h: (3, 5) }, RoomSize { w: (4, 7), h: (3, 5) }],
     link: Link::Corridor { len: (2, 5) },
     gold_piles: MAX_GOLD_PILES,
     gold_amount: (2, 60),
@@ -602,8 +599,7 @@ impl Keyroom {
             self.set_tile(p, Tile::Fountain);
         }
         for pile in 0..cfg.gold_piles {
-            self.gold_amounts[pile] =
-                self.rng.range((cfg.gold_amount.0 as usize, cfg.gold_amount.1 as usize)) as u32;
+            self.gold_amounts[pile] = self.rng.range((cfg.gold_amount.0 as usize, cfg.gold_amount.1 as usize)) as u32;
             let p = self.free_cell_in_any(&rooms[..n]);
             self.set_item(p, Item::Gold(pile as u8));
         }
@@ -933,19 +929,14 @@ pub fn bench_env_steps(variant: KeyroomVariant, steps: u64, seed: u64) -> f64 {
     let mut x = seed | 1;
     let mut successes = 0u64;
     let start = Instant::now();
-    env.reset(
-        episode_seeds.next_u64(),
-        ObsBuf { glyphs: &mut glyphs, stats: &mut stats, message: &mut message },
-    )
-    .expect("reset");
+    env.reset(episode_seeds.next_u64(), ObsBuf { glyphs: &mut glyphs, stats: &mut stats, message: &mut message })
+        .expect("reset");
     for _ in 0..steps {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         let a = (x >> 61) as usize; // top 3 bits: 0..8
-        let out = env
-            .step(a, ObsBuf { glyphs: &mut glyphs, stats: &mut stats, message: &mut message })
-            .expect("step");
+        let out = env.step(a, ObsBuf { glyphs: &mut glyphs, stats: &mut stats, message: &mut message }).expect("step");
         if out.done {
             successes += out.success as u64;
             env.reset(
@@ -1112,10 +1103,7 @@ mod tests {
         for v in [KeyroomVariant::Small, KeyroomVariant::Sparse] {
             let env = Keyroom::new(v);
             let s = env.spec();
-            assert_eq!(
-                (s.crop_rows, s.crop_cols, s.num_glyphs, s.stats_dim, s.num_actions),
-                (9, 9, 16, 6, 8)
-            );
+            assert_eq!((s.crop_rows, s.crop_cols, s.num_glyphs, s.stats_dim, s.num_actions), (9, 9, 16, 6, 8));
         }
     }
 
@@ -1155,8 +1143,7 @@ mod tests {
     #[test]
     fn different_seeds_give_different_layouts() {
         for v in [KeyroomVariant::Small, KeyroomVariant::Sparse] {
-            let maps: std::collections::HashSet<String> =
-                (0..100).map(|seed| started(v, seed).0.map_text()).collect();
+            let maps: std::collections::HashSet<String> = (0..100).map(|seed| started(v, seed).0.map_text()).collect();
             assert!(maps.len() >= 95, "{v:?}: only {} distinct maps out of 100", maps.len());
         }
     }
@@ -1221,8 +1208,7 @@ mod tests {
     fn scripted_solution_small() {
         for seed in 0..50 {
             let log = solve(KeyroomVariant::Small, seed);
-            let pos =
-                |m: &str| log.iter().position(|l| l == m).unwrap_or_else(|| panic!("{m:?} missing: {log:?}"));
+            let pos = |m: &str| log.iter().position(|l| l == m).unwrap_or_else(|| panic!("{m:?} missing: {log:?}"));
             assert!(pos(MSG_KEY_TAKEN) < pos(MSG_UNLOCK));
             assert!(pos(MSG_UNLOCK) < pos(MSG_STAIRS));
             assert!(pos(MSG_STAIRS) < pos(MSG_DESCEND));
@@ -1233,8 +1219,7 @@ mod tests {
     fn scripted_solution_sparse() {
         for seed in 0..50 {
             let log = solve(KeyroomVariant::Sparse, seed);
-            let pos =
-                |m: &str| log.iter().position(|l| l == m).unwrap_or_else(|| panic!("{m:?} missing: {log:?}"));
+            let pos = |m: &str| log.iter().position(|l| l == m).unwrap_or_else(|| panic!("{m:?} missing: {log:?}"));
             assert!(pos(MSG_KEY_HERE) < pos(MSG_KEY_TAKEN));
             assert!(pos(MSG_KEY_TAKEN) < pos(MSG_UNLOCK));
             assert!(pos(MSG_UNLOCK) < pos(MSG_DESCEND));
@@ -1346,11 +1331,7 @@ mod tests {
         let (mut env, mut obs) = started(KeyroomVariant::Sparse, 2);
         newt_east_of_hero(&mut env);
         let hit = run(&mut env, &mut obs, &[action::EAST]);
-        assert!(
-            hit[0].0 == MSG_HIT_NEWT || hit[0].0 == format!("{MSG_HIT_NEWT}  {MSG_NEWT_BITES}"),
-            "{:?}",
-            hit[0].0
-        );
+        assert!(hit[0].0 == MSG_HIT_NEWT || hit[0].0 == format!("{MSG_HIT_NEWT}  {MSG_NEWT_BITES}"), "{:?}", hit[0].0);
         // The newt may have bitten but not moved (it stays next to the hero); hit it again.
         let newt = env.newt.expect("newt survives one hit");
         assert_eq!(newt.hp, NEWT_HP - 1);
@@ -1424,10 +1405,7 @@ mod tests {
     #[test]
     fn bad_action_and_bad_buffers_are_errors() {
         let (mut env, mut obs) = started(KeyroomVariant::Small, 1);
-        assert!(matches!(
-            env.step(8, obs.buf()),
-            Err(EnvError::ActionOutOfRange { action: 8, num_actions: 8, .. })
-        ));
+        assert!(matches!(env.step(8, obs.buf()), Err(EnvError::ActionOutOfRange { action: 8, num_actions: 8, .. })));
         let mut glyphs = vec![0u16; 10];
         let mut stats = vec![0f32; STATS_DIM];
         let mut message = vec![0u8; MESSAGE_LEN];
@@ -1497,13 +1475,7 @@ mod tests {
                 stairs += s as u32;
             }
             let f = |c: u32| c as f64 / n as f64;
-            println!(
-                "{v:?}: key {:.3} unlocked {:.3} stairs {:.3} win {:.4}",
-                f(key),
-                f(unlocked),
-                f(stairs),
-                f(wins)
-            );
+            println!("{v:?}: key {:.3} unlocked {:.3} stairs {:.3} win {:.4}", f(key), f(unlocked), f(stairs), f(wins));
         }
     }
 

@@ -98,20 +98,12 @@ fn obs_slot<'a>(
 
 impl VecEnv {
     /// `first_index` numbers this batch's envs globally (for seeds and episode records).
-    pub fn new(
-        factory: EnvFactory,
-        num_envs: usize,
-        base_seed: u64,
-        first_index: usize,
-    ) -> Result<Self, EnvError> {
+    pub fn new(factory: EnvFactory, num_envs: usize, base_seed: u64, first_index: usize) -> Result<Self, EnvError> {
         let envs = (0..num_envs).map(|_| factory()).collect::<Result<Vec<_>, _>>()?;
-        let spec = envs
-            .first()
-            .map(|e| e.spec().clone())
-            .ok_or_else(|| EnvError::BadSetting {
-                key: "actor.num_envs".into(),
-                reason: "must be at least 1".into(),
-            })?;
+        let spec = envs.first().map(|e| e.spec().clone()).ok_or_else(|| EnvError::BadSetting {
+            key: "actor.num_envs".into(),
+            reason: "must be at least 1".into(),
+        })?;
         let mut v = VecEnv {
             glyphs: vec![0; num_envs * spec.crop_len()],
             stats: vec![0.0; num_envs * spec.stats_dim],
@@ -305,7 +297,14 @@ mod tests {
     fn a_failing_env_is_restarted_and_the_others_go_on() {
         let made = Arc::new(AtomicUsize::new(0));
         let m = made.clone();
-        let spec = ObsSpec { crop_rows: 1, crop_cols: 1, num_glyphs: 100, stats_dim: 1, num_actions: 2, grid: Default::default() };
+        let spec = ObsSpec {
+            crop_rows: 1,
+            crop_cols: 1,
+            num_glyphs: 100,
+            stats_dim: 1,
+            num_actions: 2,
+            grid: Default::default(),
+        };
         let factory: EnvFactory = Box::new(move || {
             let n = m.fetch_add(1, Ordering::SeqCst);
             Ok(Box::new(Flaky { spec: spec.clone(), steps: 0, fails: n == 1 }) as Box<dyn Env>)

@@ -152,7 +152,8 @@ fn wall_move(e: &NetHackEnv) -> Option<usize> {
     [(0i64, -1i64, 1usize), (1, 0, 2), (0, 1, 3), (-1, 0, 4)].into_iter().find_map(|(dx, dy, a)| {
         let (nx, ny) = (x + dx, y + dy);
         let inside = nx >= 0 && ny >= 0 && nx < COLS as i64 && ny < ROWS as i64;
-        (inside && (1..=11).contains(&(e.glyph_map()[(ny as usize) * COLS + nx as usize] - glyph::CMAP_OFF))).then_some(a)
+        (inside && (1..=11).contains(&(e.glyph_map()[(ny as usize) * COLS + nx as usize] - glyph::CMAP_OFF)))
+            .then_some(a)
     })
 }
 
@@ -204,7 +205,8 @@ fn staircase_task_rewards_reaching_the_stairs() {
 #[test]
 fn descending_the_stairs_reaches_level_2_and_ends_the_lvl_tasks_only_at_their_level() {
     // walking onto the stairs does not end staircase-lvl3; `>` then takes the hero down
-    let mut e = NetHackEnv::new("nethack-staircase-lvl3", &NetHackConfig { wizard: true, ..Default::default() }).unwrap();
+    let mut e =
+        NetHackEnv::new("nethack-staircase-lvl3", &NetHackConfig { wizard: true, ..Default::default() }).unwrap();
     let mut o = Obs::new(&e);
     let down = TASK_ACTIONS.iter().position(|&k| k == b'>' as i32).unwrap();
     for seed in 0..30 {
@@ -243,7 +245,11 @@ fn episodes_end_on_death() {
         let out = match wall_move(&e) {
             Some(a) => {
                 let o1 = e.step(kick, o.buf()).unwrap();
-                if o1.done { o1 } else { e.step(a, o.buf()).unwrap() }
+                if o1.done {
+                    o1
+                } else {
+                    e.step(a, o.buf()).unwrap()
+                }
             }
             // walk west until a wall is adjacent
             None => e.step(4, o.buf()).unwrap(),
@@ -261,8 +267,14 @@ fn episodes_end_on_death() {
 #[test]
 fn bad_setups_and_inputs_get_clear_errors() {
     let err = |r: Result<NetHackEnv, EnvError>| r.err().expect("should fail").to_string();
-    let e = err(NetHackEnv::new("nethack-score", &NetHackConfig { nle_dir: Some("/nonexistent/nle".into()), ..Default::default() }));
-    assert!(e.contains("libnethack.so was not found") && e.contains("nle==1.3.0") && e.contains("/nonexistent/nle"), "{e}");
+    let e = err(NetHackEnv::new(
+        "nethack-score",
+        &NetHackConfig { nle_dir: Some("/nonexistent/nle".into()), ..Default::default() },
+    ));
+    assert!(
+        e.contains("libnethack.so was not found") && e.contains("nle==1.3.0") && e.contains("/nonexistent/nle"),
+        "{e}"
+    );
 
     // a library of another NLE release is refused before anything is loaded
     let dir = tempfile::tempdir().unwrap();
@@ -322,6 +334,11 @@ fn tty_crop_is_onis_window_around_the_hero() {
             }
         }
     }
-    let rows: Vec<String> = o.g.chunks(12).map(|r| r.iter().map(|&c| ((c % 256) as u8).max(b' ') as char).collect()).collect();
-    assert!(hero_there * 10 >= frames * 9, "@ at (7, 6) in only {hero_there} of {frames} frames; last crop:\n{}", rows.join("\n"));
+    let rows: Vec<String> =
+        o.g.chunks(12).map(|r| r.iter().map(|&c| ((c % 256) as u8).max(b' ') as char).collect()).collect();
+    assert!(
+        hero_there * 10 >= frames * 9,
+        "@ at (7, 6) in only {hero_there} of {frames} frames; last crop:\n{}",
+        rows.join("\n")
+    );
 }

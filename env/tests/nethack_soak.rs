@@ -48,4 +48,3 @@ fn thousands_of_episodes_across_instances_without_memory_growth() {
     let left: Vec<_> = dirs.iter().filter(|d| d.exists()).collect();
     assert!(left.is_empty(), "var directories left behind: {left:?}");
 }
-

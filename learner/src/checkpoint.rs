@@ -2,11 +2,11 @@
 //! renamed to `ckpt-<version>`; a crash leaves either the old or the new checkpoint, never
 //! half of one. On start the newest loadable checkpoint wins.
 
-use oni_policy::TrainingBackend;
 use crate::trainer::Trainer;
 use burn::module::Module;
 use burn::optim::Optimizer;
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
+use oni_policy::TrainingBackend;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -57,11 +57,7 @@ pub fn save<B: TrainingBackend>(
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp).map_err(io(&tmp))?;
     let corrupt = |reason: String| CheckpointError::Corrupt { path: tmp.clone(), reason };
-    trainer
-        .model
-        .clone()
-        .save_file(tmp.join("model"), &recorder())
-        .map_err(|e| corrupt(e.to_string()))?;
+    trainer.model.clone().save_file(tmp.join("model"), &recorder()).map_err(|e| corrupt(e.to_string()))?;
     Recorder::<B>::record(&recorder(), trainer.optim.to_record(), tmp.join("optim"))
         .map_err(|e| corrupt(e.to_string()))?;
     let state = CheckpointState {

@@ -4,8 +4,8 @@
 pub mod batch;
 pub mod checkpoint;
 pub mod config;
-pub mod relabel;
 pub mod loss;
+pub mod relabel;
 pub mod service;
 pub mod stats;
 pub mod trainer;

@@ -110,10 +110,7 @@ pub fn clip_global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
 }
 
 fn sq_norm<B: Backend, const D: usize>(grads: &GradientsParams, id: ParamId) -> f64 {
-    grads
-        .get::<B, D>(id)
-        .map(|g| g.powi_scalar(2).sum().into_scalar().elem::<f64>())
-        .unwrap_or(0.0)
+    grads.get::<B, D>(id).map(|g| g.powi_scalar(2).sum().into_scalar().elem::<f64>()).unwrap_or(0.0)
 }
 
 fn rescale<B: Backend, const D: usize>(grads: &mut GradientsParams, id: ParamId, scale: f32) {

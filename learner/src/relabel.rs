@@ -26,7 +26,11 @@ impl Relabeler {
             return 0;
         }
         let relabel = |r: &Rollout| r.intrinsic_decay.len() == r.captions.len() && !r.captions.is_empty();
-        let keys: Vec<String> = rollouts.iter().filter(|r| relabel(r)).flat_map(|r| r.captions.iter().filter_map(|c| normalise(c))).collect();
+        let keys: Vec<String> = rollouts
+            .iter()
+            .filter(|r| relabel(r))
+            .flat_map(|r| r.captions.iter().filter_map(|c| normalise(c)))
+            .collect();
         self.rewards.prepare(keys.iter().map(String::as_str));
         let mut n = 0;
         for r in rollouts.iter_mut().filter(|r| relabel(r)) {

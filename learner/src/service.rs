@@ -1,7 +1,6 @@
 //! The learner process: the gRPC service (rollouts in, weights out) and the training
 //! thread between them, joined by a bounded queue.
 
-use oni_policy::TrainingBackend;
 use crate::batch::RewardMix;
 use crate::checkpoint;
 use crate::config::LearnerConfig;
@@ -11,11 +10,10 @@ use crate::validate::{self, Shape};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use oni_env::ObsSpec;
 use oni_policy::PolicyConfig;
+use oni_policy::TrainingBackend;
 use oni_proto::transport::{server_builder, spawn_server, TransportError};
 use oni_proto::v1::learner_server::{Learner, LearnerServer};
-use oni_proto::v1::{
-    GetInfoRequest, GetPolicyRequest, LearnerInfo, PolicyWeights, Rollout, RolloutAck,
-};
+use oni_proto::v1::{GetInfoRequest, GetPolicyRequest, LearnerInfo, PolicyWeights, Rollout, RolloutAck};
 use oni_proto::TokenCheck;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -144,7 +142,9 @@ struct Shared {
 impl Shared {
     fn model(&self) -> Result<&Model, Status> {
         self.model.get().ok_or_else(|| {
-            Status::unavailable("the learner has no network yet: it waits for the first attached environment to declare its spaces")
+            Status::unavailable(
+                "the learner has no network yet: it waits for the first attached environment to declare its spaces",
+            )
         })
     }
 
@@ -158,11 +158,12 @@ impl Shared {
     /// until its weights are published. A layout other than the one being trained (also one
     /// declared concurrently by another actor) is refused.
     async fn adopt(&self, spec_json: &str) -> Result<(), Status> {
-        let spec: ObsSpec = serde_json::from_str(spec_json)
-            .map_err(|e| Status::invalid_argument(format!("field `obs_spec` is not a valid observation layout: {e}")))?;
-        self.policy
-            .check(&spec)
-            .map_err(|e| Status::failed_precondition(format!("the learner's network cannot take the declared observations: {e}")))?;
+        let spec: ObsSpec = serde_json::from_str(spec_json).map_err(|e| {
+            Status::invalid_argument(format!("field `obs_spec` is not a valid observation layout: {e}"))
+        })?;
+        self.policy.check(&spec).map_err(|e| {
+            Status::failed_precondition(format!("the learner's network cannot take the declared observations: {e}"))
+        })?;
         if self.model.get().is_none() {
             if self.declare(spec.clone()) {
                 tracing::info!(spec = %spec_json, "building the network for the declared observation spaces");
@@ -219,9 +220,7 @@ impl LearnerService {
                 Err(TrySendError::Full(back)) => {
                     if Instant::now() > deadline {
                         metrics::counter!("oni_rollouts_dropped_total", "reason" => "queue_full").increment(1);
-                        return Err(Status::resource_exhausted(
-                            "learner queue full for 20 s; pause and resend later",
-                        ));
+                        return Err(Status::resource_exhausted("learner queue full for 20 s; pause and resend later"));
                     }
                     item = back;
                     tokio::time::sleep(Duration::from_millis(2)).await;
@@ -356,7 +355,10 @@ impl LearnerHandle {
 
 /// Starts the training thread (resuming from the newest checkpoint in the run directory)
 /// and the gRPC server. Must be called inside a tokio runtime.
-pub async fn spawn_learner<B: TrainingBackend>(setup: LearnerSetup, device: B::Device) -> Result<LearnerHandle, LearnerError> {
+pub async fn spawn_learner<B: TrainingBackend>(
+    setup: LearnerSetup,
+    device: B::Device,
+) -> Result<LearnerHandle, LearnerError> {
     let listener = tokio::net::TcpListener::bind(&setup.cfg.listen)
         .await
         .map_err(|source| LearnerError::Bind { addr: setup.cfg.listen.clone(), source })?;
@@ -403,7 +405,10 @@ pub async fn spawn_learner<B: TrainingBackend>(setup: LearnerSetup, device: B::D
     if let Some(spec) = known_spec {
         shared.declare(spec);
         let mut ready = shared.ready.clone();
-        ready.wait_for(|r| *r).await.map_err(|_| LearnerError::Start("training thread exited during start-up".into()))?;
+        ready
+            .wait_for(|r| *r)
+            .await
+            .map_err(|_| LearnerError::Start("training thread exited during start-up".into()))?;
     } else {
         tracing::info!("no observation layout configured: the network is built when the first attached environment declares its spaces");
     }
@@ -450,7 +455,8 @@ impl<B: TrainingBackend> LearnerThread<B> {
             });
         }
         metrics::gauge!("oni_policy_version").set(trainer.version as f64);
-        *shared.published.write().unwrap() = Arc::new(Published { version: trainer.version, bytes: trainer.weights_bytes() });
+        *shared.published.write().unwrap() =
+            Arc::new(Published { version: trainer.version, bytes: trainer.weights_bytes() });
         shared.version.store(trainer.version, Ordering::Release);
         let _ = shared.model.set(Model { spec, fingerprint: trainer.fingerprint() });
         let _ = ready.send(true);
@@ -470,8 +476,10 @@ impl<B: TrainingBackend> LearnerThread<B> {
                     for e in &r.episodes {
                         stats.record_episode(e.extrinsic_return, e.intrinsic_return, e.length, e.success);
                         metrics::counter!("oni_episodes_total").increment(1);
-                        metrics::histogram!("oni_episode_return", "kind" => "extrinsic").record(e.extrinsic_return as f64);
-                        metrics::histogram!("oni_episode_return", "kind" => "intrinsic").record(e.intrinsic_return as f64);
+                        metrics::histogram!("oni_episode_return", "kind" => "extrinsic")
+                            .record(e.extrinsic_return as f64);
+                        metrics::histogram!("oni_episode_return", "kind" => "intrinsic")
+                            .record(e.intrinsic_return as f64);
                         metrics::histogram!("oni_episode_length").record(e.length as f64);
                         metrics::counter!("oni_episode_successes_total").increment(e.success as u64);
                     }

@@ -1,7 +1,6 @@
 //! One APPO update: unroll the policy over a batch of rollouts, compute V-trace targets on
 //! the host from the detached values and log-probabilities, then step Adam on the loss.
 
-use oni_policy::TrainingBackend;
 use crate::batch::{HostBatch, RewardMix};
 use crate::config::LearnerConfig;
 use crate::loss::{appo_loss, clip_global_norm, logp_and_entropy, LossCoefs, LossInputs};
@@ -12,6 +11,7 @@ use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use oni_env::ObsSpec;
+use oni_policy::TrainingBackend;
 use oni_policy::{weights, Policy, PolicyConfig};
 use oni_proto::v1::Rollout;
 use rand::SeedableRng;
@@ -49,13 +49,7 @@ fn scalar<B: Backend>(t: Tensor<B, 1>) -> f32 {
 }
 
 impl<B: TrainingBackend> Trainer<B> {
-    pub fn new(
-        cfg: LearnerConfig,
-        policy_cfg: PolicyConfig,
-        spec: ObsSpec,
-        mix: RewardMix,
-        device: B::Device,
-    ) -> Self {
+    pub fn new(cfg: LearnerConfig, policy_cfg: PolicyConfig, spec: ObsSpec, mix: RewardMix, device: B::Device) -> Self {
         B::seed(&device, cfg.seed);
         let model = Policy::new(&policy_cfg, &spec, &device);
         let optim = AdamConfig::new().with_epsilon(cfg.adam_epsilon).init();
@@ -137,11 +131,7 @@ impl<B: TrainingBackend> Trainer<B> {
         let dev = &self.device;
         let (b, steps) = (hb.batch, hb.steps);
         let n = steps * b;
-        let out = self.model.unroll(
-            hb.obs::<B>(&self.spec, &self.policy_cfg, dev),
-            hb.h0(dev),
-            hb.resets(dev),
-        );
+        let out = self.model.unroll(hb.obs::<B>(&self.spec, &self.policy_cfg, dev), hb.h0(dev), hb.resets(dev));
         let num_actions = self.spec.num_actions;
         let logits = out.logits.slice([0..n, 0..num_actions]);
         let values_all = out.values;

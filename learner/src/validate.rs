@@ -57,10 +57,8 @@ pub fn check(r: &Rollout, s: &Shape<'_>, current_version: u64) -> Result<(), Inv
     len("initial_state", r.initial_state.len(), s.hidden)?;
     finite("initial_state", &r.initial_state)?;
     len("glyphs", r.glyphs.len(), (t + 1) * s.spec.crop_len() * 2)?;
-    if let Some(i) = r
-        .glyphs
-        .chunks_exact(2)
-        .position(|c| u16::from_le_bytes([c[0], c[1]]) as usize >= s.spec.num_glyphs)
+    if let Some(i) =
+        r.glyphs.chunks_exact(2).position(|c| u16::from_le_bytes([c[0], c[1]]) as usize >= s.spec.num_glyphs)
     {
         return Err(bad("glyphs", format!("entry {i} is not a glyph id below {}", s.spec.num_glyphs)));
     }

@@ -136,12 +136,32 @@ mod tests {
         let d = [false, false, true, false];
         let v = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6];
         let lp = [0.0f32; 4];
-        let both = vtrace(&VtraceInput { batch: 2, behaviour_logp: &lp, target_logp: &lp, rewards: &r, dones: &d, values: &v, gamma: 0.9, rho_bar: 1.0, c_bar: 1.0 });
+        let both = vtrace(&VtraceInput {
+            batch: 2,
+            behaviour_logp: &lp,
+            target_logp: &lp,
+            rewards: &r,
+            dones: &d,
+            values: &v,
+            gamma: 0.9,
+            rho_bar: 1.0,
+            c_bar: 1.0,
+        });
         for j in 0..2 {
             let rj = [r[j], r[2 + j]];
             let dj = [d[j], d[2 + j]];
             let vj = [v[j], v[2 + j], v[4 + j]];
-            let one = vtrace(&VtraceInput { batch: 1, behaviour_logp: &lp[..2], target_logp: &lp[..2], rewards: &rj, dones: &dj, values: &vj, gamma: 0.9, rho_bar: 1.0, c_bar: 1.0 });
+            let one = vtrace(&VtraceInput {
+                batch: 1,
+                behaviour_logp: &lp[..2],
+                target_logp: &lp[..2],
+                rewards: &rj,
+                dones: &dj,
+                values: &vj,
+                gamma: 0.9,
+                rho_bar: 1.0,
+                c_bar: 1.0,
+            });
             assert_eq!(one.vs, vec![both.vs[j], both.vs[2 + j]]);
         }
     }

@@ -14,7 +14,8 @@ mod common;
 fn trainer(seed: u64) -> Trainer<CpuAutodiff> {
     let cfg = LearnerConfig { rollout_len: 6, batch_rollouts: 4, learning_rate: 1e-2, seed, ..Default::default() };
     let pcfg = PolicyConfig { core_hidden: 16, glyph_hidden: 16, message_bytes: 8, ..Default::default() };
-    let spec = ObsSpec { crop_rows: 5, crop_cols: 5, num_glyphs: 6, stats_dim: 3, num_actions: 4, grid: Default::default() };
+    let spec =
+        ObsSpec { crop_rows: 5, crop_cols: 5, num_glyphs: 6, stats_dim: 3, num_actions: 4, grid: Default::default() };
     let mix = RewardMix { extrinsic_coef: 1.0, intrinsic_coef: 0.0, clip: 10.0 };
     Trainer::new(cfg, pcfg, spec, mix, Default::default())
 }

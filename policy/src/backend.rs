@@ -105,7 +105,11 @@ impl<B: PolicyBackend, C: CheckpointStrategy> PolicyBackend for Autodiff<B, C> {
         let nodes = [&xi, &h0, &w_hh].map(|t| t.clone().into_primitive().tensor().node.clone());
         let bias_node = b_hh.clone().into_primitive().tensor().node.clone();
         let (xi, h0, keep, w, bias) = (inner(xi), inner(h0), inner(keep), inner(w_hh), inner(b_hh));
-        let out = match GruBackward.prepare::<C>([nodes[0].clone(), nodes[1].clone(), nodes[2].clone(), bias_node]).compute_bound().stateful() {
+        let out = match GruBackward
+            .prepare::<C>([nodes[0].clone(), nodes[1].clone(), nodes[2].clone(), bias_node])
+            .compute_bound()
+            .stateful()
+        {
             OpsKind::Tracked(prep) => {
                 let (hs, saved) = gru::forward(xi, h0, keep, w.clone(), bias, true);
                 prep.finish((saved.expect("saved for backward"), raw(w)), raw(hs))
@@ -129,4 +133,7 @@ impl<B: PolicyBackend, C: CheckpointStrategy> PolicyBackend for Autodiff<B, C> {
 /// A backend the learner trains on: autodiff over a `PolicyBackend`, itself one.
 pub trait TrainingBackend: burn::tensor::backend::AutodiffBackend<InnerBackend: PolicyBackend> + PolicyBackend {}
 
-impl<T> TrainingBackend for T where T: burn::tensor::backend::AutodiffBackend<InnerBackend: PolicyBackend> + PolicyBackend {}
+impl<T> TrainingBackend for T where
+    T: burn::tensor::backend::AutodiffBackend<InnerBackend: PolicyBackend> + PolicyBackend
+{
+}

@@ -27,7 +27,13 @@ impl<B: PolicyBackend> GruCell<B> {
     /// `orthogonal`: orthogonal weights and zero biases, as Sample Factory initialises its
     /// GRU; otherwise burn's default initialisation.
     pub fn new(input: usize, size: usize, orthogonal: bool, device: &B::Device) -> Self {
-        let layer = |d_in| if orthogonal { orthogonal_linear(d_in, 3 * size, 1.0, device) } else { default_linear(d_in, 3 * size, device) };
+        let layer = |d_in| {
+            if orthogonal {
+                orthogonal_linear(d_in, 3 * size, 1.0, device)
+            } else {
+                default_linear(d_in, 3 * size, device)
+            }
+        };
         GruCell { input: layer(input), hidden: layer(size), size }
     }
 
@@ -134,7 +140,8 @@ pub fn backward<B: Backend>(
     let mut dhh = Vec::with_capacity(steps);
     for t in (0..steps).rev() {
         let (lo, hi) = (t * b, (t + 1) * b);
-        let (r, z, n, hn, h) = (rows(&r, lo, hi), rows(&z, lo, hi), rows(&n, lo, hi), rows(&hn, lo, hi), rows(&h_in, lo, hi));
+        let (r, z, n, hn, h) =
+            (rows(&r, lo, hi), rows(&z, lo, hi), rows(&n, lo, hi), rows(&hn, lo, hi), rows(&h_in, lo, hi));
         dh = dh + rows(&dhs, lo, hi);
         // h' = n + z (h − n)
         let dn = dh.clone() * z.clone().neg().add_scalar(1.0);
@@ -173,7 +180,8 @@ mod tests {
         type B = CpuAutodiff;
         let dev = Default::default();
         let (steps, b, s) = (5, 3, 4);
-        let normal = |shape: [usize; 2]| Tensor::<B, 2>::random(shape, Distribution::Normal(0.0, 1.0), &dev).require_grad();
+        let normal =
+            |shape: [usize; 2]| Tensor::<B, 2>::random(shape, Distribution::Normal(0.0, 1.0), &dev).require_grad();
         let (xi, h0, w) = (normal([steps * b, 3 * s]), normal([b, s]), normal([s, 3 * s]));
         let bias = Tensor::<B, 1>::random([3 * s], Distribution::Normal(0.0, 1.0), &dev).require_grad();
         let mut keep = vec![1.0f32; steps * b];

@@ -75,7 +75,12 @@ impl<B: Backend> GlyphCropEncoder<B> {
         }
     }
 
-    fn forward(&self, glyphs: Tensor<B, 2, Int>, stats: Tensor<B, 2>, message: Option<Tensor<B, 2, Int>>) -> Tensor<B, 2> {
+    fn forward(
+        &self,
+        glyphs: Tensor<B, 2, Int>,
+        stats: Tensor<B, 2>,
+        message: Option<Tensor<B, 2, Int>>,
+    ) -> Tensor<B, 2> {
         // 3×3 "same" convolutions over the crop, as gathered linears
         let grid = Patches::grid3x3(self.crop_rows, self.crop_cols);
         let mut g = self.glyph_embed.forward(glyphs); // [N, R·C, E]
@@ -114,7 +119,10 @@ impl<B: PolicyBackend> OniEncoder<B> {
     }
 
     fn width(cfg: &PolicyConfig, spec: &ObsSpec) -> usize {
-        cfg.screen_hidden + cfg.stats_hidden + spec.stats_dim + if cfg.message_bytes > 0 { cfg.message_hidden } else { 0 }
+        cfg.screen_hidden
+            + cfg.stats_hidden
+            + spec.stats_dim
+            + if cfg.message_bytes > 0 { cfg.message_hidden } else { 0 }
     }
 
     fn forward(&self, screen: &ScreenInput<B>, stats: Tensor<B, 2>, message: Option<Tensor<B, 2>>) -> Tensor<B, 2> {
@@ -234,7 +242,11 @@ mod tests {
         (g, s, m)
     }
 
-    fn rows_of(spec: &ObsSpec, (g, s, m): &(Vec<u16>, Vec<f32>, Vec<u8>), rows: &[usize]) -> (Vec<u16>, Vec<f32>, Vec<u8>) {
+    fn rows_of(
+        spec: &ObsSpec,
+        (g, s, m): &(Vec<u16>, Vec<f32>, Vec<u8>),
+        rows: &[usize],
+    ) -> (Vec<u16>, Vec<f32>, Vec<u8>) {
         let (c, d) = (spec.crop_len(), spec.stats_dim);
         (
             rows.iter().flat_map(|&r| g[r * c..(r + 1) * c].to_vec()).collect(),
@@ -250,9 +262,24 @@ mod tests {
     fn gru_state_is_masked_at_episode_boundaries() {
         type B = CpuAutodiff;
         let dev = Default::default();
-        let glyph_spec = ObsSpec { crop_rows: 3, crop_cols: 3, num_glyphs: 5, stats_dim: 2, num_actions: 3, grid: GridKind::Glyphs };
-        let glyph_cfg = PolicyConfig { core_hidden: 8, glyph_hidden: 8, stats_hidden: 4, message_bytes: 8, glyph_conv_layers: 1, ..Default::default() };
-        let tty_spec = ObsSpec { crop_rows: 6, crop_cols: 7, num_glyphs: oni_env::TTY_CELLS, stats_dim: 4, num_actions: 3, grid: GridKind::Tty };
+        let glyph_spec =
+            ObsSpec { crop_rows: 3, crop_cols: 3, num_glyphs: 5, stats_dim: 2, num_actions: 3, grid: GridKind::Glyphs };
+        let glyph_cfg = PolicyConfig {
+            core_hidden: 8,
+            glyph_hidden: 8,
+            stats_hidden: 4,
+            message_bytes: 8,
+            glyph_conv_layers: 1,
+            ..Default::default()
+        };
+        let tty_spec = ObsSpec {
+            crop_rows: 6,
+            crop_cols: 7,
+            num_glyphs: oni_env::TTY_CELLS,
+            stats_dim: 4,
+            num_actions: 3,
+            grid: GridKind::Tty,
+        };
         let oni_cfg = PolicyConfig {
             network: Network::Oni,
             core_hidden: 8,
@@ -267,7 +294,8 @@ mod tests {
             let policy = Policy::<B>::new(&cfg, &spec, &dev);
             let (steps, b, k) = (6, 2, 3);
             let all = host(&spec, steps * b, 7);
-            let batch = |(g, s, m): &(Vec<u16>, Vec<f32>, Vec<u8>)| ObsBatch::<B>::from_host(&spec, &cfg, g, s, m, &dev);
+            let batch =
+                |(g, s, m): &(Vec<u16>, Vec<f32>, Vec<u8>)| ObsBatch::<B>::from_host(&spec, &cfg, g, s, m, &dev);
             let h0 = Tensor::<B, 2>::random([b, 8], Distribution::Normal(0.0, 1.0), &dev).require_grad();
             // env 0 resets before step k; env 1 never does
             let mut resets = vec![0.0f32; steps * b];
@@ -277,7 +305,11 @@ mod tests {
 
             // the same env-0 steps from k on, started from zero
             let rows: Vec<usize> = (k..steps).map(|t| t * b).collect();
-            let fresh = policy.unroll(batch(&rows_of(&spec, &all, &rows)), Tensor::zeros([1, 8], &dev), Tensor::zeros([steps - k, 1], &dev));
+            let fresh = policy.unroll(
+                batch(&rows_of(&spec, &all, &rows)),
+                Tensor::zeros([1, 8], &dev),
+                Tensor::zeros([steps - k, 1], &dev),
+            );
             for (i, &r) in rows.iter().enumerate() {
                 let a = full.logits.clone().slice([r..r + 1, 0..3]);
                 let f = fresh.logits.clone().slice([i..i + 1, 0..3]);
@@ -287,8 +319,10 @@ mod tests {
 
             // gradient of env 0's post-reset outputs w.r.t. its initial state is exactly zero,
             // while env 1's initial state does receive gradient through its unbroken recurrence
-            let post0: Tensor<B, 1> = rows.iter().map(|&r| full.values.clone().slice([r..r + 1])).reduce(|a, b| a + b).unwrap();
-            let post1: Tensor<B, 1> = (k..steps).map(|t| full.values.clone().slice([t * b + 1..t * b + 2])).reduce(|a, b| a + b).unwrap();
+            let post0: Tensor<B, 1> =
+                rows.iter().map(|&r| full.values.clone().slice([r..r + 1])).reduce(|a, b| a + b).unwrap();
+            let post1: Tensor<B, 1> =
+                (k..steps).map(|t| full.values.clone().slice([t * b + 1..t * b + 2])).reduce(|a, b| a + b).unwrap();
             let grads = (post0 + post1).backward();
             let g = h0.grad(&grads).unwrap();
             let g0: f32 = g.clone().slice([0..1, 0..8]).abs().sum().into_scalar();
@@ -301,7 +335,14 @@ mod tests {
     /// ONI's sizes: 795 inputs to the GRU and about 2.8 M parameters with 28 actions.
     #[test]
     fn onis_network_has_onis_size() {
-        let spec = ObsSpec { crop_rows: 12, crop_cols: 12, num_glyphs: oni_env::TTY_CELLS, stats_dim: 27, num_actions: 28, grid: GridKind::Tty };
+        let spec = ObsSpec {
+            crop_rows: 12,
+            crop_cols: 12,
+            num_glyphs: oni_env::TTY_CELLS,
+            stats_dim: 27,
+            num_actions: 28,
+            grid: GridKind::Tty,
+        };
         let cfg = PolicyConfig::oni();
         assert_eq!(OniEncoder::<crate::CpuBackend>::width(&cfg, &spec), 795);
         let p = Policy::<crate::CpuBackend>::new(&cfg, &spec, &Default::default());

@@ -69,7 +69,11 @@ impl<B: Backend> ObsBatch<B> {
                 )
             }
         };
-        ObsBatch { grid, stats: Tensor::from_data(TensorData::new(stats.to_vec(), [n, spec.stats_dim]), device), message }
+        ObsBatch {
+            grid,
+            stats: Tensor::from_data(TensorData::new(stats.to_vec(), [n, spec.stats_dim]), device),
+            message,
+        }
     }
 
     pub fn len(&self) -> usize {

@@ -32,7 +32,11 @@ const PARTS: usize = 36;
 const CHANNELS: [usize; 3] = [32, 64, 128];
 
 fn out_len(n: usize, k: usize, s: usize) -> usize {
-    if n >= k { (n - k) / s + 1 } else { 0 }
+    if n >= k {
+        (n - k) / s + 1
+    } else {
+        0
+    }
 }
 
 /// Feature-map sizes for a rows × cols crop.
@@ -199,7 +203,10 @@ impl<B: PolicyBackend> ScreenEncoder<B> {
         // T: [U, 36·32] → [U·36, 32], row u·36 + k
         let table = input.tiles.clone().matmul(parts.reshape([TILE_VALUES, PARTS * c1])).reshape([u * PARTS, c1]);
         let [l0, l1, l2, l3] = input.lookups.clone();
-        let sum = table.clone().select(0, l0) + table.clone().select(0, l1) + table.clone().select(0, l2) + table.select(0, l3);
+        let sum = table.clone().select(0, l0)
+            + table.clone().select(0, l1)
+            + table.clone().select(0, l2)
+            + table.select(0, l3);
         let bias = self.conv1.bias.as_ref().expect("conv1 bias").val().unsqueeze::<2>();
         let (h1, w1) = self.geometry().maps[0];
         B::elu(sum + bias).reshape([input.n, h1 * w1, c1])
@@ -260,7 +267,8 @@ mod tests {
                     for ch in 0..3 {
                         for y in 0..CELL_PX {
                             for x in 0..CELL_PX {
-                                img[((o * 3 + ch) * hp + r * CELL_PX + y) * wp + c * CELL_PX + x] = t[(ch * CELL_PX + y) * CELL_PX + x];
+                                img[((o * 3 + ch) * hp + r * CELL_PX + y) * wp + c * CELL_PX + x] =
+                                    t[(ch * CELL_PX + y) * CELL_PX + x];
                             }
                         }
                     }

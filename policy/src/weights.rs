@@ -187,7 +187,10 @@ mod tests {
         let mut bad = bytes.clone();
         bad[40] ^= 1;
         assert_eq!(load_bytes(b.clone(), &bad).unwrap_err(), WeightsError::Checksum);
-        assert!(matches!(load_bytes(b.clone(), &bytes[..20]), Err(WeightsError::Malformed(_)) | Err(WeightsError::Checksum)));
+        assert!(matches!(
+            load_bytes(b.clone(), &bytes[..20]),
+            Err(WeightsError::Malformed(_)) | Err(WeightsError::Checksum)
+        ));
 
         let other = Policy::<CpuBackend>::new(&PolicyConfig { core_hidden: 8, ..cfg.clone() }, &spec(), &dev);
         assert!(matches!(load_bytes(other, &bytes), Err(WeightsError::Shape { .. })));

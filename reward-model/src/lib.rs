@@ -27,7 +27,7 @@ pub use caption::normalise;
 pub use decay::EpisodeCounts;
 pub use model::{Kind, RewardModel};
 pub use snapshot::{Snapshot, SnapshotError};
-pub use train::{Distiller, DistillConfig, Example, Pair};
+pub use train::{DistillConfig, Distiller, Example, Pair};
 
 /// Inference runs on the CPU (actors); training uses autodiff over the same backend.
 pub type Backend = oni_policy::CpuBackend;

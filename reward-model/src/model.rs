@@ -86,7 +86,9 @@ impl RewardModel {
     /// for classification, the standardised score for ranking.
     pub fn scores(&self, captions: &[&str]) -> Vec<f32> {
         match &self.inner {
-            Inner::Hashing(t) => captions.iter().map(|c| if t.get(*c).copied().unwrap_or(false) { 1.0 } else { 0.0 }).collect(),
+            Inner::Hashing(t) => {
+                captions.iter().map(|c| if t.get(*c).copied().unwrap_or(false) { 1.0 } else { 0.0 }).collect()
+            }
             Inner::Net(net) => {
                 let mut out = Vec::with_capacity(captions.len());
                 for chunk in captions.chunks(CHUNK) {

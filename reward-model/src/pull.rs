@@ -113,4 +113,3 @@ pub fn accept(role: &'static str, slot: &RewardSlot, bytes: &[u8], announced: u6
 fn now_secs() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
-

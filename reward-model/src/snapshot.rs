@@ -91,7 +91,9 @@ impl Snapshot {
             return Err(SnapshotError::Checksum);
         }
         let u32_at = |at: usize| -> Result<usize, SnapshotError> {
-            body.get(at..at + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap()) as usize).ok_or_else(|| bad("truncated"))
+            body.get(at..at + 4)
+                .map(|b| u32::from_le_bytes(b.try_into().unwrap()) as usize)
+                .ok_or_else(|| bad("truncated"))
         };
         if u32_at(4)? != FORMAT as usize {
             return Err(bad("unknown format version"));

@@ -100,7 +100,11 @@ impl<T> Split<T> {
     /// Adds or replaces; returns true for a new item.
     fn put(&mut self, key: String, item: T, heldout_fraction: f32) -> bool {
         if let Some(&(held, i)) = self.index.get(&key) {
-            if held { self.heldout[i] = item } else { self.train[i] = item }
+            if held {
+                self.heldout[i] = item
+            } else {
+                self.train[i] = item
+            }
             return false;
         }
         let held = (fnv(&key) % 10_000) as f32 / 10_000.0 < heldout_fraction;
@@ -197,7 +201,11 @@ impl Distiller {
         if self.kind == Kind::Hashing || self.trainable() == 0 {
             0
         } else if self.dataset_len() < self.cfg.dataset_limit {
-            if new_batch { self.cfg.steps_per_batch } else { 0 }
+            if new_batch {
+                self.cfg.steps_per_batch
+            } else {
+                0
+            }
         } else {
             1
         }
@@ -254,18 +262,24 @@ impl Distiller {
         let net = self.net.take().expect("a network kind");
         let loss = match self.kind {
             Kind::Classification => {
-                let picks: Vec<&Example> = (0..b).map(|_| &self.labels.train[self.rng.random_range(0..self.labels.train.len())]).collect();
+                let picks: Vec<&Example> =
+                    (0..b).map(|_| &self.labels.train[self.rng.random_range(0..self.labels.train.len())]).collect();
                 let captions: Vec<&str> = picks.iter().map(|e| e.caption.as_str()).collect();
-                let onehot: Vec<f32> = picks.iter().flat_map(|e| if e.helpful { [0.0, 1.0] } else { [1.0, 0.0] }).collect();
+                let onehot: Vec<f32> =
+                    picks.iter().flat_map(|e| if e.helpful { [0.0, 1.0] } else { [1.0, 0.0] }).collect();
                 let y = Tensor::<TrainBackend, 2>::from_data(TensorData::new(onehot, [b, 2]), &device);
                 let logp = log_softmax(net.forward(encode(&captions, &device)), 1);
                 (logp * y).sum_dim(1).mean().neg()
             }
             Kind::Ranking => {
-                let picks: Vec<&Pair> = (0..b).map(|_| &self.pairs.train[self.rng.random_range(0..self.pairs.train.len())]).collect();
+                let picks: Vec<&Pair> =
+                    (0..b).map(|_| &self.pairs.train[self.rng.random_range(0..self.pairs.train.len())]).collect();
                 let first: Vec<&str> = picks.iter().map(|p| p.first.as_str()).collect();
                 let second: Vec<&str> = picks.iter().map(|p| p.second.as_str()).collect();
-                let y = Tensor::<TrainBackend, 1>::from_data(TensorData::new(picks.iter().map(|p| p.target).collect::<Vec<_>>(), [b]), &device);
+                let y = Tensor::<TrainBackend, 1>::from_data(
+                    TensorData::new(picks.iter().map(|p| p.target).collect::<Vec<_>>(), [b]),
+                    &device,
+                );
                 let d = (net.forward(encode(&first, &device)) - net.forward(encode(&second, &device))).reshape([b]);
                 let ll = y.clone() * log_sigmoid(d.clone()) + (y.neg() + 1.0) * log_sigmoid(d.neg());
                 ll.mean().neg()
@@ -303,7 +317,13 @@ impl Distiller {
         };
         match self.kind {
             Kind::Hashing => {
-                snap.table = self.labels.train.iter().chain(&self.labels.heldout).map(|e| (e.caption.clone(), e.helpful)).collect();
+                snap.table = self
+                    .labels
+                    .train
+                    .iter()
+                    .chain(&self.labels.heldout)
+                    .map(|e| (e.caption.clone(), e.helpful))
+                    .collect();
                 snap.table.sort();
             }
             Kind::Classification | Kind::Ranking => {
@@ -323,7 +343,13 @@ impl Distiller {
 
     /// Mean and standard deviation of the raw ranking score over every caption in the pairs.
     fn score_stats(&self, net: &ByteCnn<Backend>) -> (f32, f32) {
-        let mut captions: Vec<&str> = self.pairs.train.iter().chain(&self.pairs.heldout).flat_map(|p| [p.first.as_str(), p.second.as_str()]).collect();
+        let mut captions: Vec<&str> = self
+            .pairs
+            .train
+            .iter()
+            .chain(&self.pairs.heldout)
+            .flat_map(|p| [p.first.as_str(), p.second.as_str()])
+            .collect();
         captions.sort_unstable();
         captions.dedup();
         if captions.is_empty() {
@@ -358,7 +384,8 @@ impl Distiller {
                 }
                 let a = model.scores(&decisive.iter().map(|p| p.first.as_str()).collect::<Vec<_>>());
                 let b = model.scores(&decisive.iter().map(|p| p.second.as_str()).collect::<Vec<_>>());
-                let right = decisive.iter().zip(a.iter().zip(&b)).filter(|(p, (a, b))| (p.target > 0.5) == (a > b)).count();
+                let right =
+                    decisive.iter().zip(a.iter().zip(&b)).filter(|(p, (a, b))| (p.target > 0.5) == (a > b)).count();
                 Some(right as f32 / decisive.len() as f32)
             }
             _ => None,

@@ -91,7 +91,15 @@ fn ranker_learns_preferences_with_ties() {
         }
     }
     assert!(d.add_pairs(pairs.clone()) > 100);
-    assert_eq!(d.add_pairs(pairs[..5].iter().map(|p| Pair { first: p.second.clone(), second: p.first.clone(), target: 1.0 - p.target })), 0, "a pair asked the other way round is the same pair");
+    assert_eq!(
+        d.add_pairs(pairs[..5].iter().map(|p| Pair {
+            first: p.second.clone(),
+            second: p.first.clone(),
+            target: 1.0 - p.target
+        })),
+        0,
+        "a pair asked the other way round is the same pair"
+    );
     d.ready().unwrap();
     for _ in 0..15 {
         d.train(32);
@@ -119,12 +127,23 @@ fn snapshots_round_trip_bit_exactly_and_damage_is_refused() {
     let b = RewardModel::from_snapshot(snap).unwrap();
     let caps = ["You see here a brass key.", "You hit the newt."];
     assert_eq!(a.scores(&caps), b.scores(&caps));
-    assert_eq!(oni_policy::weights::to_bytes(&oni_reward_model::net::ByteCnn::<oni_reward_model::Backend>::new(&Default::default(), 2, &Default::default())).len(), a.snapshot().weights.len());
+    assert_eq!(
+        oni_policy::weights::to_bytes(&oni_reward_model::net::ByteCnn::<oni_reward_model::Backend>::new(
+            &Default::default(),
+            2,
+            &Default::default()
+        ))
+        .len(),
+        a.snapshot().weights.len()
+    );
 
     let mut bad = bytes.clone();
     bad[bytes.len() / 2] ^= 0x10;
     assert_eq!(RewardModel::decode(&bad).err(), Some(SnapshotError::Checksum));
-    assert!(matches!(RewardModel::decode(&bytes[..30]).err(), Some(SnapshotError::Checksum | SnapshotError::Malformed(_))));
+    assert!(matches!(
+        RewardModel::decode(&bytes[..30]).err(),
+        Some(SnapshotError::Checksum | SnapshotError::Malformed(_))
+    ));
 
     // a well-formed snapshot of a kind this build does not know
     let text = String::from_utf8_lossy(&bytes).into_owned();

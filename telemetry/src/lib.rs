@@ -40,10 +40,8 @@ pub fn init_metrics(listen: Option<&str>) -> Result<PrometheusHandle, TelemetryE
     let handle = match listen {
         Some(addr) => {
             let sock: SocketAddr = addr.parse().map_err(|_| TelemetryError::BadAddress(addr.into()))?;
-            let (recorder, exporter) = b
-                .with_http_listener(sock)
-                .build()
-                .map_err(|e| TelemetryError::Exporter(addr.into(), e.to_string()))?;
+            let (recorder, exporter) =
+                b.with_http_listener(sock).build().map_err(|e| TelemetryError::Exporter(addr.into(), e.to_string()))?;
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).map_err(|e| TelemetryError::Exporter(addr.into(), e.to_string()))?;
             tokio_spawn(exporter);

@@ -22,13 +22,19 @@ struct Started {
 }
 
 /// Binds `cfg.listen` and serves the hub until `stop`.
-async fn start(cfg: &HubConfig, token: Option<String>, actor_id: &str, stop: watch::Receiver<bool>) -> Result<Started, ActorError> {
+async fn start(
+    cfg: &HubConfig,
+    token: Option<String>,
+    actor_id: &str,
+    stop: watch::Receiver<bool>,
+) -> Result<Started, ActorError> {
     let hub_err = |reason: String| ActorError::Hub { addr: cfg.listen.clone(), reason };
     let listener = tokio::net::TcpListener::bind(&cfg.listen).await.map_err(|e| hub_err(e.to_string()))?;
     let addr = listener.local_addr().map_err(|e| hub_err(e.to_string()))?;
     let (events_tx, events) = crossbeam_channel::unbounded();
     let state = HubState::new(cfg.clone(), token, actor_id.to_string(), events_tx);
-    let mut builder = oni_proto::transport::server_builder(&oni_proto::TlsConfig::default()).map_err(|e| hub_err(e.to_string()))?;
+    let mut builder =
+        oni_proto::transport::server_builder(&oni_proto::TlsConfig::default()).map_err(|e| hub_err(e.to_string()))?;
     oni_proto::transport::spawn_server(builder.add_service(state.server()), listener, stop, "env hub");
     Ok(Started { addr, state, events })
 }
@@ -57,7 +63,10 @@ pub(crate) async fn serve(
 ) -> Result<Option<(Layout, crossbeam_channel::Receiver<HubEvent>)>, ActorError> {
     let hub = start(&setup.cfg.hub, setup.token.clone(), actor_id, stop.clone()).await?;
     tracing::info!(addr = %hub.addr, "waiting for environments to attach");
-    eprintln!("environment hub listening on {}: attach environments with oni_env.attach(make_env, \"{}\")", hub.addr, hub.addr);
+    eprintln!(
+        "environment hub listening on {}: attach environments with oni_env.attach(make_env, \"{}\")",
+        hub.addr, hub.addr
+    );
     let Some(layout) = first_layout(&hub.state, stop).await else { return Ok(None) };
     tracing::info!(spec = ?layout.spec, "observation layout declared by the first client");
     Ok(Some((layout, hub.events)))

@@ -95,9 +95,7 @@ impl HubState {
 
     pub fn server(self: &Arc<Self>) -> EnvHubServer<Hub> {
         let limit = self.cfg.max_message_bytes.max(1024);
-        EnvHubServer::new(Hub { state: self.clone() })
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit)
+        EnvHubServer::new(Hub { state: self.clone() }).max_decoding_message_size(limit).max_encoding_message_size(limit)
     }
 
     fn admit(self: &Arc<Self>, hello: &oni_proto::v1::Hello) -> Result<Reservation, Status> {
@@ -109,7 +107,9 @@ impl HubState {
         }
         if let Some(expected) = &self.token {
             if hello.token.is_empty() {
-                return Err(Status::unauthenticated("field `token`: this cluster requires a token (set ONI_TOKEN or pass token=…)"));
+                return Err(Status::unauthenticated(
+                    "field `token`: this cluster requires a token (set ONI_TOKEN or pass token=…)",
+                ));
             }
             if &hello.token != expected {
                 return Err(Status::unauthenticated("field `token`: wrong token"));
@@ -175,7 +175,9 @@ impl EnvHub for Hub {
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(idle, inbound.message()).await {
             Ok(Ok(Some(ClientMessage { kind: Some(Kind::Hello(h)) }))) => h,
-            Ok(Ok(Some(_))) => return Err(refuse(Status::invalid_argument("the first message must be a Hello declaring the spaces"))),
+            Ok(Ok(Some(_))) => {
+                return Err(refuse(Status::invalid_argument("the first message must be a Hello declaring the spaces")))
+            }
             Ok(Ok(None)) => return Err(Status::cancelled("the client closed the stream before its Hello")),
             Ok(Err(st)) => return Err(st),
             Err(_) => return Err(refuse(Status::deadline_exceeded("no Hello within the idle timeout"))),
@@ -185,7 +187,11 @@ impl EnvHub for Hub {
         let client = state.next_client.fetch_add(1, Ordering::Relaxed);
         let first_slot = state.next_slot.fetch_add(n as u64, Ordering::Relaxed) as usize;
         let (tx, rx) = mpsc::channel(4);
-        let welcome = Welcome { protocol_version: PROTOCOL_VERSION, actor_id: state.actor_id.clone(), first_slot: first_slot as u32 };
+        let welcome = Welcome {
+            protocol_version: PROTOCOL_VERSION,
+            actor_id: state.actor_id.clone(),
+            first_slot: first_slot as u32,
+        };
         let _ = tx.send(Ok(HubMessage { kind: Some(hub_message::Kind::Welcome(welcome)) })).await;
         // The stepping thread hands a permit back with each answer: a client is one step
         // ahead at most, however fast it sends.
@@ -214,14 +220,21 @@ impl EnvHub for Hub {
                         }
                     }
                     Ok(Ok(Some(_))) => {
-                        let st = refuse(Status::invalid_argument("field `kind`: only EnvStep messages may follow the Hello"));
+                        let st = refuse(Status::invalid_argument(
+                            "field `kind`: only EnvStep messages may follow the Hello",
+                        ));
                         let _ = tx.send(Err(st)).await;
                         break "protocol error".into();
                     }
                     Ok(Ok(None)) => break "client closed the stream".into(),
                     Ok(Err(st)) => break format!("client gone: {}", st.message()),
                     Err(_) => {
-                        let _ = tx.send(Err(refuse(Status::deadline_exceeded(format!("no step for {} ms", idle.as_millis()))))).await;
+                        let _ = tx
+                            .send(Err(refuse(Status::deadline_exceeded(format!(
+                                "no step for {} ms",
+                                idle.as_millis()
+                            )))))
+                            .await;
                         break "idle".into();
                     }
                 }

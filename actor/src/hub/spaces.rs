@@ -90,7 +90,12 @@ impl Layout {
                 return Err(bad(format!("field {field}: the name is declared twice")));
             }
             let dtype = Dtype::try_from(t.dtype).unwrap_or(Dtype::Unspecified);
-            let w = width(dtype).ok_or_else(|| bad(format!("field {field}: dtype {} is not one of uint8, int8, uint16, int16, int32, int64, float32, float64", t.dtype)))?;
+            let w = width(dtype).ok_or_else(|| {
+                bad(format!(
+                    "field {field}: dtype {} is not one of uint8, int8, uint16, int16, int32, int64, float32, float64",
+                    t.dtype
+                ))
+            })?;
             if t.shape.contains(&0) {
                 return Err(bad(format!("field {field}: shape {:?} has an empty dimension", t.shape)));
             }
@@ -105,7 +110,10 @@ impl Layout {
                 }
                 let num_ids = match t.num_ids as usize {
                     0 => dtype_ids(dtype).ok_or_else(|| {
-                        bad(format!("field {field}: a grid of {} needs `num_ids` (how many distinct ids; at most {MAX_IDS})", dtype.as_str_name()))
+                        bad(format!(
+                            "field {field}: a grid of {} needs `num_ids` (how many distinct ids; at most {MAX_IDS})",
+                            dtype.as_str_name()
+                        ))
                     })?,
                     n if n > MAX_IDS => return Err(bad(format!("field {field}: num_ids {n} is above {MAX_IDS}"))),
                     n => n,
@@ -129,13 +137,22 @@ impl Layout {
         }
         // A missing part is a constant input of size one, so one network shape fits all.
         let (rows, cols, ids) = grid.unwrap_or((1, 1, 1));
-        let spec = ObsSpec { crop_rows: rows, crop_cols: cols, num_glyphs: ids, stats_dim: vector.max(1), num_actions: h.num_actions as usize, grid: Default::default() };
+        let spec = ObsSpec {
+            crop_rows: rows,
+            crop_cols: cols,
+            num_glyphs: ids,
+            stats_dim: vector.max(1),
+            num_actions: h.num_actions as usize,
+            grid: Default::default(),
+        };
         Ok(Layout { tensors, has_message: h.has_message, spec })
     }
 
     /// Bytes one env's step takes on the wire (for the message-size limit).
     pub fn bytes_per_env(&self) -> usize {
-        self.tensors.iter().map(|t| t.elems * t.width).sum::<usize>() + if self.has_message { MESSAGE_LEN } else { 0 } + 16
+        self.tensors.iter().map(|t| t.elems * t.width).sum::<usize>()
+            + if self.has_message { MESSAGE_LEN } else { 0 }
+            + 16
     }
 
     /// How `other` differs from this layout, naming the first field that does.
@@ -147,7 +164,10 @@ impl Layout {
             ));
         }
         if self.has_message != other.has_message {
-            return Some(format!("field `has_message`: {}, but this actor's environments declared {}", other.has_message, self.has_message));
+            return Some(format!(
+                "field `has_message`: {}, but this actor's environments declared {}",
+                other.has_message, self.has_message
+            ));
         }
         if self.tensors.len() != other.tensors.len() {
             return Some(format!(
@@ -174,13 +194,18 @@ impl Layout {
     pub fn decode(&self, m: &EnvStep, n: usize, expect_initial: bool, batch: &mut Batch) -> Result<(), Status> {
         if m.initial != expect_initial {
             return Err(bad(if expect_initial {
-                "field `initial`: the first step after Hello must carry the first observations with initial = true".into()
+                "field `initial`: the first step after Hello must carry the first observations with initial = true"
+                    .into()
             } else {
                 "field `initial`: only the first step may be initial".into()
             }));
         }
         if m.observations.len() != self.tensors.len() {
-            return Err(bad(format!("field `observations`: {} tensors, the Hello declared {}", m.observations.len(), self.tensors.len())));
+            return Err(bad(format!(
+                "field `observations`: {} tensors, the Hello declared {}",
+                m.observations.len(),
+                self.tensors.len()
+            )));
         }
         let spec = &self.spec;
         for (i, (t, raw)) in self.tensors.iter().zip(&m.observations).enumerate() {
@@ -201,7 +226,10 @@ impl Layout {
                 Role::Grid { num_ids } => {
                     for (k, v) in values.enumerate() {
                         if !(v >= 0.0 && (v as usize) < num_ids) {
-                            return Err(bad(format!("field {field}: env {} has id {v} outside 0..{num_ids}", k / t.elems)));
+                            return Err(bad(format!(
+                                "field {field}: env {} has id {v} outside 0..{num_ids}",
+                                k / t.elems
+                            )));
                         }
                         batch.glyphs[k] = v as u16;
                     }
@@ -231,13 +259,18 @@ impl Layout {
             }
             return Ok(());
         }
-        for (name, len) in [("rewards", m.rewards.len()), ("terminated", m.terminated.len()), ("truncated", m.truncated.len())] {
+        for (name, len) in
+            [("rewards", m.rewards.len()), ("terminated", m.terminated.len()), ("truncated", m.truncated.len())]
+        {
             if len != n {
                 return Err(bad(format!("field `{name}`: {len} entries, expected one per env ({n})")));
             }
         }
         if !m.success.is_empty() && m.success.len() != n {
-            return Err(bad(format!("field `success`: {} entries, expected none or one per env ({n})", m.success.len())));
+            return Err(bad(format!(
+                "field `success`: {} entries, expected none or one per env ({n})",
+                m.success.len()
+            )));
         }
         if let Some(i) = m.rewards.iter().position(|r| !r.is_finite()) {
             return Err(bad(format!("field `rewards`: env {i} has a NaN or infinite reward")));
@@ -347,7 +380,14 @@ mod tests {
     use oni_proto::v1::TensorSpec;
 
     fn hello(obs: Vec<TensorSpec>, msg: bool) -> Hello {
-        Hello { protocol_version: 1, observations: obs, has_message: msg, num_actions: 4, num_envs: 2, ..Default::default() }
+        Hello {
+            protocol_version: 1,
+            observations: obs,
+            has_message: msg,
+            num_actions: 4,
+            num_envs: 2,
+            ..Default::default()
+        }
     }
 
     fn t(name: &str, dtype: Dtype, shape: &[u32], num_ids: u32) -> TensorSpec {
@@ -361,13 +401,37 @@ mod tests {
     #[test]
     fn spaces_map_to_grid_vector_and_message() {
         let l = Layout::from_hello(&hello(
-            vec![t("glyphs", Dtype::Int16, &[3, 2], 100), t("blstats", Dtype::Int64, &[2], 0), t("pos", Dtype::Float32, &[1, 2], 0)],
+            vec![
+                t("glyphs", Dtype::Int16, &[3, 2], 100),
+                t("blstats", Dtype::Int64, &[2], 0),
+                t("pos", Dtype::Float32, &[1, 2], 0),
+            ],
             true,
         ))
         .unwrap();
-        assert_eq!(l.spec, ObsSpec { crop_rows: 3, crop_cols: 2, num_glyphs: 100, stats_dim: 4, num_actions: 4, grid: Default::default() });
+        assert_eq!(
+            l.spec,
+            ObsSpec {
+                crop_rows: 3,
+                crop_cols: 2,
+                num_glyphs: 100,
+                stats_dim: 4,
+                num_actions: 4,
+                grid: Default::default()
+            }
+        );
         let cart = Layout::from_hello(&hello(vec![t("obs", Dtype::Float32, &[4], 0)], false)).unwrap();
-        assert_eq!(cart.spec, ObsSpec { crop_rows: 1, crop_cols: 1, num_glyphs: 1, stats_dim: 4, num_actions: 4, grid: Default::default() });
+        assert_eq!(
+            cart.spec,
+            ObsSpec {
+                crop_rows: 1,
+                crop_cols: 1,
+                num_glyphs: 1,
+                stats_dim: 4,
+                num_actions: 4,
+                grid: Default::default()
+            }
+        );
 
         let mut b = Batch::new(&l.spec, 2, 10);
         let glyphs: Vec<u8> = (0..12i16).flat_map(|x| x.to_le_bytes()).collect();
@@ -394,7 +458,10 @@ mod tests {
         s2.messages = vec![b"a door".to_vec(), b"you win".to_vec()];
         l.decode(&s2, 2, false, &mut b).unwrap();
         assert_eq!(b.last.dones, vec![false, true]);
-        assert_eq!(b.last.episodes, vec![EpisodeRecord { env_index: 11, extrinsic_return: 2.0, length: 1, success: true }]);
+        assert_eq!(
+            b.last.episodes,
+            vec![EpisodeRecord { env_index: 11, extrinsic_return: 2.0, length: 1, success: true }]
+        );
         assert_eq!(oni_env::spec::message_text(&b.last.captions[MESSAGE_LEN..]), "you win");
         assert_eq!(oni_env::spec::message_text(&b.messages[..MESSAGE_LEN]), "a door");
         assert!(b.messages[MESSAGE_LEN..].iter().all(|&x| x == 0), "a reset env starts without the old message");
@@ -412,9 +479,14 @@ mod tests {
         h.num_actions = 0;
         assert!(err(h).message().contains("num_actions"));
 
-        let l = Layout::from_hello(&hello(vec![t("obs", Dtype::Float32, &[2], 0), t("g", Dtype::Uint8, &[2, 2], 5)], false)).unwrap();
+        let l = Layout::from_hello(&hello(
+            vec![t("obs", Dtype::Float32, &[2], 0), t("g", Dtype::Uint8, &[2, 2], 5)],
+            false,
+        ))
+        .unwrap();
         let mut b = Batch::new(&l.spec, 1, 0);
-        let ok = EnvStep { initial: true, observations: vec![f32s(&[1.0, 2.0]), vec![0, 1, 2, 4]], ..Default::default() };
+        let ok =
+            EnvStep { initial: true, observations: vec![f32s(&[1.0, 2.0]), vec![0, 1, 2, 4]], ..Default::default() };
         l.decode(&ok, 1, true, &mut b).unwrap();
         let check = |m: EnvStep, initial: bool, needle: &str| {
             let e = l.decode(&m, 1, initial, &mut Batch::new(&l.spec, 1, 0)).unwrap_err();
@@ -425,13 +497,23 @@ mod tests {
         check(EnvStep { observations: vec![f32s(&[f32::NAN, 1.0]), vec![0; 4]], ..ok.clone() }, true, "NaN");
         check(EnvStep { observations: vec![f32s(&[1.0, 1.0]), vec![0, 0, 0, 5]], ..ok.clone() }, true, "outside 0..5");
         check(ok.clone(), false, "`initial`");
-        let step = EnvStep { initial: false, rewards: vec![f32::INFINITY], terminated: vec![false], truncated: vec![false], ..ok.clone() };
+        let step = EnvStep {
+            initial: false,
+            rewards: vec![f32::INFINITY],
+            terminated: vec![false],
+            truncated: vec![false],
+            ..ok.clone()
+        };
         check(step.clone(), false, "`rewards`");
         check(EnvStep { rewards: vec![0.0], terminated: vec![], ..step.clone() }, false, "`terminated`");
         check(EnvStep { rewards: vec![0.0], messages: vec![b"x".to_vec()], ..step }, false, "`messages`");
 
         // a second client with other spaces
-        let other = Layout::from_hello(&hello(vec![t("obs", Dtype::Float32, &[3], 0), t("g", Dtype::Uint8, &[2, 2], 5)], false)).unwrap();
+        let other = Layout::from_hello(&hello(
+            vec![t("obs", Dtype::Float32, &[3], 0), t("g", Dtype::Uint8, &[2, 2], 5)],
+            false,
+        ))
+        .unwrap();
         assert!(l.difference(&other).unwrap().contains("`obs`"));
         let mut h = hello(vec![t("obs", Dtype::Float32, &[2], 0), t("g", Dtype::Uint8, &[2, 2], 5)], false);
         h.num_actions = 7;

@@ -99,13 +99,16 @@ pub(crate) fn hub_loop<B: PolicyBackend>(
                         }
                         a.into_iter().map(|x| x as u32).collect()
                     }
-                    Acting::Random(_) => (0..c.batch.len()).map(|_| rng.random_range(0..spec.num_actions as u32)).collect(),
+                    Acting::Random(_) => {
+                        (0..c.batch.len()).map(|_| rng.random_range(0..spec.num_actions as u32)).collect()
+                    }
                 };
                 let version = match &acting {
                     Acting::Policy(st) => st.version,
                     Acting::Random(_) => 0,
                 };
-                let msg = HubMessage { kind: Some(hub_message::Kind::Actions(Actions { actions, policy_version: version })) };
+                let msg =
+                    HubMessage { kind: Some(hub_message::Kind::Actions(Actions { actions, policy_version: version })) };
                 if send(c, Ok(msg)) {
                     c.permits.add_permits(1);
                 } else if let Some(c) = clients.remove(&client) {

@@ -59,7 +59,11 @@ pub async fn serve_on(script: Arc<Mutex<Script>>, port: u16) -> String {
                     if let Some(h) = text.find("\r\n\r\n") {
                         let len = text[..h]
                             .lines()
-                            .find_map(|l| l.to_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
+                            .find_map(|l| {
+                                l.to_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap())
+                            })
                             .unwrap_or(0);
                         if buf.len() >= h + 4 + len {
                             break buf[h + 4..h + 4 + len].to_vec();
@@ -78,7 +82,13 @@ pub async fn serve_on(script: Arc<Mutex<Script>>, port: u16) -> String {
                         Some(r) => r,
                         None if s.auto => {
                             let answers: Vec<String> = prompts.iter().map(|p| rule_answer(p)).collect();
-                            Reply(200, completions(&answers.iter().enumerate().map(|(i, a)| (i, a.as_str())).collect::<Vec<_>>()), 0)
+                            Reply(
+                                200,
+                                completions(
+                                    &answers.iter().enumerate().map(|(i, a)| (i, a.as_str())).collect::<Vec<_>>(),
+                                ),
+                                0,
+                            )
                         }
                         None => Reply(500, "script exhausted".into(), 0),
                     }
@@ -100,4 +110,3 @@ pub async fn serve_on(script: Arc<Mutex<Script>>, port: u16) -> String {
 pub fn completions(texts: &[(usize, &str)]) -> String {
     json!({"choices": texts.iter().map(|(i, t)| json!({"index": i, "text": t})).collect::<Vec<_>>()}).to_string()
 }
-

@@ -156,7 +156,8 @@ pub fn scrape(addr: &str) -> Option<String> {
 /// The value of the first sample of `series` (a metric name with its labels, exactly as
 /// exported) in a scrape.
 pub fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
 }
 
 /// A server process (not `oni`) killed when dropped.
@@ -201,7 +202,18 @@ pub fn llama_server(port: u16) -> Server {
 /// A throwaway redis-server (Debian's) on 127.0.0.1:`port`, data in `dir`.
 pub fn redis_server(port: u16, dir: &Path) -> Server {
     let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir", dir.to_str().unwrap(), "--save", "", "--appendonly", "no"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -121,7 +121,10 @@ impl Game {
         while self.buf.program_state[ffi::IN_MOVELOOP] == 0 {
             n += 1;
             if n > 1000 || self.step_key(ffi::key::SPACE)? {
-                return Err(EnvError::Failed { env: "nethack".into(), reason: "game did not reach the move loop".into() });
+                return Err(EnvError::Failed {
+                    env: "nethack".into(),
+                    reason: "game did not reach the move loop".into(),
+                });
             }
         }
         Ok(())

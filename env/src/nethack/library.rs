@@ -20,7 +20,8 @@ const KNOWN_BUILDS: &[&str] = &[
     "becf6478c75e40cf9488d6127892951f28ef8736b7b71ce22c37af006b280027",
 ];
 
-pub const INSTALL_HINT: &str = "install it with `scripts/setup.sh` (makes ~/.cache/oni/venv with `pip install nle==1.3.0`), \
+pub const INSTALL_HINT: &str =
+    "install it with `scripts/setup.sh` (makes ~/.cache/oni/venv with `pip install nle==1.3.0`), \
 or point `env.nle_dir` / ONI_NLE_DIR at the `nle` package directory of an nle==1.3.0 installation";
 
 fn missing(what: String) -> EnvError {
@@ -46,9 +47,9 @@ fn candidates(configured: Option<&Path>) -> Vec<PathBuf> {
         v.push(PathBuf::from(p));
         return v;
     }
-    let cache = std::env::var("ONI_CACHE").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/oni")
-    });
+    let cache = std::env::var("ONI_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/oni"));
     if let Ok(entries) = std::fs::read_dir(cache.join("venv/lib")) {
         for e in entries.flatten() {
             v.push(e.path().join("site-packages/nle"));
@@ -155,7 +156,11 @@ fn preload_libstdcxx() {
 fn dl_error() -> String {
     unsafe {
         let e = libc::dlerror();
-        if e.is_null() { "unknown dlopen error".into() } else { CStr::from_ptr(e).to_string_lossy().into_owned() }
+        if e.is_null() {
+            "unknown dlopen error".into()
+        } else {
+            CStr::from_ptr(e).to_string_lossy().into_owned()
+        }
     }
 }
 
@@ -175,9 +180,8 @@ impl PrivateCopy {
         }
         let mut written = 0;
         while written < lib.bytes.len() {
-            let n = unsafe {
-                libc::write(fd, lib.bytes[written..].as_ptr() as *const c_void, lib.bytes.len() - written)
-            };
+            let n =
+                unsafe { libc::write(fd, lib.bytes[written..].as_ptr() as *const c_void, lib.bytes.len() - written) };
             if n <= 0 {
                 unsafe { libc::close(fd) };
                 return Err(fail(format!("writing the library copy: {}", std::io::Error::last_os_error())));
@@ -203,7 +207,11 @@ impl PrivateCopy {
             let sym = |name: &str| {
                 let c = CString::new(name).unwrap();
                 let p = libc::dlsym(h, c.as_ptr());
-                if p.is_null() { Err(fail(format!("symbol `{name}` missing: not NLE {NLE_VERSION}"))) } else { Ok(p) }
+                if p.is_null() {
+                    Err(fail(format!("symbol `{name}` missing: not NLE {NLE_VERSION}")))
+                } else {
+                    Ok(p)
+                }
             };
             let loaded = (|| {
                 let start: ffi::StartFn = std::mem::transmute(sym("nle_start")?);

@@ -39,7 +39,15 @@ pub struct NetHackConfig {
 
 impl Default for NetHackConfig {
     fn default() -> Self {
-        NetHackConfig { nle_dir: None, grid: GridKind::Glyphs, crop_rows: 9, crop_cols: 9, actions: "oni".into(), max_episode_steps: 5000, wizard: false }
+        NetHackConfig {
+            nle_dir: None,
+            grid: GridKind::Glyphs,
+            crop_rows: 9,
+            crop_cols: 9,
+            actions: "oni".into(),
+            max_episode_steps: 5000,
+            wizard: false,
+        }
     }
 }
 
@@ -65,7 +73,10 @@ fn action_count(cfg: &NetHackConfig) -> Result<bool, EnvError> {
     match cfg.actions.as_str() {
         "oni" => Ok(true),
         "task" => Ok(false),
-        other => Err(EnvError::BadSetting { key: "env.nethack.actions".into(), reason: format!("`{other}` is not `oni` or `task`") }),
+        other => Err(EnvError::BadSetting {
+            key: "env.nethack.actions".into(),
+            reason: format!("`{other}` is not `oni` or `task`"),
+        }),
     }
 }
 
@@ -78,7 +89,12 @@ pub fn spec(cfg: &NetHackConfig) -> Result<ObsSpec, EnvError> {
     if cfg.crop_rows == 0 || cfg.crop_cols == 0 || cfg.crop_rows > rows * 2 || cfg.crop_cols > cols * 2 {
         return Err(EnvError::BadSetting {
             key: "env.nethack.crop_rows/crop_cols".into(),
-            reason: format!("must be 1..={} / 1..={} (twice the {rows}×{cols} {:?} grid)", rows * 2, cols * 2, cfg.grid),
+            reason: format!(
+                "must be 1..={} / 1..={} (twice the {rows}×{cols} {:?} grid)",
+                rows * 2,
+                cols * 2,
+                cfg.grid
+            ),
         });
     }
     Ok(ObsSpec {
@@ -209,7 +225,9 @@ impl NetHackEnv {
                 key::ESC
             } else if st[internal::IN_YN_FUNCTION] != 0 {
                 let msg = self.game.buf.message;
-                let keep = [&b"eat"[..], b"attack", b"direction?", b"pray"].iter().any(|w| msg.windows(w.len()).any(|x| x == *w));
+                let keep = [&b"eat"[..], b"attack", b"direction?", b"pray"]
+                    .iter()
+                    .any(|w| msg.windows(w.len()).any(|x| x == *w));
                 if keep {
                     break;
                 }

@@ -29,9 +29,11 @@ pub const TASKS: &[(&str, Task)] = &[
 ];
 
 pub fn parse(name: &str) -> Result<Task, EnvError> {
-    TASKS.iter().find(|(n, _)| *n == name).map(|(_, t)| *t).ok_or_else(|| {
-        EnvError::UnknownEnv(name.into(), TASKS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "))
-    })
+    TASKS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, t)| *t)
+        .ok_or_else(|| EnvError::UnknownEnv(name.into(), TASKS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")))
 }
 
 /// NLE's 23 task actions (key codes), in its order.
@@ -99,12 +101,24 @@ impl TaskState {
         } else {
             self.frozen_steps = 0;
         }
-        if self.frozen_steps > 0 { PENALTY_STEP } else { 0.0 }
+        if self.frozen_steps > 0 {
+            PENALTY_STEP
+        } else {
+            0.0
+        }
     }
 
     /// The reward of one step and whether the task ends the episode. `glyphs` is the full
     /// 21×79 map; `on_down_stairs` comes from the library's internal state.
-    pub fn evaluate(&mut self, old: &Snapshot, new: &Snapshot, glyphs: &[i16], hero: (i64, i64), on_down_stairs: bool, game_over: bool) -> Outcome {
+    pub fn evaluate(
+        &mut self,
+        old: &Snapshot,
+        new: &Snapshot,
+        glyphs: &[i16],
+        hero: (i64, i64),
+        on_down_stairs: bool,
+        game_over: bool,
+    ) -> Outcome {
         let mut end = false;
         let mut success = false;
         let reward = match self.task {
@@ -119,7 +133,11 @@ impl TaskState {
                     self.no_progress = 0;
                 }
                 end = self.no_progress >= CHALLENGE_NO_PROGRESS_LIMIT;
-                if new.in_normal_game { (new.score - old.score) as f32 } else { 0.0 }
+                if new.in_normal_game {
+                    (new.score - old.score) as f32
+                } else {
+                    0.0
+                }
             }
             Task::Staircase | Task::StaircaseLevel(_) | Task::Oracle => {
                 success = !game_over

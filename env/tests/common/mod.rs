@@ -29,4 +29,3 @@ pub fn rng(seed: u64) -> impl FnMut() -> u64 {
         x
     }
 }
-

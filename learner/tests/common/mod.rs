@@ -18,7 +18,9 @@ pub fn rollouts(n: usize, t: usize, h: usize, spec: &ObsSpec) -> Vec<Rollout> {
             env_slot: i as u32,
             length: t as u32,
             initial_state: vec![0.0; h],
-            glyphs: (0..(t + 1) * spec.crop_len()).flat_map(|_| ((next() % spec.num_glyphs as u64) as u16).to_le_bytes()).collect(),
+            glyphs: (0..(t + 1) * spec.crop_len())
+                .flat_map(|_| ((next() % spec.num_glyphs as u64) as u16).to_le_bytes())
+                .collect(),
             stats: (0..(t + 1) * spec.stats_dim).map(|_| (next() % 10) as f32 / 10.0).collect(),
             messages: (0..(t + 1) * 256).map(|k| if k % 256 < 8 { (next() % 26) as u8 + b'a' } else { 0 }).collect(),
             actions: (0..t).map(|_| (next() % spec.num_actions as u64) as u32).collect(),
@@ -30,4 +32,3 @@ pub fn rollouts(n: usize, t: usize, h: usize, spec: &ObsSpec) -> Vec<Rollout> {
         })
         .collect()
 }
-
