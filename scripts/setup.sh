@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what building and testing oni needs on a Debian machine with a Rust toolchain.
+# Installs what running oni needs on a Debian machine with a Rust toolchain and builds the
+# `oni` binary (release) into $CARGO_TARGET_DIR. The tests' extra needs are in test.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
@@ -27,10 +28,5 @@ if ! "$VENV/bin/python" -c "import importlib.metadata as m; assert m.version('nl
     "$VENV/bin/pip" install -q --disable-pip-version-check "nle==$NLE_VERSION"
 fi
 
-# The Python client (clients/python, `oni_env`) with what its tests use: Gymnasium,
-# MiniHack on the nle above, grpcio-tools to check the shipped stubs; matplotlib for the
-# plots of `oni bench learning`.
-"$VENV/bin/pip" install -q --disable-pip-version-check "./clients/python[dev,minihack]" "matplotlib>=3.8"
-
 echo "building oni (release) into $CARGO_TARGET_DIR"
-cargo build --release --workspace --all-targets
+cargo build --release -p oni --bin oni

@@ -4,19 +4,35 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
 scripts/setup.sh
-# Redis for the label-bank tests (the tests start their own instances on 127.0.0.1).
-if ! command -v redis-server >/dev/null; then
-    apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
-    pkill -x redis-server 2>/dev/null || true  # the package may start one on 6379; tests use their own
-fi
-# Prometheus (promtool, and a real server scraping a loopback cluster) and debootstrap (the
-# compose test's base image). No recommends: the node exporter would take port 9100.
+VENV="$ONI_CACHE/venv"
+# The Python client (clients/python, `oni_env`) with what its tests use: Gymnasium,
+# MiniHack on the nle above, grpcio-tools to check the shipped stubs; matplotlib for the
+# plots of `oni bench learning`.
+"$VENV/bin/pip" install -q --disable-pip-version-check "./clients/python[dev,minihack]" "matplotlib>=3.8"
+
+# Debian packages the tests use: redis-server (label-bank tests), prometheus and promtool
+# (a real server scraping a loopback cluster), debootstrap (the compose test's base image).
+# The tests start their own servers on 127.0.0.1, so the packages' own services are kept
+# from starting (policy-rc.d) instead of being killed afterwards, which would also kill a
+# server of the user's.
 need=()
+command -v redis-server >/dev/null || need+=(redis-server)
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 if [ ${#need[@]} -gt 0 ]; then
-    apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-    pkill -x prometheus 2>/dev/null || true  # the package starts one on 9090; tests start their own
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo=sudo
+    rc_policy=/usr/sbin/policy-rc.d
+    saved=""
+    if [ -e "$rc_policy" ]; then saved=$(mktemp); $sudo cp -p "$rc_policy" "$saved"; fi
+    printf '#!/bin/sh\n# oni scripts/test.sh: no service starts during this install\nexit 101\n' | $sudo tee "$rc_policy" >/dev/null
+    $sudo chmod +x "$rc_policy"
+    restore() { if [ -n "$saved" ]; then $sudo mv "$saved" "$rc_policy"; else $sudo rm -f "$rc_policy"; fi; }
+    trap restore EXIT
+    # No recommends: the node exporter would take port 9100.
+    $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    restore
+    trap - EXIT
 fi
 # A real llama-server and a small GGUF for the LLM client tests (cached after the first run).
 scripts/llm-server.sh build

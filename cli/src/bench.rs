@@ -23,6 +23,8 @@ pub enum BenchCmd {
     E2e(E2eBench),
     /// Learner updates on synthetic rollouts (samples/s), on the configured device.
     Learner(LearnerBench),
+    /// Actor inference (the policy's step on a batch of observations) on one CPU core.
+    Inference(InferenceBench),
     /// Labels/s through the annotator against a plain client on the same LLM server.
     Annotator(AnnotatorBench),
     /// Success rate of several presets (e.g. extrinsic-only vs ONI) at one step budget.
@@ -62,11 +64,34 @@ pub struct E2eBench {
 }
 
 #[derive(Args)]
+pub struct InferenceBench {
+    #[command(flatten)]
+    common: Common,
+    /// Batch sizes (envs per inference call) to measure, comma separated.
+    #[arg(long, default_value = "32,64,128", value_delimiter = ',')]
+    batches: Vec<usize>,
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// CPU threads the policy may use.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+#[derive(Args)]
 pub struct LearnerBench {
     #[command(flatten)]
     common: Common,
     #[arg(long, default_value_t = 10)]
     updates: usize,
+    /// `torch`: also run the PyTorch reference of the same network, update and batch
+    /// (scripts/bench_learner_torch.py with ~/.cache/oni/torch-venv, which
+    /// scripts/torch-venv.sh installs), alternating with burn, and print both figures and
+    /// their ratio.
+    #[arg(long)]
+    reference: Option<String>,
+    /// Rounds of (burn, reference) with --reference; each figure is the median of its rounds.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
 }
 
 pub async fn run(cmd: BenchCmd) -> Result<()> {
@@ -74,6 +99,7 @@ pub async fn run(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Env(b) => bench_env(b),
         BenchCmd::E2e(b) => bench_e2e(b).await,
         BenchCmd::Learner(b) => bench_learner(b),
+        BenchCmd::Inference(b) => bench_inference(b),
         BenchCmd::Annotator(b) => bench_annotator(b).await,
         BenchCmd::Learning(b) => crate::learning::bench_learning(b).await,
         BenchCmd::Attach(b) => bench_attach(b).await,
@@ -218,6 +244,19 @@ async fn bench_e2e(b: E2eBench) -> Result<()> {
     Ok(())
 }
 
+/// A cell id of a NetHack-like screen: blanks half the time, else one of ~120 map, item and
+/// monster characters in a few colours, so that a batch holds as few distinct cells as a
+/// real one (a few hundred at most), which the image encoder's first layer depends on.
+fn screen_cell(x: u64) -> u16 {
+    const CHARS: &[u8] = b".#|-+@d$<>:?!%[)=*F{";
+    const COLOURS: [u16; 6] = [7, 15, 3, 1, 2, 4];
+    if x % 2 == 0 {
+        return 0;
+    }
+    let i = (x / 2) as usize;
+    CHARS[i % CHARS.len()] as u16 + 256 * COLOURS[(i / CHARS.len()) % COLOURS.len()]
+}
+
 /// Random but valid rollouts shaped for the configured env and policy.
 fn synthetic_rollouts(p: &Prepared, n: usize) -> Result<Vec<Rollout>> {
     let spec = oni_env::registry::env_spec(&p.cfg.env)?;
@@ -230,6 +269,10 @@ fn synthetic_rollouts(p: &Prepared, n: usize) -> Result<Vec<Rollout>> {
         x ^= x << 17;
         x
     };
+    let cell = |next: &mut dyn FnMut() -> u64| match spec.grid {
+        oni_env::GridKind::Glyphs => (next() % spec.num_glyphs as u64) as u16,
+        oni_env::GridKind::Tty => screen_cell(next()),
+    };
     Ok((0..n)
         .map(|i| Rollout {
             run_id: "bench".into(),
@@ -239,11 +282,11 @@ fn synthetic_rollouts(p: &Prepared, n: usize) -> Result<Vec<Rollout>> {
             policy_version: 0,
             length: t as u32,
             initial_state: vec![0.0; h],
-            glyphs: (0..(t + 1) * spec.crop_len())
-                .flat_map(|_| ((next() % spec.num_glyphs as u64) as u16).to_le_bytes())
-                .collect(),
+            glyphs: (0..(t + 1) * spec.crop_len()).flat_map(|_| cell(&mut next).to_le_bytes()).collect(),
             stats: (0..(t + 1) * spec.stats_dim).map(|_| (next() % 100) as f32 / 100.0).collect(),
-            messages: vec![0; (t + 1) * MESSAGE_LEN],
+            messages: (0..(t + 1) * MESSAGE_LEN)
+                .map(|k| if k % MESSAGE_LEN < 24 { b'a' + (next() % 26) as u8 } else { 0 })
+                .collect(),
             actions: (0..t).map(|_| (next() % spec.num_actions as u64) as u32).collect(),
             behaviour_logprobs: vec![-(spec.num_actions as f32).ln(); t],
             rewards: (0..t).map(|_| (next() % 2) as f32).collect(),
@@ -257,6 +300,161 @@ fn synthetic_rollouts(p: &Prepared, n: usize) -> Result<Vec<Rollout>> {
         .collect())
 }
 
+/// One burn measurement: (seconds, samples, parameters).
+fn burn_learner_round(p: &Prepared, rollouts: &[Rollout], updates: usize) -> Result<(f64, usize, usize)> {
+    use burn::module::Module;
+    let spec = oni_env::registry::env_spec(&p.cfg.env)?;
+    let kind = device::parse("learner.device", &p.cfg.learner.device)?;
+    let mix = RewardMix { extrinsic_coef: 1.0, intrinsic_coef: 0.0, clip: 10.0 };
+    Ok(with_backend!(kind, autodiff, |B, dev| {
+        let mut tr = Trainer::<B>::new(p.cfg.learner.clone(), p.cfg.policy.clone(), spec.clone(), mix, dev);
+        let params = tr.model.num_params();
+        tr.train(rollouts); // warm-up (kernel compilation on GPU)
+        let start = Instant::now();
+        let mut samples = 0;
+        for _ in 0..updates.max(1) {
+            samples += tr.train(rollouts).samples;
+        }
+        let _ = tr.weights_bytes(); // forces the device queue to drain
+        (start.elapsed().as_secs_f64(), samples, params)
+    }))
+}
+
+/// The actor's inference per env step: host observations → tensors, the policy's step,
+/// logits and state back to the host, sampling; on `threads` cores.
+fn bench_inference(b: InferenceBench) -> Result<()> {
+    use burn::prelude::*;
+    use oni_policy::{sampling::sample_actions, CpuBackend, ObsBatch, Policy};
+    use rand::SeedableRng;
+    let mut common = b.common.clone();
+    common.set.push("telemetry.metrics_listen=\"\"".into());
+    let cfg = crate::config::load(common.config.as_deref(), &common.set)?;
+    let spec = oni_env::registry::env_spec(&cfg.env)?;
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(b.threads.max(1)).build()?;
+    let dev = Default::default();
+    let policy = Policy::<CpuBackend>::new(&cfg.policy, &spec, &dev);
+    let h = cfg.policy.core_hidden;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let mut rows = Vec::new();
+    for &n in &b.batches {
+        let mut x = 99u64 + n as u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let glyphs: Vec<u16> = (0..n * spec.crop_len())
+            .map(|_| match spec.grid {
+                oni_env::GridKind::Glyphs => (next() % spec.num_glyphs as u64) as u16,
+                oni_env::GridKind::Tty => screen_cell(next()),
+            })
+            .collect();
+        let stats: Vec<f32> = (0..n * spec.stats_dim).map(|_| (next() % 100) as f32 / 100.0).collect();
+        let messages: Vec<u8> =
+            (0..n * MESSAGE_LEN).map(|k| if k % MESSAGE_LEN < 24 { b'a' + (next() % 26) as u8 } else { 0 }).collect();
+        let mut hidden = vec![0.0f32; n * h];
+        let (calls, secs) = pool.install(|| {
+            let mut step = || {
+                let batch = ObsBatch::<CpuBackend>::from_host(&spec, &cfg.policy, &glyphs, &stats, &messages, &dev);
+                let state =
+                    Tensor::<CpuBackend, 2>::from_data(burn::tensor::TensorData::new(hidden.clone(), [n, h]), &dev);
+                let (out, next_state) = policy.act(batch, state);
+                hidden = next_state.into_data().convert::<f32>().to_vec().expect("f32 state");
+                let logits: Vec<f32> = out.logits.into_data().convert::<f32>().to_vec().expect("f32 logits");
+                sample_actions(&logits, spec.num_actions, &mut rng).len()
+            };
+            step(); // warm-up
+            let start = Instant::now();
+            let mut calls = 0u64;
+            while start.elapsed().as_secs_f64() < b.seconds {
+                step();
+                calls += 1;
+            }
+            (calls, start.elapsed().as_secs_f64())
+        });
+        let steps = calls as f64 * n as f64;
+        eprintln!("batch {n:>4}: {:>8.0} env steps/s, {:>7.1} µs per env step", steps / secs, secs / steps * 1e6);
+        rows.push(json!({"batch": n, "calls": calls, "seconds": secs, "steps_per_sec": steps / secs,
+                         "us_per_step": secs / steps * 1e6}));
+    }
+    println!(
+        "{}",
+        json!({"bench": "inference", "env": cfg.env.name, "network": cfg.policy.network,
+                          "threads": b.threads, "runs": rows})
+    );
+    Ok(())
+}
+
+/// The batch and settings for the PyTorch reference, as flat little-endian files.
+fn write_reference_batch(p: &Prepared, rollouts: &[Rollout], dir: &std::path::Path) -> Result<()> {
+    use oni_learner::batch::HostBatch;
+    let spec = oni_env::registry::env_spec(&p.cfg.env)?;
+    let l = &p.cfg.learner;
+    let mix = RewardMix { extrinsic_coef: 1.0, intrinsic_coef: 0.0, clip: 10.0 };
+    let hb = HostBatch::build(rollouts, &spec, l.rollout_len, mix);
+    std::fs::create_dir_all(dir)?;
+    let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    std::fs::write(dir.join("cells.u16"), hb.glyphs.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>())?;
+    std::fs::write(dir.join("stats.f32"), f32s(&hb.stats))?;
+    std::fs::write(dir.join("messages.u8"), &hb.messages)?;
+    std::fs::write(dir.join("resets.f32"), f32s(&hb.resets))?;
+    std::fs::write(dir.join("actions.i32"), hb.actions.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>())?;
+    std::fs::write(dir.join("behaviour.f32"), f32s(&hb.behaviour_logp))?;
+    std::fs::write(dir.join("rewards.f32"), f32s(&hb.rewards))?;
+    std::fs::write(dir.join("dones.u8"), hb.dones.iter().map(|&d| d as u8).collect::<Vec<u8>>())?;
+    std::fs::write(dir.join("atlas.f32"), f32s(oni_policy::font::atlas()))?;
+    let mut meta = serde_json::to_value(&p.cfg.policy)?;
+    let extra = json!({
+        "crop_rows": spec.crop_rows, "crop_cols": spec.crop_cols, "num_glyphs": spec.num_glyphs,
+        "stats_dim": spec.stats_dim, "num_actions": spec.num_actions,
+        "rollout_len": l.rollout_len, "batch_rollouts": rollouts.len(), "learning_rate": l.learning_rate,
+        "adam_epsilon": l.adam_epsilon, "gamma": l.gamma, "ppo_clip": l.ppo_clip, "value_coef": l.value_coef,
+        "entropy_coef": l.entropy_coef, "max_grad_norm": l.max_grad_norm,
+    });
+    meta.as_object_mut().expect("policy config is a table").extend(extra.as_object().expect("object").clone());
+    std::fs::write(dir.join("meta.json"), serde_json::to_vec(&meta)?)?;
+    Ok(())
+}
+
+/// The python that runs the reference: $ONI_TORCH_PYTHON, else the torch venv (installed by
+/// scripts/torch-venv.sh on first use).
+fn torch_python() -> Result<String> {
+    if let Ok(p) = std::env::var("ONI_TORCH_PYTHON") {
+        return Ok(p);
+    }
+    let out = std::process::Command::new("scripts/torch-venv.sh")
+        .output()
+        .map_err(|e| anyhow::anyhow!("cannot run scripts/torch-venv.sh (run oni from the repository root): {e}"))?;
+    anyhow::ensure!(out.status.success(), "scripts/torch-venv.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// One run of the PyTorch reference on the batch in `dir`.
+fn torch_round(dir: &std::path::Path, updates: usize, device: &str) -> Result<serde_json::Value> {
+    let python = torch_python()?;
+    let out = std::process::Command::new(&python)
+        .arg("scripts/bench_learner_torch.py")
+        .arg(dir)
+        .args(["--updates", &updates.max(1).to_string(), "--device", device])
+        .output()?;
+    anyhow::ensure!(out.status.success(), "the PyTorch reference failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(serde_json::from_str(text.lines().last().unwrap_or(""))?)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
 fn bench_learner(b: LearnerBench) -> Result<()> {
     let mut common = b.common.clone();
     common.set.push("telemetry.metrics_listen=\"\"".into());
@@ -265,28 +463,56 @@ fn bench_learner(b: LearnerBench) -> Result<()> {
     }
     let p = roles::prepare(&common)?;
     let rollouts = synthetic_rollouts(&p, p.cfg.learner.batch_rollouts)?;
-    let spec = oni_env::registry::env_spec(&p.cfg.env)?;
-    let kind = device::parse("learner.device", &p.cfg.learner.device)?;
-    let mix = RewardMix { extrinsic_coef: 1.0, intrinsic_coef: 0.0, clip: 10.0 };
-    let (secs, samples) = with_backend!(kind, autodiff, |B, dev| {
-        let mut tr = Trainer::<B>::new(p.cfg.learner.clone(), p.cfg.policy.clone(), spec.clone(), mix, dev);
-        tr.train(&rollouts); // warm-up (kernel compilation on GPU)
-        let start = Instant::now();
-        let mut samples = 0;
-        for _ in 0..b.updates.max(1) {
-            samples += tr.train(&rollouts).samples;
+    let head = json!({"bench": "learner", "device": p.cfg.learner.device, "env": p.cfg.env.name,
+        "network": p.cfg.policy.network, "batch_rollouts": p.cfg.learner.batch_rollouts,
+        "rollout_len": p.cfg.learner.rollout_len, "updates": b.updates});
+    let result = match b.reference.as_deref() {
+        None => {
+            let (secs, samples, params) = burn_learner_round(&p, &rollouts, b.updates)?;
+            let mut v = head;
+            v.as_object_mut().unwrap().extend(
+                json!({"params": params, "seconds": secs,
+                "samples_per_sec": samples as f64 / secs, "steps_per_sec": samples as f64 / secs})
+                .as_object()
+                .unwrap()
+                .clone(),
+            );
+            v
         }
-        let _ = tr.weights_bytes(); // forces the device queue to drain
-        (start.elapsed().as_secs_f64(), samples)
-    });
+        Some("torch") => {
+            let dir = p.run_dir.join("reference-batch");
+            write_reference_batch(&p, &rollouts, &dir)?;
+            let (mut burn, mut torch, mut params, mut last) = (vec![], vec![], 0, json!(null));
+            for round in 0..b.rounds.max(1) {
+                let (secs, samples, n) = burn_learner_round(&p, &rollouts, b.updates)?;
+                params = n;
+                burn.push(samples as f64 / secs);
+                last = torch_round(&dir, b.updates, &p.cfg.learner.device)?;
+                torch.push(last["samples_per_sec"].as_f64().unwrap_or(0.0));
+                eprintln!(
+                    "round {}: burn {:.0} samples/s, torch {:.0} samples/s",
+                    round + 1,
+                    burn[round],
+                    torch[round]
+                );
+            }
+            let (bm, tm) = (median(burn.clone()), median(torch.clone()));
+            let mut v = head;
+            v.as_object_mut().unwrap().extend(
+                json!({"params": params, "samples_per_sec": bm, "steps_per_sec": bm,
+                "reference": {"framework": "torch", "version": last["torch"], "threads": last["threads"],
+                              "params": last["params"], "samples_per_sec": tm, "rounds": torch},
+                "rounds": burn, "ratio_vs_reference": bm / tm.max(1e-9)})
+                .as_object()
+                .unwrap()
+                .clone(),
+            );
+            v
+        }
+        Some(other) => anyhow::bail!("--reference {other}: the only reference is `torch`"),
+    };
     let _ = std::fs::remove_dir_all(&p.run_dir);
-    println!(
-        "{}",
-        json!({"bench": "learner", "device": p.cfg.learner.device, "env": p.cfg.env.name,
-               "batch_rollouts": p.cfg.learner.batch_rollouts, "rollout_len": p.cfg.learner.rollout_len,
-               "updates": b.updates, "seconds": secs, "samples_per_sec": samples as f64 / secs,
-               "steps_per_sec": samples as f64 / secs})
-    );
+    println!("{result}");
     Ok(())
 }
 

@@ -137,6 +137,9 @@ pub struct Distiller {
 impl Distiller {
     pub fn new(kind: Kind, cfg: DistillConfig, seed: u64) -> Self {
         let device = Default::default();
+        // the network's initial weights come from the backend's generator: seed it, so that
+        // a distiller is reproducible from its seed
+        <TrainBackend as burn::tensor::backend::Backend>::seed(&device, seed);
         let net = (kind != Kind::Hashing).then(|| ByteCnn::new(&cfg.net, kind.outputs(), &device));
         Distiller {
             kind,
