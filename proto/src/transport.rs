@@ -136,6 +136,16 @@ pub fn server_builder(tls: &TlsConfig) -> Result<tonic::transport::Server, Trans
     Ok(b)
 }
 
+/// Compares a presented secret with the expected one in time that depends on their lengths
+/// only, not on where they first differ.
+pub fn secret_eq(got: &[u8], expected: &[u8]) -> bool {
+    let mut diff = (got.len() != expected.len()) as u8;
+    for (i, e) in expected.iter().enumerate() {
+        diff |= e ^ got.get(i).copied().unwrap_or(!e);
+    }
+    std::hint::black_box(diff) == 0
+}
+
 fn bearer(token: &str) -> Result<MetadataValue<Ascii>, TransportError> {
     format!("Bearer {token}").parse().map_err(|_| TransportError::BadToken)
 }
@@ -177,7 +187,7 @@ impl Interceptor for TokenCheck {
     fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
         let Some(expected) = &self.expected else { return Ok(req) };
         match req.metadata().get("authorization") {
-            Some(got) if got == expected => Ok(req),
+            Some(got) if secret_eq(got.as_bytes(), expected.as_bytes()) => Ok(req),
             Some(_) => Err(Status::unauthenticated("wrong token (check `token` / ONI_TOKEN)")),
             None => Err(Status::unauthenticated(
                 "missing token: this server requires `authorization: Bearer <token>` (set `token` or ONI_TOKEN)",
@@ -196,4 +206,19 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::secret_eq;
+
+    #[test]
+    fn secrets_match_only_when_equal() {
+        assert!(secret_eq(b"Bearer abc", b"Bearer abc"));
+        assert!(!secret_eq(b"Bearer abd", b"Bearer abc"));
+        assert!(!secret_eq(b"Bearer ab", b"Bearer abc"));
+        assert!(!secret_eq(b"Bearer abcd", b"Bearer abc"));
+        assert!(!secret_eq(b"", b"x"));
+        assert!(secret_eq(b"", b""));
+    }
 }

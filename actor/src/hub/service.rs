@@ -111,7 +111,7 @@ impl HubState {
                     "field `token`: this cluster requires a token (set ONI_TOKEN or pass token=…)",
                 ));
             }
-            if &hello.token != expected {
+            if !oni_proto::transport::secret_eq(hello.token.as_bytes(), expected.as_bytes()) {
                 return Err(Status::unauthenticated("field `token`: wrong token"));
             }
         }
