@@ -28,6 +28,18 @@ def load(d, name, dtype, shape):
     return np.fromfile(os.path.join(d, name), dtype=dtype).reshape(shape)
 
 
+def core_and_heads(net, x, h0, keep):
+    """The GRU stepped over time-major inputs, its state zeroed where keep is 0, then the
+    actor and critic heads."""
+    steps, b = keep.shape
+    h, hs = h0, []
+    for t in range(steps):
+        h = net.core(x[t * b:(t + 1) * b], h * keep[t].unsqueeze(1))
+        hs.append(h)
+    hs = torch.cat(hs, 0)
+    return net.actor(hs), net.critic(hs).squeeze(1)
+
+
 class OniNet(nn.Module):
     """ONI's NetHack network (Sample Factory's encoder as Motif set it up), sizes from meta."""
 
@@ -67,13 +79,7 @@ class OniNet(nn.Module):
     def forward(self, cells, stats, message, h0, keep):
         """Time-major (T+1)*B observations; keep [(T+1), B]."""
         x = torch.cat([F.elu(self.screen_out(self.screen(cells))), self.stats(stats), stats, self.message(message)], 1)
-        steps, b = keep.shape
-        h, hs = h0, []
-        for t in range(steps):
-            h = self.core(x[t * b:(t + 1) * b], h * keep[t].unsqueeze(1))
-            hs.append(h)
-        hs = torch.cat(hs, 0)
-        return self.actor(hs), self.critic(hs).squeeze(1)
+        return core_and_heads(self, x, h0, keep)
 
 
 class GlyphCropNet(nn.Module):
@@ -108,13 +114,7 @@ class GlyphCropNet(nn.Module):
         mm = F.relu(self.msg_conv(self.msg_embed(message_bytes).transpose(1, 2))).max(2).values
         mm = F.relu(self.msg_out(mm))
         x = F.relu(self.torso(torch.cat([g, s, mm], 1)))
-        steps, b = keep.shape
-        h, hs = h0, []
-        for t in range(steps):
-            h = self.core(x[t * b:(t + 1) * b], h * keep[t].unsqueeze(1))
-            hs.append(h)
-        hs = torch.cat(hs, 0)
-        return self.actor(hs), self.critic(hs).squeeze(1)
+        return core_and_heads(self, x, h0, keep)
 
 
 def vtrace(behaviour, target, rewards, dones, values, gamma, rho_bar=1.0, c_bar=1.0):
