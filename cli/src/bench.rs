@@ -250,7 +250,7 @@ async fn bench_e2e(b: E2eBench) -> Result<()> {
 fn screen_cell(x: u64) -> u16 {
     const CHARS: &[u8] = b".#|-+@d$<>:?!%[)=*F{";
     const COLOURS: [u16; 6] = [7, 15, 3, 1, 2, 4];
-    if x % 2 == 0 {
+    if x.is_multiple_of(2) {
         return 0;
     }
     let i = (x / 2) as usize;

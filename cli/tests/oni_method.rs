@@ -30,7 +30,7 @@ fn train(config: &str, dir: &std::path::Path, judge: u16) -> serde_json::Value {
         .unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{config}: {log}");
-    eprintln!("{config}: {}", log.lines().filter(|l| l.starts_with('[')).last().unwrap_or(""));
+    eprintln!("{config}: {}", log.lines().rfind(|l| l.starts_with('[')).unwrap_or(""));
     serde_json::from_slice(&std::fs::read(run_dir.join("summary.json")).unwrap()).unwrap()
 }
 

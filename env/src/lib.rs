@@ -1,6 +1,9 @@
 //! Environments: the `Env` trait every environment implements, the observation layout the
 //! policy consumes, vectorised stepping, and the built-in environments.
 
+// NetHack's C `long`s are cast to i64 explicitly: `c_long` is 32 bits on some platforms.
+#![allow(clippy::unnecessary_cast)]
+
 pub mod keyroom;
 pub mod nethack;
 pub mod registry;

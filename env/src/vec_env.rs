@@ -246,6 +246,8 @@ impl StepWorker {
         self.tx.as_ref().expect("worker alive").send((envs, actions)).expect("env-step thread alive");
     }
 
+    /// The batch comes back with the error, so that the caller keeps its envs.
+    #[allow(clippy::result_large_err)]
     pub fn wait(&self) -> Result<VecEnv, (VecEnv, EnvError)> {
         self.rx.recv().expect("env-step thread alive")
     }

@@ -1,3 +1,4 @@
+#![allow(clippy::unnecessary_cast)] // `c_long` is 32 bits on some platforms
 //! Real NetHack through the nle==1.3.0 wheel's libnethack.so (installed by scripts/setup.sh
 //! into ~/.cache/oni/venv, or wherever ONI_NLE_DIR points).
 

@@ -1,6 +1,9 @@
 //! The learner: takes rollouts from actors over gRPC, trains the policy with APPO
 //! (PPO-clip on V-trace targets), publishes versioned weights and checkpoints atomically.
 
+// burn's `slice` takes one range per dimension, also when there is one dimension.
+#![allow(clippy::single_range_in_vec_init)]
+
 pub mod batch;
 pub mod checkpoint;
 pub mod config;

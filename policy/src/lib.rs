@@ -3,6 +3,9 @@
 //! backends, action sampling, and a compact, checked weight format for shipping weights from
 //! the learner to the actors.
 
+// burn's `slice` takes one range per dimension, also when there is one dimension.
+#![allow(clippy::single_range_in_vec_init)]
+
 pub mod backend;
 pub mod config;
 pub mod font;

@@ -136,6 +136,7 @@ impl<B: PolicyBackend> OniEncoder<B> {
 }
 
 #[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant)] // one per network
 pub enum Encoder<B: Backend> {
     GlyphCrop(GlyphCropEncoder<B>),
     Oni(OniEncoder<B>),

@@ -40,6 +40,7 @@ impl Kind {
     }
 }
 
+#[allow(clippy::large_enum_variant)] // one per model
 enum Inner {
     Hashing(HashMap<String, bool>),
     Net(ByteCnn<Backend>),
