@@ -257,45 +257,64 @@ fn screen_cell(x: u64) -> u16 {
     CHARS[i % CHARS.len()] as u16 + 256 * COLOURS[(i / CHARS.len()) % COLOURS.len()]
 }
 
+/// Random but valid observations for `spec` (xorshift from a seed): cell ids (screen-like
+/// ones on tty grids), stats in [0, 1), messages of 24 lowercase letters.
+struct Synthetic(u64);
+
+impl Synthetic {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// `n` observations laid out as `VecEnv` holds them: (cells, stats, messages).
+    fn observations(&mut self, spec: &oni_env::ObsSpec, n: usize) -> (Vec<u16>, Vec<f32>, Vec<u8>) {
+        let cells = (0..n * spec.crop_len())
+            .map(|_| match spec.grid {
+                oni_env::GridKind::Glyphs => (self.next() % spec.num_glyphs as u64) as u16,
+                oni_env::GridKind::Tty => screen_cell(self.next()),
+            })
+            .collect();
+        let stats = (0..n * spec.stats_dim).map(|_| (self.next() % 100) as f32 / 100.0).collect();
+        let messages = (0..n * MESSAGE_LEN)
+            .map(|k| if k % MESSAGE_LEN < 24 { b'a' + (self.next() % 26) as u8 } else { 0 })
+            .collect();
+        (cells, stats, messages)
+    }
+}
+
 /// Random but valid rollouts shaped for the configured env and policy.
 fn synthetic_rollouts(p: &Prepared, n: usize) -> Result<Vec<Rollout>> {
     let spec = oni_env::registry::env_spec(&p.cfg.env)?;
     let t = p.cfg.learner.rollout_len;
     let h = p.cfg.policy.core_hidden;
-    let mut x = 12345u64;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
-    let cell = |next: &mut dyn FnMut() -> u64| match spec.grid {
-        oni_env::GridKind::Glyphs => (next() % spec.num_glyphs as u64) as u16,
-        oni_env::GridKind::Tty => screen_cell(next()),
-    };
+    let mut rng = Synthetic(12345);
     Ok((0..n)
-        .map(|i| Rollout {
-            run_id: "bench".into(),
-            actor_id: "bench".into(),
-            env_slot: i as u32,
-            sequence: 0,
-            policy_version: 0,
-            length: t as u32,
-            initial_state: vec![0.0; h],
-            glyphs: (0..(t + 1) * spec.crop_len()).flat_map(|_| cell(&mut next).to_le_bytes()).collect(),
-            stats: (0..(t + 1) * spec.stats_dim).map(|_| (next() % 100) as f32 / 100.0).collect(),
-            messages: (0..(t + 1) * MESSAGE_LEN)
-                .map(|k| if k % MESSAGE_LEN < 24 { b'a' + (next() % 26) as u8 } else { 0 })
-                .collect(),
-            actions: (0..t).map(|_| (next() % spec.num_actions as u64) as u32).collect(),
-            behaviour_logprobs: vec![-(spec.num_actions as f32).ln(); t],
-            rewards: (0..t).map(|_| (next() % 2) as f32).collect(),
-            dones: (0..t).map(|_| next() % 20 == 0).collect(),
-            captions: vec![String::new(); t],
-            intrinsic_rewards: vec![],
-            reward_model_version: 0,
-            episodes: vec![],
-            intrinsic_decay: vec![],
+        .map(|i| {
+            let (cells, stats, messages) = rng.observations(&spec, t + 1);
+            Rollout {
+                run_id: "bench".into(),
+                actor_id: "bench".into(),
+                env_slot: i as u32,
+                sequence: 0,
+                policy_version: 0,
+                length: t as u32,
+                initial_state: vec![0.0; h],
+                glyphs: cells.iter().flat_map(|c| c.to_le_bytes()).collect(),
+                stats,
+                messages,
+                actions: (0..t).map(|_| (rng.next() % spec.num_actions as u64) as u32).collect(),
+                behaviour_logprobs: vec![-(spec.num_actions as f32).ln(); t],
+                rewards: (0..t).map(|_| (rng.next() % 2) as f32).collect(),
+                dones: (0..t).map(|_| rng.next().is_multiple_of(20)).collect(),
+                captions: vec![String::new(); t],
+                intrinsic_rewards: vec![],
+                reward_model_version: 0,
+                episodes: vec![],
+                intrinsic_decay: vec![],
+            }
         })
         .collect())
 }
@@ -337,22 +356,7 @@ fn bench_inference(b: InferenceBench) -> Result<()> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     let mut rows = Vec::new();
     for &n in &b.batches {
-        let mut x = 99u64 + n as u64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        let glyphs: Vec<u16> = (0..n * spec.crop_len())
-            .map(|_| match spec.grid {
-                oni_env::GridKind::Glyphs => (next() % spec.num_glyphs as u64) as u16,
-                oni_env::GridKind::Tty => screen_cell(next()),
-            })
-            .collect();
-        let stats: Vec<f32> = (0..n * spec.stats_dim).map(|_| (next() % 100) as f32 / 100.0).collect();
-        let messages: Vec<u8> =
-            (0..n * MESSAGE_LEN).map(|k| if k % MESSAGE_LEN < 24 { b'a' + (next() % 26) as u8 } else { 0 }).collect();
+        let (glyphs, stats, messages) = Synthetic(99 + n as u64).observations(&spec, n);
         let mut hidden = vec![0.0f32; n * h];
         let (calls, secs) = pool.install(|| {
             let mut step = || {
