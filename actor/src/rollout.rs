@@ -24,8 +24,18 @@ pub struct GroupRollouts {
     decay: Vec<Vec<f32>>,
     reward_model_version: u64,
     dones: Vec<Vec<bool>>,
+    truncated: Vec<Vec<bool>>,
+    finals: Vec<FinalObs>,
     captions: Vec<Vec<String>>,
     episodes: Vec<Vec<EpisodeSummary>>,
+}
+
+/// One env's final observations of time-limited episodes, in the rollout's wire layout.
+#[derive(Default)]
+struct FinalObs {
+    glyphs: Vec<u8>,
+    stats: Vec<f32>,
+    messages: Vec<u8>,
 }
 
 impl GroupRollouts {
@@ -49,6 +59,8 @@ impl GroupRollouts {
             decay: Vec::new(),
             reward_model_version: 0,
             dones: Vec::new(),
+            truncated: Vec::new(),
+            finals: Vec::new(),
             captions: Vec::new(),
             episodes: Vec::new(),
         };
@@ -68,6 +80,8 @@ impl GroupRollouts {
         self.intrinsic = (0..n).map(|_| Vec::new()).collect();
         self.decay = (0..n).map(|_| Vec::new()).collect();
         self.dones = (0..n).map(|_| Vec::with_capacity(t)).collect();
+        self.truncated = (0..n).map(|_| Vec::with_capacity(t)).collect();
+        self.finals = (0..n).map(|_| FinalObs::default()).collect();
         self.captions = (0..n).map(|_| Vec::with_capacity(t)).collect();
         self.episodes = (0..n).map(|_| Vec::new()).collect();
     }
@@ -114,7 +128,15 @@ impl GroupRollouts {
         for i in 0..self.n {
             self.rewards[i].push(last.rewards[i]);
             self.dones[i].push(last.dones[i]);
+            self.truncated[i].push(last.truncated[i]);
             self.captions[i].push(message_text(&last.captions[i * MESSAGE_LEN..(i + 1) * MESSAGE_LEN]));
+        }
+        for (k, &i) in last.finals.envs.iter().enumerate() {
+            let (g, st, m) = last.finals.get(k);
+            let f = &mut self.finals[i];
+            f.glyphs.extend(g.iter().flat_map(|g| g.to_le_bytes()));
+            f.stats.extend_from_slice(st);
+            f.messages.extend_from_slice(m);
         }
         let mut episode_intrinsic = vec![0.0; self.n];
         if let Some(rw) = rewarder {
@@ -164,6 +186,14 @@ impl GroupRollouts {
                     reward_model_version: self.reward_model_version,
                     intrinsic_decay: std::mem::take(&mut self.decay[i]),
                     episodes: std::mem::take(&mut self.episodes[i]),
+                    truncated: if self.truncated[i].contains(&true) {
+                        std::mem::take(&mut self.truncated[i])
+                    } else {
+                        Vec::new()
+                    },
+                    final_glyphs: std::mem::take(&mut self.finals[i].glyphs),
+                    final_stats: std::mem::take(&mut self.finals[i].stats),
+                    final_messages: std::mem::take(&mut self.finals[i].messages),
                 }
             })
             .collect()

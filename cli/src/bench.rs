@@ -310,10 +310,8 @@ fn synthetic_rollouts(p: &Prepared, n: usize) -> Result<Vec<Rollout>> {
                 rewards: (0..t).map(|_| (rng.next() % 2) as f32).collect(),
                 dones: (0..t).map(|_| rng.next().is_multiple_of(20)).collect(),
                 captions: vec![String::new(); t],
-                intrinsic_rewards: vec![],
-                reward_model_version: 0,
-                episodes: vec![],
-                intrinsic_decay: vec![],
+                // No time limits: the PyTorch reference has none to mirror.
+                ..Default::default()
             }
         })
         .collect())

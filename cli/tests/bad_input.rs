@@ -89,6 +89,15 @@ async fn malformed_rollouts_and_wrong_tokens_are_refused_while_training_goes_on(
     let mut r = valid(0);
     r.run_id.clear();
     cases.push(("run_id", r));
+    let mut r = valid(0);
+    r.truncated = vec![false; T];
+    r.truncated[5] = true; // a time limit that did not end the episode
+    cases.push(("truncated", r));
+    let mut r = valid(0);
+    r.truncated = vec![false; T];
+    r.truncated[5] = true;
+    r.dones[5] = true; // ... and no final observation to bootstrap from
+    cases.push(("final_glyphs", r));
     for (field, r) in cases {
         let st = c.push_rollout(r).await.unwrap_err();
         assert_eq!(st.code(), Code::InvalidArgument, "{field}: {st:?}");

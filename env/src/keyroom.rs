@@ -909,7 +909,8 @@ impl Env for Keyroom {
         if !out.success {
             self.newt_turn(&mut msg);
         }
-        out.done = out.success || self.steps >= self.cfg.step_cap;
+        out.truncated = !out.success && self.steps >= self.cfg.step_cap;
+        out.done = out.success || out.truncated;
         self.done = out.done;
         self.write_obs(obs, &msg);
         Ok(out)
@@ -1093,7 +1094,7 @@ mod tests {
 
         let out = env.step(action::DESCEND, obs.buf()).unwrap();
         assert_eq!(obs.text(), MSG_DESCEND);
-        assert_eq!(out, StepOutcome { reward: 1.0, done: true, success: true });
+        assert_eq!(out, StepOutcome { reward: 1.0, done: true, success: true, truncated: false });
         log.push(obs.text());
         log
     }
@@ -1394,6 +1395,7 @@ mod tests {
                 assert_eq!(out.reward, 0.0);
                 assert!(!out.success);
                 assert_eq!(out.done, step == cap, "step {step}");
+                assert_eq!(out.truncated, step == cap, "a step cap is a time limit (step {step})");
             }
             assert_eq!(obs.stats[5], 1.0);
             assert!(env.step(action::WAIT, obs.buf()).is_err(), "stepping a finished episode is an error");

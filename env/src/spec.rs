@@ -54,6 +54,10 @@ pub struct StepOutcome {
     pub done: bool,
     /// The episode reached its goal (counts towards the success rate).
     pub success: bool,
+    /// The episode was cut by a time limit, not ended by the task (`done` is set too). The
+    /// return did not end here, so learners bootstrap from the value of the final
+    /// observation instead of taking it as zero.
+    pub truncated: bool,
 }
 
 /// Writes `text` as a zero-padded message, truncated to the buffer.

@@ -16,11 +16,53 @@ pub struct EpisodeRecord {
     pub success: bool,
 }
 
+/// The final observations of the envs whose episode a time limit cut during a step, saved
+/// before the automatic reset replaced them: the learner bootstraps from their value.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Finals {
+    /// The batch-local index of each saved env, ascending.
+    pub envs: Vec<usize>,
+    pub glyphs: Vec<u16>,
+    pub stats: Vec<f32>,
+    pub messages: Vec<u8>,
+}
+
+impl Finals {
+    pub fn clear(&mut self) {
+        self.envs.clear();
+        self.glyphs.clear();
+        self.stats.clear();
+        self.messages.clear();
+    }
+
+    pub fn push(&mut self, env: usize, glyphs: &[u16], stats: &[f32], message: &[u8]) {
+        self.envs.push(env);
+        self.glyphs.extend_from_slice(glyphs);
+        self.stats.extend_from_slice(stats);
+        self.messages.extend_from_slice(message);
+    }
+
+    /// The saved observation of the `k`-th entry: (glyphs, stats, message).
+    pub fn get(&self, k: usize) -> (&[u16], &[f32], &[u8]) {
+        let c = self.glyphs.len() / self.envs.len();
+        let s = self.stats.len() / self.envs.len();
+        (
+            &self.glyphs[k * c..(k + 1) * c],
+            &self.stats[k * s..(k + 1) * s],
+            &self.messages[k * MESSAGE_LEN..(k + 1) * MESSAGE_LEN],
+        )
+    }
+}
+
 /// What `VecEnv::step` leaves in the per-env step buffers.
 #[derive(Debug, Default)]
 pub struct VecStep {
     pub rewards: Vec<f32>,
+    /// The episode ended with this step, for whatever reason.
     pub dones: Vec<bool>,
+    /// The episode ended by a time limit (a subset of `dones`); see `finals`.
+    pub truncated: Vec<bool>,
+    pub finals: Finals,
     /// The message each env's step produced (before any automatic reset replaced the
     /// observation): the caption of that transition. `num_envs × MESSAGE_LEN`.
     pub captions: Vec<u8>,
@@ -35,6 +77,8 @@ impl VecStep {
         VecStep {
             rewards: vec![0.0; n],
             dones: vec![false; n],
+            truncated: vec![false; n],
+            finals: Finals::default(),
             captions: vec![0; n * MESSAGE_LEN],
             episodes: Vec::new(),
             restarts: Vec::new(),
@@ -159,6 +203,7 @@ impl VecEnv {
         assert_eq!(actions.len(), self.envs.len(), "one action per env");
         self.last.episodes.clear();
         self.last.restarts.clear();
+        self.last.finals.clear();
         // Check every action first, so a bad batch leaves no env half-stepped.
         if let Some((i, &a)) = actions.iter().enumerate().find(|(_, &a)| a >= self.spec.num_actions) {
             return Err(EnvError::ActionOutOfRange {
@@ -174,11 +219,12 @@ impl VecEnv {
                 Err(e) => {
                     self.last.restarts.push((self.first_index + i, e.to_string()));
                     self.messages[i * MESSAGE_LEN..(i + 1) * MESSAGE_LEN].fill(0);
-                    (StepOutcome { reward: 0.0, done: true, success: false }, true)
+                    (StepOutcome { reward: 0.0, done: true, ..Default::default() }, true)
                 }
             };
             self.last.rewards[i] = out.reward;
             self.last.dones[i] = out.done;
+            self.last.truncated[i] = out.done && out.truncated;
             self.last.captions[i * MESSAGE_LEN..(i + 1) * MESSAGE_LEN]
                 .copy_from_slice(&self.messages[i * MESSAGE_LEN..(i + 1) * MESSAGE_LEN]);
             self.ep_return[i] += out.reward;
@@ -189,6 +235,15 @@ impl VecEnv {
             if failed {
                 self.restart_env(i)?;
                 continue;
+            }
+            if out.truncated {
+                let (c, d) = (self.spec.crop_len(), self.spec.stats_dim);
+                self.last.finals.push(
+                    i,
+                    &self.glyphs[i * c..(i + 1) * c],
+                    &self.stats[i * d..(i + 1) * d],
+                    &self.messages[i * MESSAGE_LEN..(i + 1) * MESSAGE_LEN],
+                );
             }
             self.last.episodes.push(EpisodeRecord {
                 env_index: self.first_index + i,
@@ -291,7 +346,8 @@ mod tests {
                 return Err(EnvError::Failed { env: "flaky".into(), reason: "C side error".into() });
             }
             obs.glyphs.fill(self.steps as u16);
-            Ok(StepOutcome { reward: 1.0, done: self.steps == 10, success: true })
+            // Without a failure, the episode is cut by a time limit at step 10.
+            Ok(StepOutcome { reward: 1.0, done: self.steps == 10, success: false, truncated: self.steps == 10 })
         }
     }
 
@@ -326,5 +382,30 @@ mod tests {
         let before = v.glyphs.clone();
         assert!(matches!(v.step(&[0, 5, 0]), Err(EnvError::ActionOutOfRange { action: 5, .. })));
         assert_eq!(v.glyphs, before);
+    }
+
+    fn spec_1x1() -> ObsSpec {
+        ObsSpec { crop_rows: 1, crop_cols: 1, num_glyphs: 100, stats_dim: 1, num_actions: 2, grid: Default::default() }
+    }
+
+    #[test]
+    fn a_time_limit_keeps_the_final_observation_before_the_reset() {
+        let factory: EnvFactory =
+            Box::new(|| Ok(Box::new(Flaky { spec: spec_1x1(), steps: 0, fails: false }) as Box<dyn Env>));
+        let mut v = VecEnv::new(factory, 2, 7, 0).unwrap();
+        for _ in 0..9 {
+            v.step(&[0, 0]).unwrap();
+            assert!(v.last.finals.envs.is_empty() && !v.last.truncated.iter().any(|&t| t));
+        }
+        v.step(&[0, 0]).unwrap();
+        assert_eq!(v.last.dones, vec![true, true]);
+        assert_eq!(v.last.truncated, vec![true, true]);
+        assert_eq!(v.last.finals.envs, vec![0, 1]);
+        assert_eq!(v.last.finals.glyphs, vec![10, 10], "the observation the time limit cut");
+        assert_eq!(v.glyphs, vec![0, 0], "the envs were reset for the next action");
+        assert_eq!(v.last.episodes.len(), 2);
+        v.step(&[0, 0]).unwrap();
+        assert!(v.last.finals.envs.is_empty(), "finals belong to one step");
+        assert_eq!(v.last.truncated, vec![false, false]);
     }
 }

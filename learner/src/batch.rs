@@ -20,6 +20,14 @@ pub struct HostBatch {
     pub behaviour_logp: Vec<f32>,
     pub rewards: Vec<f32>,
     pub dones: Vec<bool>,
+    /// [T·B], empty when no step of the batch hit a time limit.
+    pub truncated: Vec<bool>,
+    /// The final observations of the truncated steps: where each belongs (t·B + b) and the
+    /// observations themselves, in the same order.
+    pub finals: Vec<usize>,
+    pub final_glyphs: Vec<u16>,
+    pub final_stats: Vec<f32>,
+    pub final_messages: Vec<u8>,
 }
 
 /// How the learner turns the rollout's rewards into the training reward:
@@ -51,6 +59,11 @@ impl HostBatch {
             behaviour_logp: vec![0.0; steps * b],
             rewards: vec![0.0; steps * b],
             dones: vec![false; steps * b],
+            truncated: Vec::new(),
+            finals: Vec::new(),
+            final_glyphs: Vec::new(),
+            final_stats: Vec::new(),
+            final_messages: Vec::new(),
         };
         for (j, r) in rollouts.iter().enumerate() {
             hb.initial_state.extend_from_slice(&r.initial_state);
@@ -76,8 +89,32 @@ impl HostBatch {
                 hb.rewards[dst] = mix.extrinsic_coef * ext + mix.intrinsic_coef * int;
                 hb.dones[dst] = r.dones[t];
             }
+            if r.truncated.contains(&true) {
+                hb.truncated.resize(steps * b, false);
+                let cut = r.truncated.iter().enumerate().filter(|(_, &x)| x).map(|(t, _)| t);
+                for (k, t) in cut.enumerate() {
+                    hb.truncated[t * b + j] = true;
+                    hb.finals.push(t * b + j);
+                    let g = &r.final_glyphs[2 * k * crop..2 * (k + 1) * crop];
+                    hb.final_glyphs.extend(g.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])));
+                    hb.final_stats.extend_from_slice(&r.final_stats[k * sd..(k + 1) * sd]);
+                    hb.final_messages.extend_from_slice(&r.final_messages[k * MESSAGE_LEN..(k + 1) * MESSAGE_LEN]);
+                }
+            }
         }
         hb
+    }
+
+    /// The final observations of the truncated steps (None when there are none).
+    pub fn final_obs<B: Backend>(
+        &self,
+        spec: &ObsSpec,
+        policy: &PolicyConfig,
+        device: &B::Device,
+    ) -> Option<ObsBatch<B>> {
+        (!self.finals.is_empty()).then(|| {
+            ObsBatch::from_host(spec, policy, &self.final_glyphs, &self.final_stats, &self.final_messages, device)
+        })
     }
 
     pub fn obs<B: Backend>(&self, spec: &ObsSpec, policy: &PolicyConfig, device: &B::Device) -> ObsBatch<B> {

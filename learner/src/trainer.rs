@@ -127,11 +127,32 @@ impl<B: TrainingBackend> Trainer<B> {
         scalar((a.clone().exp() * (a - b)).sum_dim(1).mean())
     }
 
+    /// V(x'_t) of every truncated step's final observation, [T·B] (empty when none): the
+    /// current network continues from the state after x_t, detached, as V-trace's targets are.
+    fn final_values(&self, hb: &HostBatch, states: Tensor<B, 2>) -> Vec<f32> {
+        let dev = &self.device;
+        let Some(obs) = hb.final_obs::<B::InnerBackend>(&self.spec, &self.policy_cfg, dev) else {
+            return Vec::new();
+        };
+        let at: Vec<i32> = hb.finals.iter().map(|&i| i as i32).collect();
+        let at = Tensor::<B::InnerBackend, 1, Int>::from_data(TensorData::new(at, [hb.finals.len()]), dev);
+        let h = states.inner().select(0, at);
+        let (out, _) = self.model.valid().act(obs, h);
+        let v: Vec<f32> = out.values.into_data().convert::<f32>().to_vec().unwrap();
+        let mut full = vec![0.0; hb.steps * hb.batch];
+        for (&i, v) in hb.finals.iter().zip(v) {
+            full[i] = v;
+        }
+        full
+    }
+
     fn loss_terms(&self, hb: &HostBatch) -> (crate::loss::LossTerms<B>, usize) {
         let dev = &self.device;
         let (b, steps) = (hb.batch, hb.steps);
         let n = steps * b;
-        let out = self.model.unroll(hb.obs::<B>(&self.spec, &self.policy_cfg, dev), hb.h0(dev), hb.resets(dev));
+        let (out, states) =
+            self.model.unroll_with_states(hb.obs::<B>(&self.spec, &self.policy_cfg, dev), hb.h0(dev), hb.resets(dev));
+        let final_values = self.final_values(hb, states);
         let num_actions = self.spec.num_actions;
         let logits = out.logits.slice([0..n, 0..num_actions]);
         let values_all = out.values;
@@ -148,6 +169,8 @@ impl<B: TrainingBackend> Trainer<B> {
             target_logp: &target_logp,
             rewards: &hb.rewards,
             dones: &hb.dones,
+            truncated: &hb.truncated,
+            final_values: &final_values,
             values: &values_host,
             gamma: self.cfg.gamma,
             rho_bar: self.cfg.vtrace_rho_bar,

@@ -88,6 +88,27 @@ pub fn check(r: &Rollout, s: &Shape<'_>, current_version: u64) -> Result<(), Inv
             return Err(bad("intrinsic_decay", format!("entry {i} is not in [0, 1]")));
         }
     }
+    let cut = if r.truncated.is_empty() {
+        0
+    } else {
+        len("truncated", r.truncated.len(), t)?;
+        if let Some(i) = r.truncated.iter().zip(&r.dones).position(|(&tr, &d)| tr && !d) {
+            return Err(bad(
+                "truncated",
+                format!("entry {i} is set but dones {i} is not (a truncation ends the episode)"),
+            ));
+        }
+        r.truncated.iter().filter(|&&x| x).count()
+    };
+    len("final_glyphs", r.final_glyphs.len(), cut * s.spec.crop_len() * 2)?;
+    if let Some(i) =
+        r.final_glyphs.chunks_exact(2).position(|c| u16::from_le_bytes([c[0], c[1]]) as usize >= s.spec.num_glyphs)
+    {
+        return Err(bad("final_glyphs", format!("entry {i} is not a glyph id below {}", s.spec.num_glyphs)));
+    }
+    len("final_stats", r.final_stats.len(), cut * s.spec.stats_dim)?;
+    finite("final_stats", &r.final_stats)?;
+    len("final_messages", r.final_messages.len(), cut * MESSAGE_LEN)?;
     for e in &r.episodes {
         if !e.extrinsic_return.is_finite() || !e.intrinsic_return.is_finite() {
             return Err(bad("episodes", "episode return is NaN/inf"));

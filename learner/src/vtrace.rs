@@ -4,6 +4,11 @@
 //!   δ_t = ρ_t (r_t + γ_t V(x_{t+1}) − V(x_t))
 //!   v_t = V(x_t) + δ_t + γ_t c_t (v_{t+1} − V(x_{t+1})),   v_T = V(x_T)
 //! and the policy-gradient advantage is A_t = ρ_t (r_t + γ_t v_{t+1} − V(x_t)).
+//!
+//! A time limit is not a death (Pardo et al., 2018): when step t was truncated, its successor
+//! is the episode's final observation x'_t, not x_{t+1} (the next episode's start). Then
+//!   δ_t = ρ_t (r_t + γ V(x'_t) − V(x_t)),   v_t = V(x_t) + δ_t,   A_t = δ_t
+//! (the trace stops: nothing after x'_t was observed, so v(x'_t) = V(x'_t)).
 
 /// Inputs are time-major `[T][B]` flattened as t·B + b; `values` holds T+1 rows.
 pub struct VtraceInput<'a> {
@@ -12,6 +17,10 @@ pub struct VtraceInput<'a> {
     pub target_logp: &'a [f32],
     pub rewards: &'a [f32],
     pub dones: &'a [bool],
+    /// Empty, or `[T][B]`: done_t came from a time limit (then `final_values` holds V(x'_t)).
+    pub truncated: &'a [bool],
+    /// Empty, or `[T][B]`, read where `truncated` is set.
+    pub final_values: &'a [f32],
     pub values: &'a [f32],
     pub gamma: f32,
     pub rho_bar: f32,
@@ -29,6 +38,8 @@ pub fn vtrace(inp: &VtraceInput<'_>) -> VtraceOutput {
     let b = inp.batch;
     let steps = inp.rewards.len() / b;
     assert_eq!(inp.values.len(), (steps + 1) * b, "values need T+1 rows");
+    assert!(inp.truncated.is_empty() || inp.truncated.len() == steps * b, "truncated needs T rows or none");
+    let truncated = |i: usize| inp.truncated.get(i).copied().unwrap_or(false);
     let mut vs = vec![0.0f32; steps * b];
     let mut adv = vec![0.0f32; steps * b];
     for j in 0..b {
@@ -40,8 +51,16 @@ pub fn vtrace(inp: &VtraceInput<'_>) -> VtraceOutput {
             let ratio = (inp.target_logp[i] - inp.behaviour_logp[i]).exp();
             let rho = ratio.min(inp.rho_bar);
             let c = ratio.min(inp.c_bar);
-            let discount = if inp.dones[i] { 0.0 } else { inp.gamma };
             let v = inp.values[i];
+            if truncated(i) {
+                let delta = rho * (inp.rewards[i] + inp.gamma * inp.final_values[i] - v);
+                vs[i] = v + delta;
+                adv[i] = delta;
+                next_correction = delta;
+                next_vs = vs[i];
+                continue;
+            }
+            let discount = if inp.dones[i] { 0.0 } else { inp.gamma };
             let v_next = inp.values[i + b];
             let delta = rho * (inp.rewards[i] + discount * v_next - v);
             vs[i] = v + delta + discount * c * next_correction;
@@ -82,6 +101,8 @@ mod tests {
             target_logp: &lp,
             rewards: &rewards,
             dones: &dones,
+            truncated: &[],
+            final_values: &[],
             values: &values,
             gamma: 0.9,
             rho_bar: 1.0,
@@ -117,6 +138,8 @@ mod tests {
             target_logp: &target,
             rewards: &rewards,
             dones: &dones,
+            truncated: &[],
+            final_values: &[],
             values: &values,
             gamma: 0.5,
             rho_bar: 1.0,
@@ -142,6 +165,8 @@ mod tests {
             target_logp: &lp,
             rewards: &r,
             dones: &d,
+            truncated: &[],
+            final_values: &[],
             values: &v,
             gamma: 0.9,
             rho_bar: 1.0,
@@ -157,6 +182,8 @@ mod tests {
                 target_logp: &lp[..2],
                 rewards: &rj,
                 dones: &dj,
+                truncated: &[],
+                final_values: &[],
                 values: &vj,
                 gamma: 0.9,
                 rho_bar: 1.0,
@@ -164,5 +191,50 @@ mod tests {
             });
             assert_eq!(one.vs, vec![both.vs[j], both.vs[2 + j]]);
         }
+    }
+
+    /// A time limit bootstraps from the final observation's value and cuts the trace; the
+    /// same step as a death would end the return. T = 3, worked by hand.
+    #[test]
+    fn truncation_bootstraps_from_the_final_observation() {
+        let rewards = [1.0, 0.0, 2.0];
+        let dones = [false, true, false];
+        let truncated = [false, true, false];
+        let final_values = [0.0, 4.0, 0.0];
+        let values = [0.3, -0.2, 0.7, 1.5];
+        let lp = [-0.5f32; 3];
+        let run = |target: &[f32], truncated: &[bool]| {
+            vtrace(&VtraceInput {
+                batch: 1,
+                behaviour_logp: &lp,
+                target_logp: target,
+                rewards: &rewards,
+                dones: &dones,
+                truncated,
+                final_values: &final_values,
+                values: &values,
+                gamma: 0.9,
+                rho_bar: 1.0,
+                c_bar: 1.0,
+            })
+        };
+        let close = |got: &[f32], want: &[f32]| {
+            assert!(got.iter().zip(want).all(|(g, w)| (g - w).abs() < 1e-5), "{got:?} vs {want:?}")
+        };
+        let out = run(&lp, &truncated);
+        // v2 = 2 + 0.9·1.5 = 3.35; v1 = 0 + 0.9·V(x'_1) = 3.6 (not from v2: that is the next
+        // episode); v0 = 1 + 0.9·v1 = 4.24
+        close(&out.vs, &[4.24, 3.6, 3.35]);
+        // A1 = 0 + 0.9·4 − (−0.2) = 3.8; A0 = 1 + 0.9·3.6 − 0.3 = 3.94; A2 = 2 + 1.35 − 0.7
+        close(&out.advantages, &[3.94, 3.8, 2.65]);
+        // As a death the same step ends the return: v1 = 0, v0 = 1.
+        let dead = run(&lp, &[]);
+        close(&dead.vs[..2], &[1.0, 0.0]);
+        // Off-policy at the truncated step (ρ = c = 0.5): v1 = −0.2 + 0.5·(0 + 3.6 + 0.2) = 1.7,
+        // with no c·(v2 − V(x2)) term from the next episode.
+        let target = [-0.5, -0.5 + 0.5f32.ln(), -0.5];
+        let off = run(&target, &truncated);
+        close(&off.vs[1..], &[1.7, 3.35]);
+        close(&off.advantages[1..2], &[0.5 * 3.8]);
     }
 }

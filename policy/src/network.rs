@@ -217,9 +217,20 @@ impl<B: PolicyBackend> Policy<B> {
     /// state must be zeroed before observation t (an episode started there). Gradients flow
     /// through the whole rollout. Returns outputs for all (T+1)·B observations.
     pub fn unroll(&self, obs: ObsBatch<B>, h0: Tensor<B, 2>, resets: Tensor<B, 2>) -> PolicyOutput<B> {
+        self.unroll_with_states(obs, h0, resets).0
+    }
+
+    /// `unroll`, and the recurrent state after each observation, [(T+1)·B, H]: the state an
+    /// observation outside the batch continues from (the last one of a truncated episode).
+    pub fn unroll_with_states(
+        &self,
+        obs: ObsBatch<B>,
+        h0: Tensor<B, 2>,
+        resets: Tensor<B, 2>,
+    ) -> (PolicyOutput<B>, Tensor<B, 2>) {
         let keep = resets.neg().add_scalar(1.0); // [(T+1), B]
         let hs = self.core.unroll(self.encode(obs), h0, keep);
-        self.heads(hs)
+        (self.heads(hs.clone()), hs)
     }
 }
 

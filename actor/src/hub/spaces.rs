@@ -189,27 +189,26 @@ impl Layout {
         None
     }
 
-    /// Reads one step of `n` envs into `batch`, checking sizes, values and flags. On error
-    /// `batch` may be half written; the caller drops the client.
-    pub fn decode(&self, m: &EnvStep, n: usize, expect_initial: bool, batch: &mut Batch) -> Result<(), Status> {
-        if m.initial != expect_initial {
-            return Err(bad(if expect_initial {
-                "field `initial`: the first step after Hello must carry the first observations with initial = true"
-                    .into()
-            } else {
-                "field `initial`: only the first step may be initial".into()
-            }));
-        }
-        if m.observations.len() != self.tensors.len() {
+    /// Reads `n` envs' observation tensors into `glyphs` and `stats` (sized for `n`), checking
+    /// sizes and values; `name` is the message field they came from.
+    fn read_observations(
+        &self,
+        name: &str,
+        raw_tensors: &[Vec<u8>],
+        n: usize,
+        glyphs: &mut [u16],
+        stats: &mut [f32],
+    ) -> Result<(), Status> {
+        if raw_tensors.len() != self.tensors.len() {
             return Err(bad(format!(
-                "field `observations`: {} tensors, the Hello declared {}",
-                m.observations.len(),
+                "field `{name}`: {} tensors, the Hello declared {}",
+                raw_tensors.len(),
                 self.tensors.len()
             )));
         }
         let spec = &self.spec;
-        for (i, (t, raw)) in self.tensors.iter().zip(&m.observations).enumerate() {
-            let field = format!("observations[{i}] (`{}`)", t.name);
+        for (i, (t, raw)) in self.tensors.iter().zip(raw_tensors).enumerate() {
+            let field = format!("{name}[{i}] (`{}`)", t.name);
             let dtype = Dtype::try_from(t.dtype).unwrap_or(Dtype::Unspecified);
             let want = n * t.elems * t.width;
             if raw.len() != want {
@@ -231,7 +230,7 @@ impl Layout {
                                 k / t.elems
                             )));
                         }
-                        batch.glyphs[k] = v as u16;
+                        glyphs[k] = v as u16;
                     }
                 }
                 Role::Vector { offset } => {
@@ -241,11 +240,26 @@ impl Layout {
                             return Err(bad(format!("field {field}: env {} has a NaN or infinite value", k / t.elems)));
                         }
                         let (env, j) = (k / t.elems, k % t.elems);
-                        batch.stats[env * sd + offset + j] = (v.signum() * v.abs().ln_1p()) as f32;
+                        stats[env * sd + offset + j] = (v.signum() * v.abs().ln_1p()) as f32;
                     }
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Reads one step of `n` envs into `batch`, checking sizes, values and flags. On error
+    /// `batch` may be half written; the caller drops the client.
+    pub fn decode(&self, m: &EnvStep, n: usize, expect_initial: bool, batch: &mut Batch) -> Result<(), Status> {
+        if m.initial != expect_initial {
+            return Err(bad(if expect_initial {
+                "field `initial`: the first step after Hello must carry the first observations with initial = true"
+                    .into()
+            } else {
+                "field `initial`: only the first step may be initial".into()
+            }));
+        }
+        self.read_observations("observations", &m.observations, n, &mut batch.glyphs, &mut batch.stats)?;
         if self.has_message {
             if m.messages.len() != n {
                 return Err(bad(format!("field `messages`: {} entries, expected one per env ({n})", m.messages.len())));
@@ -275,7 +289,15 @@ impl Layout {
         if let Some(i) = m.rewards.iter().position(|r| !r.is_finite()) {
             return Err(bad(format!("field `rewards`: env {i} has a NaN or infinite reward")));
         }
-        batch.record(m);
+        // Without final observations (clients written before they existed) a truncation
+        // counts as an ending the value does not bootstrap over.
+        let spec = &self.spec;
+        let cut = m.truncated.iter().zip(&m.terminated).filter(|(&tr, &te)| tr && !te).count();
+        let mut finals = (vec![0u16; cut * spec.crop_len()], vec![0f32; cut * spec.stats_dim]);
+        if !m.final_observations.is_empty() {
+            self.read_observations("final_observations", &m.final_observations, cut, &mut finals.0, &mut finals.1)?;
+        }
+        batch.record(m, (!m.final_observations.is_empty()).then_some(&finals));
         Ok(())
     }
 }
@@ -342,14 +364,29 @@ impl Batch {
     /// The step's rewards, ends, captions and finished episodes. The step's message is both
     /// the caption of the transition and part of the next observation (a reset env starts
     /// its new episode with the last episode's final message blanked).
-    fn record(&mut self, m: &EnvStep) {
+    /// `finals` holds the final observations (glyphs, stats) of the envs a time limit
+    /// stopped, in env order, when the client sent them.
+    fn record(&mut self, m: &EnvStep, finals: Option<&(Vec<u16>, Vec<f32>)>) {
         self.last.episodes.clear();
+        self.last.finals.clear();
+        let (c, d) = (self.glyphs.len() / self.len(), self.stats.len() / self.len());
         for i in 0..self.ep_len.len() {
             let done = m.terminated[i] || m.truncated[i];
+            let cut = m.truncated[i] && !m.terminated[i] && finals.is_some();
+            self.last.truncated[i] = cut;
             let row = i * MESSAGE_LEN..(i + 1) * MESSAGE_LEN;
             match m.messages.get(i) {
                 Some(msg) => oni_env::spec::write_message(&mut self.last.captions[row.clone()], msg),
                 None => self.last.captions[row.clone()].fill(0),
+            }
+            if let (true, Some((g, st))) = (cut, finals) {
+                let k = self.last.finals.envs.len();
+                self.last.finals.push(
+                    i,
+                    &g[k * c..(k + 1) * c],
+                    &st[k * d..(k + 1) * d],
+                    &self.last.captions[row.clone()],
+                );
             }
             if done {
                 self.messages[row].fill(0);
@@ -465,6 +502,29 @@ mod tests {
         assert_eq!(oni_env::spec::message_text(&b.last.captions[MESSAGE_LEN..]), "you win");
         assert_eq!(oni_env::spec::message_text(&b.messages[..MESSAGE_LEN]), "a door");
         assert!(b.messages[MESSAGE_LEN..].iter().all(|&x| x == 0), "a reset env starts without the old message");
+        assert!(b.last.finals.envs.is_empty() && b.last.truncated == vec![false, false], "a termination keeps nothing");
+
+        // a time limit on env 0: its final observation (before the reset) is kept, with the
+        // step's message; env 1 both terminated and truncated counts as terminated
+        let mut s3 = s2.clone();
+        s3.terminated = vec![false, true];
+        s3.truncated = vec![true, true];
+        let final_glyphs: Vec<u8> = (40..46i16).flat_map(|x| x.to_le_bytes()).collect();
+        let final_bl: Vec<u8> = [7i64, 0].iter().flat_map(|x| x.to_le_bytes()).collect();
+        s3.final_observations = vec![final_glyphs, final_bl, f32s(&[0.25, 0.0])];
+        l.decode(&s3, 2, false, &mut b).unwrap();
+        assert_eq!(b.last.dones, vec![true, true]);
+        assert_eq!(b.last.truncated, vec![true, false]);
+        assert_eq!(b.last.finals.envs, vec![0]);
+        assert_eq!(b.last.finals.glyphs, (40..46).collect::<Vec<u16>>());
+        assert_eq!(b.last.finals.stats, vec![sl(7.0), 0.0, sl(0.25), 0.0]);
+        assert_eq!(oni_env::spec::message_text(&b.last.finals.messages), "a door");
+        assert_eq!(b.glyphs, (0..12).collect::<Vec<u16>>(), "the next observation is the reset one");
+        // a client that sends no final observations: the truncation trains as an ending
+        s3.final_observations.clear();
+        l.decode(&s3, 2, false, &mut b).unwrap();
+        assert_eq!(b.last.truncated, vec![false, false]);
+        assert!(b.last.finals.envs.is_empty());
     }
 
     #[test]
@@ -506,7 +566,20 @@ mod tests {
         };
         check(step.clone(), false, "`rewards`");
         check(EnvStep { rewards: vec![0.0], terminated: vec![], ..step.clone() }, false, "`terminated`");
-        check(EnvStep { rewards: vec![0.0], messages: vec![b"x".to_vec()], ..step }, false, "`messages`");
+        check(EnvStep { rewards: vec![0.0], messages: vec![b"x".to_vec()], ..step.clone() }, false, "`messages`");
+        let cut = EnvStep { rewards: vec![0.0], truncated: vec![true], ..step };
+        // one final observation is due, with every declared tensor
+        check(EnvStep { final_observations: vec![f32s(&[1.0, 2.0])], ..cut.clone() }, false, "`final_observations`");
+        check(
+            EnvStep { final_observations: vec![f32s(&[1.0]), vec![0; 4]], ..cut.clone() },
+            false,
+            "final_observations[0] (`obs`)",
+        );
+        check(
+            EnvStep { final_observations: vec![f32s(&[1.0, 2.0]), vec![9; 4]], ..cut.clone() },
+            false,
+            "outside 0..5",
+        );
 
         // a second client with other spaces
         let other = Layout::from_hello(&hello(

@@ -18,6 +18,8 @@ struct Client {
     group: Option<Group>,
     batch: Batch,
     started: bool,
+    /// Said once that the client's truncations come without final observations.
+    warned_finals: bool,
     reply: Reply,
     permits: Arc<Semaphore>,
 }
@@ -65,7 +67,7 @@ pub(crate) fn hub_loop<B: PolicyBackend>(
                     Acting::Random(_) => None,
                 };
                 let batch = Batch::new(&spec, envs, first_slot);
-                clients.insert(client, Client { group, batch, started: false, reply, permits });
+                clients.insert(client, Client { group, batch, started: false, warned_finals: false, reply, permits });
             }
             HubEvent::Left { client, why } => {
                 if let Some(c) = clients.remove(&client) {
@@ -87,6 +89,16 @@ pub(crate) fn hub_loop<B: PolicyBackend>(
                     continue;
                 }
                 c.started = true;
+                let cut_blind = step.final_observations.is_empty()
+                    && step.truncated.iter().zip(&step.terminated).any(|(&tr, &te)| tr && !te);
+                if cut_blind && !c.warned_finals {
+                    c.warned_finals = true;
+                    tracing::warn!(
+                        client,
+                        "an environment client reports truncated episodes without `final_observations`: they \
+                         train as terminations (no value bootstrap); update the client to send them"
+                    );
+                }
                 let actions: Vec<u32> = match &mut acting {
                     Acting::Policy(st) => {
                         let g = c.group.as_mut().expect("a policy group");

@@ -74,12 +74,15 @@ class _Batch:
         return pb.EnvStep(initial=True, observations=self.layout.observations(obs), messages=messages)
 
     def step(self, actions, result: AttachResult) -> pb.EnvStep:
-        obs, rewards, term, trunc, success, messages = [], [], [], [], [], []
+        obs, rewards, term, trunc, success, messages, finals = [], [], [], [], [], [], []
         for i, (env, a) in enumerate(zip(self.envs, actions)):
             o, r, te, tr, info = env.step(int(a))
             if self.layout.message_key:
                 messages.append(self.layout.message(o))
             self.episode_return[i] += float(r)
+            if tr and not te:
+                # A time limit: the learner bootstraps from the observation it cut.
+                finals.append(o)
             if te or tr:
                 result.episodes += 1
                 result.returns.append(self.episode_return[i])
@@ -99,6 +102,7 @@ class _Batch:
             truncated=trunc,
             success=success,
             messages=messages,
+            final_observations=self.layout.observations(finals) if finals else [],
         )
 
 

@@ -350,8 +350,8 @@ impl Env for NetHackEnv {
         if !done {
             self.last = new;
         }
-        let end = done || out.end || self.steps >= self.max_steps;
+        let truncated = !done && !out.end && self.steps >= self.max_steps;
         self.write_obs(obs);
-        Ok(StepOutcome { reward: out.reward, done: end, success: out.success })
+        Ok(StepOutcome { reward: out.reward, done: done || out.end || truncated, success: out.success, truncated })
     }
 }

@@ -24,31 +24,31 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\renv_hub.proto\x12\x06oni.v1\"X\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1c\n\x05\x64type\x18\x02 \x01(\x0e\x32\r.oni.v1.Dtype\x12\r\n\x05shape\x18\x03 \x03(\r\x12\x0f\n\x07num_ids\x18\x04 \x01(\r\"\xa8\x01\n\x05Hello\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\r\n\x05token\x18\x02 \x01(\t\x12\x10\n\x08\x65nv_name\x18\x03 \x01(\t\x12(\n\x0cobservations\x18\x04 \x03(\x0b\x32\x12.oni.v1.TensorSpec\x12\x13\n\x0bhas_message\x18\x05 \x01(\x08\x12\x13\n\x0bnum_actions\x18\x06 \x01(\r\x12\x10\n\x08num_envs\x18\x07 \x01(\r\"\x8b\x01\n\x07\x45nvStep\x12\x0f\n\x07initial\x18\x01 \x01(\x08\x12\x14\n\x0cobservations\x18\x02 \x03(\x0c\x12\x0f\n\x07rewards\x18\x03 \x03(\x02\x12\x12\n\nterminated\x18\x04 \x03(\x08\x12\x11\n\ttruncated\x18\x05 \x03(\x08\x12\x0f\n\x07success\x18\x06 \x03(\x08\x12\x10\n\x08messages\x18\x07 \x03(\x0c\"X\n\rClientMessage\x12\x1e\n\x05hello\x18\x01 \x01(\x0b\x32\r.oni.v1.HelloH\x00\x12\x1f\n\x04step\x18\x02 \x01(\x0b\x32\x0f.oni.v1.EnvStepH\x00\x42\x06\n\x04kind\"I\n\x07Welcome\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x10\n\x08\x61\x63tor_id\x18\x02 \x01(\t\x12\x12\n\nfirst_slot\x18\x03 \x01(\r\"2\n\x07\x41\x63tions\x12\x0f\n\x07\x61\x63tions\x18\x01 \x03(\r\x12\x16\n\x0epolicy_version\x18\x02 \x01(\x04\"\\\n\nHubMessage\x12\"\n\x07welcome\x18\x01 \x01(\x0b\x32\x0f.oni.v1.WelcomeH\x00\x12\"\n\x07\x61\x63tions\x18\x02 \x01(\x0b\x32\x0f.oni.v1.ActionsH\x00\x42\x06\n\x04kind*Q\n\x0fProtocolVersion\x12 \n\x1cPROTOCOL_VERSION_UNSPECIFIED\x10\x00\x12\x1c\n\x18PROTOCOL_VERSION_CURRENT\x10\x01*\xaa\x01\n\x05\x44type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x44TYPE_UINT8\x10\x01\x12\x0e\n\nDTYPE_INT8\x10\x02\x12\x10\n\x0c\x44TYPE_UINT16\x10\x03\x12\x0f\n\x0b\x44TYPE_INT16\x10\x04\x12\x0f\n\x0b\x44TYPE_INT32\x10\x05\x12\x0f\n\x0b\x44TYPE_INT64\x10\x06\x12\x11\n\rDTYPE_FLOAT32\x10\x07\x12\x11\n\rDTYPE_FLOAT64\x10\x08\x32\x41\n\x06\x45nvHub\x12\x37\n\x06\x41ttach\x12\x15.oni.v1.ClientMessage\x1a\x12.oni.v1.HubMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\renv_hub.proto\x12\x06oni.v1\"X\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1c\n\x05\x64type\x18\x02 \x01(\x0e\x32\r.oni.v1.Dtype\x12\r\n\x05shape\x18\x03 \x03(\r\x12\x0f\n\x07num_ids\x18\x04 \x01(\r\"\xa8\x01\n\x05Hello\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\r\n\x05token\x18\x02 \x01(\t\x12\x10\n\x08\x65nv_name\x18\x03 \x01(\t\x12(\n\x0cobservations\x18\x04 \x03(\x0b\x32\x12.oni.v1.TensorSpec\x12\x13\n\x0bhas_message\x18\x05 \x01(\x08\x12\x13\n\x0bnum_actions\x18\x06 \x01(\r\x12\x10\n\x08num_envs\x18\x07 \x01(\r\"\xa7\x01\n\x07\x45nvStep\x12\x0f\n\x07initial\x18\x01 \x01(\x08\x12\x14\n\x0cobservations\x18\x02 \x03(\x0c\x12\x0f\n\x07rewards\x18\x03 \x03(\x02\x12\x12\n\nterminated\x18\x04 \x03(\x08\x12\x11\n\ttruncated\x18\x05 \x03(\x08\x12\x0f\n\x07success\x18\x06 \x03(\x08\x12\x10\n\x08messages\x18\x07 \x03(\x0c\x12\x1a\n\x12\x66inal_observations\x18\x08 \x03(\x0c\"X\n\rClientMessage\x12\x1e\n\x05hello\x18\x01 \x01(\x0b\x32\r.oni.v1.HelloH\x00\x12\x1f\n\x04step\x18\x02 \x01(\x0b\x32\x0f.oni.v1.EnvStepH\x00\x42\x06\n\x04kind\"I\n\x07Welcome\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x10\n\x08\x61\x63tor_id\x18\x02 \x01(\t\x12\x12\n\nfirst_slot\x18\x03 \x01(\r\"2\n\x07\x41\x63tions\x12\x0f\n\x07\x61\x63tions\x18\x01 \x03(\r\x12\x16\n\x0epolicy_version\x18\x02 \x01(\x04\"\\\n\nHubMessage\x12\"\n\x07welcome\x18\x01 \x01(\x0b\x32\x0f.oni.v1.WelcomeH\x00\x12\"\n\x07\x61\x63tions\x18\x02 \x01(\x0b\x32\x0f.oni.v1.ActionsH\x00\x42\x06\n\x04kind*Q\n\x0fProtocolVersion\x12 \n\x1cPROTOCOL_VERSION_UNSPECIFIED\x10\x00\x12\x1c\n\x18PROTOCOL_VERSION_CURRENT\x10\x01*\xaa\x01\n\x05\x44type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x44TYPE_UINT8\x10\x01\x12\x0e\n\nDTYPE_INT8\x10\x02\x12\x10\n\x0c\x44TYPE_UINT16\x10\x03\x12\x0f\n\x0b\x44TYPE_INT16\x10\x04\x12\x0f\n\x0b\x44TYPE_INT32\x10\x05\x12\x0f\n\x0b\x44TYPE_INT64\x10\x06\x12\x11\n\rDTYPE_FLOAT32\x10\x07\x12\x11\n\rDTYPE_FLOAT64\x10\x08\x32\x41\n\x06\x45nvHub\x12\x37\n\x06\x41ttach\x12\x15.oni.v1.ClientMessage\x1a\x12.oni.v1.HubMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'env_hub_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PROTOCOLVERSION']._serialized_start=739
-  _globals['_PROTOCOLVERSION']._serialized_end=820
-  _globals['_DTYPE']._serialized_start=823
-  _globals['_DTYPE']._serialized_end=993
+  _globals['_PROTOCOLVERSION']._serialized_start=767
+  _globals['_PROTOCOLVERSION']._serialized_end=848
+  _globals['_DTYPE']._serialized_start=851
+  _globals['_DTYPE']._serialized_end=1021
   _globals['_TENSORSPEC']._serialized_start=25
   _globals['_TENSORSPEC']._serialized_end=113
   _globals['_HELLO']._serialized_start=116
   _globals['_HELLO']._serialized_end=284
   _globals['_ENVSTEP']._serialized_start=287
-  _globals['_ENVSTEP']._serialized_end=426
-  _globals['_CLIENTMESSAGE']._serialized_start=428
-  _globals['_CLIENTMESSAGE']._serialized_end=516
-  _globals['_WELCOME']._serialized_start=518
-  _globals['_WELCOME']._serialized_end=591
-  _globals['_ACTIONS']._serialized_start=593
-  _globals['_ACTIONS']._serialized_end=643
-  _globals['_HUBMESSAGE']._serialized_start=645
-  _globals['_HUBMESSAGE']._serialized_end=737
-  _globals['_ENVHUB']._serialized_start=995
-  _globals['_ENVHUB']._serialized_end=1060
+  _globals['_ENVSTEP']._serialized_end=454
+  _globals['_CLIENTMESSAGE']._serialized_start=456
+  _globals['_CLIENTMESSAGE']._serialized_end=544
+  _globals['_WELCOME']._serialized_start=546
+  _globals['_WELCOME']._serialized_end=619
+  _globals['_ACTIONS']._serialized_start=621
+  _globals['_ACTIONS']._serialized_end=671
+  _globals['_HUBMESSAGE']._serialized_start=673
+  _globals['_HUBMESSAGE']._serialized_end=765
+  _globals['_ENVHUB']._serialized_start=1023
+  _globals['_ENVHUB']._serialized_end=1088
 # @@protoc_insertion_point(module_scope)
