@@ -464,10 +464,14 @@ fn bench_learner(b: LearnerBench) -> Result<()> {
         common.run_dir = Some(std::env::temp_dir().join(format!("oni-bench-learner-{}", std::process::id())));
     }
     let p = roles::prepare(&common)?;
+    let spec = oni_env::registry::env_spec(&p.cfg.env)?;
+    oni_learner::fits::check_device(&p.cfg.learner, &p.cfg.policy, &spec)?;
+    let memory = p.cfg.policy.update_memory(&spec, (p.cfg.learner.rollout_len + 1) * p.cfg.learner.batch_rollouts);
     let rollouts = synthetic_rollouts(&p, p.cfg.learner.batch_rollouts)?;
     let head = json!({"bench": "learner", "device": p.cfg.learner.device, "env": p.cfg.env.name,
         "network": p.cfg.policy.network, "batch_rollouts": p.cfg.learner.batch_rollouts,
-        "rollout_len": p.cfg.learner.rollout_len, "updates": b.updates});
+        "rollout_len": p.cfg.learner.rollout_len, "updates": b.updates,
+        "memory_estimate_mib": memory.bytes() >> 20});
     let result = match b.reference.as_deref() {
         None => {
             let (secs, samples, params) = burn_learner_round(&p, &rollouts, b.updates)?;

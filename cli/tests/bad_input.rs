@@ -153,4 +153,11 @@ fn bad_configs_fail_at_start_naming_the_key() {
     assert!(e.contains("env.name") && e.contains("mazeworld"), "{e}");
     let e = oni_err(&["run", "--config", "configs/keyroom.toml", "--set", "learner.device=\"tpu\""]);
     assert!(e.contains("learner.device"), "{e}");
+    // a batch no machine has memory for stops at start with its sizes, before allocating
+    let huge = ["--set", "learner.batch_rollouts=10000000", "--max-env-steps", "1"];
+    let e = oni_err(&[&["run", "--config", "configs/keyroom.toml"][..], &huge].concat());
+    assert!(e.contains("320000000 samples") && e.contains("learner.batch_rollouts = 10000000"), "{e}");
+    assert!(e.contains("MiB is available"), "{e}");
+    let e = oni_err(&[&["bench", "learner", "--config", "configs/keyroom.toml"][..], &huge[..2]].concat());
+    assert!(e.contains("320000000 samples"), "{e}");
 }

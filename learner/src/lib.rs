@@ -7,6 +7,7 @@
 pub mod batch;
 pub mod checkpoint;
 pub mod config;
+pub mod fits;
 pub mod loss;
 pub mod relabel;
 pub mod service;

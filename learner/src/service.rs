@@ -37,6 +37,8 @@ pub enum LearnerError {
     Transport(#[from] TransportError),
     #[error("training thread failed to start: {0}")]
     Start(String),
+    #[error(transparent)]
+    TooBig(#[from] crate::fits::TooBig),
 }
 
 pub struct LearnerSetup {
@@ -136,6 +138,8 @@ struct Shared {
     rollout_len: usize,
     hidden: usize,
     policy: PolicyConfig,
+    /// For checking a declared layout's update against memory.
+    learner_cfg: LearnerConfig,
     version: AtomicU64,
 }
 
@@ -165,6 +169,8 @@ impl Shared {
             Status::failed_precondition(format!("the learner's network cannot take the declared observations: {e}"))
         })?;
         if self.model.get().is_none() {
+            crate::fits::check_device(&self.learner_cfg, &self.policy, &spec)
+                .map_err(|e| Status::resource_exhausted(format!("the learner cannot train these observations: {e}")))?;
             if self.declare(spec.clone()) {
                 tracing::info!(spec = %spec_json, "building the network for the declared observation spaces");
             }
@@ -359,6 +365,9 @@ pub async fn spawn_learner<B: TrainingBackend>(
     setup: LearnerSetup,
     device: B::Device,
 ) -> Result<LearnerHandle, LearnerError> {
+    if let Some(spec) = &setup.spec {
+        crate::fits::check_device(&setup.cfg, &setup.policy, spec)?;
+    }
     let listener = tokio::net::TcpListener::bind(&setup.cfg.listen)
         .await
         .map_err(|source| LearnerError::Bind { addr: setup.cfg.listen.clone(), source })?;
@@ -388,6 +397,7 @@ pub async fn spawn_learner<B: TrainingBackend>(
         rollout_len: setup.cfg.rollout_len,
         hidden: setup.policy.core_hidden,
         policy: setup.policy.clone(),
+        learner_cfg: setup.cfg.clone(),
         version: AtomicU64::new(0),
     });
     let known_spec = setup.spec.clone();

@@ -17,6 +17,16 @@ pub enum Network {
     Oni,
 }
 
+impl std::fmt::Display for Network {
+    /// The config value (`policy.network`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Network::GlyphCrop => "glyph-crop",
+            Network::Oni => "oni",
+        })
+    }
+}
+
 /// Layer sizes. The observation sizes come from the env's `ObsSpec`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

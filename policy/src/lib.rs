@@ -11,6 +11,7 @@ pub mod config;
 pub mod font;
 pub mod gru;
 mod init;
+pub mod memory;
 pub mod network;
 pub mod obs;
 pub mod patches;

@@ -25,11 +25,11 @@ use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 
-const K1: usize = 8;
+pub(crate) const K1: usize = 8;
 const S1: usize = 4;
 /// Parts of a window: 3 row phases × 3 column phases × 2 × 2 cells.
 const PARTS: usize = 36;
-const CHANNELS: [usize; 3] = [32, 64, 128];
+pub(crate) const CHANNELS: [usize; 3] = [32, 64, 128];
 
 fn out_len(n: usize, k: usize, s: usize) -> usize {
     if n >= k {
