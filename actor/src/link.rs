@@ -76,7 +76,7 @@ pub async fn poll_weights(
                 }
             }
         }
-        let have = slot.latest.lock().unwrap().as_ref().map_or(u64::MAX, |(v, _)| *v);
+        let have = slot.latest.lock().unwrap().as_ref().map(|(v, _)| *v);
         let mut req = tonic::Request::new(GetPolicyRequest {
             have_version: have,
             model_fingerprint: fingerprint.clone(),

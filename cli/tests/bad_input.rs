@@ -121,6 +121,39 @@ async fn malformed_rollouts_and_wrong_tokens_are_refused_while_training_goes_on(
     assert!(first.message.contains("`behaviour_logprobs`"), "{}", first.message);
     assert!(acks[1].as_ref().unwrap().accepted);
 
+    // bytes that are not a rollout: INVALID_ARGUMENT, unary or on a stream
+    {
+        use oni_proto::raw::RawCodec;
+        use tonic::codegen::http::uri::PathAndQuery;
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+        let ch = tonic::service::interceptor::InterceptedService::new(
+            ch,
+            oni_proto::AuthInterceptor::new(Some(token)).unwrap(),
+        );
+        let mut grpc = tonic::client::Grpc::new(ch);
+        let garbage = vec![0x0a, 0xff, 0xff, 0xff, 0x0f, 1, 2, 3];
+        grpc.ready().await.unwrap();
+        let path = PathAndQuery::from_static("/oni.v1.Learner/PushRollout");
+        let st = grpc
+            .unary(tonic::Request::new(garbage.clone()), path, RawCodec::<oni_proto::v1::RolloutAck>::default())
+            .await
+            .unwrap_err();
+        assert_eq!(st.code(), Code::InvalidArgument, "{st:?}");
+        grpc.ready().await.unwrap();
+        let path = PathAndQuery::from_static("/oni.v1.Learner/StreamRollouts");
+        let mut acks = grpc
+            .streaming(
+                tonic::Request::new(tokio_stream::iter(vec![garbage])),
+                path,
+                RawCodec::<oni_proto::v1::RolloutAck>::default(),
+            )
+            .await
+            .unwrap()
+            .into_inner();
+        let end = tokio_stream::StreamExt::next(&mut acks).await;
+        assert!(matches!(&end, Some(Err(st)) if st.code() == Code::InvalidArgument), "{end:?}");
+    }
+
     // the well-behaved actor kept training through all of it
     wait_for("training to go on", Duration::from_secs(60), steps(s0 + 4_000)).await;
 

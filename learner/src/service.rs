@@ -279,7 +279,12 @@ impl Learner for LearnerService {
                         }
                     }
                     Err(st) => {
-                        // The actor went away mid-message: nothing of it was enqueued.
+                        // Bytes that are not a rollout end the stream with a status saying so;
+                        // otherwise the actor went away mid-message. Nothing of it was enqueued.
+                        if let Some(bad) = oni_proto::serve::inbound_status(&st, "the learner's message limit") {
+                            metrics::counter!("oni_rollouts_rejected_total", "field" => "(undecodable)").increment(1);
+                            let _ = tx.send(Err(bad)).await;
+                        }
                         tracing::debug!("rollout stream ended: {st}");
                         break;
                     }
@@ -310,7 +315,7 @@ impl Learner for LearnerService {
             )));
         }
         let p = s.published.read().unwrap().clone();
-        let unchanged = req.have_version == p.version && req.have_version != u64::MAX;
+        let unchanged = req.have_version == Some(p.version);
         Ok(Response::new(PolicyWeights {
             version: p.version,
             unchanged,

@@ -3,6 +3,8 @@
 //! retry backoff.
 
 pub mod backoff;
+pub mod raw;
+pub mod serve;
 pub mod transport;
 
 #[allow(clippy::all)]

@@ -43,7 +43,7 @@ impl TlsConfig {
             return Ok(None);
         }
         let identity = Identity::from_pem(read(&self.cert, "cert")?, read(&self.key, "key")?);
-        Ok(Some(ServerTlsConfig::new().identity(identity)))
+        Ok(Some(ServerTlsConfig::new().identity(identity).timeout(crate::serve::HANDSHAKE_TIMEOUT)))
     }
 
     pub fn client(&self) -> Result<Option<ClientTlsConfig>, TransportError> {
@@ -106,15 +106,28 @@ impl ClientOptions {
     }
 }
 
+/// Our gRPC servers' builder and router types (with the decode-status mapping layer).
+pub type ServerBuilder = tonic::transport::Server<
+    tower::layer::util::Stack<tower::util::MapResponseLayer<crate::serve::ResponseMap>, tower::layer::util::Identity>,
+>;
+pub type Router = tonic::transport::server::Router<
+    tower::layer::util::Stack<tower::util::MapResponseLayer<crate::serve::ResponseMap>, tower::layer::util::Identity>,
+>;
+
 /// Serves `router` on `listener` until `stop` turns true.
 pub fn spawn_server(
-    router: tonic::transport::server::Router,
+    router: Router,
     listener: tokio::net::TcpListener,
     mut stop: tokio::sync::watch::Receiver<bool>,
     what: &'static str,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let incoming = tokio_stream::wrappers::ReceiverStream::new(crate::serve::guarded_incoming(
+            listener,
+            crate::serve::max_connections(),
+            crate::serve::HANDSHAKE_TIMEOUT,
+            what,
+        ));
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
@@ -125,15 +138,16 @@ pub fn spawn_server(
 }
 
 /// Server settings every gRPC server of ours uses.
-pub fn server_builder(tls: &TlsConfig) -> Result<tonic::transport::Server, TransportError> {
+pub fn server_builder(tls: &TlsConfig) -> Result<ServerBuilder, TransportError> {
     let mut b = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .tcp_nodelay(true);
+        .max_concurrent_streams(crate::serve::MAX_STREAMS_PER_CONNECTION);
     if let Some(t) = tls.server()? {
         b = b.tls_config(t).map_err(|e| TransportError::Tls(e.to_string()))?;
     }
-    Ok(b)
+    let map: crate::serve::ResponseMap = crate::serve::decode_failures_are_invalid_argument;
+    Ok(b.layer(tower::util::MapResponseLayer::new(map)))
 }
 
 /// Compares a presented secret with the expected one in time that depends on their lengths

@@ -63,6 +63,12 @@ impl Drop for Reservation {
     }
 }
 
+/// A failed read of the client's stream: bad bytes (answered with a status that says so), or
+/// the connection broke (None).
+fn inbound_error(st: Status) -> Option<Status> {
+    oni_proto::serve::inbound_status(&st, "actor.hub.max_message_bytes; attach fewer envs per stream")
+}
+
 fn refuse(st: Status) -> Status {
     tracing::warn!(code = ?st.code(), "refused an environment client: {}", st.message());
     metrics::counter!("oni_hub_refused_total", "code" => format!("{:?}", st.code())).increment(1);
@@ -179,7 +185,7 @@ impl EnvHub for Hub {
                 return Err(refuse(Status::invalid_argument("the first message must be a Hello declaring the spaces")))
             }
             Ok(Ok(None)) => return Err(Status::cancelled("the client closed the stream before its Hello")),
-            Ok(Err(st)) => return Err(st),
+            Ok(Err(st)) => return Err(inbound_error(st.clone()).map_or(st, refuse)),
             Err(_) => return Err(refuse(Status::deadline_exceeded("no Hello within the idle timeout"))),
         };
         let reservation = state.admit(&hello).map_err(refuse)?;
@@ -227,7 +233,14 @@ impl EnvHub for Hub {
                         break "protocol error".into();
                     }
                     Ok(Ok(None)) => break "client closed the stream".into(),
-                    Ok(Err(st)) => break format!("client gone: {}", st.message()),
+                    Ok(Err(st)) => match inbound_error(st.clone()) {
+                        Some(bad) => {
+                            let why = format!("bad message: {}", bad.message());
+                            let _ = tx.send(Err(refuse(bad))).await;
+                            break why;
+                        }
+                        None => break format!("client gone: {}", st.message()),
+                    },
                     Err(_) => {
                         let _ = tx
                             .send(Err(refuse(Status::deadline_exceeded(format!(

@@ -1,0 +1,112 @@
+//! What the env hub answers to bytes that are not a valid step, after a good Hello: a status
+//! naming the problem (never a stream that ends OK as if all were well).
+
+use oni_actor::config::HubConfig;
+use oni_proto::raw::RawCodec;
+use oni_proto::v1::env_hub_client::EnvHubClient;
+use oni_proto::v1::{client_message, ClientMessage, Dtype, EnvStep, Hello, HubMessage, TensorSpec};
+use prost::Message;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::Code;
+
+const LIMIT: usize = 1 << 20;
+
+async fn hub() -> (String, watch::Sender<bool>) {
+    let cfg = HubConfig { listen: "127.0.0.1:0".into(), max_message_bytes: LIMIT, ..Default::default() };
+    let (stop_tx, stop) = watch::channel(false);
+    let addr = oni_actor::hub::serve_random(cfg, stop).await.unwrap();
+    (format!("http://{addr}"), stop_tx)
+}
+
+fn hello() -> ClientMessage {
+    let obs = TensorSpec { name: "obs".into(), dtype: Dtype::Float32 as i32, shape: vec![4], num_ids: 0 };
+    let h = Hello { protocol_version: 1, observations: vec![obs], num_actions: 2, num_envs: 1, ..Default::default() };
+    ClientMessage { kind: Some(client_message::Kind::Hello(h)) }
+}
+
+fn step(initial: bool, obs_bytes: usize) -> ClientMessage {
+    let s = EnvStep {
+        initial,
+        observations: vec![vec![0; obs_bytes]],
+        rewards: if initial { vec![] } else { vec![0.0] },
+        terminated: if initial { vec![] } else { vec![false] },
+        truncated: if initial { vec![] } else { vec![false] },
+        ..Default::default()
+    };
+    ClientMessage { kind: Some(client_message::Kind::Step(s)) }
+}
+
+/// Opens a stream, sends `first` (Hello, initial step), waits for the Welcome and the first
+/// actions, then sends `bad` and returns how the stream ended.
+async fn ends_with(addr: &str, bad: Vec<u8>) -> tonic::Status {
+    let channel = tonic::transport::Endpoint::from_shared(addr.to_string()).unwrap().connect().await.unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(4);
+    tx.send(hello().encode_to_vec()).await.unwrap();
+    tx.send(step(true, 16).encode_to_vec()).await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/oni.v1.EnvHub/Attach");
+    let mut answers = grpc
+        .streaming(tonic::Request::new(ReceiverStream::new(rx)), path, RawCodec::<HubMessage>::default())
+        .await
+        .unwrap()
+        .into_inner();
+    for _ in 0..2 {
+        answers.next().await.expect("welcome and first actions").expect("no error yet");
+    }
+    tx.send(bad).await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(10), answers.next()).await.expect("the hub answered") {
+        Some(Err(st)) => st,
+        other => panic!("the stream ended without an error status: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_steps_after_the_hello_end_the_stream_with_a_status_that_says_why() {
+    let (addr, _stop) = hub().await;
+    // a field-1 length prefix far beyond the message: not protobuf
+    let st = ends_with(&addr, vec![0x0a, 0xff, 0xff, 0xff, 0x0f, 1, 2, 3]).await;
+    assert_eq!(st.code(), Code::InvalidArgument, "{st:?}");
+    assert!(st.message().contains("could not be read"), "{}", st.message());
+
+    let st = ends_with(&addr, step(false, LIMIT + 4096).encode_to_vec()).await;
+    assert_eq!(st.code(), Code::ResourceExhausted, "{st:?}");
+    assert!(st.message().contains("actor.hub.max_message_bytes"), "{}", st.message());
+
+    // a well-formed step of the wrong size still gets its own answer
+    let st = ends_with(&addr, step(false, 12).encode_to_vec()).await;
+    assert_eq!(st.code(), Code::InvalidArgument, "{st:?}");
+
+    // and the hub still serves: a typed client attaches after all that
+    let mut c = EnvHubClient::connect(addr.clone()).await.unwrap();
+    let out = c.attach(tokio_stream::iter(vec![hello(), step(true, 16)])).await.unwrap().into_inner();
+    let answers: Vec<_> = out.take(2).collect().await;
+    assert!(answers.iter().all(|a| a.is_ok()), "{answers:?}");
+}
+
+/// A peer that opens TCP, sends half the HTTP/2 preface and waits is disconnected after the
+/// handshake deadline instead of being held for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_connections_are_closed_after_the_handshake_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (addr, _stop) = hub().await;
+    let mut s = tokio::net::TcpStream::connect(addr.trim_start_matches("http://")).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    let start = std::time::Instant::now();
+    let limit = oni_proto::serve::HANDSHAKE_TIMEOUT + Duration::from_secs(5);
+    let mut buf = vec![0u8; 1024];
+    let closed = tokio::time::timeout(limit, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => continue, // the server's own SETTINGS
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "a half-open connection was still held after {limit:?}");
+    assert!(start.elapsed() >= oni_proto::serve::HANDSHAKE_TIMEOUT - Duration::from_secs(1));
+}
