@@ -4,9 +4,9 @@
 //! append-only JSON-lines files, synced on every write, indexed in memory.
 
 use crate::label::{LabelRecord, PairRecord};
+use oni_reward_model::fifo::FifoMap;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -108,36 +108,30 @@ pub trait LabelBank: Send + Sync {
     fn latest_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, BankError>;
 }
 
-/// An append-only JSON-lines file of one kind of record, indexed in memory.
+/// An append-only JSON-lines file of one kind of record, indexed in memory: the newest
+/// `memory_records` of it (the file keeps them all).
 struct Table<R> {
     path: PathBuf,
     file: File,
-    index: HashMap<(String, String, String), usize>,
-    records: Vec<R>,
+    records: FifoMap<(String, String, String), R>,
 }
 
 impl<R: Stored> Table<R> {
     /// A torn last line from a crash mid-write is ignored; every complete record is kept.
-    fn open(dir: &Path) -> Result<Self, BankError> {
+    fn open(dir: &Path, memory_records: usize) -> Result<Self, BankError> {
         let path = dir.join(format!("{}.jsonl", R::TABLE));
         let io = |source| BankError::Io { path: path.clone(), source };
-        let mut t = Table {
-            file: open_append(&path).map_err(io)?,
-            path: path.clone(),
-            index: HashMap::new(),
-            records: Vec::new(),
-        };
+        let mut t =
+            Table { file: open_append(&path).map_err(io)?, path: path.clone(), records: FifoMap::new(memory_records) };
         if path.exists() {
             let reader = BufReader::new(File::open(&path).map_err(io)?);
-            let mut loaded = Vec::new();
             for (n, line) in reader.lines().enumerate() {
                 let line = line.map_err(io)?;
                 match serde_json::from_str::<R>(&line) {
-                    Ok(r) => loaded.push(r),
+                    Ok(r) => t.index(r),
                     Err(e) => tracing::warn!(path = %path.display(), line = n + 1, "skipping unreadable record: {e}"),
                 }
             }
-            t.index_all(loaded);
         }
         // a torn line must not swallow the next record
         if t.file.metadata().map_err(io)?.len() > 0 && !std::fs::read(&path).map_err(io)?.ends_with(b"\n") {
@@ -146,21 +140,16 @@ impl<R: Stored> Table<R> {
         Ok(t)
     }
 
-    fn index_all(&mut self, records: Vec<R>) {
-        for r in records {
-            let key = r.parts();
-            match self.index.get(&key) {
-                Some(&i) => self.records[i] = r,
-                None => {
-                    self.index.insert(key, self.records.len());
-                    self.records.push(r);
-                }
-            }
-        }
+    fn index(&mut self, r: R) {
+        self.records.put(r.parts(), r);
+    }
+
+    fn all(&self) -> Vec<R> {
+        self.records.iter().cloned().collect()
     }
 
     fn get(&self, key: &(String, String, String)) -> Option<R> {
-        self.index.get(key).map(|&i| self.records[i].clone())
+        self.records.get(key).cloned()
     }
 
     fn put(&mut self, records: &[R]) -> Result<(), BankError> {
@@ -172,7 +161,9 @@ impl<R: Stored> Table<R> {
         }
         self.file.write_all(&buf).map_err(io)?;
         self.file.sync_data().map_err(io)?;
-        self.index_all(records.to_vec());
+        for r in records {
+            self.index(r.clone());
+        }
         Ok(())
     }
 }
@@ -181,6 +172,9 @@ fn open_append(path: &Path) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
+/// Records of each kind a file bank holds in memory unless told otherwise.
+pub const DEFAULT_MEMORY_RECORDS: usize = 1_000_000;
+
 pub struct FileBank {
     dir: PathBuf,
     labels: Mutex<Table<LabelRecord>>,
@@ -188,11 +182,23 @@ pub struct FileBank {
 }
 
 impl FileBank {
-    /// Opens (or creates) `dir/labels.jsonl`, `dir/pairs.jsonl` and `dir/reward-models/`.
+    /// Opens (or creates) `dir/labels.jsonl`, `dir/pairs.jsonl` and `dir/reward-models/`,
+    /// holding up to `DEFAULT_MEMORY_RECORDS` of each in memory.
     pub fn open(dir: &Path) -> Result<Self, BankError> {
+        Self::open_with(dir, DEFAULT_MEMORY_RECORDS)
+    }
+
+    /// `open`, keeping the newest `memory_records` labels and pairs in memory: the bank's
+    /// memory stays bounded however many distinct captions arrive, and a caption whose
+    /// record was forgotten is asked again (its new answer appended to the file).
+    pub fn open_with(dir: &Path, memory_records: usize) -> Result<Self, BankError> {
         std::fs::create_dir_all(dir.join("reward-models"))
             .map_err(|source| BankError::Io { path: dir.into(), source })?;
-        Ok(FileBank { labels: Mutex::new(Table::open(dir)?), pairs: Mutex::new(Table::open(dir)?), dir: dir.into() })
+        Ok(FileBank {
+            labels: Mutex::new(Table::open(dir, memory_records)?),
+            pairs: Mutex::new(Table::open(dir, memory_records)?),
+            dir: dir.into(),
+        })
     }
 
     fn snapshot_dir(&self) -> PathBuf {
@@ -214,7 +220,7 @@ impl LabelBank for FileBank {
     }
 
     fn all(&self) -> Result<Vec<LabelRecord>, BankError> {
-        Ok(self.labels.lock().unwrap().records.clone())
+        Ok(self.labels.lock().unwrap().all())
     }
 
     fn get_pair(&self, key: &PairKey) -> Result<Option<PairRecord>, BankError> {
@@ -230,7 +236,7 @@ impl LabelBank for FileBank {
     }
 
     fn pairs(&self) -> Result<Vec<PairRecord>, BankError> {
-        Ok(self.pairs.lock().unwrap().records.clone())
+        Ok(self.pairs.lock().unwrap().all())
     }
 
     fn put_snapshot(&self, version: u64, bytes: &[u8]) -> Result<(), BankError> {
@@ -320,5 +326,25 @@ mod tests {
         assert_eq!(b.len().unwrap(), 4);
         let all = b.all().unwrap();
         assert_eq!(all.last().unwrap().caption, "You unlock the door.");
+    }
+
+    /// Memory holds the newest `memory_records`; the file keeps every record, and a reopen
+    /// with a larger bound sees them all again.
+    #[test]
+    fn memory_holds_the_newest_records_and_the_file_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = FileBank::open_with(dir.path(), 10).unwrap();
+        for i in 0..100 {
+            b.put(&[rec(&format!("caption {i}"), Label::Helpful, "m")]).unwrap();
+        }
+        assert_eq!(b.len().unwrap(), 10);
+        let key = |i: usize| LabelKey { caption: format!("caption {i}"), prompt_hash: "p1".into(), model: "m".into() };
+        assert!(b.get(&key(3)).unwrap().is_none(), "an old record is forgotten in memory");
+        assert!(b.get(&key(95)).unwrap().is_some());
+        assert_eq!(b.all().unwrap().first().unwrap().caption, "caption 90");
+        drop(b);
+        let b = FileBank::open_with(dir.path(), 10).unwrap();
+        assert_eq!(b.all().unwrap().first().unwrap().caption, "caption 90", "a reopen loads the newest");
+        assert_eq!(FileBank::open_with(dir.path(), 1000).unwrap().len().unwrap(), 100);
     }
 }

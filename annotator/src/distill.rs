@@ -137,6 +137,7 @@ impl DistillLoop {
                 }
             }
             metrics::gauge!("oni_reward_model_dataset_size").set(self.distiller.dataset_len() as f64);
+            metrics::gauge!("oni_reward_model_dataset_evicted").set(self.distiller.evicted() as f64);
             let steps = self.distiller.steps_due(new_batch);
             if let Some(loss) = self.distiller.train(steps) {
                 metrics::counter!("oni_reward_model_train_steps_total").increment(steps as u64);

@@ -45,6 +45,9 @@ pub struct LabelBankConfig {
     pub redis_url: String,
     /// Key prefix in Redis.
     pub prefix: String,
+    /// The file bank holds the newest this many labels (and as many pairs) in memory; the
+    /// file keeps them all. A caption whose record was forgotten is asked again.
+    pub memory_records: usize,
 }
 
 impl Default for LabelBankConfig {
@@ -54,6 +57,7 @@ impl Default for LabelBankConfig {
             path: None,
             redis_url: "redis://127.0.0.1:6390".into(),
             prefix: "oni".into(),
+            memory_records: oni_annotator::bank::DEFAULT_MEMORY_RECORDS,
         }
     }
 }

@@ -20,7 +20,7 @@ pub fn open_bank(cfg: &Config, run_dir: &Path) -> Result<Arc<dyn LabelBank>> {
         ),
         _ => {
             let dir = cfg.label_bank.path.clone().unwrap_or_else(|| run_dir.join("labels"));
-            Arc::new(FileBank::open(&dir)?)
+            Arc::new(FileBank::open_with(&dir, cfg.label_bank.memory_records)?)
         }
     })
 }

@@ -16,6 +16,7 @@
 pub mod cached;
 pub mod caption;
 pub mod decay;
+pub mod fifo;
 pub mod model;
 pub mod net;
 pub mod pull;

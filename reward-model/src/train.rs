@@ -10,6 +10,7 @@
 //! Schedule (ONI's): `steps_per_batch` gradient steps each time new labels arrive while the
 //! dataset is smaller than `dataset_limit`, then one step per tick.
 
+use crate::fifo::FifoMap;
 use crate::model::Kind;
 use crate::net::{encode, ByteCnn, NetConfig};
 use crate::snapshot::{Snapshot, SnapshotError};
@@ -23,7 +24,6 @@ use burn::tensor::TensorData;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -32,6 +32,10 @@ pub struct DistillConfig {
     pub steps_per_batch: usize,
     /// …while the dataset is smaller than this (ONI: 25 000); then one step per tick.
     pub dataset_limit: usize,
+    /// Most items (labelled captions, or pairs) the dataset holds; a new one beyond it
+    /// replaces the oldest of its split (train or held-out), so memory stays bounded however
+    /// many distinct captions arrive.
+    pub max_items: usize,
     /// The tick of the one-step-per-tick phase.
     pub tick_ms: u64,
     pub batch_size: usize,
@@ -55,6 +59,7 @@ impl Default for DistillConfig {
         DistillConfig {
             steps_per_batch: 32,
             dataset_limit: 25_000,
+            max_items: 200_000,
             tick_ms: 1000,
             batch_size: 64,
             learning_rate: 1e-3,
@@ -83,39 +88,35 @@ pub struct Pair {
     pub target: f32,
 }
 
-/// Items in the dataset, indexed by key so a re-label replaces the old answer.
+/// Items in the dataset, indexed by key so a re-label replaces the old answer, each split
+/// capped (`max_items`, shared in proportion) by forgetting its oldest item.
 struct Split<T> {
-    train: Vec<T>,
-    heldout: Vec<T>,
-    index: HashMap<String, (bool, usize)>,
-}
-
-impl<T> Default for Split<T> {
-    fn default() -> Self {
-        Split { train: Vec::new(), heldout: Vec::new(), index: HashMap::new() }
-    }
+    train: FifoMap<String, T>,
+    heldout: FifoMap<String, T>,
 }
 
 impl<T> Split<T> {
+    fn new(max_items: usize, heldout_fraction: f32) -> Self {
+        let held = ((max_items as f32 * heldout_fraction).ceil() as usize).max(1);
+        Split { train: FifoMap::new(max_items.saturating_sub(held).max(1)), heldout: FifoMap::new(held) }
+    }
+
     /// Adds or replaces; returns true for a new item.
     fn put(&mut self, key: String, item: T, heldout_fraction: f32) -> bool {
-        if let Some(&(held, i)) = self.index.get(&key) {
-            if held {
-                self.heldout[i] = item
-            } else {
-                self.train[i] = item
-            }
-            return false;
-        }
         let held = (fnv(&key) % 10_000) as f32 / 10_000.0 < heldout_fraction;
-        let list = if held { &mut self.heldout } else { &mut self.train };
-        self.index.insert(key, (held, list.len()));
-        list.push(item);
-        true
+        if held {
+            self.heldout.put(key, item)
+        } else {
+            self.train.put(key, item)
+        }
     }
 
     fn len(&self) -> usize {
         self.train.len() + self.heldout.len()
+    }
+
+    fn evicted(&self) -> u64 {
+        self.train.evicted() + self.heldout.evicted()
     }
 }
 
@@ -143,8 +144,9 @@ impl Distiller {
         let net = (kind != Kind::Hashing).then(|| ByteCnn::new(&cfg.net, kind.outputs(), &device));
         Distiller {
             kind,
-            labels: Split::default(),
-            pairs: Split::default(),
+            // hashing keeps nothing back: it is a table, not a learner
+            labels: Split::new(cfg.max_items, if kind == Kind::Hashing { 0.0 } else { cfg.heldout_fraction }),
+            pairs: Split::new(cfg.max_items, cfg.heldout_fraction),
             net,
             optim: AdamConfig::new().init(),
             rng: StdRng::seed_from_u64(seed),
@@ -189,6 +191,11 @@ impl Distiller {
                 self.pairs.put(format!("{lo}\u{1f}{hi}"), p.clone(), f)
             })
             .count()
+    }
+
+    /// Items forgotten because the dataset was full (`max_items`).
+    pub fn evicted(&self) -> u64 {
+        self.labels.evicted() + self.pairs.evicted()
     }
 
     /// Items this kind learns from.
@@ -266,7 +273,7 @@ impl Distiller {
         let loss = match self.kind {
             Kind::Classification => {
                 let picks: Vec<&Example> =
-                    (0..b).map(|_| &self.labels.train[self.rng.random_range(0..self.labels.train.len())]).collect();
+                    (0..b).map(|_| self.labels.train.at(self.rng.random_range(0..self.labels.train.len()))).collect();
                 let captions: Vec<&str> = picks.iter().map(|e| e.caption.as_str()).collect();
                 let onehot: Vec<f32> =
                     picks.iter().flat_map(|e| if e.helpful { [0.0, 1.0] } else { [1.0, 0.0] }).collect();
@@ -276,7 +283,7 @@ impl Distiller {
             }
             Kind::Ranking => {
                 let picks: Vec<&Pair> =
-                    (0..b).map(|_| &self.pairs.train[self.rng.random_range(0..self.pairs.train.len())]).collect();
+                    (0..b).map(|_| self.pairs.train.at(self.rng.random_range(0..self.pairs.train.len()))).collect();
                 let first: Vec<&str> = picks.iter().map(|p| p.first.as_str()).collect();
                 let second: Vec<&str> = picks.iter().map(|p| p.second.as_str()).collect();
                 let y = Tensor::<TrainBackend, 1>::from_data(
@@ -393,5 +400,33 @@ impl Distiller {
             }
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// However many distinct captions arrive, the dataset holds at most `max_items`,
+    /// forgetting the oldest; a re-label of a held caption does not grow it.
+    #[test]
+    fn the_dataset_is_capped_and_forgets_its_oldest_items() {
+        for kind in [Kind::Classification, Kind::Hashing] {
+            let cfg = DistillConfig { max_items: 100, ..Default::default() };
+            let mut d = Distiller::new(kind, cfg, 1);
+            let example = |i: usize| Example { caption: format!("caption {i}"), helpful: i.is_multiple_of(2) };
+            assert_eq!(d.add_labels((0..1000).map(example)), 1000, "{kind:?}");
+            assert!(d.dataset_len() <= 100 && d.dataset_len() >= 90, "{kind:?}: {} items", d.dataset_len());
+            assert_eq!(d.evicted() as usize, 1000 - d.dataset_len());
+            let held = d.dataset_len();
+            assert_eq!(d.add_labels((990..1000).map(example)), 0, "the newest captions are still held");
+            assert_eq!(d.dataset_len(), held);
+            assert_eq!(d.add_labels((0..10).map(example)), 10, "the oldest ones were forgotten");
+        }
+        let cfg = DistillConfig { max_items: 50, ..Default::default() };
+        let mut d = Distiller::new(Kind::Ranking, cfg, 1);
+        let pair = |i: usize| Pair { first: format!("a {i}"), second: format!("b {i}"), target: 1.0 };
+        d.add_pairs((0..500).map(pair));
+        assert!(d.dataset_len() <= 50, "{} pairs", d.dataset_len());
     }
 }
