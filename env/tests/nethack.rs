@@ -162,17 +162,25 @@ fn wall_move(e: &NetHackEnv) -> Option<usize> {
 /// (doors open by walking into them). Returns the last step's outcome on the first seed
 /// where the walk succeeds.
 fn walk_to_stairs(task: &str) -> (NetHackEnv, StepOutcome) {
+    let (e, out, _, _) = walk_to_stairs_recorded(task);
+    (e, out)
+}
+
+/// `walk_to_stairs`, with the seed and the actions that got there.
+fn walk_to_stairs_recorded(task: &str) -> (NetHackEnv, StepOutcome, u64, Vec<usize>) {
     let mut e = NetHackEnv::new(task, &NetHackConfig { wizard: true, ..Default::default() }).unwrap();
     let mut o = Obs::new(&e);
     'seeds: for seed in 0..30 {
         e.reset(seed, o.buf()).unwrap();
         let Some(path) = mapped_path_to_stairs(&mut e) else { continue };
         let mut last = None;
+        let mut taken = Vec::new();
         for a in path {
             let before = (e.blstats()[bl::X], e.blstats()[bl::Y]);
             let mut tries = 0;
             loop {
                 let out = e.step(a, o.buf()).unwrap();
+                taken.push(a);
                 last = Some(out);
                 if out.done {
                     break;
@@ -190,7 +198,7 @@ fn walk_to_stairs(task: &str) -> (NetHackEnv, StepOutcome) {
             }
         }
         if let Some(out) = last.filter(|l| l.success) {
-            return (e, out);
+            return (e, out, seed, taken);
         }
     }
     panic!("no seed in 0..30 let the hero walk to the down staircase");
@@ -201,6 +209,26 @@ fn staircase_task_rewards_reaching_the_stairs() {
     let (_, out) = walk_to_stairs("nethack-staircase");
     assert!(out.done && out.success);
     assert!((out.reward - 1.0).abs() < 0.011, "reward {}", out.reward);
+}
+
+/// Reaching the goal on the very step the cap is reached: NLE's abort check comes first,
+/// so the episode is cut (truncated), not a success, and earns no goal reward.
+#[test]
+fn a_goal_reached_on_the_capped_step_is_an_abort_as_in_nle() {
+    let (_, out, seed, actions) = walk_to_stairs_recorded("nethack-staircase");
+    assert!(out.success && !out.truncated);
+    let cfg = NetHackConfig { wizard: true, max_episode_steps: actions.len() as u32, ..Default::default() };
+    let mut e = NetHackEnv::new("nethack-staircase", &cfg).unwrap();
+    let mut o = Obs::new(&e);
+    e.reset(seed, o.buf()).unwrap();
+    mapped_path_to_stairs(&mut e).expect("the same map");
+    let mut last = None;
+    for &a in &actions {
+        last = Some(e.step(a, o.buf()).unwrap());
+    }
+    let last = last.unwrap();
+    assert!(last.done && last.truncated && !last.success, "{last:?}");
+    assert!(last.reward.abs() < 0.011, "no goal reward on an aborted step: {}", last.reward);
 }
 
 #[test]

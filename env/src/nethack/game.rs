@@ -88,8 +88,8 @@ impl Game {
         })
     }
 
-    /// Ends any running game, reloads the library and starts a game from `seed`.
-    pub fn start(&mut self, seed: u64) -> Result<(), EnvError> {
+    /// Ends any running game, reloads the library and starts a game from NLE's seeds.
+    pub fn start(&mut self, core: u64, disp: u64) -> Result<(), EnvError> {
         self.close();
         self.clean_level_files();
         let loaded = self.copy.load()?;
@@ -98,12 +98,12 @@ impl Game {
         copy_cstr(&mut s.hackdir, &self.hackdir.path().display().to_string())?;
         copy_cstr(&mut s.options, &format!("{},name:Agent-mon-hum-neu-mal", self.options))?;
         s.spawn_monsters = 1;
-        // Fixed seeds and a moon phase derived from them: the same seed is the same game.
-        s.initial_seeds.seeds = [seed as _, seed.rotate_left(17) as _];
+        // Fixed seeds and a moon phase derived from them: the same seeds are the same game.
+        s.initial_seeds.seeds = [core as _, disp as _];
         s.initial_seeds.reseed = 0;
         s.initial_seeds.use_init_seeds = true;
         s.fix_moon_phase = true;
-        s.time_seed = seed.wrapping_add(1) as _;
+        s.time_seed = core.wrapping_add(1) as _;
         s.time_seed_is_set = true;
         self.obs.done = 0;
         // SAFETY: obs points at our boxed buffers, which outlive the game (see `close`).

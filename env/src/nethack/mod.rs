@@ -35,6 +35,11 @@ pub struct NetHackConfig {
     pub max_episode_steps: u32,
     /// NetHack's debug ("wizard") mode, for scripted tests and tools, never for training.
     pub wizard: bool,
+    /// NLE's seeds `[core, disp]` for the first episode of each env, as NLE's
+    /// `env.seed(core, disp, reseed=False)` with `fix_moon_phase=True` sets them for the next
+    /// game: that game is the one Python NLE plays. Later episodes (and every episode when
+    /// unset) take seeds from the env's episode seed s: core = s, disp = s rotated left by 17.
+    pub seeds: Option<[u64; 2]>,
 }
 
 impl Default for NetHackConfig {
@@ -47,6 +52,7 @@ impl Default for NetHackConfig {
             actions: "oni".into(),
             max_episode_steps: 5000,
             wizard: false,
+            seeds: None,
         }
     }
 }
@@ -121,6 +127,7 @@ pub struct NetHackEnv {
     last: Snapshot,
     skip_prompts: bool,
     caption: Vec<u8>,
+    seeds: Option<[u64; 2]>,
 }
 
 impl NetHackEnv {
@@ -146,6 +153,7 @@ impl NetHackEnv {
             last: Snapshot::default(),
             skip_prompts: task != Task::Challenge,
             caption: Vec::with_capacity(256),
+            seeds: cfg.seeds,
         })
     }
 
@@ -231,7 +239,12 @@ impl NetHackEnv {
                 if keep {
                     break;
                 }
-                key::ESC
+                // NLE declines one question and stops there, whatever the game shows next
+                done = self.game.step_key(key::ESC)?;
+                if !done {
+                    self.collect_message();
+                }
+                break;
             } else {
                 break;
             };
@@ -320,7 +333,8 @@ impl Env for NetHackEnv {
     }
 
     fn reset(&mut self, seed: u64, obs: ObsBuf<'_>) -> Result<(), EnvError> {
-        self.game.start(seed)?;
+        let [core, disp] = self.seeds.take().unwrap_or([seed, seed.rotate_left(17)]);
+        self.game.start(core, disp)?;
         self.task.reset();
         self.steps = 0;
         self.caption.clear();
@@ -346,12 +360,14 @@ impl Env for NetHackEnv {
         let new = self.snapshot(done);
         let hero = (self.game.buf.blstats[bl::X] as i64, self.game.buf.blstats[bl::Y] as i64);
         let on_stairs = !done && self.game.buf.internal[internal::ON_DOWN_STAIRS] != 0;
-        let out = self.task.evaluate(&self.last, &new, &self.game.buf.glyphs, hero, on_stairs, done);
+        let aborted = self.steps >= self.max_steps;
+        let out = self.task.evaluate(&self.last, &new, &self.game.buf.glyphs, hero, on_stairs, done, aborted);
         if !done {
             self.last = new;
         }
-        let truncated = !done && !out.end && self.steps >= self.max_steps;
+        // the cap cuts the episode (NLE's ABORTED) unless the game itself ended
+        let truncated = aborted && !done;
         self.write_obs(obs);
-        Ok(StepOutcome { reward: out.reward, done: done || out.end || truncated, success: out.success, truncated })
+        Ok(StepOutcome { reward: out.reward, done: done || out.end || aborted, success: out.success, truncated })
     }
 }

@@ -109,7 +109,10 @@ impl TaskState {
     }
 
     /// The reward of one step and whether the task ends the episode. `glyphs` is the full
-    /// 21×79 map; `on_down_stairs` comes from the library's internal state.
+    /// 21×79 map; `on_down_stairs` comes from the library's internal state. `aborted`: the
+    /// step cap is reached with this step; as in NLE, that check comes before the task's, so a
+    /// goal reached on the capped step is not a success and earns no goal reward.
+    #[allow(clippy::too_many_arguments)]
     pub fn evaluate(
         &mut self,
         old: &Snapshot,
@@ -118,6 +121,7 @@ impl TaskState {
         hero: (i64, i64),
         on_down_stairs: bool,
         game_over: bool,
+        aborted: bool,
     ) -> Outcome {
         let mut end = false;
         let mut success = false;
@@ -141,6 +145,7 @@ impl TaskState {
             }
             Task::Staircase | Task::StaircaseLevel(_) | Task::Oracle => {
                 success = !game_over
+                    && !aborted
                     && match self.task {
                         Task::Staircase => on_down_stairs,
                         Task::StaircaseLevel(level) => new.in_normal_game && new.depth >= level,
