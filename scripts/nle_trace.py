@@ -18,6 +18,7 @@ from nle import nethack
 TASKS = {
     "nethack-score": tasks.NetHackScore,
     "nethack-staircase": tasks.NetHackStaircase,
+    "nethack-staircase-pet": tasks.NetHackStaircasePet,
     "nethack-oracle": tasks.NetHackOracle,
     "nethack-gold": tasks.NetHackGold,
     "nethack-eat": tasks.NetHackEat,

@@ -127,8 +127,9 @@ fn score_and_gold_match_nle_frame_for_frame() {
 }
 
 #[test]
-fn staircase_eat_and_scout_match_nle_frame_for_frame() {
+fn staircase_pet_eat_and_scout_match_nle_frame_for_frame() {
     check("nethack-staircase", [7, 77], 5000, 300, 3);
+    check("nethack-staircase-pet", [7, 77], 5000, 300, 3);
     check("nethack-eat", [2024, 11], 5000, 200, 4);
     check("nethack-scout", [999, 1], 5000, 200, 5);
 }

@@ -7,6 +7,8 @@ use crate::EnvError;
 pub enum Task {
     Score,
     Staircase,
+    /// On the down staircase with the pet in the 3×3 window (NLE's StaircasePet).
+    StaircasePet,
     /// Reach this dungeon level (ONI's Staircase-lvl3 / lvl4).
     StaircaseLevel(i64),
     Oracle,
@@ -19,6 +21,7 @@ pub enum Task {
 pub const TASKS: &[(&str, Task)] = &[
     ("nethack-score", Task::Score),
     ("nethack-staircase", Task::Staircase),
+    ("nethack-staircase-pet", Task::StaircasePet),
     ("nethack-staircase-lvl3", Task::StaircaseLevel(3)),
     ("nethack-staircase-lvl4", Task::StaircaseLevel(4)),
     ("nethack-oracle", Task::Oracle),
@@ -143,11 +146,12 @@ impl TaskState {
                     0.0
                 }
             }
-            Task::Staircase | Task::StaircaseLevel(_) | Task::Oracle => {
+            Task::Staircase | Task::StaircasePet | Task::StaircaseLevel(_) | Task::Oracle => {
                 success = !game_over
                     && !aborted
                     && match self.task {
                         Task::Staircase => on_down_stairs,
+                        Task::StaircasePet => on_down_stairs && near_pet(glyphs, hero),
                         Task::StaircaseLevel(level) => new.in_normal_game && new.depth >= level,
                         _ => near_oracle(glyphs, hero),
                     };
@@ -185,18 +189,28 @@ impl TaskState {
 
 /// NetHackOracle: the Oracle's glyph in the 3×3 window around the hero (own cell
 /// included; NLE's slicing leaves the window empty at row or column 0).
-fn near_oracle(glyphs: &[i16], (x, y): (i64, i64)) -> bool {
+/// Whether any glyph of the 3×3 window around the hero is `wanted` (NLE slices that window
+/// the same way; a hero on the map's first row or column sees none).
+fn near(glyphs: &[i16], (x, y): (i64, i64), wanted: impl Fn(i16) -> bool) -> bool {
     if x <= 0 || y <= 0 {
         return false;
     }
     for r in (y - 1)..=(y + 1) {
         for c in (x - 1)..=(x + 1) {
-            if r < ROWS as i64 && c < COLS as i64 && glyphs[(r as usize) * COLS + c as usize] == glyph::ORACLE {
+            if r < ROWS as i64 && c < COLS as i64 && wanted(glyphs[(r as usize) * COLS + c as usize]) {
                 return true;
             }
         }
     }
     false
+}
+
+fn near_oracle(glyphs: &[i16], hero: (i64, i64)) -> bool {
+    near(glyphs, hero, |g| g == glyph::ORACLE)
+}
+
+fn near_pet(glyphs: &[i16], hero: (i64, i64)) -> bool {
+    near(glyphs, hero, |g| (glyph::PET_OFF..glyph::INVIS_OFF).contains(&g))
 }
 
 pub fn snapshot(blstats: &[std::os::raw::c_long], internal_state: &[i32], in_normal_game: bool) -> Snapshot {
@@ -209,5 +223,23 @@ pub fn snapshot(blstats: &[std::os::raw::c_long], internal_state: &[i32], in_nor
         depth: blstats[bl::DEPTH] as i64,
         dnum: blstats[bl::DNUM] as i64,
         dlevel: blstats[bl::DLEVEL] as i64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pet_counts_only_inside_the_window_around_the_hero() {
+        let mut g = vec![glyph::STONE; ROWS * COLS];
+        let hero = (10, 5);
+        assert!(!near_pet(&g, hero));
+        g[6 * COLS + 12] = glyph::PET_OFF + 3; // two columns right: outside
+        assert!(!near_pet(&g, hero));
+        g[4 * COLS + 11] = glyph::PET_OFF + 3; // up-right diagonal
+        assert!(near_pet(&g, hero));
+        g[4 * COLS + 11] = glyph::PET_OFF - 1; // a hostile monster
+        assert!(!near_pet(&g, hero));
     }
 }
