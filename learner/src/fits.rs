@@ -68,14 +68,13 @@ mod tests {
 
     #[test]
     fn a_batch_too_big_names_its_sizes_and_the_keys_to_change() {
-        let spec = ObsSpec {
+        let nethack = oni_env::nethack::NetHackConfig {
+            grid: oni_env::GridKind::Tty,
             crop_rows: 12,
             crop_cols: 12,
-            num_glyphs: oni_env::TTY_CELLS,
-            stats_dim: 27,
-            num_actions: 28, // NLE's 23 and the 5 ONI adds
-            grid: oni_env::GridKind::Tty,
+            ..Default::default()
         };
+        let spec = oni_env::nethack::spec(&nethack).unwrap();
         let policy = PolicyConfig::oni();
         let cfg = LearnerConfig { batch_rollouts: 128, rollout_len: 32, ..Default::default() };
         let need = check(&cfg, &policy, &spec, u64::MAX).unwrap().bytes();

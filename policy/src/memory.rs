@@ -131,6 +131,18 @@ mod tests {
     use burn::module::Module;
     use oni_env::GridKind;
 
+    /// NetHack as ONI's network sees it: the 12×12 tty crop, 27 stats, 28 actions.
+    fn onis_nethack_spec() -> ObsSpec {
+        use oni_env::nethack::NetHackConfig;
+        let cfg = NetHackConfig { grid: GridKind::Tty, crop_rows: 12, crop_cols: 12, ..Default::default() };
+        oni_env::nethack::spec(&cfg).unwrap()
+    }
+
+    fn keyroom_spec() -> ObsSpec {
+        use oni_env::Env;
+        oni_env::keyroom::Keyroom::new(oni_env::keyroom::KeyroomVariant::Small).spec().clone()
+    }
+
     fn params_built(cfg: &PolicyConfig, spec: &ObsSpec) -> usize {
         Policy::<CpuBackend>::new(cfg, spec, &Default::default()).num_params()
     }
@@ -139,27 +151,13 @@ mod tests {
     /// messages and convolutions, so the estimate follows any change to the layers.
     #[test]
     fn parameter_counts_match_the_built_networks() {
-        let nethack = ObsSpec {
-            crop_rows: 12,
-            crop_cols: 12,
-            num_glyphs: oni_env::TTY_CELLS,
-            stats_dim: 27,
-            num_actions: 28, // NLE's 23 and the 5 ONI adds
-            grid: GridKind::Tty,
-        };
+        let nethack = onis_nethack_spec();
         let oni = PolicyConfig::oni();
         assert_eq!(oni.update_memory(&nethack, 1).params, params_built(&oni, &nethack));
         let quiet = PolicyConfig { message_bytes: 0, screen_hidden: 64, core_hidden: 32, ..PolicyConfig::oni() };
         assert_eq!(quiet.update_memory(&nethack, 1).params, params_built(&quiet, &nethack));
 
-        let keyroom = ObsSpec {
-            crop_rows: 9,
-            crop_cols: 9,
-            num_glyphs: 16,
-            stats_dim: 6,
-            num_actions: 8,
-            grid: GridKind::Glyphs,
-        };
+        let keyroom = keyroom_spec();
         for cfg in [
             PolicyConfig::default(),
             PolicyConfig { glyph_conv_layers: 0, message_bytes: 0, ..Default::default() },
@@ -171,14 +169,7 @@ mod tests {
 
     #[test]
     fn memory_grows_with_the_batch() {
-        let spec = ObsSpec {
-            crop_rows: 9,
-            crop_cols: 9,
-            num_glyphs: 16,
-            stats_dim: 6,
-            num_actions: 8,
-            grid: GridKind::Glyphs,
-        };
+        let spec = keyroom_spec();
         let cfg = PolicyConfig::default();
         let (a, b) = (cfg.update_memory(&spec, 1000), cfg.update_memory(&spec, 2000));
         let per_obs = (b.bytes() - a.bytes()) as f64 / 1000.0;
