@@ -6,6 +6,7 @@ pub mod bank;
 pub mod distill;
 pub mod intake;
 pub mod label;
+pub mod limiter;
 pub mod llm;
 pub mod prompts;
 pub mod redis_bank;

@@ -5,13 +5,13 @@
 //! with a GBNF grammar or a JSON schema where the server supports it, and parsed robustly.
 
 use crate::label::{parse_label, parse_preference, truncate, Label, Preference, RAW_ANSWER_MAX};
+use crate::limiter::{Limiter, Outcome};
 use crate::prompts::PromptConfig;
 use oni_proto::Backoff;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -22,10 +22,19 @@ pub struct LlmConfig {
     pub api_key_env: String,
     /// `completions` (batched prompts) or `chat`.
     pub api: String,
-    /// Prompts per `/v1/completions` request.
+    /// Prompts per `/v1/completions` request. 1 (the default): every prompt is a request of
+    /// its own, so an answer is kept however late the others are. Above 1 saves request
+    /// overhead on a fast server, but a request that misses its timeout loses all its answers.
     pub batch: usize,
-    /// Requests in flight at once.
+    /// Most requests in flight at once.
     pub concurrency: usize,
+    /// Fewest requests in flight the adaptive limit goes down to.
+    pub min_concurrency: usize,
+    /// Learn the concurrency (AIMD on answers and timeouts/overloads, between
+    /// `min_concurrency` and `concurrency`) and the timeout (4 × the p95 latency of recent
+    /// answers, at most `timeout_ms`) from the server; false keeps both fixed.
+    pub adaptive: bool,
+    /// The longest a request may take.
     pub timeout_ms: u64,
     pub temperature: f32,
     pub max_tokens: u32,
@@ -47,8 +56,10 @@ impl Default for LlmConfig {
             model: "local".into(),
             api_key_env: "ONI_LLM_API_KEY".into(),
             api: "completions".into(),
-            batch: 8,
+            batch: 1,
             concurrency: 4,
+            min_concurrency: 1,
+            adaptive: true,
             timeout_ms: 30_000,
             temperature: 0.1,
             max_tokens: 16,
@@ -141,12 +152,16 @@ struct Breaker {
     open_until: Option<Instant>,
 }
 
+/// Least time between two warnings about timeouts.
+const WARN_EVERY: Duration = Duration::from_secs(30);
+
 pub struct LlmClient {
     cfg: LlmConfig,
     http: reqwest::Client,
     key: Option<String>,
-    slots: Semaphore,
+    limiter: Limiter,
     breaker: Mutex<Breaker>,
+    last_warning: Mutex<Option<Instant>>,
     /// Prompts sent to the server, retries included (for benchmarks and tests).
     prompts_sent: std::sync::atomic::AtomicU64,
 }
@@ -175,10 +190,15 @@ impl LlmClient {
             .map_err(|e| LlmError::Config("llm", e.to_string()))?;
         let key = std::env::var(&cfg.api_key_env).ok().filter(|k| !k.is_empty());
         Ok(LlmClient {
-            slots: Semaphore::new(cfg.concurrency.max(1)),
+            limiter: if cfg.adaptive {
+                Limiter::new(cfg.min_concurrency, cfg.concurrency, Duration::from_millis(cfg.timeout_ms))
+            } else {
+                Limiter::fixed(cfg.concurrency, Duration::from_millis(cfg.timeout_ms))
+            },
             http,
             key,
             breaker: Default::default(),
+            last_warning: Default::default(),
             prompts_sent: Default::default(),
             cfg,
         })
@@ -190,6 +210,11 @@ impl LlmClient {
 
     pub fn prompts_sent(&self) -> u64 {
         self.prompts_sent.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Requests the server gets at once now (the adaptive limit).
+    pub fn concurrency_limit(&self) -> usize {
+        self.limiter.limit()
     }
 
     /// True while the circuit is open (the server failed repeatedly and is being left alone).
@@ -254,7 +279,6 @@ impl LlmClient {
     }
 
     async fn answer_group(&self, prompts: &[String], q: Question) -> Vec<Result<(String, Duration), LlmError>> {
-        let _slot = self.slots.acquire().await.expect("semaphore open");
         let (path, mut body) = if self.cfg.api == "completions" {
             let prompt = if prompts.len() == 1 { json!(prompts[0]) } else { json!(prompts) };
             ("/v1/completions", json!({"model": self.cfg.model, "prompt": prompt}))
@@ -304,8 +328,26 @@ impl LlmClient {
         let mut tries = 0;
         loop {
             tries += 1;
+            let slot = self.limiter.acquire().await;
             self.prompts_sent.fetch_add(prompts, std::sync::atomic::Ordering::Relaxed);
-            let attempt = self.try_once(&url, body, tries).await;
+            let start = Instant::now();
+            let attempt = self.try_once(&url, body, tries, self.limiter.timeout()).await;
+            let outcome = match &attempt {
+                Attempt::Done(_) => Outcome::Answered(start.elapsed()),
+                Attempt::Retry(LlmError::Timeout(_)) => {
+                    // the server may have been working on them: that work is lost
+                    metrics::counter!("oni_llm_wasted_prompts_total").increment(prompts);
+                    self.warn_throttled(&format!(
+                        "an LLM request timed out after {:.1} s and will be asked again; {} requests at once now",
+                        self.limiter.timeout().as_secs_f64(),
+                        self.limiter.limit()
+                    ));
+                    Outcome::Overloaded
+                }
+                Attempt::Retry(LlmError::Server { .. }) => Outcome::Overloaded,
+                _ => Outcome::Failed,
+            };
+            self.limiter.release(slot, outcome);
             match attempt {
                 Attempt::Done(v) => {
                     self.record(true);
@@ -327,8 +369,10 @@ impl LlmClient {
         }
     }
 
-    async fn try_once(&self, url: &str, body: &Value, tries: u32) -> Attempt {
-        let mut req = self.http.post(url).json(body);
+    async fn try_once(&self, url: &str, body: &Value, tries: u32, timeout: Duration) -> Attempt {
+        // Dropping the request on timeout closes its connection, which makes llama-server and
+        // vLLM cancel the generation instead of finishing an answer nobody reads.
+        let mut req = self.http.post(url).json(body).timeout(timeout);
         if let Some(k) = &self.key {
             req = req.bearer_auth(k);
         }
@@ -355,6 +399,15 @@ impl LlmClient {
         }
     }
 
+    /// A warning at most once per `WARN_EVERY`.
+    fn warn_throttled(&self, msg: &str) {
+        let mut last = self.last_warning.lock().unwrap();
+        if last.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+            tracing::warn!("{msg}");
+            *last = Some(Instant::now());
+        }
+    }
+
     fn record(&self, ok: bool) {
         let mut b = self.breaker.lock().unwrap();
         if ok {
@@ -363,6 +416,14 @@ impl LlmClient {
         } else {
             b.failures += 1;
             if b.failures >= self.cfg.breaker_failures.max(1) {
+                if b.open_until.is_none_or(|t| Instant::now() >= t) {
+                    tracing::warn!(
+                        "the LLM server at {} failed {} requests in a row: leaving it alone for {} ms",
+                        self.cfg.base_url,
+                        b.failures,
+                        self.cfg.breaker_open_ms
+                    );
+                }
                 b.open_until = Some(Instant::now() + Duration::from_millis(self.cfg.breaker_open_ms));
             }
         }

@@ -31,8 +31,8 @@ pub struct AnnotatorConfig {
     pub listen: String,
     /// Captions waiting for the LLM; when full the oldest are dropped (counted).
     pub backlog_capacity: usize,
-    /// Captions a worker takes from the backlog at once (ONI: the 100 newest). Equal to
-    /// `llm.batch` keeps every worker's requests full and the server evenly busy.
+    /// Captions a worker takes from the backlog at once (ONI: the 100 newest); their
+    /// prompts go to the server as fast as the LLM client's concurrency limit lets them.
     pub batch: usize,
     /// Pause after a failed batch before trying again.
     pub retry_pause_ms: u64,
@@ -80,6 +80,9 @@ struct State {
     pool: Vec<String>,
 }
 
+/// Seconds between two checks that the LLM keeps up with the captions.
+const STARVATION_CHECK_SECS: u64 = 30;
+
 pub struct Core {
     cfg: AnnotatorConfig,
     prompts: PromptConfig,
@@ -97,6 +100,8 @@ pub struct Core {
     distilling: std::sync::atomic::AtomicBool,
     /// Answers (labels and pairs) stored by this process.
     answered: std::sync::atomic::AtomicU64,
+    /// New captions queued for the LLM by this process.
+    queued: std::sync::atomic::AtomicU64,
 }
 
 impl Core {
@@ -138,6 +143,7 @@ impl Core {
             served: Arc::new(Mutex::new(None)),
             distilling: Default::default(),
             answered: Default::default(),
+            queued: Default::default(),
         }))
     }
 
@@ -286,6 +292,7 @@ impl Core {
                 metrics::counter!("oni_annotator_dropped_total", "reason" => "backlog_full").increment(1);
             }
             ack.queued += 1;
+            self.queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             metrics::counter!("oni_annotator_captions_total", "outcome" => "queued").increment(1);
         }
         ack.backlog = st.backlog.len() as u64;
@@ -432,7 +439,41 @@ impl Core {
 
     /// Starts one worker per concurrent LLM request.
     pub fn spawn_workers(self: &Arc<Self>, stop: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
-        (0..self.llm.config().concurrency.max(1)).map(|_| tokio::spawn(self.clone().work_loop(stop.clone()))).collect()
+        let mut tasks: Vec<_> = (0..self.llm.config().concurrency.max(1))
+            .map(|_| tokio::spawn(self.clone().work_loop(stop.clone())))
+            .collect();
+        tasks.push(tokio::spawn(self.clone().watch_starvation(stop)));
+        tasks
+    }
+
+    /// Says so (a warning per check, the `oni_annotator_starving` gauge) while new captions
+    /// arrive faster than the LLM labels them and the backlog grows: the reward model then
+    /// learns from a shrinking share of what the agent sees.
+    async fn watch_starvation(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let every = Duration::from_secs(STARVATION_CHECK_SECS);
+        let (mut queued, mut answered, mut backlog) = (0u64, 0u64, 0usize);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.changed() => return,
+            }
+            let (q, a, b) = (self.queued.load(Relaxed), self.answered.load(Relaxed), self.backlog());
+            let secs = every.as_secs_f64();
+            let (arriving, labelled) = ((q - queued) as f64 / secs, (a - answered) as f64 / secs);
+            let starving = arriving > labelled && b > backlog;
+            metrics::gauge!("oni_annotator_new_captions_per_second").set(arriving);
+            metrics::gauge!("oni_annotator_labels_per_second").set(labelled);
+            metrics::gauge!("oni_annotator_starving").set(if starving { 1.0 } else { 0.0 });
+            if starving {
+                tracing::warn!(
+                    "the LLM is not keeping up: {arriving:.2} new captions/s against {labelled:.2} labels/s, {b} waiting, \
+                     {} requests at once; give the LLM server more capacity (or its own cores) or send fewer captions",
+                    self.llm.concurrency_limit()
+                );
+            }
+            (queued, answered, backlog) = (q, a, b);
+        }
     }
 }
 

@@ -117,3 +117,37 @@ async fn chat_api_reads_the_message_content() {
     assert_eq!(req["response_format"]["json_schema"]["schema"]["required"][0], "helpful");
     assert!(LlmClient::new(LlmConfig { api: "telepathy".into(), ..Default::default() }).is_err());
 }
+
+/// A server with three slots that refuses more (429) and slows as it fills: the client's
+/// concurrency limit comes down to about its capacity, every prompt is answered exactly once,
+/// and few requests are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_concurrency_limit_settles_at_the_servers_capacity() {
+    let script =
+        Arc::new(Mutex::new(Script { auto: true, auto_delay_ms: 10, capacity: Some(3), ..Default::default() }));
+    let url = serve(script.clone()).await;
+    let client = LlmClient::new(LlmConfig { concurrency: 16, retries: 20, ..config(&url) }).unwrap();
+    let out = client.classify(&PromptConfig::default(), &captions(150)).await;
+    assert!(out.iter().all(|r| r.is_ok()), "{:?}", out.iter().find(|r| r.is_err()));
+    let s = script.lock().unwrap();
+    assert_eq!(s.answered.len(), 150);
+    assert!(s.answered.values().all(|&n| n == 1), "a prompt was answered twice");
+    assert!(client.concurrency_limit() <= 5, "limit {} for a server of 3 slots", client.concurrency_limit());
+    assert!(s.overloaded < 60, "{} refusals for 150 prompts: the limit did not come down", s.overloaded);
+}
+
+/// After a few quick answers the timeout follows them: a prompt the server sits on is given
+/// up after seconds, not after `timeout_ms`, and asked again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timeout_follows_the_servers_latency() {
+    let script = Arc::new(Mutex::new(Script { auto: true, ..Default::default() }));
+    let url = serve(script.clone()).await;
+    let client = LlmClient::new(LlmConfig { timeout_ms: 60_000, concurrency: 1, ..config(&url) }).unwrap();
+    let warm = client.classify(&PromptConfig::default(), &captions(10)).await;
+    assert!(warm.iter().all(|r| r.is_ok()));
+    script.lock().unwrap().replies.push_back(Reply(200, completions(&[(0, r#"{"helpful": true}"#)]), 20_000));
+    let start = Instant::now();
+    let out = client.classify(&PromptConfig::default(), &["a brass key".to_string()]).await;
+    assert_eq!(out[0].as_ref().unwrap().label, Label::Helpful, "answered on the retry");
+    assert!(start.elapsed() < Duration::from_secs(15), "waited {:?} on a stuck request", start.elapsed());
+}

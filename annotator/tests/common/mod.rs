@@ -19,6 +19,15 @@ pub struct Script {
     /// With no scripted reply left, answer by rule: a message mentioning a key shows
     /// progress (classification), and ranking prompts prefer such a message (else a tie).
     pub auto: bool,
+    /// Rule answers take this long per request in flight (a server that slows under load).
+    pub auto_delay_ms: u64,
+    /// Requests served at once; more get 429 at once (a server with `capacity` slots).
+    pub capacity: Option<usize>,
+    pub in_flight: usize,
+    pub max_in_flight: usize,
+    pub overloaded: usize,
+    /// Prompts answered with 200, by prompt text.
+    pub answered: std::collections::HashMap<String, usize>,
 }
 
 /// The rule `auto` answers with, on prompts made from the default templates.
@@ -78,22 +87,34 @@ pub async fn serve_on(script: Arc<Mutex<Script>>, port: u16) -> String {
                         p => vec![p.as_str().unwrap_or("").to_string()],
                     };
                     s.requests.push(req);
-                    match s.replies.pop_front() {
-                        Some(r) => r,
-                        None if s.auto => {
-                            let answers: Vec<String> = prompts.iter().map(|p| rule_answer(p)).collect();
-                            Reply(
-                                200,
-                                completions(
-                                    &answers.iter().enumerate().map(|(i, a)| (i, a.as_str())).collect::<Vec<_>>(),
-                                ),
-                                0,
-                            )
+                    if s.capacity.is_some_and(|c| s.in_flight >= c) {
+                        s.overloaded += 1;
+                        Reply(429, "busy".into(), 0)
+                    } else {
+                        s.in_flight += 1;
+                        s.max_in_flight = s.max_in_flight.max(s.in_flight);
+                        let r = match s.replies.pop_front() {
+                            Some(r) => r,
+                            None if s.auto => {
+                                let answers: Vec<String> = prompts.iter().map(|p| rule_answer(p)).collect();
+                                let pairs: Vec<(usize, &str)> =
+                                    answers.iter().enumerate().map(|(i, a)| (i, a.as_str())).collect();
+                                Reply(200, completions(&pairs), s.auto_delay_ms * s.in_flight as u64)
+                            }
+                            None => Reply(500, "script exhausted".into(), 0),
+                        };
+                        if r.0 == 200 {
+                            for p in &prompts {
+                                *s.answered.entry(p.clone()).or_default() += 1;
+                            }
                         }
-                        None => Reply(500, "script exhausted".into(), 0),
+                        r
                     }
                 };
                 tokio::time::sleep(Duration::from_millis(reply.2)).await;
+                if reply.0 != 429 {
+                    script.lock().unwrap().in_flight -= 1;
+                }
                 let resp = format!(
                     "HTTP/1.1 {} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
                     reply.0,
