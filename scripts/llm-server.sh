@@ -6,6 +6,7 @@
 #   scripts/llm-server.sh build            # build llama-server once (4-8 min on 2 cores)
 #   scripts/llm-server.sh model [smollm2]  # print the path of a GGUF (fetching it once)
 #   scripts/llm-server.sh start [PORT]     # start on 127.0.0.1:PORT (default 8090), wait for /health
+#                                          # ONI_LLM_CPUS=1 (a taskset list) pins it to those cores
 #   scripts/llm-server.sh stop [PORT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -64,8 +65,15 @@ start() {
     build
     gguf=$(model "${ONI_LLM_MODEL:-smollm2}")
     if curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1; then return 0; fi
-    nohup "$BIN" -m "$gguf" --host 127.0.0.1 --port "$port" --metrics --parallel 4 -c 4096 \
-        > "$ONI_CACHE/llama-server-$port.log" 2>&1 &
+    local pin=() threads=()
+    if [ -n "${ONI_LLM_CPUS:-}" ]; then
+        # its own cores, and as many threads as it has cores, so training and judging do not
+        # slow each other down
+        pin=(taskset -c "$ONI_LLM_CPUS")
+        threads=(-t "$(taskset -c "$ONI_LLM_CPUS" nproc)")
+    fi
+    nohup "${pin[@]}" "$BIN" -m "$gguf" --host 127.0.0.1 --port "$port" --metrics --parallel 4 -c 4096 \
+        "${threads[@]}" > "$ONI_CACHE/llama-server-$port.log" 2>&1 &
     echo $! > "$ONI_CACHE/llama-server-$port.pid"
     for _ in $(seq 1 120); do
         curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && { echo "llama-server on 127.0.0.1:$port" >&2; return 0; }

@@ -6,7 +6,7 @@ use crate::Common;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use oni_annotator::service::{AnnotatorService, Core};
-use oni_annotator::{FileBank, LabelBank, LabelRecord, LlmClient, PairRecord, RedisBank};
+use oni_annotator::{FileBank, LabelBank, LabelKey, LabelRecord, LlmClient, PairKey, PairRecord, RedisBank};
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -97,6 +97,21 @@ pub enum LabelsCmd {
     },
     /// All records as JSON lines or CSV.
     Export(ExportArgs),
+    /// Copies another bank's labels and pairs into this run's bank, keeping the answers this
+    /// one has: what a slow judge answered once is never asked again.
+    Import(ImportArgs),
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The source bank: a file bank's directory (e.g. runs/NAME/labels) or a redis:// URL.
+    #[arg(long)]
+    from: String,
+    /// Key prefix of a Redis source.
+    #[arg(long, default_value = "oni")]
+    prefix: String,
 }
 
 #[derive(Args)]
@@ -174,6 +189,34 @@ pub fn labels(cmd: LabelsCmd) -> Result<()> {
             for r in pairs {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             }
+        }
+        LabelsCmd::Import(a) => {
+            let dest = bank_of(&a.common)?;
+            let src: Arc<dyn LabelBank> = if a.from.starts_with("redis://") {
+                Arc::new(RedisBank::open(&a.from, &a.prefix).with_context(|| format!("--from {}", a.from))?)
+            } else {
+                let dir = Path::new(&a.from);
+                if !dir.join("labels.jsonl").exists() && !dir.join("pairs.jsonl").exists() {
+                    bail!("--from {}: no label bank there (labels.jsonl or pairs.jsonl)", dir.display());
+                }
+                Arc::new(FileBank::open(dir)?)
+            };
+            let labels = src.all()?;
+            let new_labels: Vec<LabelRecord> =
+                labels.iter().filter(|r| dest.get(&LabelKey::of(r)).is_ok_and(|x| x.is_none())).cloned().collect();
+            let pairs = src.pairs()?;
+            let new_pairs: Vec<PairRecord> =
+                pairs.iter().filter(|r| dest.get_pair(&PairKey::of(r)).is_ok_and(|x| x.is_none())).cloned().collect();
+            dest.put(&new_labels)?;
+            dest.put_pairs(&new_pairs)?;
+            println!(
+                "imported {} labels and {} pairs from {} ({} and {} were here already)",
+                new_labels.len(),
+                new_pairs.len(),
+                a.from,
+                labels.len() - new_labels.len(),
+                pairs.len() - new_pairs.len()
+            );
         }
         LabelsCmd::Export(a) => {
             let bank = bank_of(&a.common)?;

@@ -22,6 +22,7 @@ pub struct Progress {
     start_steps: u64,
     sps: f64,
     annotator: Option<std::sync::Arc<oni_annotator::service::Core>>,
+    last_answered: u64,
 }
 
 #[derive(Serialize)]
@@ -60,6 +61,7 @@ impl Progress {
             start_steps: s,
             sps: 0.0,
             annotator: None,
+            last_answered: 0,
         }
     }
 
@@ -78,10 +80,13 @@ impl Progress {
         self.last_time = now;
         let wall = now.duration_since(self.started).as_secs_f64();
         let oni = self.annotator.as_ref().map_or(String::new(), |a| {
+            let answered = a.answered();
+            let rate = answered.saturating_sub(self.last_answered) as f64 / dt;
+            self.last_answered = answered;
             format!(
-                " | int {:+.3} | labels {} | rm v{}",
+                " | int {:+.3} | labels {answered} ({rate:.1}/s, {} waiting) | rm v{}",
                 snap.mean_intrinsic_return,
-                a.answered(),
+                a.backlog(),
                 a.reward_model_version()
             )
         });

@@ -85,4 +85,40 @@ fn captions_from_a_run_are_labelled_by_a_real_llm_and_exported() {
     captions.sort();
     captions.dedup();
     assert_eq!(captions.len(), n, "a caption was labelled twice");
+
+    // a second run starts from this run's answers: imported once, nothing asked again
+    let warm = tempfile::tempdir().unwrap();
+    let warm_dir = warm.path().display().to_string();
+    let warm_common = ["--config", "configs/keyroom.toml", "--run-dir", &warm_dir];
+    let from = dir.path().join("labels").display().to_string();
+    let mut im = vec!["labels", "import", "--from", &from];
+    im.extend(warm_common);
+    assert!(oni_out(&im).starts_with(&format!("imported {n} labels")), "first import");
+    assert!(oni_out(&im).starts_with("imported 0 labels"), "a second import adds nothing");
+    let mut args = vec!["run"];
+    args.extend(warm_common);
+    args.extend([
+        "--max-env-steps",
+        "60000",
+        "--set",
+        "annotator.enabled=true",
+        "--set",
+        &base,
+        "--set",
+        "telemetry.metrics_listen=\"\"",
+    ]);
+    let out = Command::new(oni()).args(&args).current_dir(repo_root()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // the bank file holds one record per caption: a caption answered before was not asked again
+    let file = std::fs::read_to_string(warm.path().join("labels/labels.jsonl")).unwrap();
+    let mut asked: Vec<String> = file
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["caption"].as_str().unwrap().to_string())
+        .collect();
+    let total = asked.len();
+    assert!(total >= n);
+    asked.sort();
+    asked.dedup();
+    assert_eq!(asked.len(), total, "the warm run asked the LLM again about a caption it had");
 }
