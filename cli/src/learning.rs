@@ -44,6 +44,10 @@ pub struct LearningBench {
     /// Extra overrides for every run (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+    /// Start every run's label bank from this run directory's bank (its `labels/`), so a slow
+    /// judge's earlier answers are reused instead of asked again.
+    #[arg(long, value_name = "RUN_DIR")]
+    bank_from: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -67,6 +71,27 @@ struct Outcome {
     seed: u64,
     rows: Vec<Row>,
     summary: RunSummary,
+}
+
+/// Copies a run's file bank (labels and pairs; its reward-model snapshots stay behind, so
+/// the new run distils its own) into `dest`.
+fn warm_bank(from_run: &Path, dest: &Path) -> Result<()> {
+    let src = from_run.join("labels");
+    if !src.join("labels.jsonl").exists() {
+        bail!(
+            "--bank-from {}: no label bank there ({} is missing)",
+            from_run.display(),
+            src.join("labels.jsonl").display()
+        );
+    }
+    std::fs::create_dir_all(dest)?;
+    for table in ["labels.jsonl", "pairs.jsonl"] {
+        if src.join(table).exists() {
+            std::fs::copy(src.join(table), dest.join(table))
+                .with_context(|| format!("copying {}", src.join(table).display()))?;
+        }
+    }
+    Ok(())
 }
 
 pub async fn bench_learning(b: LearningBench) -> Result<()> {
@@ -95,6 +120,9 @@ pub async fn bench_learning(b: LearningBench) -> Result<()> {
                 std::fs::remove_dir_all(&run_dir)?;
             }
             std::fs::create_dir_all(&run_dir)?;
+            if let Some(from) = &b.bank_from {
+                warm_bank(from, &run_dir.join("labels"))?;
+            }
             let mut args: Vec<String> = vec!["run".into(), "--config".into(), config.display().to_string()];
             args.extend(["--run-dir".into(), run_dir.display().to_string()]);
             let mut sets = vec![
