@@ -110,3 +110,28 @@ async fn half_open_connections_are_closed_after_the_handshake_deadline() {
     assert!(closed.is_ok(), "a half-open connection was still held after {limit:?}");
     assert!(start.elapsed() >= oni_proto::serve::HANDSHAKE_TIMEOUT - Duration::from_secs(1));
 }
+
+/// Hundreds of connections opened and left idle do not keep a good client from stepping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_do_not_starve_a_good_client() {
+    let (addr, _stop) = hub().await;
+    let host = addr.trim_start_matches("http://").to_string();
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(tokio::net::TcpStream::connect(&host).await.unwrap());
+    }
+    let mut c = EnvHubClient::connect(addr.clone()).await.unwrap();
+    let (tx, rx) = mpsc::channel::<ClientMessage>(4);
+    tx.send(hello()).await.unwrap();
+    tx.send(step(true, 16)).await.unwrap();
+    let mut answers = c.attach(ReceiverStream::new(rx)).await.unwrap().into_inner();
+    for _ in 0..2 {
+        answers.next().await.expect("welcome and first actions").expect("no error");
+    }
+    for i in 0..50 {
+        tx.send(step(false, 16)).await.unwrap();
+        let a = tokio::time::timeout(Duration::from_secs(5), answers.next()).await;
+        assert!(matches!(a, Ok(Some(Ok(_)))), "step {i} got no answer: {a:?}");
+    }
+    drop(idle);
+}

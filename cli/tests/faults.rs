@@ -5,15 +5,6 @@ mod support;
 use std::time::Duration;
 use support::*;
 
-fn newest_checkpoint_steps(run_dir: &std::path::Path) -> Option<u64> {
-    let mut dirs: Vec<_> = std::fs::read_dir(run_dir.join("checkpoints")).ok()?.flatten().map(|e| e.path()).collect();
-    dirs.retain(|p| p.file_name().unwrap().to_str().unwrap().starts_with("ckpt-"));
-    dirs.sort();
-    let state = std::fs::read(dirs.last()?.join("state.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&state).ok()?;
-    v["env_steps"].as_u64()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actors_and_learner_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();

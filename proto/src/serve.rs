@@ -124,7 +124,7 @@ pub fn inbound_status(st: &tonic::Status, limit_key: &str) -> Option<tonic::Stat
     if st.code() == tonic::Code::OutOfRange && msg.contains("too large") {
         return Some(tonic::Status::resource_exhausted(format!("{msg} ({limit_key})")));
     }
-    if st.code() == tonic::Code::Internal && (msg.contains("decode") || msg.contains("compression flag")) {
+    if st.code() == tonic::Code::Internal && (msg.contains("decode Protobuf") || msg.contains("compression flag")) {
         return Some(tonic::Status::invalid_argument(format!("the message could not be read: {msg}")));
     }
     None
@@ -140,7 +140,9 @@ pub fn decode_failures_are_invalid_argument(
 ) -> http::Response<tonic::body::Body> {
     let h = resp.headers_mut();
     let internal = h.get("grpc-status").is_some_and(|v| v == "13");
-    if internal && h.get("grpc-message").and_then(|m| m.to_str().ok()).is_some_and(|m| m.contains("decode")) {
+    // prost's "failed to decode Protobuf message", percent-encoded in the header
+    let decode = |m: &str| m.contains("decode%20Protobuf") || m.contains("decode Protobuf");
+    if internal && h.get("grpc-message").and_then(|m| m.to_str().ok()).is_some_and(decode) {
         h.insert("grpc-status", http::HeaderValue::from_static("3"));
     }
     resp

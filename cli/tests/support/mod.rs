@@ -221,3 +221,29 @@ pub fn redis_server(port: u16, dir: &Path) -> Server {
     wait_listening(port, "redis-server");
     Server(child)
 }
+
+/// The env steps of the newest checkpoint in a run directory.
+pub fn newest_checkpoint_steps(run_dir: &Path) -> Option<u64> {
+    let mut dirs: Vec<_> = std::fs::read_dir(run_dir.join("checkpoints")).ok()?.flatten().map(|e| e.path()).collect();
+    dirs.retain(|p| p.file_name().unwrap().to_str().unwrap().starts_with("ckpt-"));
+    dirs.sort();
+    let state = std::fs::read(dirs.last()?.join("state.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&state).ok()?;
+    v["env_steps"].as_u64()
+}
+
+impl Proc {
+    /// Sends SIGTERM and waits up to `limit` for the process to exit; its status and how
+    /// long it took, or None if it is still running.
+    pub fn terminate(&mut self, limit: Duration) -> Option<(std::process::ExitStatus, Duration)> {
+        let start = std::time::Instant::now();
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        while start.elapsed() < limit {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return Some((st, start.elapsed()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
