@@ -30,6 +30,24 @@ fn finite(field: &'static str, v: &[f32]) -> Result<(), Invalid> {
     }
 }
 
+/// Finite and within ±`limit`: values far beyond what an env or reward model produces would
+/// overflow the network's sums or the value loss.
+fn bounded(field: &'static str, v: &[f32], limit: f32) -> Result<(), Invalid> {
+    finite(field, v)?;
+    match v.iter().position(|x| x.abs() > limit) {
+        None => Ok(()),
+        Some(i) => Err(bad(field, format!("entry {i} = {} is beyond ±{limit}", v[i]))),
+    }
+}
+
+/// Observation features: ours are scaled to about [-1, 1], attached envs' are symlog'd (≤ 710).
+pub const MAX_STAT: f32 = 1e6;
+/// Intrinsic rewards: a reward model's output times a decay in [0, 1].
+pub const MAX_INTRINSIC: f32 = 1e4;
+
+/// The least behaviour log-probability a sampled action can have.
+pub const MIN_LOGPROB: f32 = -50.0;
+
 pub struct Shape<'a> {
     pub spec: &'a ObsSpec,
     pub rollout_len: usize,
@@ -56,6 +74,13 @@ pub fn check(r: &Rollout, s: &Shape<'_>, current_version: u64) -> Result<(), Inv
     }
     len("initial_state", r.initial_state.len(), s.hidden)?;
     finite("initial_state", &r.initial_state)?;
+    // a GRU's state is a blend of its last state and a tanh: it never leaves [-1, 1]
+    if let Some(i) = r.initial_state.iter().position(|x| x.abs() > 1.0 + 1e-3) {
+        return Err(bad(
+            "initial_state",
+            format!("entry {i} = {} is outside [-1, 1] (not a GRU state)", r.initial_state[i]),
+        ));
+    }
     len("glyphs", r.glyphs.len(), (t + 1) * s.spec.crop_len() * 2)?;
     if let Some(i) =
         r.glyphs.chunks_exact(2).position(|c| u16::from_le_bytes([c[0], c[1]]) as usize >= s.spec.num_glyphs)
@@ -63,7 +88,7 @@ pub fn check(r: &Rollout, s: &Shape<'_>, current_version: u64) -> Result<(), Inv
         return Err(bad("glyphs", format!("entry {i} is not a glyph id below {}", s.spec.num_glyphs)));
     }
     len("stats", r.stats.len(), (t + 1) * s.spec.stats_dim)?;
-    finite("stats", &r.stats)?;
+    bounded("stats", &r.stats, MAX_STAT)?;
     len("messages", r.messages.len(), (t + 1) * MESSAGE_LEN)?;
     len("actions", r.actions.len(), t)?;
     if let Some(i) = r.actions.iter().position(|&a| a as usize >= s.spec.num_actions) {
@@ -74,13 +99,24 @@ pub fn check(r: &Rollout, s: &Shape<'_>, current_version: u64) -> Result<(), Inv
     if let Some(i) = r.behaviour_logprobs.iter().position(|&l| l > 1e-4) {
         return Err(bad("behaviour_logprobs", format!("entry {i} is positive (not a log-probability)")));
     }
+    // an action taken with probability below e^-50 is not a sample of the policy, and its
+    // importance ratio π/μ would overflow the loss
+    if let Some(i) = r.behaviour_logprobs.iter().position(|&l| l < MIN_LOGPROB) {
+        return Err(bad(
+            "behaviour_logprobs",
+            format!(
+                "entry {i} = {} is below {MIN_LOGPROB} (an action the behaviour policy never takes)",
+                r.behaviour_logprobs[i]
+            ),
+        ));
+    }
     len("rewards", r.rewards.len(), t)?;
     finite("rewards", &r.rewards)?;
     len("dones", r.dones.len(), t)?;
     len("captions", r.captions.len(), t)?;
     if !r.intrinsic_rewards.is_empty() {
         len("intrinsic_rewards", r.intrinsic_rewards.len(), t)?;
-        finite("intrinsic_rewards", &r.intrinsic_rewards)?;
+        bounded("intrinsic_rewards", &r.intrinsic_rewards, MAX_INTRINSIC)?;
     }
     if !r.intrinsic_decay.is_empty() {
         len("intrinsic_decay", r.intrinsic_decay.len(), t)?;
@@ -107,7 +143,7 @@ pub fn check(r: &Rollout, s: &Shape<'_>, current_version: u64) -> Result<(), Inv
         return Err(bad("final_glyphs", format!("entry {i} is not a glyph id below {}", s.spec.num_glyphs)));
     }
     len("final_stats", r.final_stats.len(), cut * s.spec.stats_dim)?;
-    finite("final_stats", &r.final_stats)?;
+    bounded("final_stats", &r.final_stats, MAX_STAT)?;
     len("final_messages", r.final_messages.len(), cut * MESSAGE_LEN)?;
     for e in &r.episodes {
         if !e.extrinsic_return.is_finite() || !e.intrinsic_return.is_finite() {

@@ -81,14 +81,17 @@ fn parse(bytes: &[u8]) -> Result<Parsed, WeightsError> {
         return Err(WeightsError::Malformed("unknown format version"));
     }
     let n = r.u32()? as usize;
-    let mut p = Parsed { shapes: Vec::with_capacity(n), values: Vec::with_capacity(n) };
+    // each tensor takes at least 4 bytes: a count beyond that is a lie, not an allocation
+    let cap = n.min(r.b.len() / 4);
+    let mut p = Parsed { shapes: Vec::with_capacity(cap), values: Vec::with_capacity(cap) };
     for _ in 0..n {
         let rank = r.u32()? as usize;
         if rank > 8 {
             return Err(WeightsError::Malformed("tensor rank"));
         }
         let shape = (0..rank).map(|_| r.u32().map(|d| d as usize)).collect::<Result<Vec<_>, _>>()?;
-        let len = shape.iter().product::<usize>();
+        let len =
+            shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or(WeightsError::Malformed("tensor size"))?;
         let raw = r.take(len.checked_mul(4).ok_or(WeightsError::Malformed("tensor size"))?)?;
         p.values.push(raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect());
         p.shapes.push(shape);

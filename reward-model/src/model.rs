@@ -59,6 +59,14 @@ impl RewardModel {
         let inner = match snapshot.kind {
             Kind::Hashing => Inner::Hashing(snapshot.table.iter().cloned().collect()),
             kind => {
+                // the sizes come from the snapshot's header: bounded before anything is allocated
+                let n = &snapshot.net;
+                if [n.embed, n.channels, n.hidden].iter().any(|&d| d == 0 || d > crate::net::MAX_DIM) {
+                    return Err(SnapshotError::Malformed(format!(
+                        "network sizes {n:?} outside 1..={}",
+                        crate::net::MAX_DIM
+                    )));
+                }
                 let net = ByteCnn::<Backend>::new(&snapshot.net, kind.outputs(), &Default::default());
                 Inner::Net(oni_policy::weights::load_bytes(net, &snapshot.weights)?)
             }

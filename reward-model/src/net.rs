@@ -21,10 +21,14 @@ const STRIDE: usize = 2;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NetConfig {
+    /// Each size at most `MAX_DIM`: actors refuse snapshots of larger networks.
     pub embed: usize,
     pub channels: usize,
     pub hidden: usize,
 }
+
+/// Largest size of any layer of the reward model's network.
+pub const MAX_DIM: usize = 4096;
 
 impl Default for NetConfig {
     fn default() -> Self {
