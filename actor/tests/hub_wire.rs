@@ -135,3 +135,45 @@ async fn idle_connections_do_not_starve_a_good_client() {
     }
     drop(idle);
 }
+
+/// Random bytes as the first message, or after a good Hello, on 200 streams: every stream
+/// ends with an error status (none with OK as if all were well), and the hub still serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_bytes_on_every_stream_end_in_an_error_status() {
+    use rand::{Rng, SeedableRng};
+    let (addr, _stop) = hub().await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let channel = tonic::transport::Endpoint::from_shared(addr.clone()).unwrap().connect().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/oni.v1.EnvHub/Attach");
+    let mut ok_endings = 0;
+    for case in 0..200 {
+        let garbage: Vec<u8> = (0..rng.random_range(0..512)).map(|_| rng.random()).collect();
+        let first = if case % 2 == 0 { vec![garbage] } else { vec![hello().encode_to_vec(), garbage] };
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        grpc.ready().await.unwrap();
+        let req = tonic::Request::new(tokio_stream::iter(first));
+        let ended = match grpc.streaming(req, path.clone(), RawCodec::<HubMessage>::default()).await {
+            Err(st) => Some(st),
+            Ok(resp) => {
+                let mut answers = resp.into_inner();
+                let mut end = None;
+                while let Ok(Some(item)) = tokio::time::timeout(Duration::from_secs(10), answers.next()).await {
+                    if let Err(st) = item {
+                        end = Some(st);
+                        break;
+                    }
+                }
+                end
+            }
+        };
+        match ended {
+            Some(st) => assert_ne!(st.code(), Code::Ok, "case {case}"),
+            None => ok_endings += 1,
+        }
+    }
+    assert_eq!(ok_endings, 0, "{ok_endings} of 200 random streams ended without an error status");
+    let mut c = EnvHubClient::connect(addr.clone()).await.unwrap();
+    let out = c.attach(tokio_stream::iter(vec![hello(), step(true, 16)])).await.unwrap().into_inner();
+    let answers: Vec<_> = out.take(2).collect().await;
+    assert!(answers.iter().all(|a| a.is_ok()), "{answers:?}");
+}
