@@ -31,6 +31,9 @@ pub enum BenchCmd {
     Learning(crate::learning::LearningBench),
     /// Env-hub protocol overhead: steps/s of an instant env attached from Python, per batch size.
     Attach(AttachBench),
+    /// A long run of the whole loop with the process's memory, fds, threads and label bank
+    /// sampled: growth after the warm-up is a leak.
+    Soak(crate::soak::SoakBench),
 }
 
 #[derive(Args)]
@@ -103,6 +106,7 @@ pub async fn run(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Annotator(b) => bench_annotator(b).await,
         BenchCmd::Learning(b) => crate::learning::bench_learning(b).await,
         BenchCmd::Attach(b) => bench_attach(b).await,
+        BenchCmd::Soak(b) => crate::soak::bench_soak(b).await,
     }
 }
 

@@ -10,6 +10,7 @@ mod labels;
 mod learning;
 mod progress;
 mod roles;
+mod soak;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};

@@ -1,0 +1,144 @@
+//! `oni bench soak`: the whole loop (learner, two actors, the annotator with a rule judge,
+//! reward-model pulls, checkpoints every 30 s) run for a long time in an `oni run` child,
+//! with the child's memory, file descriptors and threads and the label bank's size sampled
+//! as it goes. A system that leaks shows it here as growth after the warm-up.
+
+use crate::judge::{self, Rule};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Args)]
+pub struct SoakBench {
+    #[arg(long, default_value = "configs/keyroom-sparse-classification.toml")]
+    config: PathBuf,
+    #[arg(long, default_value_t = 60.0)]
+    minutes: f64,
+    /// Seconds between samples.
+    #[arg(long, default_value_t = 10)]
+    every: u64,
+    /// Growth is measured from this minute on (default: 5, or a third of a shorter run).
+    #[arg(long)]
+    warm_minutes: Option<f64>,
+    /// Where the run directory goes (default: a temporary directory, removed afterwards).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    secs: f64,
+    rss_kib: u64,
+    fds: u64,
+    threads: u64,
+    labels: u64,
+    env_steps: u64,
+}
+
+fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines().find(|l| l.starts_with(key))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn count_dir(path: &str) -> u64 {
+    std::fs::read_dir(path).map(|d| d.count() as u64).unwrap_or(0)
+}
+
+fn count_lines(path: &Path) -> u64 {
+    std::fs::read(path).map(|b| b.iter().filter(|&&c| c == b'\n').count() as u64).unwrap_or(0)
+}
+
+fn last_env_steps(metrics: &Path) -> u64 {
+    let text = std::fs::read_to_string(metrics).unwrap_or_default();
+    text.lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .and_then(|v| v["env_steps"].as_u64())
+        .unwrap_or(0)
+}
+
+fn sample(pid: u32, run_dir: &Path, started: Instant) -> Sample {
+    Sample {
+        secs: started.elapsed().as_secs_f64(),
+        rss_kib: proc_status_kib(pid, "VmRSS:").unwrap_or(0),
+        fds: count_dir(&format!("/proc/{pid}/fd")),
+        threads: count_dir(&format!("/proc/{pid}/task")),
+        labels: count_lines(&run_dir.join("labels/labels.jsonl")),
+        env_steps: last_env_steps(&run_dir.join("metrics.jsonl")),
+    }
+}
+
+pub async fn bench_soak(b: SoakBench) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let judge_addr = listener.local_addr()?;
+    let prompts = crate::config::load(Some(&b.config), &[])?.prompts;
+    tokio::spawn(judge::serve(listener, Rule::new(prompts, judge::DEFAULT_KEYWORDS)));
+    let temp = std::env::temp_dir().join(format!("oni-soak-{}", std::process::id()));
+    let run_dir = b.run_dir.clone().unwrap_or_else(|| temp.clone());
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("--run-dir {}", run_dir.display()))?;
+    let seconds = (b.minutes * 60.0).round().max(1.0) as u64;
+    let sets = [
+        "annotator.enabled=true".to_string(),
+        format!("llm.base_url=\"http://{judge_addr}\""),
+        "learner.checkpoint_interval_secs=30".into(),
+        "actor.count=2".into(),
+        format!("run.max_seconds={seconds}"),
+        "run.max_env_steps=0".into(),
+        "telemetry.metrics_listen=\"\"".into(),
+    ];
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.args(["run", "--config"]).arg(&b.config).arg("--run-dir").arg(&run_dir);
+    for s in &sets {
+        cmd.args(["--set", s]);
+    }
+    let log = std::fs::File::create(run_dir.join("soak.log"))?;
+    cmd.stdout(log.try_clone()?).stderr(log);
+    let mut child = cmd.spawn().context("starting oni run")?;
+    let pid = child.id();
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    eprintln!("soak: oni run (pid {pid}) for {:.1} min, sampling every {} s", b.minutes, b.every);
+    let status = loop {
+        tokio::time::sleep(Duration::from_secs(b.every.max(1))).await;
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        let s = sample(pid, &run_dir, started);
+        println!(
+            "{}",
+            json!({"secs": s.secs, "rss_mib": s.rss_kib as f64 / 1024.0, "fds": s.fds, "threads": s.threads,
+                   "labels": s.labels, "env_steps": s.env_steps})
+        );
+        samples.push(s);
+    };
+    if !status.success() {
+        bail!("oni run ended with {status}; see {}", run_dir.join("soak.log").display());
+    }
+    let warm = b.warm_minutes.unwrap_or((b.minutes / 3.0).min(5.0)) * 60.0;
+    let Some(first) = samples.iter().find(|s| s.secs >= warm).copied() else {
+        bail!("no sample after the warm-up ({warm:.0} s): run longer");
+    };
+    let last = *samples.last().expect("a sample");
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(run_dir.join("summary.json"))?)?;
+    let growth = |a: u64, b: u64| 100.0 * (b as f64 - a as f64) / (a as f64).max(1.0);
+    let steps_per_sec = (last.env_steps - first.env_steps) as f64 / (last.secs - first.secs).max(1e-9);
+    println!(
+        "{}",
+        json!({
+            "bench": "soak", "config": b.config, "minutes": b.minutes, "warm_seconds": warm,
+            "rss_mib": {"warm": first.rss_kib as f64 / 1024.0, "end": last.rss_kib as f64 / 1024.0,
+                        "growth_pct": growth(first.rss_kib, last.rss_kib)},
+            "fds": {"warm": first.fds, "end": last.fds},
+            "threads": {"warm": first.threads, "end": last.threads},
+            "labels": {"warm": first.labels, "end": last.labels},
+            "env_steps": last.env_steps, "steps_per_sec_after_warm": steps_per_sec,
+            "rollouts_rejected": summary["rollouts_rejected"], "success_rate": summary["success_rate"],
+        })
+    );
+    if b.run_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&temp);
+    }
+    Ok(())
+}
