@@ -11,6 +11,19 @@ fn oni_out(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// `oni run` of 60 000 steps with the annotator asking the LLM at `base` (`llm.base_url=…`).
+fn run_with_the_annotator(common: &[&str], base: &str) {
+    let mut args = vec!["run"];
+    args.extend(common);
+    let sets = ["annotator.enabled=true", base, "telemetry.metrics_listen=\"\""];
+    args.extend(["--max-env-steps", "60000"]);
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    let out = Command::new(oni()).args(&args).current_dir(repo_root()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 #[test]
 fn captions_from_a_run_are_labelled_by_a_real_llm_and_exported() {
     let port = free_port();
@@ -19,20 +32,7 @@ fn captions_from_a_run_are_labelled_by_a_real_llm_and_exported() {
     let run_dir = dir.path().display().to_string();
     let base = format!("llm.base_url=\"http://127.0.0.1:{port}\"");
     let common = ["--config", "configs/keyroom.toml", "--run-dir", &run_dir];
-    let mut args = vec!["run"];
-    args.extend(common);
-    args.extend([
-        "--max-env-steps",
-        "60000",
-        "--set",
-        "annotator.enabled=true",
-        "--set",
-        &base,
-        "--set",
-        "telemetry.metrics_listen=\"\"",
-    ]);
-    let out = Command::new(oni()).args(&args).current_dir(repo_root()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    run_with_the_annotator(&common, &base);
 
     let mut ls = vec!["labels", "list"];
     ls.extend(common);
@@ -95,20 +95,7 @@ fn captions_from_a_run_are_labelled_by_a_real_llm_and_exported() {
     im.extend(warm_common);
     assert!(oni_out(&im).starts_with(&format!("imported {n} labels")), "first import");
     assert!(oni_out(&im).starts_with("imported 0 labels"), "a second import adds nothing");
-    let mut args = vec!["run"];
-    args.extend(warm_common);
-    args.extend([
-        "--max-env-steps",
-        "60000",
-        "--set",
-        "annotator.enabled=true",
-        "--set",
-        &base,
-        "--set",
-        "telemetry.metrics_listen=\"\"",
-    ]);
-    let out = Command::new(oni()).args(&args).current_dir(repo_root()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    run_with_the_annotator(&warm_common, &base);
     // the bank file holds one record per caption: a caption answered before was not asked again
     let file = std::fs::read_to_string(warm.path().join("labels/labels.jsonl")).unwrap();
     let mut asked: Vec<String> = file
