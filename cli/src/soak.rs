@@ -106,6 +106,9 @@ pub async fn bench_soak(b: SoakBench) -> Result<()> {
             break st;
         }
         let s = sample(pid, &run_dir, started);
+        if s.secs + 2.0 > seconds as f64 {
+            continue; // the run is stopping: its threads and files are going away
+        }
         println!(
             "{}",
             json!({"secs": s.secs, "rss_mib": s.rss_kib as f64 / 1024.0, "fds": s.fds, "threads": s.threads,

@@ -186,6 +186,13 @@ fn bad_configs_fail_at_start_naming_the_key() {
     assert!(e.contains("env.name") && e.contains("mazeworld"), "{e}");
     let e = oni_err(&["run", "--config", "configs/keyroom.toml", "--set", "learner.device=\"tpu\""]);
     assert!(e.contains("learner.device"), "{e}");
+    // NetHack settings: NLE's seed pair, the grid, the crop
+    let nethack = |set: &str| oni_err(&["run", "--config", "configs/nethack-score.toml", "--set", set]);
+    let e = nethack("env.nethack.seeds=[-1, 2]");
+    assert!(e.contains("env.nethack.seeds[0]") && e.contains("-1"), "{e}");
+    assert!(nethack("env.nethack.seeds=[1]").contains("env.nethack.seeds"));
+    assert!(nethack("env.nethack.grid=\"pixels\"").contains("env.nethack.grid"));
+    assert!(nethack("env.nethack.crop_rows=500").contains("env.nethack.crop_rows"));
     // a batch no machine has memory for stops at start with its sizes, before allocating
     let huge = ["--set", "learner.batch_rollouts=10000000", "--max-env-steps", "1"];
     let e = oni_err(&[&["run", "--config", "configs/keyroom.toml"][..], &huge].concat());

@@ -21,9 +21,9 @@ fn two_minutes_of_the_whole_loop_leak_no_descriptors_or_threads() {
     eprintln!("{last}");
     assert_eq!(v["bench"], "soak");
     let (fw, fe) = (v["fds"]["warm"].as_i64().unwrap(), v["fds"]["end"].as_i64().unwrap());
-    assert!((fe - fw).abs() <= 4, "open descriptors went from {fw} to {fe}");
+    assert!(fe - fw <= 4, "open descriptors went from {fw} to {fe}");
     let (tw, te) = (v["threads"]["warm"].as_i64().unwrap(), v["threads"]["end"].as_i64().unwrap());
-    assert!((te - tw).abs() <= 2, "threads went from {tw} to {te}");
+    assert!(te - tw <= 2, "threads went from {tw} to {te}");
     assert!(v["rss_mib"]["growth_pct"].as_f64().unwrap() < 50.0, "memory grew by half after the warm-up: {last}");
     assert_eq!(v["rollouts_rejected"], 0);
     assert!(v["labels"]["end"].as_u64().unwrap() > 0, "nothing was labelled");
