@@ -371,3 +371,13 @@ fn tty_crop_is_onis_window_around_the_hero() {
         rows.join("\n")
     );
 }
+
+/// Seed 8908's game asks a question before the first move; SPACE never answers it, so the
+/// start-up declines it instead of giving up ("game did not reach the move loop").
+#[test]
+fn a_game_that_asks_before_its_first_move_still_starts() {
+    let mut e = env("nethack-score");
+    let mut o = Obs::new(&e);
+    e.reset(8908, o.buf()).expect("seed 8908 starts");
+    assert!(e.step(TASK_ACTIONS.iter().position(|&k| k == 's' as i32).unwrap(), o.buf()).is_ok());
+}

@@ -120,7 +120,12 @@ impl Game {
         let mut n = 0;
         while self.buf.program_state[ffi::IN_MOVELOOP] == 0 {
             n += 1;
-            if n > 1000 || self.step_key(ffi::key::SPACE)? {
+            // Some games ask a question before the first move (naming a scroll of scare
+            // monster the hero starts on, say): decline it, as SPACE would never answer it.
+            let st = &self.buf.internal;
+            let asking = st[ffi::internal::IN_GETLIN] != 0 || st[ffi::internal::IN_YN_FUNCTION] != 0;
+            let k = if asking { ffi::key::ESC } else { ffi::key::SPACE };
+            if n > 1000 || self.step_key(k)? {
                 return Err(EnvError::Failed {
                     env: "nethack".into(),
                     reason: "game did not reach the move loop".into(),
