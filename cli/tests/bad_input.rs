@@ -41,14 +41,7 @@ async fn malformed_rollouts_and_wrong_tokens_are_refused_while_training_goes_on(
     let _learner = Proc::start("learner", dir.path(), &as_strs(&learner_args(port, &dir.path().join("run"), &tok)));
     let _actor = Proc::start("actor", dir.path(), &as_strs(&actor_args(port, "good", &tok)));
 
-    let steps = |min: u64| {
-        let addr = addr.clone();
-        move || {
-            let addr = addr.clone();
-            async move { info(&addr, Some(token)).await.filter(|i| i.env_steps >= min).map(|i| i.env_steps) }
-        }
-    };
-    let s0 = wait_for("training to start", Duration::from_secs(60), steps(1_000)).await;
+    let s0 = wait_for_steps("training to start", Duration::from_secs(60), &addr, Some(token), 1_000).await;
 
     // wrong or missing token
     for t in [None, Some("wrong")] {
@@ -155,7 +148,7 @@ async fn malformed_rollouts_and_wrong_tokens_are_refused_while_training_goes_on(
     }
 
     // the well-behaved actor kept training through all of it
-    wait_for("training to go on", Duration::from_secs(60), steps(s0 + 4_000)).await;
+    wait_for_steps("training to go on", Duration::from_secs(60), &addr, Some(token), s0 + 4_000).await;
 
     // an actor with the wrong token stops with an error that says so
     let out = Command::new(oni())

@@ -16,18 +16,12 @@ async fn actors_and_learner_survive_kill_9() {
     let mut a1 = Proc::start("actor1", dir.path(), &as_strs(&actor_args(port, "a1", &[])));
     let mut a2 = Proc::start("actor2", dir.path(), &as_strs(&actor_args(port, "a2", &[])));
 
-    let steps = |min: u64| {
-        let addr = addr.clone();
-        move || {
-            let addr = addr.clone();
-            async move { info(&addr, None).await.filter(|i| i.env_steps >= min).map(|i| i.env_steps) }
-        }
-    };
-    let s0 = wait_for("training to start", Duration::from_secs(60), steps(2_000)).await;
+    let s0 = wait_for_steps("training to start", Duration::from_secs(60), &addr, None, 2_000).await;
 
     // kill -9 one actor mid-stream: training goes on with the other
     a1.kill9();
-    let s1 = wait_for("training to continue without actor 1", Duration::from_secs(30), steps(s0 + 5_000)).await;
+    let s1 =
+        wait_for_steps("training to continue without actor 1", Duration::from_secs(30), &addr, None, s0 + 5_000).await;
     assert!(a2.alive(), "actor 2 died: {}", a2.log_text());
 
     // a restarted actor (same name, new run id) joins by itself; the old run is retired
@@ -37,7 +31,8 @@ async fn actors_and_learner_survive_kill_9() {
         async move { log.contains("actor restarted; retiring its old run").then_some(()) }
     })
     .await;
-    let s2 = wait_for("training with the restarted actor", Duration::from_secs(30), steps(s1 + 5_000)).await;
+    let s2 =
+        wait_for_steps("training with the restarted actor", Duration::from_secs(30), &addr, None, s1 + 5_000).await;
 
     // kill -9 the learner; restarted on the same run directory it resumes from its newest
     // checkpoint and both actors reconnect by themselves
@@ -59,10 +54,12 @@ async fn actors_and_learner_survive_kill_9() {
         resumed.env_steps
     );
     assert!(resumed.policy_version > 0, "policy version was not restored");
-    let after = wait_for(
+    let after = wait_for_steps(
         "actors to reconnect and training to resume",
         Duration::from_secs(60),
-        steps(resumed.env_steps + 5_000),
+        &addr,
+        None,
+        resumed.env_steps + 5_000,
     )
     .await;
     assert!(after > s2.min(ckpt_steps));

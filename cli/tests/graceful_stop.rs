@@ -15,14 +15,7 @@ async fn sigterm_stops_each_role_in_bounded_time_and_the_learner_checkpoints_all
     let largs = learner_args(port, &run_dir, &["--set", "learner.checkpoint_interval_secs=3600"]);
     let mut learner = Proc::start("learner", dir.path(), &as_strs(&largs));
     let mut actor = Proc::start("actor", dir.path(), &as_strs(&actor_args(port, "a", &[])));
-    let steps = |min: u64| {
-        let addr = addr.clone();
-        move || {
-            let addr = addr.clone();
-            async move { info(&addr, None).await.filter(|i| i.env_steps >= min).map(|i| i.env_steps) }
-        }
-    };
-    wait_for("training to start", Duration::from_secs(60), steps(5_000)).await;
+    wait_for_steps("training to start", Duration::from_secs(60), &addr, None, 5_000).await;
     let before = newest_checkpoint_steps(&run_dir).unwrap_or(0);
 
     let (st, took) = actor.terminate(Duration::from_secs(20)).expect("the actor did not stop within 20 s of SIGTERM");

@@ -97,6 +97,16 @@ where
     }
 }
 
+/// Waits until the learner at `addr` has trained at least `min` env steps; returns the count.
+pub async fn wait_for_steps(what: &str, timeout: Duration, addr: &str, token: Option<&str>, min: u64) -> u64 {
+    wait_for(
+        what,
+        timeout,
+        || async move { info(addr, token).await.filter(|i| i.env_steps >= min).map(|i| i.env_steps) },
+    )
+    .await
+}
+
 /// Learner arguments for a small keyroom run on `port` in `run_dir`.
 pub fn learner_args(port: u16, run_dir: &Path, extra: &[&str]) -> Vec<String> {
     let mut v: Vec<String> = vec![
