@@ -7,6 +7,7 @@
 use crate::label::{parse_label, parse_preference, truncate, Label, Preference, RAW_ANSWER_MAX};
 use crate::limiter::{Limiter, Outcome};
 use crate::prompts::PromptConfig;
+use oni_proto::throttle::Throttled;
 use oni_proto::Backoff;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -161,7 +162,8 @@ pub struct LlmClient {
     key: Option<String>,
     limiter: Limiter,
     breaker: Mutex<Breaker>,
-    last_warning: Mutex<Option<Instant>>,
+    /// Warnings about timed-out requests, at most one per `WARN_EVERY`.
+    timeouts: Mutex<Throttled>,
     /// Prompts sent to the server, retries included (for benchmarks and tests).
     prompts_sent: std::sync::atomic::AtomicU64,
 }
@@ -198,7 +200,7 @@ impl LlmClient {
             http,
             key,
             breaker: Default::default(),
-            last_warning: Default::default(),
+            timeouts: Mutex::new(Throttled::new(WARN_EVERY)),
             prompts_sent: Default::default(),
             cfg,
         })
@@ -331,17 +333,21 @@ impl LlmClient {
             let slot = self.limiter.acquire().await;
             self.prompts_sent.fetch_add(prompts, std::sync::atomic::Ordering::Relaxed);
             let start = Instant::now();
-            let attempt = self.try_once(&url, body, tries, self.limiter.timeout()).await;
+            let timeout = self.limiter.timeout();
+            let attempt = self.try_once(&url, body, tries, timeout).await;
             let outcome = match &attempt {
                 Attempt::Done(_) => Outcome::Answered(start.elapsed()),
                 Attempt::Retry(LlmError::Timeout(_)) => {
                     // the server may have been working on them: that work is lost
                     metrics::counter!("oni_llm_wasted_prompts_total").increment(prompts);
-                    self.warn_throttled(&format!(
-                        "an LLM request timed out after {:.1} s and will be asked again; {} requests at once now",
-                        self.limiter.timeout().as_secs_f64(),
-                        self.limiter.limit()
-                    ));
+                    self.timeouts.lock().unwrap().warn(
+                        "an LLM request timed out",
+                        &format_args!(
+                            "gave up after {:.1} s, will ask again; {} requests at once now",
+                            timeout.as_secs_f64(),
+                            self.limiter.limit()
+                        ),
+                    );
                     Outcome::Overloaded
                 }
                 Attempt::Retry(LlmError::Server { .. }) => Outcome::Overloaded,
@@ -396,15 +402,6 @@ impl LlmClient {
         match serde_json::from_str::<Value>(&text) {
             Ok(v) => Attempt::Done(v),
             Err(e) => Attempt::Retry(LlmError::Malformed { tries, reason: format!("{e}: {}", truncate(&text, 100)) }),
-        }
-    }
-
-    /// A warning at most once per `WARN_EVERY`.
-    fn warn_throttled(&self, msg: &str) {
-        let mut last = self.last_warning.lock().unwrap();
-        if last.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
-            tracing::warn!("{msg}");
-            *last = Some(Instant::now());
         }
     }
 

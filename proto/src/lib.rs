@@ -5,6 +5,7 @@
 pub mod backoff;
 pub mod raw;
 pub mod serve;
+pub mod throttle;
 pub mod transport;
 
 #[allow(clippy::all)]

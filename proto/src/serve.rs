@@ -7,12 +7,13 @@
 //! first frame header within a deadline; accept errors such as running out of descriptors
 //! back off instead of spinning, and are logged at most once per interval.
 
+use crate::throttle::Throttled;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -148,25 +149,6 @@ pub fn decode_failures_are_invalid_argument(
     resp
 }
 
-/// Logs a repeated event at most once per `LOG_EVERY`, with the count since the last line.
-struct Throttled {
-    last: Option<Instant>,
-    skipped: u64,
-}
-
-impl Throttled {
-    fn warn(&mut self, what: &str, detail: &dyn std::fmt::Display) {
-        let now = Instant::now();
-        if self.last.is_some_and(|t| now.duration_since(t) < LOG_EVERY) {
-            self.skipped += 1;
-            return;
-        }
-        tracing::warn!("{what}: {detail} ({} more since the last report)", self.skipped);
-        self.last = Some(now);
-        self.skipped = 0;
-    }
-}
-
 /// Accepts on `listener` until the receiver is dropped, handing on connections that got a
 /// slot out of `max_connections`.
 pub fn guarded_incoming(
@@ -178,8 +160,7 @@ pub fn guarded_incoming(
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
         let slots = Arc::new(Semaphore::new(max_connections));
-        let (mut refused_log, mut error_log) =
-            (Throttled { last: None, skipped: 0 }, Throttled { last: None, skipped: 0 });
+        let (mut refused_log, mut error_log) = (Throttled::new(LOG_EVERY), Throttled::new(LOG_EVERY));
         loop {
             let accepted = tokio::select! {
                 a = listener.accept() => a,
@@ -217,6 +198,7 @@ pub fn guarded_incoming(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn serve(
