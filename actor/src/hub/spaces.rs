@@ -291,15 +291,23 @@ impl Layout {
         }
         // Without final observations (clients written before they existed) a truncation
         // counts as an ending the value does not bootstrap over.
-        let spec = &self.spec;
-        let cut = m.truncated.iter().zip(&m.terminated).filter(|(&tr, &te)| tr && !te).count();
-        let mut finals = (vec![0u16; cut * spec.crop_len()], vec![0f32; cut * spec.stats_dim]);
-        if !m.final_observations.is_empty() {
-            self.read_observations("final_observations", &m.final_observations, cut, &mut finals.0, &mut finals.1)?;
-        }
-        batch.record(m, (!m.final_observations.is_empty()).then_some(&finals));
+        let finals = if m.final_observations.is_empty() {
+            None
+        } else {
+            let cut = (0..n).filter(|&i| time_limited(m, i)).count();
+            let mut f = (vec![0u16; cut * self.spec.crop_len()], vec![0f32; cut * self.spec.stats_dim]);
+            self.read_observations("final_observations", &m.final_observations, cut, &mut f.0, &mut f.1)?;
+            Some(f)
+        };
+        batch.record(m, finals.as_ref());
         Ok(())
     }
+}
+
+/// Whether env `i` of a checked step was cut by a time limit: truncated and not terminated
+/// (when a client reports both, the termination wins, as in Gymnasium).
+pub(crate) fn time_limited(m: &EnvStep, i: usize) -> bool {
+    m.truncated[i] && !m.terminated[i]
 }
 
 /// An iterator of a little-endian tensor's values as f64 (exact for every integer dtype
@@ -372,7 +380,7 @@ impl Batch {
         let (c, d) = (self.glyphs.len() / self.len(), self.stats.len() / self.len());
         for i in 0..self.ep_len.len() {
             let done = m.terminated[i] || m.truncated[i];
-            let cut = m.truncated[i] && !m.terminated[i] && finals.is_some();
+            let cut = time_limited(m, i) && finals.is_some();
             self.last.truncated[i] = cut;
             let row = i * MESSAGE_LEN..(i + 1) * MESSAGE_LEN;
             match m.messages.get(i) {

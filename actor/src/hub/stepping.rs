@@ -3,7 +3,7 @@
 //! several clients keep the thread busy the way the two halves of a `VecEnv` do.
 
 use super::service::{HubEvent, Reply};
-use super::spaces::{Batch, Layout};
+use super::spaces::{time_limited, Batch, Layout};
 use crate::stepping::{ActorError, ActorSetup, Group, Stepper, Wiring};
 use oni_policy::PolicyBackend;
 use oni_proto::v1::{hub_message, Actions, HubMessage};
@@ -89,8 +89,8 @@ pub(crate) fn hub_loop<B: PolicyBackend>(
                     continue;
                 }
                 c.started = true;
-                let cut_blind = step.final_observations.is_empty()
-                    && step.truncated.iter().zip(&step.terminated).any(|(&tr, &te)| tr && !te);
+                let cut_blind =
+                    step.final_observations.is_empty() && (0..step.truncated.len()).any(|i| time_limited(&step, i));
                 if cut_blind && !c.warned_finals {
                     c.warned_finals = true;
                     tracing::warn!(
