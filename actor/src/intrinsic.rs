@@ -158,7 +158,12 @@ mod tests {
         let mut rw = Rewarder::new(slot, 0.0, 2);
         let caps = vec![KEY.to_string(), NEWT.to_string()];
         let mut seen = HashSet::new();
-        for _ in 0..20_000 {
+        // the swapper may be scheduled late on a busy machine: keep stepping until it has swapped
+        // a few times (or long enough that it plainly never will) rather than a fixed count
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut steps = 0;
+        while steps < 20_000 || (seen.len() < 4 && std::time::Instant::now() < deadline) {
+            steps += 1;
             let r = rw.step(&caps, &[true, true]).rewards;
             let want = if rw.version() % 2 == 1 { vec![1.0, 0.0] } else { vec![0.0, 1.0] };
             assert_eq!(r, want, "v{} gave {r:?}", rw.version());
