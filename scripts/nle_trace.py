@@ -35,6 +35,9 @@ def frame(obs, reward, done, kind):
         "message": msg,
         "blstats": [int(x) for x in obs["blstats"]],
         "glyphs": [int(x) for x in obs["glyphs"].ravel()],
+        # oni's tty cell: character + 256 * colour
+        "tty": [int(c) + 256 * (int(k) & 15) for c, k in zip(obs["tty_chars"].ravel(), obs["tty_colors"].ravel())],
+        "cursor": [int(x) for x in obs["tty_cursor"]],
     }
 
 
@@ -45,7 +48,7 @@ def main() -> None:
         extra = (nethack.Command.CAST, nethack.Command.QUAFF, nethack.Command.PRAY, nethack.Command.PICKUP, nethack.Command.PAY)
         actions = tuple(actions) + extra
     env = TASKS[task](
-        observation_keys=("glyphs", "blstats", "message"),
+        observation_keys=("glyphs", "blstats", "message", "tty_chars", "tty_colors", "tty_cursor"),
         max_episode_steps=max_steps,
         fix_moon_phase=True,
         actions=actions,

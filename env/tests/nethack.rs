@@ -16,23 +16,31 @@ fn env(task: &str) -> NetHackEnv {
     NetHackEnv::new(task, &NetHackConfig::default()).expect("NLE installed (run scripts/setup.sh)")
 }
 
+type Trace = Vec<(Vec<u16>, Vec<f32>, Vec<u8>, f32)>;
+
+/// 300 seeded random steps (or to the episode's end) from a reset with `seed`.
+fn trace(e: &mut NetHackEnv, seed: u64) -> Trace {
+    let mut o = Obs::new(e);
+    e.reset(seed, o.buf()).unwrap();
+    let mut trace = vec![(o.g.clone(), o.s.clone(), o.m.clone(), 0.0f32)];
+    let mut next = rng(42);
+    for _ in 0..300 {
+        let a = (next() % e.spec().num_actions as u64) as usize;
+        let out = e.step(a, o.buf()).unwrap();
+        trace.push((o.g.clone(), o.s.clone(), o.m.clone(), out.reward));
+        if out.done {
+            break;
+        }
+    }
+    trace
+}
+
 #[test]
 fn same_seed_same_game_different_seed_different_game() {
     let run = |seed: u64| {
         let mut e = env("nethack-score");
-        let mut o = Obs::new(&e);
-        e.reset(seed, o.buf()).unwrap();
-        let mut trace = vec![(o.g.clone(), o.s.clone(), o.m.clone(), 0.0f32)];
-        let mut next = rng(42);
-        for _ in 0..300 {
-            let a = (next() % e.spec().num_actions as u64) as usize;
-            let out = e.step(a, o.buf()).unwrap();
-            trace.push((o.g.clone(), o.s.clone(), o.m.clone(), out.reward));
-            if out.done {
-                break;
-            }
-        }
-        (trace, e.glyph_map().to_vec())
+        let t = trace(&mut e, seed);
+        (t, e.glyph_map().to_vec())
     };
     let (a, _) = run(7);
     let (b, _) = run(7);
@@ -41,6 +49,13 @@ fn same_seed_same_game_different_seed_different_game() {
     let (_, map7) = run(7);
     let (_, map8) = run(8);
     assert_ne!(map7, map8, "different seeds gave the same game");
+    // One instance reused across games cut short (its globals put back between games, not
+    // reloaded) plays a seed exactly as a fresh instance does.
+    let mut e = env("nethack-score");
+    for seed in [8, 7, 9] {
+        trace(&mut e, seed);
+    }
+    assert!(trace(&mut e, 7) == a, "a reused instance played seed 7 differently from a fresh one");
 }
 
 #[test]
@@ -291,6 +306,9 @@ fn episodes_end_on_death() {
     let (_, out) = ended.expect("kicking walls for 3000 steps never ended the episode");
     assert!(!out.success);
     assert_eq!(e.how_done(), 0, "the game ended other than by death");
+    // after a game NetHack itself ended, the next one is as a fresh instance's
+    let again = trace(&mut e, 7);
+    assert!(again == trace(&mut env("nethack-score"), 7), "the game after a death differs from a fresh one");
 }
 
 #[test]
@@ -380,4 +398,37 @@ fn a_game_that_asks_before_its_first_move_still_starts() {
     let mut o = Obs::new(&e);
     e.reset(8908, o.buf()).expect("seed 8908 starts");
     assert!(e.step(TASK_ACTIONS.iter().position(|&k| k == 's' as i32).unwrap(), o.buf()).is_ok());
+}
+
+/// `view = "screen"` is the whole glyph map, fixed to the screen (the crop sizes unused), and
+/// `cursor` appends the terminal cursor, which sits on the hero after a move.
+#[test]
+fn screen_view_is_the_whole_map_and_the_cursor_follows_the_hero() {
+    use oni_env::nethack::View;
+    let cfg = NetHackConfig { view: View::Screen, cursor: true, crop_rows: 3, ..Default::default() };
+    let mut e = NetHackEnv::new("nethack-score", &cfg).unwrap();
+    assert_eq!((e.spec().crop_rows, e.spec().crop_cols, e.spec().stats_dim), (ROWS, COLS, 29));
+    let mut o = Obs::new(&e);
+    e.reset(5, o.buf()).unwrap();
+    let mut next = rng(3);
+    let mut on_hero = 0;
+    for _ in 0..50 {
+        let want: Vec<u16> = e.glyph_map().iter().map(|&g| g.max(0) as u16).collect();
+        assert_eq!(o.g, want, "the screen view is the glyph map");
+        let (row, col) = e.tty_cursor();
+        assert_eq!((o.s[27], o.s[28]), (row as f32 / 23.0, col as f32 / 79.0));
+        // map row y is terminal row y + 1, below the message line
+        let hero = (e.blstats()[bl::Y] as u8 + 1, e.blstats()[bl::X] as u8);
+        on_hero += ((row, col) == hero) as usize;
+        let a = (next() % e.spec().num_actions as u64) as usize;
+        if e.step(a, o.buf()).unwrap().done {
+            break;
+        }
+    }
+    // (prompts and menus put it elsewhere in some frames)
+    assert!(on_hero >= 30, "the cursor sat on the hero in only {on_hero} of 50 frames");
+    // with the tty grid, the screen view is the 24×80 terminal
+    let tty = NetHackConfig { view: View::Screen, grid: oni_env::GridKind::Tty, ..Default::default() };
+    let spec = oni_env::nethack::spec(&tty).unwrap();
+    assert_eq!((spec.crop_rows, spec.crop_cols, spec.stats_dim), (24, 80, 27));
 }

@@ -1,10 +1,11 @@
 #![allow(clippy::unnecessary_cast)] // `c_long` is 32 bits on some platforms
 //! Step-for-step parity with Python NLE: the same task, seeds and actions played by the
 //! project venv's nle==1.3.0 (`scripts/nle_trace.py`) and by our env must show the same
-//! message, reward, done flag, raw bottom-line stats and 21×79 glyph map on every frame.
+//! message, reward, done flag, raw bottom-line stats, 21×79 glyph map, 24×80 terminal and
+//! cursor on every frame.
 
-use oni_env::nethack::{NetHackConfig, NetHackEnv};
-use oni_env::Env;
+use oni_env::nethack::{NetHackConfig, NetHackEnv, View};
+use oni_env::{Env, GridKind};
 use serde_json::Value;
 use std::io::Write;
 use std::path::PathBuf;
@@ -40,8 +41,10 @@ fn reference(task: &str, set: &str, seeds: [u64; 2], max_steps: u32, actions: &[
     String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
-fn frame(env: &NetHackEnv, kind: &str, reward: f32, done: bool) -> Value {
+fn frame(env: &NetHackEnv, obs: &Obs, kind: &str, reward: f32, done: bool) -> Value {
     serde_json::json!({
+        "tty": obs.g,
+        "cursor": [env.tty_cursor().0, env.tty_cursor().1],
         "kind": kind,
         "reward": reward,
         "done": done,
@@ -53,18 +56,26 @@ fn frame(env: &NetHackEnv, kind: &str, reward: f32, done: bool) -> Value {
 
 /// Our frames for the same actions.
 fn ours(task: &str, set: &str, seeds: [u64; 2], max_steps: u32, actions: &[usize]) -> Vec<Value> {
-    let cfg =
-        NetHackConfig { actions: set.into(), seeds: Some(seeds), max_episode_steps: max_steps, ..Default::default() };
+    // the whole terminal and its cursor as the observation, to compare with NLE's tty_* keys
+    let cfg = NetHackConfig {
+        actions: set.into(),
+        seeds: Some(seeds),
+        max_episode_steps: max_steps,
+        grid: GridKind::Tty,
+        view: View::Screen,
+        cursor: true,
+        ..Default::default()
+    };
     let mut env = NetHackEnv::new(task, &cfg).expect("NLE installed (run scripts/setup.sh)");
     let mut obs = Obs::new(&env);
     env.reset(0, obs.buf()).unwrap();
-    let mut frames = vec![frame(&env, "reset", 0.0, false)];
+    let mut frames = vec![frame(&env, &obs, "reset", 0.0, false)];
     for &a in actions {
         let out = env.step(a, obs.buf()).unwrap();
-        frames.push(frame(&env, "step", out.reward, out.done));
+        frames.push(frame(&env, &obs, "step", out.reward, out.done));
         if out.done {
             env.reset(0, obs.buf()).unwrap();
-            frames.push(frame(&env, "reset", 0.0, false));
+            frames.push(frame(&env, &obs, "reset", 0.0, false));
         }
     }
     frames
@@ -103,7 +114,7 @@ fn check_with(task: &str, set: &str, seeds: [u64; 2], max_steps: u32, steps: usi
         let fields: &[&str] = if blanked {
             &["kind", "reward", "done"]
         } else {
-            &["kind", "reward", "done", "message", "blstats", "glyphs"]
+            &["kind", "reward", "done", "message", "blstats", "glyphs", "tty", "cursor"]
         };
         for &field in fields {
             assert!(

@@ -69,6 +69,8 @@ const _: () = assert!(std::mem::size_of::<NleSettings>() == 49224);
 pub type StartFn = unsafe extern "C" fn(*mut NleObs, *mut c_void, *mut NleSettings) -> *mut c_void;
 pub type StepFn = unsafe extern "C" fn(*mut c_void, *mut NleObs) -> *mut c_void;
 pub type EndFn = unsafe extern "C" fn(*mut c_void);
+/// NLE's window port's `exit_nhwindows` (a static C++ member, C calling convention).
+pub type ExitWindowsFn = unsafe extern "C" fn(*const c_char);
 pub type VersionFn = unsafe extern "C" fn(*mut c_char) -> *mut c_char;
 
 /// blstats indices.

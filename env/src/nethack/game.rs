@@ -21,6 +21,7 @@ pub struct Buffers {
     pub misc: [i32; ffi::MISC],
     pub tty_chars: [u8; ffi::TTY_ROWS * ffi::TTY_COLS],
     pub tty_colors: [i8; ffi::TTY_ROWS * ffi::TTY_COLS],
+    pub tty_cursor: [u8; 2],
 }
 
 pub struct Game {
@@ -62,7 +63,9 @@ fn copy_cstr(dst: &mut [c_char], s: &str) -> Result<(), EnvError> {
 }
 
 impl Game {
-    pub fn new(lib: &NleLibrary, options: &str, tty: bool) -> Result<Game, EnvError> {
+    /// `tty`, `cursor`: whether NetHack fills the terminal's cells and cursor (left out, the
+    /// library skips writing them on every step).
+    pub fn new(lib: &NleLibrary, options: &str, tty: bool, cursor: bool) -> Result<Game, EnvError> {
         // SAFETY: every field of Buffers and NleObs is valid when zeroed (numbers, null pointers).
         let mut buf: Box<Buffers> = unsafe { Box::new_zeroed().assume_init() };
         let mut obs: Box<NleObs> = unsafe { Box::new_zeroed().assume_init() };
@@ -76,6 +79,9 @@ impl Game {
             obs.tty_chars = buf.tty_chars.as_mut_ptr();
             obs.tty_colors = buf.tty_colors.as_mut_ptr();
         }
+        if cursor {
+            obs.tty_cursor = buf.tty_cursor.as_mut_ptr();
+        }
         Ok(Game {
             loaded: None,
             copy: PrivateCopy::new(lib)?,
@@ -88,11 +94,18 @@ impl Game {
         })
     }
 
-    /// Ends any running game, reloads the library and starts a game from NLE's seeds.
+    /// Ends any running game, puts the library's globals back as loaded (loading it the first
+    /// time) and starts a game from NLE's seeds.
     pub fn start(&mut self, core: u64, disp: u64) -> Result<(), EnvError> {
         self.close();
         self.clean_level_files();
-        let loaded = self.copy.load()?;
+        let loaded = match self.loaded.take() {
+            Some(mut l) => {
+                l.restore();
+                l
+            }
+            None => self.copy.load()?,
+        };
         // SAFETY: all-zero is a valid NleSettings (byte arrays, integers, bools).
         let mut s: Box<NleSettings> = unsafe { Box::new_zeroed().assume_init() };
         copy_cstr(&mut s.hackdir, &self.hackdir.path().display().to_string())?;
@@ -112,6 +125,9 @@ impl Game {
         self.ctx = ctx;
         self.finished = self.obs.done != 0;
         if self.finished || ctx.is_null() {
+            // whatever state the failed start left is not restored: the next start reloads
+            self.close();
+            self.loaded = None;
             return Err(EnvError::Failed {
                 env: "nethack".into(),
                 reason: format!("NetHack ended during start-up (how_done {}); is nhdat intact?", self.obs.how_done),
@@ -162,16 +178,24 @@ impl Game {
         self.obs.how_done
     }
 
-    /// `nle_end` (while the buffers are still alive), then unload the copy.
+    /// Ends the game (while the buffers are still alive) so that its heap is freed; the copy
+    /// stays loaded for the next game.
     fn close(&mut self) {
         if let Some(l) = &self.loaded {
             if !self.ctx.is_null() {
-                // SAFETY: ctx is this copy's; nle_end reads obs, which is still alive.
-                unsafe { (l.end)(self.ctx) };
+                // SAFETY: ctx is this copy's and obs is still alive. A game cut short has not
+                // closed its windows: NetHack's own end would have (freeing the window port's
+                // state, which the restore would otherwise lose track of) before the
+                // `freedynamicdata` that nle_end runs. NULL: no farewell line to print.
+                unsafe {
+                    if !self.finished {
+                        (l.exit_windows)(std::ptr::null());
+                    }
+                    (l.end)(self.ctx)
+                };
             }
         }
         self.ctx = std::ptr::null_mut();
-        self.loaded = None;
         self.finished = true;
     }
 

@@ -1,7 +1,10 @@
 //! Finding, checking and loading NLE's `libnethack.so`. NetHack keeps its state in globals,
 //! so every environment instance gets a private copy of the library: the file is copied into
-//! a memfd and the memfd's path is `dlopen`ed, once per episode (NetHack's globals are only
-//! reset by unloading).
+//! a memfd and the memfd's path is `dlopen`ed once per instance. NetHack's globals are only
+//! reset by unloading, which NLE does on every reset; instead, the copy's writable segment
+//! (`.data` and `.bss`) is saved right after loading and written back between games
+//! ([`Pristine`]), which costs a copy of ~320 KB instead of an unload, a reload, relocation
+//! and a page fault for every page the next game touches.
 
 use super::ffi;
 use crate::EnvError;
@@ -168,6 +171,7 @@ fn dl_error() -> String {
 pub struct PrivateCopy {
     fd: libc::c_int,
     path: CString,
+    program_headers: Vec<(usize, usize)>,
 }
 
 impl PrivateCopy {
@@ -188,7 +192,11 @@ impl PrivateCopy {
             }
             written += n as usize;
         }
-        Ok(PrivateCopy { fd, path: CString::new(format!("/proc/self/fd/{fd}")).unwrap() })
+        let program_headers = writable_ranges(&lib.bytes).map_err(|e| {
+            unsafe { libc::close(fd) };
+            fail(format!("reading the library's program headers: {e}"))
+        })?;
+        Ok(PrivateCopy { fd, path: CString::new(format!("/proc/self/fd/{fd}")).unwrap(), program_headers })
     }
 
     /// Loads the copy afresh. DEEPBIND makes NetHack's own `error()` win over glibc's
@@ -225,7 +233,11 @@ impl PrivateCopy {
                 if v != "3.6.7" {
                     return Err(fail(format!("library reports NetHack {v}, expected 3.6.7")));
                 }
-                Ok(Loaded { handle: h, start, step, end })
+                // called for a game ended early, as NetHack's own end calls it (see `Game::close`)
+                let exit_windows: ffi::ExitWindowsFn =
+                    std::mem::transmute(sym("_ZN10nethack_rl9NetHackRL17rl_exit_nhwindowsEPKc")?);
+                let pristine = Pristine::save(h, &self.program_headers)?;
+                Ok(Loaded { handle: h, start, step, end, exit_windows, pristine })
             })();
             if loaded.is_err() {
                 libc::dlclose(h);
@@ -251,6 +263,89 @@ pub struct Loaded {
     pub start: ffi::StartFn,
     pub step: ffi::StepFn,
     pub end: ffi::EndFn,
+    pub exit_windows: ffi::ExitWindowsFn,
+    pristine: Pristine,
+}
+
+impl Loaded {
+    /// Puts every global of the copy back as it was right after loading. Only between games:
+    /// after `nle_end` (which frees the game's heap), before the next `nle_start`.
+    pub fn restore(&mut self) {
+        self.pristine.restore();
+    }
+}
+
+/// Offsets `(start, end)` from the load address of the parts of writable `PT_LOAD` segments
+/// that stay writable after loading: the loader write-protects the `PT_GNU_RELRO` pages
+/// (relocated pointers, which never change afterwards anyway).
+fn writable_ranges(elf: &[u8]) -> Result<Vec<(usize, usize)>, String> {
+    const PT_LOAD: u32 = 1;
+    const PT_GNU_RELRO: u32 = 0x6474_e552;
+    const PF_W: u32 = 2;
+    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes(b.try_into().unwrap()) as usize);
+    let u32_at = |o: usize| elf.get(o..o + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap()));
+    let u64_at = |o: usize| elf.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize);
+    if elf.get(..5) != Some(b"\x7fELF\x02") {
+        return Err("not a 64-bit ELF file".into());
+    }
+    let (phoff, phentsize, phnum) =
+        (u64_at(0x20).ok_or("truncated")?, u16_at(0x36).ok_or("truncated")?, u16_at(0x38).ok_or("truncated")?);
+    let (mut loads, mut relro_end) = (Vec::new(), 0);
+    for i in 0..phnum {
+        let h = phoff + i * phentsize;
+        let (kind, flags) = (u32_at(h).ok_or("truncated")?, u32_at(h + 4).ok_or("truncated")?);
+        let (vaddr, memsz) = (u64_at(h + 0x10).ok_or("truncated")?, u64_at(h + 0x28).ok_or("truncated")?);
+        if kind == PT_LOAD && flags & PF_W != 0 {
+            loads.push((vaddr, vaddr + memsz));
+        } else if kind == PT_GNU_RELRO {
+            // the loader protects whole pages up to the end of RELRO rounded down
+            relro_end = (vaddr + memsz) & !(PAGE - 1);
+        }
+    }
+    let ranges: Vec<_> = loads.into_iter().map(|(a, b)| (a.max(relro_end), b)).filter(|(a, b)| a < b).collect();
+    if ranges.is_empty() {
+        return Err("no writable segment".into());
+    }
+    Ok(ranges)
+}
+
+const PAGE: usize = 4096;
+
+/// The writable memory of a loaded copy as it was right after loading (constructors run, no
+/// game started).
+struct Pristine {
+    saved: Vec<(*mut u8, Vec<u8>)>,
+}
+
+impl Pristine {
+    /// SAFETY: `handle` is a live `dlopen` handle of the ELF whose ranges these are.
+    unsafe fn save(handle: *mut c_void, ranges: &[(usize, usize)]) -> Result<Pristine, EnvError> {
+        #[repr(C)]
+        struct LinkMap {
+            l_addr: usize,
+        }
+        let mut map: *const LinkMap = std::ptr::null();
+        if libc::dlinfo(handle, libc::RTLD_DI_LINKMAP, &mut map as *mut _ as *mut c_void) != 0 || map.is_null() {
+            return Err(fail(format!("dlinfo: {}", dl_error())));
+        }
+        let base = (*map).l_addr;
+        let saved = ranges
+            .iter()
+            .map(|&(a, b)| {
+                let p = (base + a) as *mut u8;
+                (p, std::slice::from_raw_parts(p, b - a).to_vec())
+            })
+            .collect();
+        Ok(Pristine { saved })
+    }
+
+    fn restore(&mut self) {
+        for (p, bytes) in &self.saved {
+            // SAFETY: the ranges are this loaded copy's writable data, which lives as long as
+            // the handle that owns `self`; no game runs while it is rewritten.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), *p, bytes.len()) };
+        }
+    }
 }
 
 // The copy is private to one env and used by one thread at a time.

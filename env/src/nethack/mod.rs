@@ -26,9 +26,16 @@ pub struct NetHackConfig {
     /// What the crop around the hero holds: `glyphs` (NetHack's glyph ids) or `tty` (the
     /// terminal's characters and colours, which ONI's network renders to pixels).
     pub grid: GridKind,
+    /// `hero`: a crop of `crop_rows` × `crop_cols` centred on the hero. `screen`: the whole
+    /// grid, fixed to the screen (the 21×79 glyph map, or the 24×80 terminal with `grid =
+    /// "tty"`); the crop sizes are then not used.
+    pub view: View,
     /// Egocentric crop around the hero.
     pub crop_rows: usize,
     pub crop_cols: usize,
+    /// Appends the terminal cursor (row / 23, column / 79) to the stats, after the 27
+    /// bottom-line values.
+    pub cursor: bool,
     /// `oni` = NLE's 23 task actions + CAST, QUAFF, PRAY, PICKUP, PAY (28); `task` = the 23.
     pub actions: String,
     /// Episode step cap (NLE's default is 5000).
@@ -47,14 +54,27 @@ impl Default for NetHackConfig {
         NetHackConfig {
             nle_dir: None,
             grid: GridKind::Glyphs,
+            view: View::Hero,
             crop_rows: 9,
             crop_cols: 9,
+            cursor: false,
             actions: "oni".into(),
             max_episode_steps: 5000,
             wizard: false,
             seeds: None,
         }
     }
+}
+
+/// Which part of the grid an observation holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum View {
+    /// A window centred on the hero.
+    #[default]
+    Hero,
+    /// The whole grid as the screen shows it.
+    Screen,
 }
 
 /// Glyph id used for cells of the crop outside the map.
@@ -92,7 +112,11 @@ pub fn spec(cfg: &NetHackConfig) -> Result<ObsSpec, EnvError> {
         GridKind::Glyphs => (ROWS, COLS),
         GridKind::Tty => (TTY_ROWS, TTY_COLS),
     };
-    if cfg.crop_rows == 0 || cfg.crop_cols == 0 || cfg.crop_rows > rows * 2 || cfg.crop_cols > cols * 2 {
+    let (crop_rows, crop_cols) = match cfg.view {
+        View::Hero => (cfg.crop_rows, cfg.crop_cols),
+        View::Screen => (rows, cols),
+    };
+    if crop_rows == 0 || crop_cols == 0 || crop_rows > rows * 2 || crop_cols > cols * 2 {
         return Err(EnvError::BadSetting {
             key: "env.nethack.crop_rows/crop_cols".into(),
             reason: format!(
@@ -104,14 +128,14 @@ pub fn spec(cfg: &NetHackConfig) -> Result<ObsSpec, EnvError> {
         });
     }
     Ok(ObsSpec {
-        crop_rows: cfg.crop_rows,
-        crop_cols: cfg.crop_cols,
+        crop_rows,
+        crop_cols,
         num_glyphs: match cfg.grid {
             GridKind::Glyphs => NUM_GLYPHS,
             GridKind::Tty => TTY_CELLS,
         },
         grid: cfg.grid,
-        stats_dim: STATS_DIM,
+        stats_dim: STATS_DIM + if cfg.cursor { 2 } else { 0 },
         num_actions: tasks::action_keys(action_count(cfg)?).len(),
     })
 }
@@ -128,6 +152,7 @@ pub struct NetHackEnv {
     skip_prompts: bool,
     caption: Vec<u8>,
     seeds: Option<[u64; 2]>,
+    view: View,
 }
 
 impl NetHackEnv {
@@ -144,7 +169,7 @@ impl NetHackEnv {
         }
         Ok(NetHackEnv {
             name: name.into(),
-            game: Game::new(&lib, &options, spec.grid == GridKind::Tty)?,
+            game: Game::new(&lib, &options, spec.grid == GridKind::Tty, cfg.cursor)?,
             task: TaskState::new(task),
             keys: tasks::action_keys(action_count(cfg)?),
             spec,
@@ -154,6 +179,7 @@ impl NetHackEnv {
             skip_prompts: task != Task::Challenge,
             caption: Vec::with_capacity(256),
             seeds: cfg.seeds,
+            view: cfg.view,
         })
     }
 
@@ -165,6 +191,11 @@ impl NetHackEnv {
     /// The full 21×79 glyph map of the current frame.
     pub fn glyph_map(&self) -> &[i16] {
         &self.game.buf.glyphs
+    }
+
+    /// The terminal cursor `(row, column)` of the current frame (kept only with `cursor`).
+    pub fn tty_cursor(&self) -> (u8, u8) {
+        (self.game.buf.tty_cursor[0], self.game.buf.tty_cursor[1])
     }
 
     /// Sends one raw key to the game, outside the action set (scripted tests and tools,
@@ -263,7 +294,10 @@ impl NetHackEnv {
         // Both grids take rows y − R/2 … and columns x − C/2 … of their own array. On the
         // tty (a message line above the map) this is the window ONI's image encoder crops,
         // with the hero one row below the centre.
-        let (r0, c0) = (hy - cr / 2, hx - cc / 2);
+        let (r0, c0) = match self.view {
+            View::Hero => (hy - cr / 2, hx - cc / 2),
+            View::Screen => (0, 0),
+        };
         let (rows, cols) = match self.spec.grid {
             GridKind::Glyphs => (ROWS as i64, COLS as i64),
             GridKind::Tty => (TTY_ROWS as i64, TTY_COLS as i64),
@@ -283,7 +317,11 @@ impl NetHackEnv {
                 };
             }
         }
-        normalise_stats(&b.blstats, obs.stats);
+        let (bottom_line, cursor) = obs.stats.split_at_mut(STATS_DIM);
+        normalise_stats(&b.blstats, bottom_line);
+        if let [row, col] = cursor {
+            (*row, *col) = (b.tty_cursor[0] as f32 / 23.0, b.tty_cursor[1] as f32 / 79.0);
+        }
         write_message(obs.message, &self.caption);
     }
 }
