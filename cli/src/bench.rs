@@ -56,6 +56,16 @@ pub struct EnvBench {
     threads: usize,
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
+    /// Env instances per thread, stepped in turn as a vector env steps them.
+    #[arg(long, default_value_t = 1)]
+    instances: usize,
+    /// NetHack's episode step cap (`env.nethack.max_episode_steps`); short caps measure resets.
+    #[arg(long)]
+    max_episode_steps: Option<u32>,
+    /// NetHack's action set (`env.nethack.actions`): `oni` (28) or `task` (NLE's 23, as
+    /// `scripts/bench_nle.py` plays).
+    #[arg(long)]
+    actions: Option<String>,
 }
 
 #[derive(Args)]
@@ -149,55 +159,83 @@ async fn bench_attach(b: AttachBench) -> Result<()> {
 }
 
 fn bench_env(b: EnvBench) -> Result<()> {
-    let cfg = EnvConfig { name: b.env.clone(), seed: 1, ..Default::default() };
+    let mut cfg = EnvConfig { name: b.env.clone(), seed: 1, ..Default::default() };
+    if let Some(n) = b.max_episode_steps {
+        cfg.nethack.max_episode_steps = n;
+    }
+    if let Some(a) = &b.actions {
+        cfg.nethack.actions = a.clone();
+    }
     make_env(&cfg)?; // fail early on an unknown name
     let deadline = Duration::from_secs_f64(b.seconds);
+    let rss_start = resident_mib();
     let threads: Vec<_> = (0..b.threads.max(1))
         .map(|t| {
-            let cfg = cfg.clone();
-            std::thread::spawn(move || -> Result<(u64, u64)> {
-                let mut env = make_env(&cfg)?;
-                let spec = env.spec().clone();
+            let (cfg, instances) = (cfg.clone(), b.instances.max(1));
+            std::thread::spawn(move || -> Result<EnvCounts> {
+                let mut envs = (0..instances).map(|_| make_env(&cfg)).collect::<Result<Vec<_>, _>>()?;
+                let spec = envs[0].spec().clone();
                 let (mut g, mut s, mut m) =
                     (vec![0u16; spec.crop_len()], vec![0f32; spec.stats_dim], vec![0u8; MESSAGE_LEN]);
                 let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (t as u64 + 1);
-                let mut episodes = 0u64;
-                env.reset(t as u64, ObsBuf { glyphs: &mut g, stats: &mut s, message: &mut m })?;
+                let mut n = EnvCounts::default();
+                for (i, env) in envs.iter_mut().enumerate() {
+                    env.reset((t * instances + i) as u64, ObsBuf { glyphs: &mut g, stats: &mut s, message: &mut m })?;
+                }
                 let start = Instant::now();
-                let mut steps = 0u64;
                 while start.elapsed() < deadline {
                     for _ in 0..4096 {
                         x ^= x << 13;
                         x ^= x >> 7;
                         x ^= x << 17;
+                        let env = &mut envs[(n.steps % instances as u64) as usize];
                         let a = (x % spec.num_actions as u64) as usize;
                         let out = env.step(a, ObsBuf { glyphs: &mut g, stats: &mut s, message: &mut m })?;
+                        n.steps += 1;
                         if out.done {
-                            episodes += 1;
+                            n.episodes += 1;
+                            let r = Instant::now();
                             env.reset(x, ObsBuf { glyphs: &mut g, stats: &mut s, message: &mut m })?;
+                            n.reset_secs += r.elapsed().as_secs_f64();
                         }
                     }
-                    steps += 4096;
                 }
-                Ok((steps, episodes))
+                Ok(n)
             })
         })
         .collect();
     let start = Instant::now();
-    let mut steps = 0;
-    let mut episodes = 0;
+    let mut n = EnvCounts::default();
     for t in threads {
-        let (s, e) = t.join().expect("bench thread")?;
-        steps += s;
-        episodes += e;
+        let c = t.join().expect("bench thread")?;
+        (n.steps, n.episodes, n.reset_secs) = (n.steps + c.steps, n.episodes + c.episodes, n.reset_secs + c.reset_secs);
     }
     let secs = start.elapsed().as_secs_f64();
     println!(
         "{}",
-        json!({"bench": "env", "env": b.env, "threads": b.threads, "steps": steps, "episodes": episodes,
-               "seconds": secs, "steps_per_sec": steps as f64 / secs})
+        json!({"bench": "env", "env": b.env, "threads": b.threads, "instances_per_thread": b.instances,
+               "steps": n.steps, "episodes": n.episodes, "seconds": secs, "steps_per_sec": n.steps as f64 / secs,
+               "reset_us_mean": 1e6 * n.reset_secs / n.episodes.max(1) as f64,
+               "reset_share": n.reset_secs / (secs * b.threads.max(1) as f64),
+               "rss_mib_start": rss_start, "rss_mib_end": resident_mib()})
     );
     Ok(())
+}
+
+#[derive(Default)]
+struct EnvCounts {
+    steps: u64,
+    episodes: u64,
+    reset_secs: f64,
+}
+
+/// This process's resident memory (MiB), from /proc/self/statm.
+fn resident_mib() -> f64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<f64>().ok()))
+        .unwrap_or(0.0);
+    pages * 4096.0 / (1 << 20) as f64
 }
 
 async fn bench_e2e(b: E2eBench) -> Result<()> {
