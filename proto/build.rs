@@ -3,7 +3,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?);
     println!("cargo:rerun-if-changed=proto");
     tonic_prost_build::configure().compile_protos(
-        &["proto/oni/v1/learner.proto", "proto/oni/v1/annotator.proto", "proto/oni/v1/env_hub.proto"],
+        &[
+            "proto/oni/v1/learner.proto",
+            "proto/oni/v1/annotator.proto",
+            "proto/oni/v1/env_hub.proto",
+            "proto/oni/v1/inference.proto",
+        ],
         &["proto"],
     )?;
     Ok(())

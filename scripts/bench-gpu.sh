@@ -4,7 +4,8 @@
 #      cuda with burn, alternating with the PyTorch reference of the same network, update and
 #      batch on cuda, and their ratio;
 #   2. `oni bench e2e` on nethack-score with the learner on the GPU and one actor per
-#      remaining core (64 envs each, inference on the actors' CPUs);
+#      remaining core (64 envs each), with inference on the actors' CPUs (local) and on the
+#      learner's GPU (remote: the central inference service);
 # and prints one JSON object with all of it.
 #
 #   scripts/bench-gpu.sh [path/to/oni built with --features cuda]
@@ -31,16 +32,34 @@ actors=$(( cores > 2 ? cores - 1 : 1 ))
 # 1b. the same on this machine's CPU cores, for scale
 "$ONI" bench learner --config configs/nethack-score.toml --updates 3 > "$OUT/learner-cpu.json"
 
-# 2. end to end: learner on the GPU, one actor per remaining core
-"$ONI" bench e2e --config configs/nethack-score.toml --set learner.device=\"cuda\" \
-    --set actor.count="$actors" --set actor.num_envs=64 --seconds "$SECONDS_E2E" > "$OUT/e2e.json"
+# 2. end to end: learner on the GPU, one actor per remaining core; inference in the actors
+#    (local) and in the learner's central service on the GPU (remote). GPU busy from
+#    nvidia-smi, sampled every second during each run.
+for placement in local remote; do
+    nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -l 1 > "$OUT/busy-$placement.txt" 2>/dev/null &
+    smi=$!
+    "$ONI" bench e2e --config configs/nethack-score.toml --set learner.device=\"cuda\" \
+        --set actor.count="$actors" --set actor.num_envs=64 --set actor.inference=\"$placement\" \
+        --seconds "$SECONDS_E2E" > "$OUT/e2e-$placement.json"
+    kill "$smi" 2>/dev/null || true
+done
 
 python3 - "$OUT" "$cores" <<'EOF'
 import json, sys, os
 out, cores = sys.argv[1], int(sys.argv[2])
 r = lambda f: json.load(open(os.path.join(out, f)))
+def busy(placement):
+    try:
+        v = [float(x) for x in open(os.path.join(out, f"busy-{placement}.txt")) if x.strip()]
+    except OSError:
+        return None
+    return sum(v) / len(v) if v else None
+local, remote = r("e2e-local.json"), r("e2e-remote.json")
 print(json.dumps({
     "gpu": open(os.path.join(out, "gpu.txt")).read().strip(), "cpu_cores": cores,
-    "learner_cuda": r("learner.json"), "learner_cpu": r("learner-cpu.json"), "e2e": r("e2e.json"),
+    "learner_cuda": r("learner.json"), "learner_cpu": r("learner-cpu.json"),
+    "e2e_local": local, "e2e_remote": remote,
+    "gpu_busy_percent": {"local": busy("local"), "remote": busy("remote")},
+    "remote_over_local": remote["steps_per_sec"] / max(local["steps_per_sec"], 1e-9),
 }))
 EOF

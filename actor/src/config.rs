@@ -32,6 +32,18 @@ pub struct ActorConfig {
     pub annotator: String,
     /// Where environments attach over gRPC (`env.name = "attached"`).
     pub hub: HubConfig,
+    /// Where the actions are chosen: `local` (the policy in the actor, weights pulled from
+    /// the learner) or `remote` (the learner's central inference service).
+    pub inference: Placement,
+}
+
+/// Where an actor's inference runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Placement {
+    #[default]
+    Local,
+    Remote,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -80,6 +92,7 @@ impl Default for ActorConfig {
             tls: TlsConfig::default(),
             annotator: String::new(),
             hub: HubConfig::default(),
+            inference: Placement::Local,
         }
     }
 }

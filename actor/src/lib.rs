@@ -1,15 +1,18 @@
-//! The actor: steps a batch of environments (double-buffered against inference), runs the
-//! policy, and streams fixed-length rollouts to the learner; pulls new weights when the
-//! learner's version changes; reconnects with backoff when the learner is gone; pulls the
-//! reward model from the annotator and adds each step's intrinsic reward to the rollouts.
+//! The actor: steps a batch of environments (double-buffered against inference) and gets
+//! their actions from an action source: locally (the policy in this process, weights pulled
+//! from the learner, fixed-length rollouts streamed to it) or remotely (the learner's
+//! central inference service, which assembles the rollouts itself). Reconnects with backoff
+//! when the learner is gone; pulls the reward model from the annotator and adds each step's
+//! intrinsic reward.
 
 pub mod captions;
 pub mod config;
 pub mod hub;
 pub mod intrinsic;
 pub mod link;
-pub mod rollout;
+pub(crate) mod remote;
+pub(crate) mod source;
 pub mod stepping;
 
-pub use config::ActorConfig;
+pub use config::{ActorConfig, Placement};
 pub use stepping::{run_actor, ActorSetup};

@@ -25,7 +25,7 @@ pub struct WeightsSlot {
     pub latest: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
 }
 
-fn rpc_error(method: &'static str, st: &tonic::Status) {
+pub(crate) fn rpc_error(method: &'static str, st: &tonic::Status) {
     metrics::counter!("oni_rpc_errors_total", "method" => method, "code" => format!("{:?}", st.code())).increment(1);
 }
 
@@ -37,18 +37,18 @@ pub async fn connect(cfg: &ActorConfig, token: Option<&str>) -> Result<Client, S
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
 }
 
-fn backoff(cfg: &ActorConfig) -> Backoff {
+pub(crate) fn backoff(cfg: &ActorConfig) -> Backoff {
     Backoff::new(Duration::from_millis(cfg.backoff_base_ms), Duration::from_millis(cfg.backoff_max_ms))
 }
 
 /// Counts a reconnect and waits out the next backoff delay (or until stopped).
-async fn retry_pause(bo: &mut Backoff, stop: &mut watch::Receiver<bool>) {
+pub(crate) async fn retry_pause(bo: &mut Backoff, stop: &mut watch::Receiver<bool>) {
     metrics::counter!("oni_reconnects_total", "peer" => "learner").increment(1);
     let _ = tokio::time::timeout(bo.next_delay(), stop.changed()).await;
 }
 
 /// Errors that retrying cannot fix: the operator must change the setup.
-fn is_fatal(st: &tonic::Status) -> bool {
+pub(crate) fn is_fatal(st: &tonic::Status) -> bool {
     matches!(st.code(), tonic::Code::Unauthenticated | tonic::Code::FailedPrecondition | tonic::Code::PermissionDenied)
 }
 
@@ -211,4 +211,45 @@ fn lost(n: usize, why: &str) {
     tracing::warn!("rollout stream broke ({why}); {n} rollouts in flight lost, reconnecting");
     metrics::counter!("oni_rollouts_dropped_total", "reason" => "disconnect").increment(n as u64);
     metrics::counter!("oni_reconnects_total", "peer" => "learner").increment(1);
+}
+
+/// Declares attached environments' layout to the learner (which builds its network from the
+/// first one) and checks the network's fingerprint, retrying until the learner answers: what
+/// the weights poller does on its first call, for actors that pull no weights.
+pub async fn declare_spec(
+    cfg: &ActorConfig,
+    token: Option<&str>,
+    fingerprint: &str,
+    spec_json: &str,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let mut bo = backoff(cfg);
+    while !*stop.borrow() {
+        let mut client = match connect(cfg, token).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("cannot reach learner to declare the observation layout: {e}");
+                retry_pause(&mut bo, &mut stop).await;
+                continue;
+            }
+        };
+        let mut req = tonic::Request::new(GetPolicyRequest {
+            have_version: None,
+            model_fingerprint: fingerprint.to_string(),
+            obs_spec: spec_json.to_string(),
+        });
+        req.set_timeout(Duration::from_millis(cfg.request_timeout_ms.max(130_000)));
+        match client.get_policy(req).await {
+            Ok(_) => return Ok(()),
+            Err(st) if is_fatal(&st) => {
+                return Err(format!("learner refused the observation layout: {}", st.message()))
+            }
+            Err(st) => {
+                rpc_error("GetPolicy", &st);
+                tracing::warn!("declaring the observation layout: {}", st.message());
+                retry_pause(&mut bo, &mut stop).await;
+            }
+        }
+    }
+    Ok(())
 }

@@ -247,7 +247,7 @@ async fn bench_e2e(b: E2eBench) -> Result<()> {
     let mut p: Prepared = roles::prepare(&common)?;
     p.cfg.learner.listen = "127.0.0.1:0".into();
     p.cfg.learner.checkpoint_interval_secs = 1_000_000;
-    roles::init_metrics(&p.cfg)?;
+    let metrics = roles::init_metrics(&p.cfg)?;
     let learner = roles::start_learner(&p).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut counters = Vec::new();
@@ -264,10 +264,12 @@ async fn bench_e2e(b: E2eBench) -> Result<()> {
     }
     let actor_steps = || counters.iter().map(|c| c.env_steps.load(Ordering::Relaxed)).sum::<u64>();
     let (l0, a0, t0) = (learner.stats.snapshot().env_steps, actor_steps(), Instant::now());
+    let m0 = InferenceFigures::read(&metrics.render());
     tokio::time::sleep(Duration::from_secs_f64(b.seconds)).await;
     let secs = t0.elapsed().as_secs_f64();
     let snap = learner.stats.snapshot();
     let (l1, a1) = (snap.env_steps, actor_steps());
+    let inference = InferenceFigures::read(&metrics.render()).since(&m0);
     let _ = stop_tx.send(true);
     for a in actors {
         let _ = a.await;
@@ -281,9 +283,54 @@ async fn bench_e2e(b: E2eBench) -> Result<()> {
                "actor_steps_per_sec": (a1 - a0) as f64 / secs,
                "updates": snap.updates, "mean_policy_lag": snap.mean_policy_lag,
                "actors": p.cfg.actor.count, "envs_per_actor": p.cfg.actor.num_envs,
-               "batch_rollouts": p.cfg.learner.batch_rollouts, "rollout_len": p.cfg.learner.rollout_len})
+               "batch_rollouts": p.cfg.learner.batch_rollouts, "rollout_len": p.cfg.learner.rollout_len,
+               "inference": format!("{:?}", p.cfg.actor.inference).to_lowercase(),
+               "mean_inference_batch_envs": inference.mean_batch(),
+               "inference_bytes_per_env_step": inference.bytes_per_step()})
     );
     Ok(())
+}
+
+/// The central inference service's counters (zero with local inference).
+#[derive(Default)]
+struct InferenceFigures {
+    batch_sum: f64,
+    batches: f64,
+    bytes_in: f64,
+    bytes_out: f64,
+    env_steps: f64,
+}
+
+impl InferenceFigures {
+    fn read(text: &str) -> Self {
+        let v = |s: &str| oni_telemetry::sample(text, s).unwrap_or(0.0);
+        InferenceFigures {
+            batch_sum: v("oni_inference_batch_envs_sum"),
+            batches: v("oni_inference_batch_envs_count"),
+            bytes_in: v("oni_inference_bytes_total{direction=\"in\"}"),
+            bytes_out: v("oni_inference_bytes_total{direction=\"out\"}"),
+            env_steps: v("oni_inference_env_steps_total"),
+        }
+    }
+
+    fn since(&self, before: &Self) -> Self {
+        InferenceFigures {
+            batch_sum: self.batch_sum - before.batch_sum,
+            batches: self.batches - before.batches,
+            bytes_in: self.bytes_in - before.bytes_in,
+            bytes_out: self.bytes_out - before.bytes_out,
+            env_steps: self.env_steps - before.env_steps,
+        }
+    }
+
+    fn mean_batch(&self) -> Option<f64> {
+        (self.batches > 0.0).then(|| self.batch_sum / self.batches)
+    }
+
+    /// Request and reply bytes per env step, both directions.
+    fn bytes_per_step(&self) -> Option<f64> {
+        (self.env_steps > 0.0).then(|| (self.bytes_in + self.bytes_out) / self.env_steps)
+    }
 }
 
 /// A cell id of a NetHack-like screen: blanks half the time, else one of ~120 map, item and

@@ -7,6 +7,7 @@ use oni_actor::ActorConfig;
 use oni_annotator::service::AnnotatorConfig;
 use oni_annotator::{LlmConfig, PromptConfig};
 use oni_env::EnvConfig;
+use oni_inference::InferenceConfig;
 use oni_learner::batch::RewardMix;
 use oni_learner::LearnerConfig;
 use oni_policy::PolicyConfig;
@@ -24,6 +25,8 @@ pub struct Config {
     pub env: EnvConfig,
     pub policy: PolicyConfig,
     pub learner: LearnerConfig,
+    /// The learner's central inference service (`actor.inference = "remote"`).
+    pub inference: InferenceConfig,
     pub actor: ActorConfig,
     pub reward: RewardConfig,
     pub run: RunConfig,
@@ -70,6 +73,7 @@ impl Default for Config {
             env: EnvConfig::default(),
             policy: PolicyConfig::default(),
             learner: LearnerConfig::default(),
+            inference: InferenceConfig::default(),
             actor: ActorConfig::default(),
             reward: RewardConfig::default(),
             run: RunConfig::default(),
@@ -265,6 +269,7 @@ fn validate(cfg: &Config) -> Result<()> {
         bail!("config key `distill.heldout_fraction` must be in [0, 1)");
     }
     cfg.prompts.validate().map_err(|e| anyhow!("config key {e}"))?;
+    cfg.inference.check().map_err(|e| anyhow!("config key {e}"))?;
     Ok(())
 }
 

@@ -32,13 +32,14 @@ pub fn prepare(c: &Common) -> Result<Prepared> {
     Ok(Prepared { cfg, run_dir })
 }
 
-pub fn init_metrics(cfg: &Config) -> Result<()> {
+/// Installs the metrics recorder; the handle renders what it holds (benchmarks read it).
+pub fn init_metrics(cfg: &Config) -> Result<oni_telemetry::Metrics> {
     let listen = (!cfg.telemetry.metrics_listen.is_empty()).then_some(cfg.telemetry.metrics_listen.as_str());
-    oni_telemetry::init_metrics(listen)?;
+    let handle = oni_telemetry::init_metrics(listen)?;
     if let Some(l) = listen {
         tracing::info!("metrics on http://{l}/metrics");
     }
-    Ok(())
+    Ok(handle)
 }
 
 pub async fn start_learner(p: &Prepared) -> Result<LearnerHandle> {
@@ -55,6 +56,7 @@ pub async fn start_learner(p: &Prepared) -> Result<LearnerHandle> {
         token: cfg.token(),
         max_env_steps: (cfg.run.max_env_steps > 0).then_some(cfg.run.max_env_steps),
         relabel: relabel_slot(cfg),
+        inference: cfg.inference.clone(),
     };
     let handle = with_backend!(kind, autodiff, |B, dev| spawn_learner::<B>(setup, dev).await)?;
     Ok(handle)

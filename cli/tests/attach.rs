@@ -85,9 +85,21 @@ fn wait_port(port: u16) {
 
 #[test]
 fn a_cartpole_attached_from_python_trains() {
+    cartpole_trains(&[]);
+}
+
+/// The same with the learner's central inference choosing the actions.
+#[test]
+fn a_cartpole_attached_from_python_trains_with_remote_inference() {
+    cartpole_trains(&["--set", "actor.inference=\"remote\""]);
+}
+
+fn cartpole_trains(extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let hub = free_port();
-    let mut run = oni_run("configs/attached-cartpole.toml", dir.path(), hub, &["--max-env-steps", "250000"]);
+    let mut args = vec!["--max-env-steps", "250000"];
+    args.extend_from_slice(extra);
+    let mut run = oni_run("configs/attached-cartpole.toml", dir.path(), hub, &args);
     wait_port(hub);
     let addr = format!("127.0.0.1:{hub}");
     let _client =
@@ -104,7 +116,10 @@ fn a_cartpole_attached_from_python_trains() {
         .unwrap();
     let s = summary(dir.path());
     let last = s["mean_extrinsic_return"].as_f64().unwrap();
-    eprintln!("CartPole over the env hub: mean return {early:.1} early, {last:.1} after {} steps", s["env_steps"]);
+    eprintln!(
+        "CartPole over the env hub {extra:?}: mean return {early:.1} early, {last:.1} after {} steps",
+        s["env_steps"]
+    );
     assert!(s["env_steps"].as_u64().unwrap() >= 250_000);
     // A uniformly random policy balances about 22 steps on average; the first progress row
     // with 100 episodes already reflects a few updates, more of them the faster the learner.

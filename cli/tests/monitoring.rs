@@ -170,6 +170,10 @@ fn every_dashboard_panel_has_data_from_a_loopback_cluster() {
         let mut a =
             actor_args(lport, &id, &["--set", &format!("actor.annotator=\"127.0.0.1:{aport}\""), "--set", &metrics(m)]);
         a.extend(reward.iter().map(|s| s.to_string()));
+        // one actor asks the learner's central inference (its panels need data too)
+        if i == 0 {
+            a.extend(["--set".to_string(), "actor.inference=\"remote\"".to_string()]);
+        }
         actors.push(Proc::start(&id, d, &as_strs(&a)));
     }
     let config = prometheus_config(d, m_learner, m_annotator, &[m_a1, m_a2]);
@@ -187,7 +191,7 @@ fn every_dashboard_panel_has_data_from_a_loopback_cluster() {
     let prom = format!("127.0.0.1:{prom}");
 
     let queries = dashboard_queries();
-    assert!(queries.len() >= 26, "only {} panel queries found", queries.len());
+    assert!(queries.len() >= 37, "only {} panel queries found", queries.len());
     let t = Instant::now();
     let mut empty: Vec<&(String, String)>;
     loop {

@@ -189,6 +189,19 @@ impl VecEnv {
         self.envs[i].reset(seed, buf)
     }
 
+    /// Starts a new episode in every env (their unfinished ones are abandoned, not recorded):
+    /// after a central inference service lost the envs' recurrent state.
+    pub fn restart_episodes(&mut self) -> Result<(), EnvError> {
+        self.last = VecStep::new(self.envs.len());
+        for i in 0..self.envs.len() {
+            if let Err(e) = self.reset_env(i) {
+                self.last.restarts.push((self.first_index + i, e.to_string()));
+                self.restart_env(i)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Replaces a failed env with a fresh instance and starts a new episode in it.
     fn restart_env(&mut self, i: usize) -> Result<(), EnvError> {
         self.envs[i] = (self.factory)()?;

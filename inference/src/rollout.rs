@@ -1,7 +1,6 @@
 //! Accumulates one group of envs' steps into per-env rollouts. All envs of a group step in
 //! lockstep, so their rollouts fill and are emitted together.
 
-use crate::intrinsic::Rewarder;
 use oni_env::{spec::message_text, BatchView, ObsSpec, MESSAGE_LEN};
 use oni_proto::v1::{EpisodeSummary, Rollout};
 
@@ -122,8 +121,8 @@ impl GroupRollouts {
         }
     }
 
-    /// Records a step's outcome; with a `rewarder`, also each env's intrinsic reward.
-    pub fn stepped(&mut self, envs: &BatchView<'_>, env_offset: usize, rewarder: Option<&mut Rewarder>) {
+    /// Records a step's outcome; with `intrinsic`, also each env's intrinsic reward.
+    pub fn stepped(&mut self, envs: &BatchView<'_>, env_offset: usize, intrinsic: Option<IntrinsicStep>) {
         let last = envs.last;
         for i in 0..self.n {
             self.rewards[i].push(last.rewards[i]);
@@ -139,16 +138,13 @@ impl GroupRollouts {
             f.messages.extend_from_slice(m);
         }
         let mut episode_intrinsic = vec![0.0; self.n];
-        if let Some(rw) = rewarder {
-            let step_captions: Vec<String> =
-                self.captions.iter().map(|c| c.last().cloned().unwrap_or_default()).collect();
-            let s = rw.step(&step_captions, &last.dones);
+        if let Some(s) = intrinsic {
             for (i, (r, d)) in s.rewards.into_iter().zip(s.decays).enumerate() {
                 self.intrinsic[i].push(r);
                 self.decay[i].push(d);
             }
             episode_intrinsic = s.finished;
-            self.reward_model_version = rw.version();
+            self.reward_model_version = s.version;
         }
         for e in &last.episodes {
             self.episodes[e.env_index - env_offset].push(EpisodeSummary {
@@ -159,6 +155,15 @@ impl GroupRollouts {
             });
         }
         self.t += 1;
+    }
+
+    /// Envs whose unfinished rollout holds at least one step (dropped when a group goes away).
+    pub fn partial(&self) -> usize {
+        if self.started && self.t > 0 {
+            self.n
+        } else {
+            0
+        }
     }
 
     fn emit(&mut self, run: &RunIds) -> Vec<Rollout> {
@@ -200,6 +205,22 @@ impl GroupRollouts {
     }
 }
 
+/// The intrinsic reward of one step of a group: `r_int(m) · N_ep(m)^(−β)` per env, the
+/// decays `N_ep(m)^(−β)`, each env's intrinsic return when its episode ended here (else 0),
+/// and the reward model's version.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IntrinsicStep {
+    pub rewards: Vec<f32>,
+    pub decays: Vec<f32>,
+    pub finished: Vec<f32>,
+    pub version: u64,
+}
+
+/// Each env's caption of the step `envs.last` records.
+pub fn step_captions(envs: &BatchView<'_>) -> Vec<String> {
+    envs.last.captions.chunks_exact(MESSAGE_LEN).map(message_text).collect()
+}
+
 /// This actor process's identity and per-slot rollout counters.
 pub struct RunIds {
     pub run_id: String,
@@ -209,7 +230,13 @@ pub struct RunIds {
 
 impl RunIds {
     pub fn new(actor_id: String) -> Self {
-        RunIds { run_id: uuid::Uuid::new_v4().to_string(), actor_id, sequences: Default::default() }
+        RunIds::with_run(uuid::Uuid::new_v4().to_string(), actor_id)
+    }
+
+    /// The ids of a run named elsewhere (the inference service assembles an actor's rollouts
+    /// under the actor's own run id).
+    pub fn with_run(run_id: String, actor_id: String) -> Self {
+        RunIds { run_id, actor_id, sequences: Default::default() }
     }
 
     fn next_sequence(&self, slot: u32) -> u64 {

@@ -1,5 +1,6 @@
-//! The learner process: the gRPC service (rollouts in, weights out) and the training
-//! thread between them, joined by a bounded queue.
+//! The learner process: the gRPC service (rollouts in, weights out), the central inference
+//! service (`oni_inference`; observations in, actions out, rollouts assembled in-process)
+//! and the training thread, joined by a bounded queue.
 
 use crate::batch::RewardMix;
 use crate::checkpoint;
@@ -9,6 +10,7 @@ use crate::trainer::Trainer;
 use crate::validate::{self, Shape};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use oni_env::ObsSpec;
+use oni_inference::{InferenceConfig, InferenceSlot, PublishedWeights, WeightsBoard};
 use oni_policy::PolicyConfig;
 use oni_policy::TrainingBackend;
 use oni_proto::transport::{server_builder, spawn_server, TransportError};
@@ -56,11 +58,8 @@ pub struct LearnerSetup {
     pub max_env_steps: Option<u64>,
     /// Relabel mode: the reward models pulled from the annotator.
     pub relabel: Option<Arc<oni_reward_model::pull::RewardSlot>>,
-}
-
-struct Published {
-    version: u64,
-    bytes: Vec<u8>,
+    /// The central inference service (for actors with `actor.inference = "remote"`).
+    pub inference: InferenceConfig,
 }
 
 /// Which runs are live: a restarted actor gets a new run id, and the learner retires the
@@ -124,7 +123,8 @@ struct Model {
 }
 
 struct Shared {
-    published: RwLock<Arc<Published>>,
+    published: Arc<WeightsBoard>,
+    inference: InferenceSlot,
     model: OnceLock<Model>,
     /// Hands the declared layout to the training thread (taken by the first declaration).
     declare: Mutex<Option<std::sync::mpsc::Sender<ObsSpec>>>,
@@ -199,27 +199,64 @@ fn reject(field: &str) {
     metrics::counter!("oni_rollouts_rejected_total", "field" => field.to_string()).increment(1);
 }
 
+impl Shared {
+    /// The checks every rollout passes before it is queued: its shapes and values, then the
+    /// run table (superseded runs, repeated sequence numbers).
+    fn check(&self, r: &Rollout) -> Result<(), Status> {
+        let version = self.version.load(Ordering::Acquire);
+        let model = self.model()?;
+        let shape = Shape { spec: &model.spec, rollout_len: self.rollout_len, hidden: self.hidden };
+        if let Err(e) = validate::check(r, &shape, version) {
+            tracing::warn!(actor = %r.actor_id, run = %r.run_id, field = e.field, "rejected rollout: {e}");
+            reject(e.field);
+            self.stats.update(|x| x.rollouts_rejected += 1);
+            return Err(Status::invalid_argument(e.to_string()));
+        }
+        if let Err(st) = self.runs.lock().unwrap().admit(r) {
+            tracing::warn!(actor = %r.actor_id, run = %r.run_id, "rejected rollout: {}", st.message());
+            reject(if st.code() == tonic::Code::FailedPrecondition { "run_id" } else { "sequence" });
+            self.stats.update(|x| x.rollouts_rejected += 1);
+            return Err(st);
+        }
+        Ok(())
+    }
+
+    fn queued(&self) -> usize {
+        let depth = self.queue.len();
+        metrics::gauge!("oni_queue_depth", "queue" => "learner_rollouts").set(depth as f64);
+        depth
+    }
+
+    /// The inference service's way in: the same checks, and a wait for room in the queue
+    /// that holds up the service's batcher (and so every remote actor) while training lags.
+    fn enqueue_blocking(&self, r: Rollout) -> Result<(), Status> {
+        self.check(&r)?;
+        match self.queue.send_timeout(r, QUEUE_WAIT) {
+            Ok(()) => {
+                self.queued();
+                Ok(())
+            }
+            Err(crossbeam_channel::SendTimeoutError::Timeout(_)) => {
+                metrics::counter!("oni_rollouts_dropped_total", "reason" => "queue_full").increment(1);
+                Err(Status::resource_exhausted("learner queue full for 20 s"))
+            }
+            Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => {
+                Err(Status::unavailable("learner is shutting down"))
+            }
+        }
+    }
+}
+
+/// How long a rollout waits for room in a full queue before it is dropped.
+const QUEUE_WAIT: Duration = Duration::from_secs(20);
+
 impl LearnerService {
     async fn accept(&self, r: Rollout) -> Result<RolloutAck, Status> {
         let s = &self.shared;
-        let version = s.version.load(Ordering::Acquire);
-        let model = s.model()?;
-        let shape = Shape { spec: &model.spec, rollout_len: s.rollout_len, hidden: s.hidden };
-        if let Err(e) = validate::check(&r, &shape, version) {
-            tracing::warn!(actor = %r.actor_id, run = %r.run_id, field = e.field, "rejected rollout: {e}");
-            reject(e.field);
-            s.stats.update(|x| x.rollouts_rejected += 1);
-            return Err(Status::invalid_argument(e.to_string()));
-        }
-        if let Err(st) = s.runs.lock().unwrap().admit(&r) {
-            tracing::warn!(actor = %r.actor_id, run = %r.run_id, "rejected rollout: {}", st.message());
-            reject(if st.code() == tonic::Code::FailedPrecondition { "run_id" } else { "sequence" });
-            s.stats.update(|x| x.rollouts_rejected += 1);
-            return Err(st);
-        }
+        s.check(&r)?;
         let sequence = r.sequence;
         let mut item = r;
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + QUEUE_WAIT;
         loop {
             match s.queue.try_send(item) {
                 Ok(()) => break,
@@ -236,8 +273,7 @@ impl LearnerService {
                 }
             }
         }
-        let depth = s.queue.len();
-        metrics::gauge!("oni_queue_depth", "queue" => "learner_rollouts").set(depth as f64);
+        let depth = s.queued();
         Ok(RolloutAck {
             sequence,
             accepted: true,
@@ -340,6 +376,7 @@ impl Learner for LearnerService {
 pub struct LearnerHandle {
     pub addr: SocketAddr,
     pub stats: Arc<LearnerStats>,
+    inference: InferenceSlot,
     stop: watch::Sender<bool>,
     finished: Arc<AtomicBool>,
     trainer_thread: Option<std::thread::JoinHandle<()>>,
@@ -355,6 +392,7 @@ impl LearnerHandle {
     /// Stops serving, writes a final checkpoint and waits for both.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
+        self.inference.stop();
         if let Some(s) = self.server.take() {
             let _ = s.await;
         }
@@ -389,8 +427,10 @@ pub async fn spawn_learner<B: TrainingBackend>(
     // layout is known: at once from the config, or when the first attached env declares it.
     let (declare_tx, declare_rx) = std::sync::mpsc::channel::<ObsSpec>();
     let (ready_tx, ready_rx) = watch::channel(false);
+    let inference = InferenceSlot::default();
     let shared = Arc::new(Shared {
-        published: RwLock::new(Arc::new(Published { version: 0, bytes: Vec::new() })),
+        published: Arc::new(RwLock::new(Arc::new(PublishedWeights { version: 0, bytes: Vec::new() }))),
+        inference: inference.clone(),
         model: OnceLock::new(),
         declare: Mutex::new(Some(declare_tx)),
         ready: ready_rx,
@@ -432,10 +472,19 @@ pub async fn spawn_learner<B: TrainingBackend>(
     let svc = LearnerServer::new(LearnerService { shared })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let svc = tonic::service::interceptor::InterceptedService::new(svc, check);
-    let server = spawn_server(builder.add_service(svc), listener, stop_rx.clone(), "learner");
+    let svc = tonic::service::interceptor::InterceptedService::new(svc, check.clone());
+    let infer = tonic::service::interceptor::InterceptedService::new(inference.server(MAX_MESSAGE_BYTES), check);
+    let server = spawn_server(builder.add_service(svc).add_service(infer), listener, stop_rx.clone(), "learner");
     tracing::info!(%addr, version, "learner serving");
-    Ok(LearnerHandle { addr, stats, stop: stop_tx, finished, trainer_thread: Some(thread), server: Some(server) })
+    Ok(LearnerHandle {
+        addr,
+        stats,
+        inference,
+        stop: stop_tx,
+        finished,
+        trainer_thread: Some(thread),
+        server: Some(server),
+    })
 }
 
 struct LearnerThread<B: TrainingBackend> {
@@ -461,7 +510,8 @@ impl<B: TrainingBackend> LearnerThread<B> {
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
             }
         };
-        let mut trainer = Trainer::<B>::new(setup.cfg.clone(), setup.policy.clone(), spec.clone(), setup.mix, device);
+        let mut trainer =
+            Trainer::<B>::new(setup.cfg.clone(), setup.policy.clone(), spec.clone(), setup.mix, device.clone());
         if let Some(state) = checkpoint::resume_latest(&ckpt_dir, &mut trainer) {
             stats.update(|s| {
                 s.env_steps = state.env_steps;
@@ -471,9 +521,25 @@ impl<B: TrainingBackend> LearnerThread<B> {
         }
         metrics::gauge!("oni_policy_version").set(trainer.version as f64);
         *shared.published.write().unwrap() =
-            Arc::new(Published { version: trainer.version, bytes: trainer.weights_bytes() });
+            Arc::new(PublishedWeights { version: trainer.version, bytes: trainer.weights_bytes() });
         shared.version.store(trainer.version, Ordering::Release);
-        let _ = shared.model.set(Model { spec, fingerprint: trainer.fingerprint() });
+        let _ = shared.model.set(Model { spec: spec.clone(), fingerprint: trainer.fingerprint() });
+        let sink: oni_inference::RolloutSink = {
+            let shared = shared.clone();
+            Box::new(move |r| shared.enqueue_blocking(r))
+        };
+        if let Err(e) = shared.inference.start::<B::InnerBackend>(
+            &setup.policy,
+            &spec,
+            trainer.fingerprint(),
+            device.clone(),
+            setup.inference.clone(),
+            setup.cfg.rollout_len,
+            shared.published.clone(),
+            sink,
+        ) {
+            tracing::error!("the central inference service did not start: {e}");
+        }
         let _ = ready.send(true);
 
         let cfg = &setup.cfg;
@@ -524,7 +590,7 @@ impl<B: TrainingBackend> LearnerThread<B> {
                 let report = trainer.train(&pending);
                 let secs = t0.elapsed().as_secs_f64();
                 let bytes = trainer.weights_bytes();
-                *shared.published.write().unwrap() = Arc::new(Published { version: trainer.version, bytes });
+                *shared.published.write().unwrap() = Arc::new(PublishedWeights { version: trainer.version, bytes });
                 shared.version.store(trainer.version, Ordering::Release);
                 let n = (cfg.rollout_len * pending.len()) as u64;
                 pending.clear();

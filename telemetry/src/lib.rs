@@ -2,6 +2,14 @@
 //! Prometheus `/metrics` endpoint with histogram buckets chosen per metric family.
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Renders the process's metrics as Prometheus text.
+pub type Metrics = PrometheusHandle;
+
+/// The value of the sample whose series (name and labels, as rendered) is exactly `series`.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -26,6 +34,9 @@ const BUCKETS: &[(&str, &[f64])] = &[
     ("oni_episode_return", &[-10.0, -1.0, 0.0, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 1000.0]),
     ("oni_episode_length", &[10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 1000.0, 5000.0, 20000.0]),
     ("oni_llm_request_seconds", &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0]),
+    ("oni_inference_batch_envs", &[1.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0]),
+    ("oni_inference_forward_seconds", &[1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0]),
+    ("oni_inference_queue_wait_seconds", &[1e-5, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 1.0]),
 ];
 
 /// Installs the global metrics recorder. With `listen` set, serves `/metrics` there (needs

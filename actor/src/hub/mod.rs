@@ -83,7 +83,8 @@ pub async fn serve_random(cfg: HubConfig, stop: watch::Receiver<bool>) -> Result
         let h = halt.clone();
         let events = hub.events;
         let looping = tokio::task::spawn_blocking(move || {
-            stepping::hub_loop::<oni_policy::CpuBackend>(layout, events, stepping::Acting::Random(h))
+            let random = crate::source::RandomSource { num_actions: layout.spec.num_actions, halt: h };
+            stepping::hub_loop(layout, events, random)
         });
         let mut stop = stop;
         let _ = stop.wait_for(|s| *s).await;

@@ -4,18 +4,16 @@
 
 use super::service::{HubEvent, Reply};
 use super::spaces::{time_limited, Batch, Layout};
-use crate::stepping::{ActorError, ActorSetup, Group, Stepper, Wiring};
-use oni_policy::PolicyBackend;
+use crate::source::{Acted, ActionSource};
+use crate::stepping::ActorError;
 use oni_proto::v1::{hub_message, Actions, HubMessage};
-use rand::Rng;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
-struct Client {
-    /// Rollouts and state (none when acting at random).
-    group: Option<Group>,
+struct Client<G> {
+    group: G,
     batch: Batch,
     started: bool,
     /// Said once that the client's truncations come without final observations.
@@ -24,37 +22,20 @@ struct Client {
     permits: Arc<Semaphore>,
 }
 
-/// Where a step's actions come from.
-pub(crate) enum Acting<B: PolicyBackend> {
-    Policy(Box<Stepper<B>>),
-    /// Uniformly random actions, nothing recorded: measures the protocol alone.
-    Random(Arc<std::sync::atomic::AtomicBool>),
-}
-
-impl<B: PolicyBackend> Acting<B> {
-    fn stopping(&self) -> bool {
-        match self {
-            Acting::Policy(st) => st.stopping(),
-            Acting::Random(halt) => halt.load(std::sync::atomic::Ordering::Acquire),
-        }
-    }
-}
-
-fn send(c: &Client, msg: Result<HubMessage, tonic::Status>) -> bool {
+fn send<G>(c: &Client<G>, msg: Result<HubMessage, tonic::Status>) -> bool {
     c.reply.try_send(msg).is_ok()
 }
 
 /// Serves attached clients until halted. Clients that leave (or send a bad step) take their
 /// unfinished rollouts with them: only whole rollouts ever reach the learner.
-pub(crate) fn hub_loop<B: PolicyBackend>(
+pub(crate) fn hub_loop<S: ActionSource>(
     layout: Layout,
     events: crossbeam_channel::Receiver<HubEvent>,
-    mut acting: Acting<B>,
+    mut source: S,
 ) -> Result<(), ActorError> {
     let spec = layout.spec.clone();
-    let mut clients: HashMap<u64, Client> = HashMap::new();
-    let mut rng = rand::rng();
-    while !acting.stopping() {
+    let mut clients: HashMap<u64, Client<S::Group>> = HashMap::new();
+    while !source.stopping() {
         let ev = match events.recv_timeout(Duration::from_millis(100)) {
             Ok(ev) => ev,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
@@ -62,10 +43,7 @@ pub(crate) fn hub_loop<B: PolicyBackend>(
         };
         match ev {
             HubEvent::Joined { client, envs, first_slot, reply, permits } => {
-                let group = match &acting {
-                    Acting::Policy(st) => Some(st.group(envs, first_slot)),
-                    Acting::Random(_) => None,
-                };
+                let group = source.group(envs, first_slot);
                 let batch = Batch::new(&spec, envs, first_slot);
                 clients.insert(client, Client { group, batch, started: false, warned_finals: false, reply, permits });
             }
@@ -99,26 +77,21 @@ pub(crate) fn hub_loop<B: PolicyBackend>(
                          train as terminations (no value bootstrap); update the client to send them"
                     );
                 }
-                let actions: Vec<u32> = match &mut acting {
-                    Acting::Policy(st) => {
-                        let g = c.group.as_mut().expect("a policy group");
-                        if !initial {
-                            st.after_step(g, c.batch.view());
-                        }
-                        let a = st.infer(g, c.batch.view())?;
-                        if a.is_empty() {
-                            break; // halted while waiting to queue a rollout
-                        }
-                        a.into_iter().map(|x| x as u32).collect()
-                    }
-                    Acting::Random(_) => {
-                        (0..c.batch.len()).map(|_| rng.random_range(0..spec.num_actions as u32)).collect()
+                if !initial {
+                    source.stepped(&mut c.group, c.batch.view());
+                }
+                // A lost inference stream cannot restart a client's episodes: its next stream
+                // starts from these observations with a fresh state.
+                let actions = loop {
+                    match source.act(&mut c.group, c.batch.view())? {
+                        Acted::Actions(a) => break Some(a),
+                        Acted::Restart => continue,
+                        Acted::Halted => break None,
                     }
                 };
-                let version = match &acting {
-                    Acting::Policy(st) => st.version,
-                    Acting::Random(_) => 0,
-                };
+                let Some(actions) = actions else { break };
+                let actions: Vec<u32> = actions.into_iter().map(|x| x as u32).collect();
+                let version = source.version();
                 let msg =
                     HubMessage { kind: Some(hub_message::Kind::Actions(Actions { actions, policy_version: version })) };
                 if send(c, Ok(msg)) {
@@ -130,16 +103,4 @@ pub(crate) fn hub_loop<B: PolicyBackend>(
         }
     }
     Ok(())
-}
-
-/// Runs the attached-environment stepping thread with the policy.
-pub(crate) fn hub_policy_loop<B: PolicyBackend>(
-    setup: &ActorSetup,
-    layout: Layout,
-    device: B::Device,
-    w: Wiring,
-    events: crossbeam_channel::Receiver<HubEvent>,
-) -> Result<(), ActorError> {
-    let st = Stepper::<B>::new(setup, layout.spec.clone(), device, w);
-    hub_loop::<B>(layout, events, Acting::Policy(Box::new(st)))
 }

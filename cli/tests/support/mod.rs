@@ -166,8 +166,7 @@ pub fn scrape(addr: &str) -> Option<String> {
 /// The value of the first sample of `series` (a metric name with its labels, exactly as
 /// exported) in a scrape.
 pub fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+    oni_telemetry::sample(text, series)
 }
 
 /// A server process (not `oni`) killed when dropped.

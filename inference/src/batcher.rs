@@ -1,0 +1,275 @@
+//! The batcher thread of the central inference service: it merges the waiting requests of
+//! all actors' groups into one forward pass with the newest weights, keeps every env's
+//! recurrent state, and assembles the rollouts the learner trains on from what it saw.
+
+use crate::act::Acting;
+use crate::config::InferenceConfig;
+use crate::rollout::{GroupRollouts, RunIds};
+use crate::wire::Decoded;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use oni_env::{ObsSpec, MESSAGE_LEN};
+use oni_policy::{PolicyBackend, PolicyConfig};
+use oni_proto::v1::{ActReply, GroupHello, Rollout};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use tonic::Status;
+
+/// Weights as the learner publishes them after every update.
+pub struct PublishedWeights {
+    pub version: u64,
+    pub bytes: Vec<u8>,
+}
+
+/// The learner's newest weights, read by the batcher before every pass.
+pub type WeightsBoard = RwLock<Arc<PublishedWeights>>;
+
+/// Where finished rollouts go: the learner's admission (checks, run table, queue). It may
+/// block while the learner's queue is full: that is the service's backpressure.
+pub type RolloutSink = Box<dyn FnMut(Rollout) -> Result<(), Status> + Send>;
+
+pub(crate) type Answer = oneshot::Sender<Result<(ActReply, Decoded), Status>>;
+
+pub(crate) enum Msg {
+    Join { key: u64, hello: GroupHello, reply: oneshot::Sender<Result<(), Status>> },
+    Leave { key: u64, why: &'static str },
+    Job(Box<Job>),
+}
+
+pub(crate) struct Job {
+    pub key: u64,
+    pub step: u64,
+    pub decoded: Decoded,
+    pub queued: Instant,
+    pub reply: Answer,
+}
+
+struct GroupState {
+    n: usize,
+    first_slot: usize,
+    hidden: Vec<f32>,
+    rollouts: GroupRollouts,
+    run: Arc<RunIds>,
+}
+
+/// Runs whose groups all left are remembered this long (by count), so that a group that
+/// reconnects after a network failure continues its rollout sequence numbers.
+const REMEMBERED_RUNS: usize = 4096;
+
+pub(crate) struct Batcher<B: PolicyBackend> {
+    acting: Acting<B>,
+    cfg: InferenceConfig,
+    rollout_len: usize,
+    groups: HashMap<u64, GroupState>,
+    runs: HashMap<String, Arc<RunIds>>,
+    run_order: VecDeque<String>,
+    board: Arc<WeightsBoard>,
+    sink: RolloutSink,
+}
+
+/// Starts the batcher thread; it runs until `stop` is set or every sender is dropped.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn spawn<B: PolicyBackend>(
+    policy: &PolicyConfig,
+    spec: &ObsSpec,
+    device: B::Device,
+    cfg: InferenceConfig,
+    rollout_len: usize,
+    board: Arc<WeightsBoard>,
+    sink: RolloutSink,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<Sender<Msg>> {
+    let (tx, rx) = crossbeam_channel::bounded::<Msg>(cfg.queue.max(1));
+    let acting = Acting::<B>::new(policy, spec, device, cfg.seed);
+    let mut b = Batcher {
+        acting,
+        cfg,
+        rollout_len,
+        groups: HashMap::new(),
+        runs: HashMap::new(),
+        run_order: VecDeque::new(),
+        board,
+        sink,
+    };
+    std::thread::Builder::new().name("inference-batcher".into()).spawn(move || b.run(rx, stop))?;
+    Ok(tx)
+}
+
+impl<B: PolicyBackend> Batcher<B> {
+    fn run(&mut self, rx: Receiver<Msg>, stop: Arc<AtomicBool>) {
+        let max_wait = Duration::from_micros(self.cfg.max_wait_us);
+        let mut jobs: Vec<Job> = Vec::new();
+        while !stop.load(Ordering::Acquire) {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(m) => self.handle(m, &mut jobs),
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            let deadline = Instant::now() + max_wait;
+            while self.envs(&jobs) < self.cfg.max_batch {
+                match rx.try_recv() {
+                    Ok(m) => self.handle(m, &mut jobs),
+                    Err(TryRecvError::Disconnected) => break,
+                    Err(TryRecvError::Empty) => {
+                        let now = Instant::now();
+                        if now >= deadline || jobs.is_empty() {
+                            break;
+                        }
+                        match rx.recv_timeout(deadline - now) {
+                            Ok(m) => self.handle(m, &mut jobs),
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            if !jobs.is_empty() {
+                self.pass(std::mem::take(&mut jobs));
+            }
+        }
+    }
+
+    fn envs(&self, jobs: &[Job]) -> usize {
+        jobs.iter().map(|j| self.groups.get(&j.key).map_or(0, |g| g.n)).sum()
+    }
+
+    fn handle(&mut self, m: Msg, jobs: &mut Vec<Job>) {
+        match m {
+            Msg::Join { key, hello, reply } => {
+                let _ = reply.send(self.join(key, hello));
+            }
+            Msg::Leave { key, why } => {
+                if let Some(g) = self.groups.remove(&key) {
+                    let partial = g.rollouts.partial();
+                    if partial > 0 {
+                        metrics::counter!("oni_inference_dropped_partial_rollouts_total").increment(partial as u64);
+                    }
+                    tracing::debug!(run = %g.run.run_id, first_slot = g.first_slot, partial, "inference group left ({why})");
+                }
+                metrics::gauge!("oni_inference_groups").set(self.groups.len() as f64);
+                // a job of the group that is still waiting is answered by its dropped sender
+                jobs.retain(|j| j.key != key);
+            }
+            Msg::Job(j) => jobs.push(*j),
+        }
+    }
+
+    fn join(&mut self, key: u64, h: GroupHello) -> Result<(), Status> {
+        let (first, n) = (h.first_slot as usize, h.num_envs as usize);
+        if let Some(other) = self
+            .groups
+            .values()
+            .find(|g| g.run.run_id == h.run_id && first < g.first_slot + g.n && g.first_slot < first + n)
+        {
+            return Err(Status::invalid_argument(format!(
+                "field `hello.first_slot`: slots {first}..{} of run `{}` overlap slots {}..{} that another stream serves",
+                first + n,
+                h.run_id,
+                other.first_slot,
+                other.first_slot + other.n
+            )));
+        }
+        let run = match self.runs.get(&h.run_id) {
+            Some(r) if r.actor_id == h.actor_id => r.clone(),
+            Some(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "field `hello.run_id`: run `{}` belongs to another actor than `{}`",
+                    h.run_id, h.actor_id
+                )))
+            }
+            None => {
+                let r = Arc::new(RunIds::with_run(h.run_id.clone(), h.actor_id.clone()));
+                self.runs.insert(h.run_id.clone(), r.clone());
+                self.run_order.push_back(h.run_id.clone());
+                while self.run_order.len() > REMEMBERED_RUNS {
+                    if let Some(old) = self.run_order.pop_front() {
+                        if !self.groups.values().any(|g| g.run.run_id == old) {
+                            self.runs.remove(&old);
+                        } else {
+                            self.run_order.push_back(old);
+                            break;
+                        }
+                    }
+                }
+                r
+            }
+        };
+        let hidden = vec![0.0; n * self.acting.hidden_size()];
+        let rollouts = GroupRollouts::new(&self.acting.spec, self.rollout_len, n, first);
+        self.groups.insert(key, GroupState { n, first_slot: first, hidden, rollouts, run });
+        metrics::gauge!("oni_inference_groups").set(self.groups.len() as f64);
+        Ok(())
+    }
+
+    /// One forward pass for every job: record each group's step, hand finished rollouts to
+    /// the learner, choose and answer the actions.
+    fn pass(&mut self, jobs: Vec<Job>) {
+        let start = Instant::now();
+        let latest = self.board.read().unwrap().clone();
+        if let Err(e) = self.acting.update(latest.version, &latest.bytes) {
+            tracing::error!("inference: the learner's own weights do not load: {e}");
+            for j in jobs {
+                let _ = j.reply.send(Err(Status::internal(format!("the service cannot load its weights: {e}"))));
+            }
+            return;
+        }
+        let version = self.acting.version;
+        let h = self.acting.hidden_size();
+        let spec = self.acting.spec.clone();
+        let (mut glyphs, mut stats, mut messages, mut hidden) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut live = Vec::with_capacity(jobs.len());
+        for mut j in jobs {
+            let Some(g) = self.groups.get_mut(&j.key) else { continue };
+            metrics::histogram!("oni_inference_queue_wait_seconds")
+                .record(start.duration_since(j.queued).as_secs_f64());
+            if j.decoded.has_result {
+                for (i, &done) in j.decoded.last.dones.iter().enumerate() {
+                    if done {
+                        g.hidden[i * h..(i + 1) * h].fill(0.0);
+                    }
+                }
+                let intrinsic = j.decoded.intrinsic.take();
+                g.rollouts.stepped(&j.decoded.view(), g.first_slot, intrinsic);
+            }
+            let finished = g.rollouts.observe(&j.decoded.view(), &g.hidden, version, &g.run);
+            for r in finished {
+                if let Err(st) = (self.sink)(r) {
+                    metrics::counter!("oni_inference_rollouts_refused_total").increment(1);
+                    tracing::warn!(run = %g.run.run_id, "the learner refused a rollout the service assembled: {}", st.message());
+                }
+            }
+            glyphs.extend_from_slice(&j.decoded.glyphs);
+            stats.extend_from_slice(&j.decoded.stats);
+            messages.extend_from_slice(&j.decoded.messages);
+            hidden.extend_from_slice(&g.hidden);
+            live.push(j);
+        }
+        if live.is_empty() {
+            return;
+        }
+        let n_total = stats.len() / spec.stats_dim.max(1);
+        debug_assert_eq!(messages.len(), n_total * MESSAGE_LEN);
+        let t_fwd = Instant::now();
+        let chosen = self.acting.choose(&glyphs, &stats, &messages, &hidden);
+        metrics::histogram!("oni_inference_forward_seconds").record(t_fwd.elapsed().as_secs_f64());
+        metrics::histogram!("oni_inference_batch_envs").record(n_total as f64);
+        metrics::counter!("oni_inference_requests_total").increment(live.len() as u64);
+        metrics::counter!("oni_inference_env_steps_total").increment(n_total as u64);
+        let mut at = 0;
+        for j in live {
+            let Some(g) = self.groups.get_mut(&j.key) else { continue };
+            let range = at..at + g.n;
+            at += g.n;
+            let acts = &chosen.actions[range.clone()];
+            g.rollouts.act(acts);
+            g.hidden.copy_from_slice(&chosen.hidden[range.start * h..range.end * h]);
+            let reply = ActReply {
+                step: j.step,
+                actions: acts.iter().map(|&(a, _)| a as u32).collect(),
+                policy_version: version,
+            };
+            let _ = j.reply.send(Ok((reply, j.decoded)));
+        }
+    }
+}
