@@ -17,7 +17,7 @@ use tonic::transport::Channel;
 
 pub type Client = LearnerClient<InterceptedService<Channel, AuthInterceptor>>;
 
-pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
+use oni_proto::MAX_MESSAGE_BYTES;
 
 /// The newest weights the poller fetched, for the stepping thread to pick up.
 #[derive(Default)]

@@ -5,11 +5,12 @@
 //! service's recurrent state for them is gone.
 
 use crate::config::ActorConfig;
-use crate::link::{backoff, is_fatal, retry_pause, rpc_error, MAX_MESSAGE_BYTES};
+use crate::link::{backoff, is_fatal, retry_pause, rpc_error};
 use oni_inference::wire::wire_bytes;
 use oni_proto::v1::inference_client::InferenceClient;
 use oni_proto::v1::{ActReply, ActRequest};
 use oni_proto::AuthInterceptor;
+use oni_proto::MAX_MESSAGE_BYTES;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;

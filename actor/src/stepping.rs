@@ -180,13 +180,15 @@ pub async fn run_actor<B: PolicyBackend>(
         }
         None => None,
     };
+    // the stepping thread's own error says most (a remote actor's refusal comes there)
+    result.map_err(|_| ActorError::Panicked)??;
     if let Some(Err(e)) = poll_result {
         return Err(ActorError::Learner(e));
     }
     if fatal.load(Ordering::Acquire) {
         return Err(ActorError::Learner("the learner refused this actor's rollouts (see log)".into()));
     }
-    result.map_err(|_| ActorError::Panicked)?
+    Ok(())
 }
 
 /// The stepping thread: attached clients' batches or the built-in envs, with `source`.

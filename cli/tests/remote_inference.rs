@@ -6,6 +6,7 @@ mod support;
 use oni_env::{registry::known_spec, EnvConfig, ObsSpec, MESSAGE_LEN};
 use oni_inference::act::Acting;
 use oni_policy::{CpuBackend, PolicyConfig};
+use oni_proto::raw::RawCodec;
 use oni_proto::v1::inference_client::InferenceClient;
 use oni_proto::v1::{ActReply, ActRequest, GetPolicyRequest, GroupHello};
 use std::time::{Duration, Instant};
@@ -181,6 +182,34 @@ async fn bad_requests_are_refused_by_field_and_other_actors_go_on() {
     no_result.step = 1;
     refused(tonic::Code::InvalidArgument, "result", later.call(no_result).await);
 
+    // random bytes as requests: every stream ends with a status saying why, never with OK
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/oni.v1.Inference/Act");
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for case in 0..100 {
+        let len = (next() % 400) as usize;
+        let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        grpc.ready().await.unwrap();
+        let req = tonic::Request::new(tokio_stream::iter(vec![bytes]));
+        let st = match grpc.streaming(req, path.clone(), RawCodec::<ActReply>::default()).await {
+            Err(st) => st,
+            Ok(resp) => match tokio::time::timeout(Duration::from_secs(10), resp.into_inner().next()).await {
+                Ok(Some(Err(st))) => st,
+                other => panic!("case {case}: random bytes were answered {other:?}"),
+            },
+        };
+        // (bytes that happen to decode to a hello naming some other network are refused so)
+        let code = st.code();
+        assert!(matches!(code, tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition), "case {case}: {st:?}");
+    }
+
     wait_for_steps("the remote actor to keep training", Duration::from_secs(60), &addr, None, s0 + 5_000).await;
     assert!(actor.alive(), "the remote actor died:\n{}", actor.log_text());
 }
@@ -240,6 +269,29 @@ async fn remote_actors_survive_kill_9_of_an_actor_and_of_the_learner() {
     let bad: Vec<&str> = logs.lines().filter(|l| l.contains("rejected rollout")).collect();
     assert!(bad.is_empty(), "the learner rejected rollouts the service assembled: {bad:#?}");
     learner2.kill9();
+}
+
+/// A restarted actor (same name, new run id) supersedes the old run at the learner; an old
+/// remote actor still running is told so by its streams and stops, as a local one does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_superseded_remote_actor_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let largs = learner_args(port, &dir.path().join("run"), &[]);
+    let _learner = Proc::start("learner", dir.path(), &as_strs(&largs));
+    let mut old = Proc::start("old", dir.path(), &as_strs(&actor_args(port, "twin", &["--set", REMOTE])));
+    let s0 = wait_for_steps("remote training to start", Duration::from_secs(90), &addr, None, 2_000).await;
+    let mut new = Proc::start("new", dir.path(), &as_strs(&actor_args(port, "twin", &["--set", REMOTE])));
+    let t = Instant::now();
+    while old.alive() {
+        assert!(t.elapsed() < Duration::from_secs(60), "the superseded actor still runs:\n{}", old.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!old.child.wait().unwrap().success());
+    assert!(old.log_text().contains("superseded"), "{}", old.log_text());
+    wait_for_steps("the new actor to train", Duration::from_secs(60), &addr, None, s0 + 5_000).await;
+    assert!(new.alive(), "{}", new.log_text());
 }
 
 /// `oni run --set actor.inference=remote` learns keyroom-small as far as local inference does.

@@ -233,11 +233,23 @@ impl<B: PolicyBackend> Batcher<B> {
                 g.rollouts.stepped(&j.decoded.view(), g.first_slot, intrinsic);
             }
             let finished = g.rollouts.observe(&j.decoded.view(), &g.hidden, version, &g.run);
+            let mut superseded = None;
             for r in finished {
                 if let Err(st) = (self.sink)(r) {
                     metrics::counter!("oni_inference_rollouts_refused_total").increment(1);
                     tracing::warn!(run = %g.run.run_id, "the learner refused a rollout the service assembled: {}", st.message());
+                    // a newer run of the same actor took over: this one must stop, as a local
+                    // actor does when its rollouts are refused so
+                    if st.code() == tonic::Code::FailedPrecondition {
+                        superseded = Some(st);
+                    }
                 }
+            }
+            if let Some(st) = superseded {
+                self.groups.remove(&j.key);
+                metrics::gauge!("oni_inference_groups").set(self.groups.len() as f64);
+                let _ = j.reply.send(Err(st));
+                continue;
             }
             glyphs.extend_from_slice(&j.decoded.glyphs);
             stats.extend_from_slice(&j.decoded.stats);

@@ -191,7 +191,7 @@ async fn serve_stream(
         if let Err(e) = wire::decode(&req, &r.spec, n, step == 0, &mut buffers) {
             refused(e.field);
             member.why = "bad request";
-            return Err(Status::invalid_argument(e.to_string()));
+            return Err(e.into());
         }
         wire::globalise(&mut buffers, first_slot);
         let (atx, arx) = oneshot::channel();

@@ -8,16 +8,10 @@ use crate::rollout::IntrinsicStep;
 use oni_env::{BatchView, EpisodeRecord, ObsSpec, VecStep, MESSAGE_LEN};
 use oni_proto::v1::{ActRequest, EnvEpisode, EpisodeSummary, StepResult};
 
-/// A field of a request that does not fit the group it claims to be.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("field `{field}`: {reason}")]
-pub struct FieldError {
-    pub field: &'static str,
-    pub reason: String,
-}
+pub use oni_proto::FieldError;
 
 fn bad(field: &'static str, reason: impl Into<String>) -> FieldError {
-    FieldError { field, reason: reason.into() }
+    FieldError::new(field, reason)
 }
 
 /// Bytes per crop cell on the wire.

@@ -28,8 +28,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-/// Largest message the learner accepts or sends (weights of large networks).
-pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
+use oni_proto::MAX_MESSAGE_BYTES;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LearnerError {
@@ -104,7 +103,7 @@ impl RunTable {
         let expected = self.next_seq.get(&key).copied().unwrap_or(0);
         if r.sequence < expected {
             return Err(Status::invalid_argument(format!(
-                "rollout field `sequence`: {} was already received for run `{}` slot {} (next is {expected})",
+                "field `sequence`: {} was already received for run `{}` slot {} (next is {expected})",
                 r.sequence, r.run_id, r.env_slot
             )));
         }
@@ -210,7 +209,7 @@ impl Shared {
             tracing::warn!(actor = %r.actor_id, run = %r.run_id, field = e.field, "rejected rollout: {e}");
             reject(e.field);
             self.stats.update(|x| x.rollouts_rejected += 1);
-            return Err(Status::invalid_argument(e.to_string()));
+            return Err(e.into());
         }
         if let Err(st) = self.runs.lock().unwrap().admit(r) {
             tracing::warn!(actor = %r.actor_id, run = %r.run_id, "rejected rollout: {}", st.message());

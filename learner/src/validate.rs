@@ -3,16 +3,10 @@
 
 use oni_env::{ObsSpec, MESSAGE_LEN};
 use oni_proto::v1::Rollout;
-
-#[derive(Debug, thiserror::Error, PartialEq)]
-#[error("rollout field `{field}`: {reason}")]
-pub struct Invalid {
-    pub field: &'static str,
-    pub reason: String,
-}
+pub use oni_proto::FieldError as Invalid;
 
 fn bad(field: &'static str, reason: impl Into<String>) -> Invalid {
-    Invalid { field, reason: reason.into() }
+    Invalid::new(field, reason)
 }
 
 fn len(field: &'static str, got: usize, want: usize) -> Result<(), Invalid> {

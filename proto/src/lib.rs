@@ -3,6 +3,7 @@
 //! retry backoff.
 
 pub mod backoff;
+pub mod field;
 pub mod raw;
 pub mod serve;
 pub mod throttle;
@@ -13,5 +14,10 @@ pub mod v1 {
     tonic::include_proto!("oni.v1");
 }
 
+/// Largest message between the learner and its actors (the weights of large networks, a
+/// rollout, one step of a large group), both ways.
+pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
+
 pub use backoff::Backoff;
+pub use field::FieldError;
 pub use transport::{AuthInterceptor, ClientOptions, TlsConfig, TokenCheck};
