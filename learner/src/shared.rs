@@ -1,0 +1,147 @@
+//! What the gRPC surface, the inference service and the training thread share: the network
+//! once known, the published weights, the run table, the rollout queue, and the checks every
+//! rollout passes on its way in.
+
+use crate::config::LearnerConfig;
+use crate::runs::RunTable;
+use crate::stats::LearnerStats;
+use crate::validate::{self, Shape};
+use crossbeam_channel::Sender;
+use oni_env::ObsSpec;
+use oni_inference::{InferenceSlot, WeightsBoard};
+use oni_policy::PolicyConfig;
+use oni_proto::v1::Rollout;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use tokio::sync::watch;
+use tonic::Status;
+
+/// The network the learner trains, known once the observation layout is.
+pub(crate) struct Model {
+    pub spec: ObsSpec,
+    pub fingerprint: String,
+}
+
+pub(crate) struct Shared {
+    pub published: Arc<WeightsBoard>,
+    pub inference: InferenceSlot,
+    pub model: OnceLock<Model>,
+    /// Hands the declared layout to the training thread (taken by the first declaration).
+    pub declare: Mutex<Option<std::sync::mpsc::Sender<ObsSpec>>>,
+    /// Flips once the training thread has built the network and published its weights.
+    pub ready: watch::Receiver<bool>,
+    pub learner_run: String,
+    pub runs: Mutex<RunTable>,
+    pub stats: Arc<LearnerStats>,
+    pub queue: Sender<Rollout>,
+    pub queue_capacity: usize,
+    pub rollout_len: usize,
+    pub hidden: usize,
+    pub policy: PolicyConfig,
+    /// For checking a declared layout's update against memory.
+    pub learner_cfg: LearnerConfig,
+    pub version: AtomicU64,
+}
+
+impl Shared {
+    pub fn model(&self) -> Result<&Model, Status> {
+        self.model.get().ok_or_else(|| {
+            Status::unavailable(
+                "the learner has no network yet: it waits for the first attached environment to declare its spaces",
+            )
+        })
+    }
+
+    /// Hands `spec` to the training thread unless a layout was handed over already.
+    pub fn declare(&self, spec: ObsSpec) -> bool {
+        let Some(tx) = self.declare.lock().unwrap().take() else { return false };
+        tx.send(spec).is_ok()
+    }
+
+    /// Builds the network for `spec` if none is built yet (attached environments), and waits
+    /// until its weights are published. A layout other than the one being trained (also one
+    /// declared concurrently by another actor) is refused.
+    pub async fn adopt(&self, spec_json: &str) -> Result<(), Status> {
+        let spec: ObsSpec = serde_json::from_str(spec_json).map_err(|e| {
+            Status::invalid_argument(format!("field `obs_spec` is not a valid observation layout: {e}"))
+        })?;
+        self.policy.check(&spec).map_err(|e| {
+            Status::failed_precondition(format!("the learner's network cannot take the declared observations: {e}"))
+        })?;
+        if self.model.get().is_none() {
+            crate::fits::check_device(&self.learner_cfg, &self.policy, &spec)
+                .map_err(|e| Status::resource_exhausted(format!("the learner cannot train these observations: {e}")))?;
+            if self.declare(spec.clone()) {
+                tracing::info!(spec = %spec_json, "building the network for the declared observation spaces");
+            }
+            let mut ready = self.ready.clone();
+            let up = matches!(tokio::time::timeout(Duration::from_secs(120), ready.wait_for(|r| *r)).await, Ok(Ok(_)));
+            if !up {
+                return Err(Status::unavailable("the learner's training thread did not come up; see its log"));
+            }
+        }
+        match self.model.get() {
+            Some(m) if m.spec != spec => Err(Status::failed_precondition(format!(
+                "this learner trains observations {} but the actor declares {spec_json}: attach environments with the same spaces to one cluster",
+                serde_json::to_string(&m.spec).unwrap_or_default()
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Shared {
+    /// The checks every rollout passes before it is queued: its shapes and values, then the
+    /// run table (superseded runs, repeated sequence numbers).
+    pub fn check(&self, r: &Rollout) -> Result<(), Status> {
+        let version = self.version.load(Ordering::Acquire);
+        let model = self.model()?;
+        let shape = Shape { spec: &model.spec, rollout_len: self.rollout_len, hidden: self.hidden };
+        if let Err(e) = validate::check(r, &shape, version) {
+            tracing::warn!(actor = %r.actor_id, run = %r.run_id, field = e.field, "rejected rollout: {e}");
+            reject(e.field);
+            self.stats.update(|x| x.rollouts_rejected += 1);
+            return Err(e.into());
+        }
+        if let Err(st) = self.runs.lock().unwrap().admit(r) {
+            tracing::warn!(actor = %r.actor_id, run = %r.run_id, "rejected rollout: {}", st.message());
+            reject(if st.code() == tonic::Code::FailedPrecondition { "run_id" } else { "sequence" });
+            self.stats.update(|x| x.rollouts_rejected += 1);
+            return Err(st);
+        }
+        Ok(())
+    }
+
+    pub fn queued(&self) -> usize {
+        let depth = self.queue.len();
+        metrics::gauge!("oni_queue_depth", "queue" => "learner_rollouts").set(depth as f64);
+        depth
+    }
+
+    /// The inference service's way in: the same checks, and a wait for room in the queue
+    /// that holds up the service's batcher (and so every remote actor) while training lags.
+    pub fn enqueue_blocking(&self, r: Rollout) -> Result<(), Status> {
+        self.check(&r)?;
+        match self.queue.send_timeout(r, QUEUE_WAIT) {
+            Ok(()) => {
+                self.queued();
+                Ok(())
+            }
+            Err(crossbeam_channel::SendTimeoutError::Timeout(_)) => {
+                metrics::counter!("oni_rollouts_dropped_total", "reason" => "queue_full").increment(1);
+                Err(Status::resource_exhausted("learner queue full for 20 s"))
+            }
+            Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => {
+                Err(Status::unavailable("learner is shutting down"))
+            }
+        }
+    }
+}
+
+/// How long a rollout waits for room in a full queue before it is dropped.
+pub(crate) const QUEUE_WAIT: Duration = Duration::from_secs(20);
+
+fn reject(field: &str) {
+    metrics::counter!("oni_rollouts_rejected_total", "field" => field.to_string()).increment(1);
+}

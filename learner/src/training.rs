@@ -1,0 +1,141 @@
+//! The training thread: builds the network once the observation layout is known (resuming
+//! from the newest checkpoint), starts the inference service on the same device, then takes
+//! rollouts from the queue, trains on each full batch, publishes the weights and checkpoints.
+
+use crate::checkpoint;
+use crate::handle::LearnerSetup;
+use crate::record::{self, Progress};
+use crate::shared::{Model, Shared};
+use crate::stats::LearnerStats;
+use crate::trainer::Trainer;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use oni_env::ObsSpec;
+use oni_inference::PublishedWeights;
+use oni_policy::TrainingBackend;
+use oni_proto::v1::Rollout;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+pub(crate) struct LearnerThread<B: TrainingBackend> {
+    pub setup: LearnerSetup,
+    pub device: B::Device,
+    pub queue: Receiver<Rollout>,
+    pub stats: Arc<LearnerStats>,
+    pub finished: Arc<AtomicBool>,
+    pub stop: watch::Receiver<bool>,
+}
+
+impl<B: TrainingBackend> LearnerThread<B> {
+    pub fn run(self, declared: std::sync::mpsc::Receiver<ObsSpec>, ready: watch::Sender<bool>, shared: Arc<Shared>) {
+        let LearnerThread { setup, device, queue, stats, finished, stop } = self;
+        let ckpt_dir = setup.run_dir.join("checkpoints");
+        let spec = loop {
+            if *stop.borrow() {
+                return;
+            }
+            match declared.recv_timeout(Duration::from_millis(100)) {
+                Ok(spec) => break spec,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        };
+        let mut trainer =
+            Trainer::<B>::new(setup.cfg.clone(), setup.policy.clone(), spec.clone(), setup.mix, device.clone());
+        if let Some(state) = checkpoint::resume_latest(&ckpt_dir, &mut trainer) {
+            stats.update(|s| {
+                s.env_steps = state.env_steps;
+                s.updates = state.updates;
+                s.policy_version = state.version;
+            });
+        }
+        metrics::gauge!("oni_policy_version").set(trainer.version as f64);
+        *shared.published.write().unwrap() =
+            Arc::new(PublishedWeights { version: trainer.version, bytes: trainer.weights_bytes() });
+        shared.version.store(trainer.version, Ordering::Release);
+        let _ = shared.model.set(Model { spec: spec.clone(), fingerprint: trainer.fingerprint() });
+        let sink: oni_inference::RolloutSink = {
+            let shared = shared.clone();
+            Box::new(move |r| shared.enqueue_blocking(r))
+        };
+        if let Err(e) = shared.inference.start::<B::InnerBackend>(
+            &setup.policy,
+            &spec,
+            trainer.fingerprint(),
+            device.clone(),
+            setup.inference.clone(),
+            setup.cfg.rollout_len,
+            shared.published.clone(),
+            sink,
+        ) {
+            tracing::error!("the central inference service did not start: {e}");
+        }
+        let _ = ready.send(true);
+
+        let cfg = &setup.cfg;
+        let mut pending: Vec<Rollout> = Vec::with_capacity(cfg.batch_rollouts);
+        let mut relabeler = setup.relabel.clone().map(crate::relabel::Relabeler::new);
+        let mut last_ckpt = Instant::now();
+        let ckpt_every = Duration::from_secs(cfg.checkpoint_interval_secs.max(1));
+        while !*stop.borrow() {
+            match queue.recv_timeout(Duration::from_millis(100)) {
+                Ok(r) => {
+                    let lag = trainer.version.saturating_sub(r.policy_version);
+                    record::rollout_arrived(&stats, &r, lag, queue.len());
+                    let drop_reason = if shared.runs.lock().unwrap().is_retired(&r.run_id) {
+                        Some("superseded_run")
+                    } else if lag > cfg.max_policy_lag {
+                        Some("policy_lag")
+                    } else {
+                        None
+                    };
+                    if let Some(reason) = drop_reason {
+                        record::rollout_dropped(&stats, reason);
+                        continue;
+                    }
+                    pending.push(r);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if pending.len() >= cfg.batch_rollouts {
+                let t0 = Instant::now();
+                if let Some(rl) = relabeler.as_mut() {
+                    let n = rl.apply(&mut pending);
+                    metrics::counter!("oni_learner_relabelled_rollouts_total").increment(n as u64);
+                }
+                let report = trainer.train(&pending);
+                let secs = t0.elapsed().as_secs_f64();
+                let bytes = trainer.weights_bytes();
+                *shared.published.write().unwrap() = Arc::new(PublishedWeights { version: trainer.version, bytes });
+                shared.version.store(trainer.version, Ordering::Release);
+                let rollouts = pending.len() as u64;
+                pending.clear();
+                let at = Progress { env_steps: trainer.env_steps, updates: trainer.updates, version: trainer.version };
+                record::update(&stats, &report, at, rollouts, rollouts * cfg.rollout_len as u64, secs);
+                if setup.max_env_steps.is_some_and(|m| trainer.env_steps >= m) {
+                    finished.store(true, Ordering::Release);
+                }
+            }
+            if last_ckpt.elapsed() >= ckpt_every {
+                write_checkpoint(&ckpt_dir, &trainer, &setup);
+                last_ckpt = Instant::now();
+            }
+        }
+        write_checkpoint(&ckpt_dir, &trainer, &setup);
+    }
+}
+
+fn write_checkpoint<B: TrainingBackend>(dir: &std::path::Path, trainer: &Trainer<B>, setup: &LearnerSetup) {
+    match checkpoint::save(dir, trainer, &setup.resolved_config, setup.cfg.keep_checkpoints) {
+        Ok(path) => {
+            metrics::counter!("oni_checkpoints_total").increment(1);
+            tracing::info!(path = %path.display(), version = trainer.version, env_steps = trainer.env_steps, "checkpoint written");
+        }
+        Err(e) => {
+            metrics::counter!("oni_checkpoint_failures_total").increment(1);
+            tracing::error!("checkpoint failed: {e}");
+        }
+    }
+}
