@@ -251,6 +251,24 @@ fn validate(cfg: &Config) -> Result<()> {
             bail!("config key `{key}` has an invalid value");
         }
     }
+    // Sizes that buffers are allocated from: a typo of a few digits must be an error at start,
+    // not an allocation that fails (or succeeds) later. (The update's own size is checked
+    // against the memory at hand when the learner starts.)
+    let a = &cfg.actor;
+    let sizes: [(&str, usize, usize); 7] = [
+        ("learner.queue_capacity", l.queue_capacity, 1 << 20),
+        ("actor.num_envs", a.num_envs, 1 << 16),
+        ("actor.count", a.count, 1 << 10),
+        ("actor.send_queue", a.send_queue, 1 << 16),
+        ("actor.max_in_flight", a.max_in_flight, 1 << 16),
+        ("inference.max_batch", cfg.inference.max_batch, 1 << 20),
+        ("inference.queue", cfg.inference.queue, 1 << 20),
+    ];
+    for (key, v, max) in sizes {
+        if v > max {
+            bail!("config key `{key}`: {v} is more than {max}");
+        }
+    }
     if let Some(spec) = oni_env::registry::known_spec(&cfg.env).map_err(|e| anyhow!("config key `env.name`: {e}"))? {
         cfg.policy.check(&spec)?;
     } else if cfg.policy.network == oni_policy::Network::Oni {
@@ -290,6 +308,80 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every shipped config, mutated (a byte changed, the file cut, a line dropped or repeated,
+    /// a value replaced by one of the wrong type or size) and loaded: each case loads or fails
+    /// with an error; none panics. The mutants are copies beside copies of all configs, so
+    /// `base` files still resolve.
+    #[test]
+    fn mutated_config_files_load_or_fail_but_never_panic() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = Vec::new();
+        for e in std::fs::read_dir(repo.join("configs")).unwrap().flatten() {
+            if e.path().extension().is_some_and(|x| x == "toml") {
+                std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+                files.push(std::fs::read_to_string(e.path()).unwrap());
+            }
+        }
+        assert!(files.len() >= 5, "configs/ holds {} files", files.len());
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n.max(1) as u64) as usize
+        };
+        let values =
+            ["-1", "0", "1e308", "nan", "-inf", "\"\"", "[]", "{}", "true", "18446744073709551615", "4294967296"];
+        let (mut cases, mut refused) = (0, 0);
+        for text in &files {
+            for _ in 0..60 {
+                let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+                let mutant = match next(5) {
+                    0 => {
+                        let mut b = text.clone().into_bytes();
+                        let i = next(b.len());
+                        b[i] = next(256) as u8;
+                        String::from_utf8_lossy(&b).into_owned()
+                    }
+                    1 => text.chars().take(next(text.len())).collect(),
+                    2 => {
+                        lines.remove(next(lines.len()));
+                        lines.join("\n")
+                    }
+                    3 => {
+                        let i = next(lines.len());
+                        lines.insert(i, lines[i].clone());
+                        lines.join("\n")
+                    }
+                    _ => {
+                        let keyed: Vec<usize> = (0..lines.len()).filter(|&i| lines[i].contains('=')).collect();
+                        if let Some(&i) = keyed.get(next(keyed.len())) {
+                            let key = lines[i].split('=').next().unwrap().to_string();
+                            lines[i] = format!("{key}= {}", values[next(values.len())]);
+                        }
+                        lines.join("\n")
+                    }
+                };
+                let path = dir.path().join("mutant.toml");
+                std::fs::write(&path, &mutant).unwrap();
+                let outcome = std::panic::catch_unwind(|| load(Some(&path), &[]));
+                match outcome {
+                    Err(_) => panic!("loading this config panicked:\n{mutant}"),
+                    Ok(Err(e)) => {
+                        assert!(!e.to_string().is_empty());
+                        refused += 1;
+                    }
+                    Ok(Ok(_)) => {}
+                }
+                cases += 1;
+            }
+        }
+        // many mutations are harmless (a comment changed, a blank line dropped, a file cut after
+        // its last key); about half break something, and the checks must notice
+        assert!(refused * 3 > cases, "only {refused} of {cases} mutated configs were refused");
+    }
 
     #[test]
     fn overrides_apply_and_bad_keys_are_named() {

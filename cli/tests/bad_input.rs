@@ -186,6 +186,11 @@ fn bad_configs_fail_at_start_naming_the_key() {
     assert!(nethack("env.nethack.seeds=[1]").contains("env.nethack.seeds"));
     assert!(nethack("env.nethack.grid=\"pixels\"").contains("env.nethack.grid"));
     assert!(nethack("env.nethack.crop_rows=500").contains("env.nethack.crop_rows"));
+    // sizes buffers are made from are bounded at start
+    for set in ["actor.num_envs=10000000", "inference.queue=100000000", "actor.send_queue=1000000"] {
+        let e = oni_err(&["run", "--config", "configs/keyroom.toml", "--set", set]);
+        assert!(e.contains(set.split('=').next().unwrap()) && e.contains("is more than"), "{e}");
+    }
     // a batch no machine has memory for stops at start with its sizes, before allocating
     let huge = ["--set", "learner.batch_rollouts=10000000", "--max-env-steps", "1"];
     let e = oni_err(&[&["run", "--config", "configs/keyroom.toml"][..], &huge].concat());
