@@ -2,17 +2,23 @@
 //! labels (with retries, a circuit breaker and constrained decoding where the server
 //! supports it), and the label bank that keeps every answer with its provenance.
 
+mod annotator;
 pub mod bank;
+pub mod config;
 pub mod distill;
 pub mod intake;
 pub mod label;
 pub mod limiter;
 pub mod llm;
+mod pairs;
 pub mod prompts;
 pub mod redis_bank;
 pub mod service;
+mod workers;
 
+pub use annotator::Core;
 pub use bank::{BankError, FileBank, LabelBank, LabelKey, PairKey};
+pub use config::AnnotatorConfig;
 pub use label::{parse_label, parse_preference, Label, LabelRecord, PairRecord, Preference};
 pub use llm::{LlmClient, LlmConfig, LlmError};
 pub use prompts::PromptConfig;

@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use oni_annotator::service::{AnnotatorConfig, Core};
+use oni_annotator::{AnnotatorConfig, Core};
 use oni_annotator::{FileBank, Label, LabelBank, LlmClient, LlmConfig, PromptConfig};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

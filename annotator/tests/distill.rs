@@ -4,7 +4,8 @@
 
 mod common;
 use common::*;
-use oni_annotator::service::{AnnotatorConfig, AnnotatorService, Core};
+use oni_annotator::service::AnnotatorService;
+use oni_annotator::{AnnotatorConfig, Core};
 use oni_annotator::{FileBank, LabelBank, LlmClient, LlmConfig, PairKey, Preference, PromptConfig};
 use oni_proto::v1::annotator_client::AnnotatorClient;
 use oni_proto::v1::RewardModelRequest;

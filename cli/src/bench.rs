@@ -626,7 +626,7 @@ pub struct AnnotatorBench {
 /// driven directly by a plain concurrent client with the same prompts, batches and
 /// concurrency; and LLM prompts per unique caption.
 pub async fn bench_annotator(b: AnnotatorBench) -> Result<()> {
-    use oni_annotator::service::Core;
+    use oni_annotator::Core;
     use oni_annotator::{FileBank, LabelBank, LlmClient};
     let mut common = b.common.clone();
     common.set.push(format!("llm.base_url=\"{}\"", b.llm));

@@ -4,7 +4,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use oni_actor::ActorConfig;
-use oni_annotator::service::AnnotatorConfig;
+use oni_annotator::AnnotatorConfig;
 use oni_annotator::{LlmConfig, PromptConfig};
 use oni_env::EnvConfig;
 use oni_inference::InferenceConfig;

@@ -21,7 +21,7 @@ pub struct Progress {
     started: Instant,
     start_steps: u64,
     sps: f64,
-    annotator: Option<std::sync::Arc<oni_annotator::service::Core>>,
+    annotator: Option<std::sync::Arc<oni_annotator::Core>>,
     last_answered: u64,
 }
 
@@ -66,7 +66,7 @@ impl Progress {
     }
 
     /// Adds the annotator's labels and reward-model version to the progress line.
-    pub fn with_annotator(mut self, core: Option<std::sync::Arc<oni_annotator::service::Core>>) -> Self {
+    pub fn with_annotator(mut self, core: Option<std::sync::Arc<oni_annotator::Core>>) -> Self {
         self.annotator = core;
         self
     }

@@ -134,7 +134,7 @@ pub async fn shutdown_signal() {
 async fn supervise(
     p: &Prepared,
     learner: &LearnerHandle,
-    annotator: Option<Arc<oni_annotator::service::Core>>,
+    annotator: Option<Arc<oni_annotator::Core>>,
     mut extra_done: impl FnMut() -> bool,
 ) -> Progress {
     let mut progress = Progress::new(Some(&p.run_dir), &learner.stats).with_annotator(annotator);
@@ -174,7 +174,7 @@ pub async fn run(c: Common) -> Result<()> {
         p.cfg.annotator.enabled = true;
     }
     if p.cfg.annotator.enabled {
-        if p.cfg.annotator.listen == oni_annotator::service::AnnotatorConfig::default().listen {
+        if p.cfg.annotator.listen == oni_annotator::AnnotatorConfig::default().listen {
             p.cfg.annotator.listen = "127.0.0.1:0".into();
         }
         if !llm_reachable(&p.cfg.llm.base_url).await {

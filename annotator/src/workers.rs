@@ -1,0 +1,185 @@
+//! The LLM workers: one per concurrent request, each taking the newest captions (or, when
+//! none wait, the newest pairs), asking the LLM and storing the answers; requests that fail
+//! put their questions back. And the watch that says when the LLM falls behind.
+
+use crate::annotator::{now_ms, Core, STARVATION_CHECK_SECS};
+use crate::distill::Answered;
+use crate::label::{truncate, Label, LabelRecord, PairRecord, Preference, RAW_ANSWER_MAX};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+impl Core {
+    /// One worker: takes the newest captions (or, when none wait, the newest pairs), asks
+    /// the LLM, stores the answers.
+    async fn work_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        while !*stop.borrow() {
+            let n = self.cfg.batch.max(1);
+            let (captions, pairs) = {
+                let mut st = self.state.lock().unwrap();
+                let b = st.backlog.take_newest(n);
+                st.in_flight.extend(b.iter().cloned());
+                let mut p = Vec::new();
+                while b.is_empty() && p.len() < n {
+                    let Some(pair) = st.pair_backlog.pop_back() else { break };
+                    p.push(pair);
+                }
+                metrics::gauge!("oni_llm_backlog").set(st.backlog.len() as f64);
+                metrics::gauge!("oni_llm_pair_backlog").set(st.pair_backlog.len() as f64);
+                (b, p)
+            };
+            if captions.is_empty() && pairs.is_empty() {
+                tokio::select! {
+                    _ = self.work.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+            let failed =
+                if captions.is_empty() { self.rank_pairs(pairs).await } else { self.label_captions(captions).await };
+            if failed > 0 {
+                metrics::counter!("oni_annotator_requeued_total").increment(failed as u64);
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(self.cfg.retry_pause_ms)) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+        }
+    }
+
+    /// Asks about a batch of captions; returns how many must be asked again.
+    async fn label_captions(&self, batch: Vec<String>) -> usize {
+        let results = self.llm.classify(&self.prompts, &batch).await;
+        let model = &self.llm.config().model;
+        let record = |caption: &String, label, raw_answer, latency_ms| LabelRecord {
+            caption: caption.clone(),
+            label,
+            prompt_hash: self.prompt_hash.clone(),
+            model: model.clone(),
+            raw_answer,
+            latency_ms,
+            time_ms: now_ms(),
+        };
+        let (records, mut retry) = sort_answers(&batch, results, Label::Unknown, record);
+        let stored = if records.is_empty() { Ok(()) } else { self.bank.put(&records) };
+        if let Err(e) = &stored {
+            tracing::error!("label bank write failed, will ask again: {e}");
+            retry.extend(records.iter().map(|r| r.caption.clone()));
+        } else {
+            for r in &records {
+                metrics::counter!("oni_labels_total", "label" => r.label.name()).increment(1);
+            }
+            self.notify(records.iter().cloned().map(Answered::Label));
+        }
+        let mut st = self.state.lock().unwrap();
+        for c in &batch {
+            st.in_flight.remove(c);
+        }
+        let failed = retry.len();
+        if !retry.is_empty() {
+            st.backlog.requeue(retry);
+        }
+        metrics::gauge!("oni_llm_backlog").set(st.backlog.len() as f64);
+        failed
+    }
+
+    /// Asks about a batch of pairs; returns how many must be asked again.
+    async fn rank_pairs(&self, batch: Vec<(String, String)>) -> usize {
+        let results = self.llm.rank(&self.prompts, &batch).await;
+        let model = &self.llm.config().model;
+        let record = |(first, second): &(String, String), preference, raw_answer, latency_ms| PairRecord {
+            first: first.clone(),
+            second: second.clone(),
+            preference,
+            prompt_hash: self.ranking_hash.clone(),
+            model: model.clone(),
+            raw_answer,
+            latency_ms,
+            time_ms: now_ms(),
+        };
+        let (records, mut retry) = sort_answers(&batch, results, Preference::Unknown, record);
+        let stored = if records.is_empty() { Ok(()) } else { self.bank.put_pairs(&records) };
+        if let Err(e) = &stored {
+            tracing::error!("label bank write failed, will ask again: {e}");
+            retry.extend(records.iter().map(|r| (r.first.clone(), r.second.clone())));
+        } else {
+            for r in &records {
+                metrics::counter!("oni_pairs_total", "preference" => r.preference.name()).increment(1);
+            }
+            self.notify(records.iter().cloned().map(Answered::Pair));
+        }
+        let mut st = self.state.lock().unwrap();
+        if stored.is_ok() {
+            for r in &records {
+                st.pairs_pending.remove(&self.pair_key(&r.first, &r.second));
+            }
+        }
+        let failed = retry.len();
+        st.pair_backlog.extend(retry);
+        metrics::gauge!("oni_llm_pair_backlog").set(st.pair_backlog.len() as f64);
+        failed
+    }
+
+    /// Starts one worker per concurrent LLM request.
+    pub fn spawn_workers(self: &Arc<Self>, stop: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks: Vec<_> = (0..self.llm.config().concurrency.max(1))
+            .map(|_| tokio::spawn(self.clone().work_loop(stop.clone())))
+            .collect();
+        tasks.push(tokio::spawn(self.clone().watch_starvation(stop)));
+        tasks
+    }
+
+    /// Says so (a warning per check, the `oni_annotator_starving` gauge) while new captions
+    /// arrive faster than the LLM labels them and the backlog grows: the reward model then
+    /// learns from a shrinking share of what the agent sees.
+    async fn watch_starvation(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let every = Duration::from_secs(STARVATION_CHECK_SECS);
+        let (mut queued, mut answered, mut backlog) = (0u64, 0u64, 0usize);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.changed() => return,
+            }
+            let (q, a, b) = (self.queued.load(Relaxed), self.answered.load(Relaxed), self.backlog());
+            let secs = every.as_secs_f64();
+            let (arriving, labelled) = ((q - queued) as f64 / secs, (a - answered) as f64 / secs);
+            let starving = arriving > labelled && b > backlog;
+            metrics::gauge!("oni_annotator_new_captions_per_second").set(arriving);
+            metrics::gauge!("oni_annotator_labels_per_second").set(labelled);
+            metrics::gauge!("oni_annotator_starving").set(if starving { 1.0 } else { 0.0 });
+            if starving {
+                tracing::warn!(
+                    "the LLM is not keeping up: {arriving:.2} new captions/s against {labelled:.2} labels/s, {b} waiting, \
+                     {} requests at once; give the LLM server more capacity (or its own cores) or send fewer captions",
+                    self.llm.concurrency_limit()
+                );
+            }
+            (queued, answered, backlog) = (q, a, b);
+        }
+    }
+}
+
+/// Splits a batch's answers into records to store (an answer, or `unknown` for a request
+/// that will not succeed by repetition) and the items to ask again.
+fn sort_answers<I: Clone, T, R>(
+    batch: &[I],
+    results: Vec<Result<crate::llm::Answer<T>, crate::llm::LlmError>>,
+    unknown: T,
+    record: impl Fn(&I, T, String, u64) -> R,
+) -> (Vec<R>, Vec<I>)
+where
+    T: Copy,
+{
+    let mut records = Vec::new();
+    let mut retry = Vec::new();
+    for (item, r) in batch.iter().zip(results) {
+        match r {
+            Ok(a) => records.push(record(item, a.label, a.raw, a.latency.as_millis() as u64)),
+            Err(e) if e.is_final() => records.push(record(item, unknown, truncate(&e.to_string(), RAW_ANSWER_MAX), 0)),
+            Err(_) => retry.push(item.clone()),
+        }
+    }
+    (records, retry)
+}
