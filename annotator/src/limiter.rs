@@ -34,6 +34,9 @@ pub enum Outcome {
 
 struct State {
     limit: f64,
+    /// The most the limit may grow to: `max`, or fewer when the server says it has fewer
+    /// parallel slots.
+    ceiling: usize,
     in_flight: usize,
     latencies: VecDeque<f64>,
 }
@@ -57,7 +60,7 @@ impl Limiter {
         let max = max.max(1);
         let min = min.clamp(1, max);
         Limiter {
-            state: Mutex::new(State { limit: max as f64, in_flight: 0, latencies: VecDeque::new() }),
+            state: Mutex::new(State { limit: max as f64, ceiling: max, in_flight: 0, latencies: VecDeque::new() }),
             freed: Notify::new(),
             min,
             max,
@@ -92,7 +95,7 @@ impl Limiter {
         s.in_flight -= 1;
         match outcome {
             Outcome::Answered(d) => {
-                s.limit = (s.limit + 1.0 / s.limit).min(self.max as f64);
+                s.limit = (s.limit + 1.0 / s.limit).min(s.ceiling as f64);
                 if s.latencies.len() == WINDOW {
                     s.latencies.pop_front();
                 }
@@ -105,6 +108,19 @@ impl Limiter {
         metrics::gauge!("oni_llm_concurrency_limit").set(s.limit.floor());
         drop(s);
         self.freed.notify_waiters();
+    }
+
+    /// Caps the limit at the server's parallel slots (never above the configured maximum nor
+    /// below 1): more requests than slots only wait in the server's queue, where a timeout
+    /// counts against them. A fixed limiter keeps what it was given.
+    pub fn set_ceiling(&self, slots: usize) {
+        if !self.adaptive {
+            return;
+        }
+        let mut s = self.state.lock().unwrap();
+        s.ceiling = slots.clamp(1, self.max);
+        s.limit = s.limit.min(s.ceiling as f64);
+        metrics::gauge!("oni_llm_concurrency_limit").set(s.limit.floor());
     }
 
     /// Requests allowed at once now.

@@ -219,6 +219,42 @@ impl LlmClient {
         self.limiter.limit()
     }
 
+    /// The server's parallel slots, where it says: llama-server's `/props` (`total_slots`),
+    /// else the length of its `/slots` list. `None` for servers that say neither (vLLM, hosted
+    /// APIs).
+    pub async fn server_slots(&self) -> Option<usize> {
+        let base = self.cfg.base_url.trim_end_matches('/');
+        let get = |path: &str| {
+            let mut req = self.http.get(format!("{base}{path}")).timeout(Duration::from_secs(5));
+            if let Some(k) = &self.key {
+                req = req.bearer_auth(k);
+            }
+            req.send()
+        };
+        let json = |r: reqwest::Response| async move {
+            if r.status().is_success() {
+                r.json::<Value>().await.ok()
+            } else {
+                None
+            }
+        };
+        if let Ok(r) = get("/props").await {
+            if let Some(n) = json(r).await.and_then(|v| v["total_slots"].as_u64()) {
+                return Some(n as usize).filter(|&n| n > 0);
+            }
+        }
+        let r = get("/slots").await.ok()?;
+        json(r).await?.as_array().map(Vec::len).filter(|&n| n > 0)
+    }
+
+    /// Asks the server for its parallel slots and caps the adaptive limit there; returns them.
+    pub async fn fit_to_server(&self) -> Option<usize> {
+        let slots = self.server_slots().await?;
+        metrics::gauge!("oni_llm_server_slots").set(slots as f64);
+        self.limiter.set_ceiling(slots);
+        Some(slots)
+    }
+
     /// True while the circuit is open (the server failed repeatedly and is being left alone).
     pub fn circuit_open(&self) -> bool {
         self.breaker.lock().unwrap().open_until.is_some_and(|t| Instant::now() < t)

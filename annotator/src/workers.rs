@@ -9,6 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// Seconds between two questions to the LLM server about its parallel slots.
+const SLOTS_CHECK_SECS: u64 = 60;
+
 impl Core {
     /// One worker: takes the newest captions (or, when none wait, the newest pairs), asks
     /// the LLM, stores the answers.
@@ -126,8 +129,30 @@ impl Core {
         let mut tasks: Vec<_> = (0..self.llm.config().concurrency.max(1))
             .map(|_| tokio::spawn(self.clone().work_loop(stop.clone())))
             .collect();
-        tasks.push(tokio::spawn(self.clone().watch_starvation(stop)));
+        tasks.push(tokio::spawn(self.clone().watch_starvation(stop.clone())));
+        tasks.push(tokio::spawn(self.clone().watch_server_slots(stop)));
         tasks
+    }
+
+    /// Keeps the concurrency limit within the server's parallel slots, asking again now and
+    /// then (a restarted server may have another `--parallel`).
+    async fn watch_server_slots(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut known = None;
+        loop {
+            let slots = self.llm.fit_to_server().await;
+            if slots.is_some() && slots != known {
+                let n = slots.unwrap_or(0);
+                tracing::info!(
+                    "the LLM server has {n} parallel slots: at most {} requests at once",
+                    n.min(self.llm.config().concurrency)
+                );
+                known = slots;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(SLOTS_CHECK_SECS)) => {}
+                _ = stop.changed() => return,
+            }
+        }
     }
 
     /// Says so (a warning per check, the `oni_annotator_starving` gauge) while new captions

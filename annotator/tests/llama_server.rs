@@ -86,4 +86,16 @@ async fn labels_captions_with_a_real_llama_server_under_both_apis() {
             assert!(a.raw.contains("\"helpful\""), "{api}/{constrain}: {:?}", a.raw);
         }
     }
+    // the server's 4 parallel slots cap a client configured for 16 requests at once
+    let cfg = LlmConfig { base_url: format!("http://127.0.0.1:{port}"), concurrency: 16, ..Default::default() };
+    let client = LlmClient::new(cfg).unwrap();
+    assert_eq!(client.concurrency_limit(), 16);
+    assert_eq!(client.fit_to_server().await, Some(4));
+    assert_eq!(client.concurrency_limit(), 4);
+    // a server that says nothing about its slots leaves the limit alone
+    let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cfg = LlmConfig { base_url: format!("http://127.0.0.1:{gone}"), concurrency: 16, ..Default::default() };
+    let client = LlmClient::new(cfg).unwrap();
+    assert_eq!(client.fit_to_server().await, None);
+    assert_eq!(client.concurrency_limit(), 16);
 }

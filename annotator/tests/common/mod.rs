@@ -79,6 +79,13 @@ pub async fn serve_on(script: Arc<Mutex<Script>>, port: u16) -> String {
                         }
                     }
                 };
+                // only the completion endpoints are scripted: anything else (the client's
+                // questions about the server's slots) finds nothing, as on a vLLM server
+                if !buf.starts_with(b"POST ") {
+                    let resp = "HTTP/1.1 404 X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+                    let _ = sock.write_all(resp.as_bytes()).await;
+                    return;
+                }
                 let reply = {
                     let mut s = script.lock().unwrap();
                     let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
