@@ -11,8 +11,10 @@ pub mod hub;
 pub mod intrinsic;
 pub mod link;
 pub(crate) mod remote;
+pub mod setup;
 pub(crate) mod source;
 pub mod stepping;
 
 pub use config::{ActorConfig, Placement};
-pub use stepping::{run_actor, ActorSetup};
+pub use setup::{ActorCounters, ActorError, ActorSetup};
+pub use stepping::run_actor;

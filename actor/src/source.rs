@@ -9,7 +9,7 @@ use crate::config::ActorConfig;
 use crate::intrinsic::{RewardSlot, Rewarder};
 use crate::link::WeightsSlot;
 use crate::remote::{Link, LinkReply};
-use crate::stepping::{ActorCounters, ActorError, ActorSetup};
+use crate::setup::{ActorCounters, ActorError, ActorSetup};
 use oni_env::{BatchView, ObsSpec};
 use oni_inference::act::Acting;
 use oni_inference::rollout::{step_captions, GroupRollouts, IntrinsicStep, RunIds};

@@ -2,55 +2,20 @@
 //! thread while the other's actions are chosen. Where they are chosen is the action source
 //! (`source.rs`): the policy in this process, or the learner's central inference service.
 
-use crate::config::{ActorConfig, Placement};
-use crate::intrinsic::{pull_reward_models, IntrinsicConfig, RewardSlot};
+use crate::config::Placement;
+use crate::intrinsic::{pull_reward_models, RewardSlot};
 use crate::link::{declare_spec, poll_weights, send_rollouts, WeightsSlot};
+use crate::setup::{ActorCounters, ActorError, ActorSetup};
 use crate::source::{Acted, ActionSource, Common, LocalSource, RemoteSource};
 use oni_env::vec_env::{EnvFactory, StepWorker};
-use oni_env::{make_env, EnvConfig, ObsSpec, VecEnv};
+use oni_env::{make_env, VecEnv};
 use oni_inference::rollout::RunIds;
-use oni_policy::{weights, PolicyBackend, PolicyConfig};
+use oni_policy::{weights, PolicyBackend};
 use oni_proto::v1::Rollout;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ActorError {
-    #[error("environment: {0}")]
-    Env(#[from] oni_env::EnvError),
-    #[error("weights from the learner do not fit this actor's network: {0}")]
-    Weights(#[from] weights::WeightsError),
-    #[error("{0}")]
-    Learner(String),
-    #[error("stepping thread panicked")]
-    Panicked,
-    #[error("cannot serve attached environments on {addr}: {reason}")]
-    Hub { addr: String, reason: String },
-}
-
-pub struct ActorSetup {
-    pub cfg: ActorConfig,
-    pub env: EnvConfig,
-    pub policy: PolicyConfig,
-    /// The observation layout of the built-in env; `None` for attached environments, whose
-    /// first client declares it.
-    pub spec: Option<ObsSpec>,
-    pub rollout_len: usize,
-    pub token: Option<String>,
-    /// Index of this actor among those of one process (seeds, default id).
-    pub index: usize,
-    /// Intrinsic reward from the annotator's reward model (needs `cfg.annotator`).
-    pub intrinsic: Option<IntrinsicConfig>,
-}
-
-/// Counters the caller may read while the actor runs.
-#[derive(Default)]
-pub struct ActorCounters {
-    pub env_steps: AtomicU64,
-    pub rollouts: AtomicU64,
-}
 
 /// Runs one actor until `stop` flips or an unrecoverable error. Call inside a tokio runtime.
 pub async fn run_actor<B: PolicyBackend>(
@@ -198,7 +163,7 @@ fn drive<S: ActionSource>(
     source: S,
 ) -> Result<(), ActorError> {
     match hub {
-        Some((layout, events)) => crate::hub::stepping::hub_loop(layout, events, source),
+        Some((layout, events)) => crate::hub::step_loop::hub_loop(layout, events, source),
         None => step_loop(setup, source),
     }
 }

@@ -13,6 +13,7 @@ pub mod llm;
 mod pairs;
 pub mod prompts;
 pub mod redis_bank;
+pub mod serve;
 pub mod service;
 mod workers;
 

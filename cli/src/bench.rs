@@ -4,7 +4,7 @@ use crate::roles::{self, Prepared};
 use crate::{device, with_backend, Common};
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use oni_actor::stepping::ActorCounters;
+use oni_actor::ActorCounters;
 use oni_env::{make_env, EnvConfig, ObsBuf, MESSAGE_LEN};
 use oni_learner::batch::RewardMix;
 use oni_learner::trainer::Trainer;

@@ -1,88 +1,29 @@
 //! `oni annotator` (the service) and `oni labels` (inspect and export a label bank).
 
-use crate::config::Config;
-use crate::roles::{self, Prepared};
+use crate::roles;
 use crate::Common;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use oni_annotator::service::AnnotatorService;
-use oni_annotator::Core;
-use oni_annotator::{FileBank, LabelBank, LabelKey, LabelRecord, LlmClient, PairKey, PairRecord, RedisBank};
+use oni_annotator::{FileBank, LabelBank, LabelKey, LabelRecord, PairKey, PairRecord, RedisBank};
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::watch;
 
-pub fn open_bank(cfg: &Config, run_dir: &Path) -> Result<Arc<dyn LabelBank>> {
-    Ok(match cfg.label_bank.kind.as_str() {
-        "redis" => Arc::new(
-            RedisBank::open(&cfg.label_bank.redis_url, &cfg.label_bank.prefix)
-                .with_context(|| format!("label_bank.redis_url {}", cfg.label_bank.redis_url))?,
-        ),
-        _ => {
-            let dir = cfg.label_bank.path.clone().unwrap_or_else(|| run_dir.join("labels"));
-            Arc::new(FileBank::open_with(&dir, cfg.label_bank.memory_records)?)
-        }
-    })
-}
-
-/// Starts the annotator's workers and gRPC server; returns the bound address and the core.
-pub async fn start_annotator(p: &Prepared, stop: watch::Receiver<bool>) -> Result<(std::net::SocketAddr, Arc<Core>)> {
-    let cfg = &p.cfg;
-    let bank = open_bank(cfg, &p.run_dir)?;
-    let llm = LlmClient::new(cfg.llm.clone())?;
-    let core = Core::new(cfg.annotator.clone(), cfg.prompts.clone(), llm, bank)?;
-    core.spawn_workers(stop.clone());
-    if let Some(kind) = cfg.reward.model_kind() {
-        core.start_distiller(kind, cfg.distill.clone(), stop.clone())?;
-    }
-    let handle = core.clone();
-    let listener = tokio::net::TcpListener::bind(&cfg.annotator.listen)
-        .await
-        .with_context(|| format!("annotator.listen {}", cfg.annotator.listen))?;
-    let addr = listener.local_addr()?;
-    let check = oni_proto::TokenCheck::new(cfg.token().as_deref())?;
-    let svc = tonic::service::interceptor::InterceptedService::new(AnnotatorService::server(core), check);
-    let router = oni_proto::transport::server_builder(&cfg.learner.tls)?.add_service(svc);
-    oni_proto::transport::spawn_server(router, listener, stop, "annotator");
-    tracing::info!(%addr, llm = %cfg.llm.base_url, model = %cfg.llm.model, "annotator serving");
-    Ok((addr, handle))
-}
-
 pub async fn annotator(c: Common) -> Result<()> {
     let p = roles::prepare(&c)?;
     roles::init_metrics(&p.cfg)?;
     let (stop_tx, stop) = watch::channel(false);
-    let (addr, core) = start_annotator(&p, stop).await?;
+    let (addr, core) = roles::start_annotator(&p, stop).await?;
     eprintln!("annotator listening on {addr}");
     roles::shutdown_signal().await;
-    drain(&core, std::time::Duration::from_secs(p.cfg.annotator.drain_secs)).await;
+    oni_annotator::serve::drain(&core, std::time::Duration::from_secs(p.cfg.annotator.drain_secs)).await;
     let _ = stop_tx.send(true);
     Ok(())
 }
 
 /// Gives the captions already received time to be labelled before stopping; what is left
 /// at the deadline is counted as dropped.
-pub async fn drain(core: &Core, deadline: std::time::Duration) {
-    let start = std::time::Instant::now();
-    let mut told = false;
-    loop {
-        let left = core.backlog() + core.in_flight();
-        if left == 0 {
-            return;
-        }
-        if start.elapsed() >= deadline {
-            eprintln!("stopping with {left} captions unlabelled");
-            metrics::counter!("oni_annotator_dropped_total", "reason" => "shutdown").increment(left as u64);
-            return;
-        }
-        if !told {
-            eprintln!("waiting up to {}s for {left} captions to be labelled", deadline.as_secs());
-            told = true;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-}
 
 #[derive(Subcommand)]
 pub enum LabelsCmd {
@@ -132,7 +73,7 @@ pub struct ExportArgs {
 fn bank_of(c: &Common) -> Result<Arc<dyn LabelBank>> {
     let cfg = crate::config::load(c.config.as_deref(), &c.set)?;
     let run_dir = cfg.run_dir(c.run_dir.as_deref());
-    open_bank(&cfg, &run_dir)
+    roles::open_bank(&cfg, &run_dir)
 }
 
 fn csv_field(s: &str) -> String {

@@ -5,7 +5,7 @@ use crate::device::{self, DeviceKind};
 use crate::progress::{write_summary, Progress};
 use crate::{with_backend, Common};
 use anyhow::{Context, Result};
-use oni_actor::stepping::ActorCounters;
+use oni_actor::ActorCounters;
 use oni_actor::ActorSetup;
 use oni_learner::{spawn_learner, LearnerHandle, LearnerSetup};
 use std::path::PathBuf;
@@ -85,7 +85,7 @@ pub fn spawn_actor(
     index: usize,
     counters: Arc<ActorCounters>,
     stop: watch::Receiver<bool>,
-) -> Result<tokio::task::JoinHandle<Result<(), oni_actor::stepping::ActorError>>> {
+) -> Result<tokio::task::JoinHandle<Result<(), oni_actor::ActorError>>> {
     let spec = oni_env::registry::known_spec(&cfg.env)?;
     if spec.is_none() && cfg.actor.count > 1 {
         anyhow::bail!("actor.count = {}: with attached environments each actor is one hub on actor.hub.listen; start more actor processes instead", cfg.actor.count);
@@ -184,7 +184,7 @@ pub async fn run(c: Common) -> Result<()> {
                 p.cfg.llm.base_url
             );
         }
-        let (addr, core) = crate::labels::start_annotator(&p, annotator_rx).await?;
+        let (addr, core) = start_annotator(&p, annotator_rx).await?;
         p.cfg.actor.annotator = addr.to_string();
         annotator = Some(core);
     }
@@ -219,7 +219,7 @@ pub async fn run(c: Common) -> Result<()> {
     let summary = progress.summary(&p.cfg.name, &p.cfg.env.name, &learner.stats);
     learner.shutdown().await;
     if let Some(core) = &annotator {
-        crate::labels::drain(core, Duration::from_secs(p.cfg.annotator.drain_secs)).await;
+        oni_annotator::serve::drain(core, Duration::from_secs(p.cfg.annotator.drain_secs)).await;
     }
     let _ = annotator_stop.send(true);
     let path = write_summary(&p.run_dir, &summary)?;
@@ -262,4 +262,39 @@ pub async fn actor(c: Common) -> Result<()> {
     }
     let _ = stop_tx.send(true);
     handle.await?.map_err(Into::into)
+}
+
+/// The label bank `cfg` names: Redis, or the file bank (under the run directory unless
+/// `label_bank.path` says where).
+pub fn open_bank(cfg: &Config, run_dir: &std::path::Path) -> Result<Arc<dyn oni_annotator::LabelBank>> {
+    use anyhow::Context;
+    Ok(match cfg.label_bank.kind.as_str() {
+        "redis" => Arc::new(
+            oni_annotator::RedisBank::open(&cfg.label_bank.redis_url, &cfg.label_bank.prefix)
+                .with_context(|| format!("label_bank.redis_url {}", cfg.label_bank.redis_url))?,
+        ),
+        _ => {
+            let dir = cfg.label_bank.path.clone().unwrap_or_else(|| run_dir.join("labels"));
+            Arc::new(oni_annotator::FileBank::open_with(&dir, cfg.label_bank.memory_records)?)
+        }
+    })
+}
+
+/// Starts an annotator for `p`'s config; returns the bound address and its core.
+pub async fn start_annotator(
+    p: &Prepared,
+    stop: watch::Receiver<bool>,
+) -> Result<(std::net::SocketAddr, Arc<oni_annotator::Core>)> {
+    let cfg = &p.cfg;
+    let llm = oni_annotator::LlmClient::new(cfg.llm.clone())?;
+    let core = oni_annotator::Core::new(cfg.annotator.clone(), cfg.prompts.clone(), llm, open_bank(cfg, &p.run_dir)?)?;
+    let token = cfg.token();
+    let serving = oni_annotator::serve::Serving {
+        listen: &cfg.annotator.listen,
+        token: token.as_deref(),
+        tls: &cfg.learner.tls,
+        distill: cfg.reward.model_kind().map(|k| (k, cfg.distill.clone())),
+    };
+    let addr = oni_annotator::serve::start(core.clone(), serving, stop).await?;
+    Ok((addr, core))
 }

@@ -1,58 +1,24 @@
 //! Starting a learner: the gRPC server (the `Learner` and `Inference` services behind the
 //! token check) and the training thread, and the handle that stops them.
 
-use crate::batch::RewardMix;
-use crate::config::LearnerConfig;
 use crate::runs::RunTable;
 use crate::service::LearnerService;
+use crate::setup::{LearnerError, LearnerSetup};
 use crate::shared::Shared;
 use crate::stats::LearnerStats;
 use crate::training::LearnerThread;
 use crossbeam_channel::bounded;
 use oni_env::ObsSpec;
-use oni_inference::{InferenceConfig, InferenceSlot, PublishedWeights};
-use oni_policy::PolicyConfig;
+use oni_inference::{InferenceSlot, PublishedWeights};
 use oni_policy::TrainingBackend;
-use oni_proto::transport::{server_builder, spawn_server, TransportError};
+use oni_proto::transport::{server_builder, spawn_server};
 use oni_proto::v1::Rollout;
 use oni_proto::TokenCheck;
 use oni_proto::MAX_MESSAGE_BYTES;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use tokio::sync::watch;
-
-#[derive(Debug, thiserror::Error)]
-pub enum LearnerError {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
-    #[error(transparent)]
-    Transport(#[from] TransportError),
-    #[error("training thread failed to start: {0}")]
-    Start(String),
-    #[error(transparent)]
-    TooBig(#[from] crate::fits::TooBig),
-}
-
-pub struct LearnerSetup {
-    pub cfg: LearnerConfig,
-    pub policy: PolicyConfig,
-    /// The observation layout; `None` for attached environments, whose layout the first
-    /// actor to ask for weights declares (see `GetPolicyRequest.obs_spec`).
-    pub spec: Option<ObsSpec>,
-    pub mix: RewardMix,
-    pub run_dir: PathBuf,
-    /// Written into every checkpoint.
-    pub resolved_config: String,
-    pub token: Option<String>,
-    /// Stop after consuming this many env steps.
-    pub max_env_steps: Option<u64>,
-    /// Relabel mode: the reward models pulled from the annotator.
-    pub relabel: Option<Arc<oni_reward_model::pull::RewardSlot>>,
-    /// The central inference service (for actors with `actor.inference = "remote"`).
-    pub inference: InferenceConfig,
-}
 
 /// A running learner. Dropping it does not stop it; call `shutdown`.
 pub struct LearnerHandle {

@@ -14,6 +14,7 @@ mod record;
 pub mod relabel;
 mod runs;
 mod service;
+mod setup;
 mod shared;
 pub mod stats;
 pub mod trainer;
@@ -22,5 +23,6 @@ pub mod validate;
 pub mod vtrace;
 
 pub use config::LearnerConfig;
-pub use handle::{spawn_learner, LearnerError, LearnerHandle, LearnerSetup};
+pub use handle::{spawn_learner, LearnerHandle};
+pub use setup::{LearnerError, LearnerSetup};
 pub use stats::{LearnerStats, StatsSnapshot};

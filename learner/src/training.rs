@@ -3,8 +3,8 @@
 //! rollouts from the queue, trains on each full batch, publishes the weights and checkpoints.
 
 use crate::checkpoint;
-use crate::handle::LearnerSetup;
 use crate::record::{self, Progress};
+use crate::setup::LearnerSetup;
 use crate::shared::{Model, Shared};
 use crate::stats::LearnerStats;
 use crate::trainer::Trainer;

@@ -17,6 +17,7 @@ pub mod cached;
 pub mod caption;
 pub mod decay;
 pub mod fifo;
+pub mod kind;
 pub mod model;
 pub mod net;
 pub mod pull;
@@ -26,7 +27,8 @@ pub mod train;
 pub use cached::CachedRewards;
 pub use caption::normalise;
 pub use decay::EpisodeCounts;
-pub use model::{Kind, RewardModel};
+pub use kind::Kind;
+pub use model::RewardModel;
 pub use snapshot::{Snapshot, SnapshotError};
 pub use train::{DistillConfig, Distiller, Example, Pair};
 

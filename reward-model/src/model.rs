@@ -1,44 +1,11 @@
 //! A loaded reward model: captions in, intrinsic rewards (0 or 1) out.
 
+use crate::kind::Kind;
 use crate::net::{encode, ByteCnn};
 use crate::snapshot::{Snapshot, SnapshotError};
 use crate::Backend;
 use burn::tensor::activation::softmax;
 use std::collections::HashMap;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
-    Hashing,
-    Classification,
-    Ranking,
-}
-
-impl Kind {
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Hashing => "hashing",
-            Kind::Classification => "classification",
-            Kind::Ranking => "ranking",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Kind> {
-        match s {
-            "hashing" => Some(Kind::Hashing),
-            "classification" => Some(Kind::Classification),
-            "ranking" => Some(Kind::Ranking),
-            _ => None,
-        }
-    }
-
-    /// Network outputs: two logits for classification, one score for ranking.
-    pub fn outputs(self) -> usize {
-        match self {
-            Kind::Ranking => 1,
-            _ => 2,
-        }
-    }
-}
 
 #[allow(clippy::large_enum_variant)] // one per model
 enum Inner {

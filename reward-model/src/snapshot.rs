@@ -3,7 +3,7 @@
 //! weights in the policy's checked wire format, all under one CRC32. A snapshot that fails
 //! its checksum or names an unknown kind is refused whole.
 
-use crate::model::Kind;
+use crate::kind::Kind;
 use crate::net::NetConfig;
 use oni_policy::weights::crc32;
 use serde::{Deserialize, Serialize};

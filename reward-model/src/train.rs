@@ -11,7 +11,7 @@
 //! dataset is smaller than `dataset_limit`, then one step per tick.
 
 use crate::fifo::FifoMap;
-use crate::model::Kind;
+use crate::kind::Kind;
 use crate::net::{encode, ByteCnn, NetConfig};
 use crate::snapshot::{Snapshot, SnapshotError};
 use crate::{Backend, TrainBackend};

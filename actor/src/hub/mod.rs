@@ -4,13 +4,13 @@
 
 pub mod service;
 pub mod spaces;
-pub(crate) mod stepping;
+pub(crate) mod step_loop;
 
 pub use service::{HubEvent, HubState, PROTOCOL_VERSION};
 pub use spaces::Layout;
 
 use crate::config::HubConfig;
-use crate::stepping::{ActorError, ActorSetup};
+use crate::setup::{ActorError, ActorSetup};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -84,7 +84,7 @@ pub async fn serve_random(cfg: HubConfig, stop: watch::Receiver<bool>) -> Result
         let events = hub.events;
         let looping = tokio::task::spawn_blocking(move || {
             let random = crate::source::RandomSource { num_actions: layout.spec.num_actions, halt: h };
-            stepping::hub_loop(layout, events, random)
+            step_loop::hub_loop(layout, events, random)
         });
         let mut stop = stop;
         let _ = stop.wait_for(|s| *s).await;

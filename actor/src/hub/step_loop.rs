@@ -4,8 +4,8 @@
 
 use super::service::{HubEvent, Reply};
 use super::spaces::{time_limited, Batch, Layout};
+use crate::setup::ActorError;
 use crate::source::{Acted, ActionSource};
-use crate::stepping::ActorError;
 use oni_proto::v1::{hub_message, Actions, HubMessage};
 use std::collections::HashMap;
 use std::sync::Arc;

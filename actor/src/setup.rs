@@ -1,0 +1,43 @@
+//! What an actor is started with, what it reports while it runs, and how it fails.
+
+use crate::config::ActorConfig;
+use crate::intrinsic::IntrinsicConfig;
+use oni_env::{EnvConfig, ObsSpec};
+use oni_policy::{weights, PolicyConfig};
+use std::sync::atomic::AtomicU64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActorError {
+    #[error("environment: {0}")]
+    Env(#[from] oni_env::EnvError),
+    #[error("weights from the learner do not fit this actor's network: {0}")]
+    Weights(#[from] weights::WeightsError),
+    #[error("{0}")]
+    Learner(String),
+    #[error("stepping thread panicked")]
+    Panicked,
+    #[error("cannot serve attached environments on {addr}: {reason}")]
+    Hub { addr: String, reason: String },
+}
+
+pub struct ActorSetup {
+    pub cfg: ActorConfig,
+    pub env: EnvConfig,
+    pub policy: PolicyConfig,
+    /// The observation layout of the built-in env; `None` for attached environments, whose
+    /// first client declares it.
+    pub spec: Option<ObsSpec>,
+    pub rollout_len: usize,
+    pub token: Option<String>,
+    /// Index of this actor among those of one process (seeds, default id).
+    pub index: usize,
+    /// Intrinsic reward from the annotator's reward model (needs `cfg.annotator`).
+    pub intrinsic: Option<IntrinsicConfig>,
+}
+
+/// Counters the caller may read while the actor runs.
+#[derive(Default)]
+pub struct ActorCounters {
+    pub env_steps: AtomicU64,
+    pub rollouts: AtomicU64,
+}

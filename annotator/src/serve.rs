@@ -1,0 +1,74 @@
+//! Starting an annotator around its core: the LLM workers, the distiller when a reward model
+//! is wanted, and the gRPC server behind the token check; and, at shutdown, labelling what
+//! already arrived for a bounded time.
+
+use crate::annotator::Core;
+use crate::service::AnnotatorService;
+use crate::BankError;
+use oni_proto::transport::{server_builder, spawn_server, TransportError};
+use oni_proto::{TlsConfig, TokenCheck};
+use oni_reward_model::{DistillConfig, Kind};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("annotator.listen {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error(transparent)]
+    Bank(#[from] BankError),
+}
+
+/// Where and how the annotator serves.
+pub struct Serving<'a> {
+    pub listen: &'a str,
+    pub token: Option<&'a str>,
+    pub tls: &'a TlsConfig,
+    /// The reward model to distil from the answers, if any.
+    pub distill: Option<(Kind, DistillConfig)>,
+}
+
+/// Starts the workers (and the distiller), binds and serves until `stop`; returns the bound
+/// address.
+pub async fn start(core: Arc<Core>, s: Serving<'_>, stop: watch::Receiver<bool>) -> Result<SocketAddr, StartError> {
+    core.spawn_workers(stop.clone());
+    if let Some((kind, cfg)) = s.distill {
+        core.start_distiller(kind, cfg, stop.clone())?;
+    }
+    let bind = |source| StartError::Bind { addr: s.listen.to_string(), source };
+    let listener = tokio::net::TcpListener::bind(s.listen).await.map_err(bind)?;
+    let addr = listener.local_addr().map_err(bind)?;
+    let check = TokenCheck::new(s.token)?;
+    let llm = core.llm().config().clone();
+    let svc = tonic::service::interceptor::InterceptedService::new(AnnotatorService::server(core), check);
+    spawn_server(server_builder(s.tls)?.add_service(svc), listener, stop, "annotator");
+    tracing::info!(%addr, llm = %llm.base_url, model = %llm.model, "annotator serving");
+    Ok(addr)
+}
+
+/// Waits until every caption received is labelled, or `deadline` passed (what is left is
+/// counted as dropped).
+pub async fn drain(core: &Core, deadline: Duration) {
+    let start = Instant::now();
+    let mut told = false;
+    loop {
+        let left = core.backlog() + core.in_flight();
+        if left == 0 {
+            return;
+        }
+        if start.elapsed() >= deadline {
+            eprintln!("stopping with {left} captions unlabelled");
+            metrics::counter!("oni_annotator_dropped_total", "reason" => "shutdown").increment(left as u64);
+            return;
+        }
+        if !told {
+            eprintln!("waiting up to {}s for {left} captions to be labelled", deadline.as_secs());
+            told = true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
