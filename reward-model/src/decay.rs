@@ -1,4 +1,4 @@
-//! The per-episode count decay of the intrinsic reward (DESIGN §2):
+//! The per-episode count decay of the intrinsic reward (docs/architecture.md, "The method"):
 //!
 //! `r = α_ext · clip(r_env, ±c) + α_int · r_int(m) · N_ep(m)^(−β)`
 //!
