@@ -12,7 +12,8 @@ use crate::remote::{Link, LinkReply};
 use crate::setup::{ActorCounters, ActorError, ActorSetup};
 use oni_env::{BatchView, ObsSpec};
 use oni_inference::act::Acting;
-use oni_inference::rollout::{step_captions, GroupRollouts, IntrinsicStep, RunIds};
+use oni_inference::group::ActingGroup;
+use oni_inference::rollout::{step_captions, IntrinsicStep, RunIds};
 use oni_inference::wire;
 use oni_policy::{PolicyBackend, PolicyConfig};
 use oni_proto::v1::{GroupHello, Rollout};
@@ -136,10 +137,8 @@ pub(crate) struct LocalSource<B: PolicyBackend> {
 }
 
 pub(crate) struct LocalGroup {
-    hidden: Vec<f32>,
-    rollouts: GroupRollouts,
+    acting: ActingGroup,
     rewarder: Option<Rewarder>,
-    offset: usize,
 }
 
 impl<B: PolicyBackend> LocalSource<B> {
@@ -180,11 +179,10 @@ impl<B: PolicyBackend> ActionSource for LocalSource<B> {
     type Group = LocalGroup;
 
     fn group(&mut self, size: usize, offset: usize) -> LocalGroup {
+        let h = self.acting.hidden_size();
         LocalGroup {
-            hidden: vec![0.0; size * self.acting.hidden_size()],
-            rollouts: GroupRollouts::new(&self.common.spec, self.common.rollout_len, size, offset),
+            acting: ActingGroup::new(&self.common.spec, self.common.rollout_len, size, offset, h),
             rewarder: self.common.rewarder(size),
-            offset,
         }
     }
 
@@ -196,27 +194,20 @@ impl<B: PolicyBackend> ActionSource for LocalSource<B> {
             }
         }
         let run = self.common.run.clone();
-        for r in g.rollouts.observe(&obs, &g.hidden, self.acting.version, &run) {
+        for r in g.acting.observe(&obs, self.acting.version, &run) {
             if !self.queue(r) {
                 return Ok(Acted::Halted);
             }
         }
-        let chosen = self.acting.choose(obs.glyphs, obs.stats, obs.messages, &g.hidden);
-        g.hidden = chosen.hidden;
-        g.rollouts.act(&chosen.actions);
+        let chosen = self.acting.choose(obs.glyphs, obs.stats, obs.messages, &g.acting.hidden);
+        g.acting.chose(&chosen.actions, &chosen.hidden);
         Ok(Acted::Actions(chosen.actions.into_iter().map(|(a, _)| a).collect()))
     }
 
     /// State resets, rollouts, intrinsic rewards, counters.
     fn stepped(&mut self, g: &mut LocalGroup, view: BatchView<'_>) {
-        let h = self.acting.hidden_size();
-        for (i, &done) in view.last.dones.iter().enumerate() {
-            if done {
-                g.hidden[i * h..(i + 1) * h].fill(0.0);
-            }
-        }
         let step = intrinsic(g.rewarder.as_mut(), &view);
-        g.rollouts.stepped(&view, g.offset, step);
+        g.acting.stepped(&view, step);
         self.common.count_step(&view);
     }
 

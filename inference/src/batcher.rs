@@ -4,7 +4,8 @@
 
 use crate::act::Acting;
 use crate::config::InferenceConfig;
-use crate::rollout::{GroupRollouts, RunIds};
+use crate::group::ActingGroup;
+use crate::rollout::RunIds;
 use crate::wire::Decoded;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use oni_env::{ObsSpec, MESSAGE_LEN};
@@ -49,8 +50,7 @@ pub(crate) struct Job {
 struct GroupState {
     n: usize,
     first_slot: usize,
-    hidden: Vec<f32>,
-    rollouts: GroupRollouts,
+    acting: ActingGroup,
     run: Arc<RunIds>,
 }
 
@@ -141,7 +141,7 @@ impl<B: PolicyBackend> Batcher<B> {
             }
             Msg::Leave { key, why } => {
                 if let Some(g) = self.groups.remove(&key) {
-                    let partial = g.rollouts.partial();
+                    let partial = g.acting.partial();
                     if partial > 0 {
                         metrics::counter!("oni_inference_dropped_partial_rollouts_total").increment(partial as u64);
                     }
@@ -195,9 +195,8 @@ impl<B: PolicyBackend> Batcher<B> {
                 r
             }
         };
-        let hidden = vec![0.0; n * self.acting.hidden_size()];
-        let rollouts = GroupRollouts::new(&self.acting.spec, self.rollout_len, n, first);
-        self.groups.insert(key, GroupState { n, first_slot: first, hidden, rollouts, run });
+        let acting = ActingGroup::new(&self.acting.spec, self.rollout_len, n, first, self.acting.hidden_size());
+        self.groups.insert(key, GroupState { n, first_slot: first, acting, run });
         metrics::gauge!("oni_inference_groups").set(self.groups.len() as f64);
         Ok(())
     }
@@ -224,15 +223,10 @@ impl<B: PolicyBackend> Batcher<B> {
             metrics::histogram!("oni_inference_queue_wait_seconds")
                 .record(start.duration_since(j.queued).as_secs_f64());
             if j.decoded.has_result {
-                for (i, &done) in j.decoded.last.dones.iter().enumerate() {
-                    if done {
-                        g.hidden[i * h..(i + 1) * h].fill(0.0);
-                    }
-                }
                 let intrinsic = j.decoded.intrinsic.take();
-                g.rollouts.stepped(&j.decoded.view(), g.first_slot, intrinsic);
+                g.acting.stepped(&j.decoded.view(), intrinsic);
             }
-            let finished = g.rollouts.observe(&j.decoded.view(), &g.hidden, version, &g.run);
+            let finished = g.acting.observe(&j.decoded.view(), version, &g.run);
             let mut superseded = None;
             for r in finished {
                 if let Err(st) = (self.sink)(r) {
@@ -254,7 +248,7 @@ impl<B: PolicyBackend> Batcher<B> {
             glyphs.extend_from_slice(&j.decoded.glyphs);
             stats.extend_from_slice(&j.decoded.stats);
             messages.extend_from_slice(&j.decoded.messages);
-            hidden.extend_from_slice(&g.hidden);
+            hidden.extend_from_slice(&g.acting.hidden);
             live.push(j);
         }
         if live.is_empty() {
@@ -274,8 +268,7 @@ impl<B: PolicyBackend> Batcher<B> {
             let range = at..at + g.n;
             at += g.n;
             let acts = &chosen.actions[range.clone()];
-            g.rollouts.act(acts);
-            g.hidden.copy_from_slice(&chosen.hidden[range.start * h..range.end * h]);
+            g.acting.chose(acts, &chosen.hidden[range.start * h..range.end * h]);
             let reply = ActReply {
                 step: j.step,
                 actions: acts.iter().map(|&(a, _)| a as u32).collect(),

@@ -8,6 +8,7 @@
 pub mod act;
 mod batcher;
 pub mod config;
+pub mod group;
 pub mod rollout;
 pub mod service;
 pub mod wire;
