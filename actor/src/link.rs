@@ -29,10 +29,19 @@ pub(crate) fn rpc_error(method: &'static str, st: &tonic::Status) {
     metrics::counter!("oni_rpc_errors_total", "method" => method, "code" => format!("{:?}", st.code())).increment(1);
 }
 
-pub async fn connect(cfg: &ActorConfig, token: Option<&str>) -> Result<Client, String> {
+/// A connection to the learner that adds the token to every call: what the clients of each
+/// of its services (`Learner`, `Inference`) are built on.
+pub(crate) async fn learner_channel(
+    cfg: &ActorConfig,
+    token: Option<&str>,
+) -> Result<InterceptedService<Channel, AuthInterceptor>, String> {
     let channel = cfg.client_options().connect(&cfg.learner).await.map_err(|e| e.to_string())?;
     let auth = AuthInterceptor::new(token).map_err(|e| e.to_string())?;
-    Ok(LearnerClient::with_interceptor(channel, auth)
+    Ok(InterceptedService::new(channel, auth))
+}
+
+pub async fn connect(cfg: &ActorConfig, token: Option<&str>) -> Result<Client, String> {
+    Ok(LearnerClient::new(learner_channel(cfg, token).await?)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
 }

@@ -5,7 +5,7 @@
 //! service's recurrent state for them is gone.
 
 use crate::config::ActorConfig;
-use crate::link::{backoff, is_fatal, retry_pause, rpc_error};
+use crate::link::{backoff, is_fatal, learner_channel, retry_pause, rpc_error};
 use oni_inference::wire::wire_bytes;
 use oni_proto::v1::inference_client::InferenceClient;
 use oni_proto::v1::{ActReply, ActRequest};
@@ -71,9 +71,7 @@ type Client =
     InferenceClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, AuthInterceptor>>;
 
 async fn open(cfg: &ActorConfig, token: Option<&str>) -> Result<Client, String> {
-    let channel = cfg.client_options().connect(&cfg.learner).await.map_err(|e| e.to_string())?;
-    let auth = AuthInterceptor::new(token).map_err(|e| e.to_string())?;
-    Ok(InferenceClient::with_interceptor(channel, auth)
+    Ok(InferenceClient::new(learner_channel(cfg, token).await?)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
 }

@@ -1,7 +1,7 @@
 //! The learner's gRPC surface (`oni.v1.Learner`): rollouts in (checked, then queued for the
 //! training thread with a backpressure flag in every ack), weights and info out.
 
-use crate::shared::{Shared, QUEUE_WAIT};
+use crate::shared::{queue_full, shutting_down, Shared, QUEUE_WAIT};
 use crossbeam_channel::TrySendError;
 use oni_proto::v1::learner_server::{Learner, LearnerServer};
 use oni_proto::v1::{GetInfoRequest, GetPolicyRequest, LearnerInfo, PolicyWeights, Rollout, RolloutAck};
@@ -30,15 +30,12 @@ impl LearnerService {
                 Ok(()) => break,
                 Err(TrySendError::Full(back)) => {
                     if Instant::now() > deadline {
-                        metrics::counter!("oni_rollouts_dropped_total", "reason" => "queue_full").increment(1);
-                        return Err(Status::resource_exhausted("learner queue full for 20 s; pause and resend later"));
+                        return Err(queue_full());
                     }
                     item = back;
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
-                Err(TrySendError::Disconnected(_)) => {
-                    return Err(Status::unavailable("learner is shutting down"));
-                }
+                Err(TrySendError::Disconnected(_)) => return Err(shutting_down()),
             }
         }
         let depth = s.queued();

@@ -89,9 +89,7 @@ impl Shared {
             _ => Ok(()),
         }
     }
-}
 
-impl Shared {
     /// The checks every rollout passes before it is queued: its shapes and values, then the
     /// run table (superseded runs, repeated sequence numbers).
     pub fn check(&self, r: &Rollout) -> Result<(), Status> {
@@ -128,15 +126,21 @@ impl Shared {
                 self.queued();
                 Ok(())
             }
-            Err(crossbeam_channel::SendTimeoutError::Timeout(_)) => {
-                metrics::counter!("oni_rollouts_dropped_total", "reason" => "queue_full").increment(1);
-                Err(Status::resource_exhausted("learner queue full for 20 s"))
-            }
-            Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => {
-                Err(Status::unavailable("learner is shutting down"))
-            }
+            Err(crossbeam_channel::SendTimeoutError::Timeout(_)) => Err(queue_full()),
+            Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => Err(shutting_down()),
         }
     }
+}
+
+/// A rollout that waited `QUEUE_WAIT` for room in the queue is dropped (counted).
+pub(crate) fn queue_full() -> Status {
+    metrics::counter!("oni_rollouts_dropped_total", "reason" => "queue_full").increment(1);
+    Status::resource_exhausted("learner queue full for 20 s; pause and resend later")
+}
+
+/// The training thread is gone: no rollout is queued any more.
+pub(crate) fn shutting_down() -> Status {
+    Status::unavailable("learner is shutting down")
 }
 
 /// How long a rollout waits for room in a full queue before it is dropped.
