@@ -70,8 +70,8 @@ impl Rewarder {
         }
         if self.window.0 >= GAUGE_EVERY {
             let (n, pos, sum) = std::mem::take(&mut self.window);
-            metrics::gauge!("oni_intrinsic_reward_mean").set(sum / n as f64);
-            metrics::gauge!("oni_intrinsic_rewarded_fraction").set(pos as f64 / n as f64);
+            metrics::gauge!(crate::metric_names::INTRINSIC_REWARD_MEAN).set(sum / n as f64);
+            metrics::gauge!(crate::metric_names::INTRINSIC_REWARDED_FRACTION).set(pos as f64 / n as f64);
         }
         StepRewards { rewards, decays, finished }
     }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod hub;
 pub mod intrinsic;
 pub mod link;
+pub mod metric_names;
 pub(crate) mod remote;
 pub mod setup;
 pub(crate) mod source;

@@ -5,11 +5,11 @@
 //! service's recurrent state for them is gone.
 
 use crate::config::ActorConfig;
-use crate::link::{backoff, is_fatal, learner_channel, retry_pause, rpc_error};
+use crate::link::to_learner;
 use oni_inference::wire::wire_bytes;
+use oni_proto::retry::{count_rpc_error, is_fatal, pause, Authed};
 use oni_proto::v1::inference_client::InferenceClient;
 use oni_proto::v1::{ActReply, ActRequest};
-use oni_proto::AuthInterceptor;
 use oni_proto::MAX_MESSAGE_BYTES;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -67,13 +67,10 @@ impl Link {
     }
 }
 
-type Client =
-    InferenceClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, AuthInterceptor>>;
+type Client = InferenceClient<Authed>;
 
-async fn open(cfg: &ActorConfig, token: Option<&str>) -> Result<Client, String> {
-    Ok(InferenceClient::new(learner_channel(cfg, token).await?)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+fn inference_client(ch: Authed) -> Client {
+    InferenceClient::new(ch).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
 struct Stream {
@@ -88,9 +85,8 @@ async fn run_link(
     replies: crossbeam_channel::Sender<LinkReply>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut bo = backoff(&cfg);
+    let mut learner = to_learner(&cfg, token.as_deref(), inference_client).expect("address and token checked at start");
     let mut stream: Option<Stream> = None;
-    let mut client: Option<Client> = None;
     while let Some(req) = requests.recv().await {
         if req.hello.is_some() {
             stream = None;
@@ -98,41 +94,36 @@ async fn run_link(
                 if *stop.borrow() {
                     return;
                 }
-                if client.is_none() {
-                    match open(&cfg, token.as_deref()).await {
-                        Ok(c) => client = Some(c),
-                        Err(e) => {
-                            tracing::warn!("inference: cannot reach the learner: {e}");
-                            retry_pause(&mut bo, &mut stop).await;
-                            continue;
-                        }
+                let client = match learner.client().await {
+                    Ok(c) => c,
+                    Err(wait) => {
+                        pause(wait, &mut stop).await;
+                        continue;
                     }
-                }
+                };
                 let (out, out_rx) = mpsc::channel(2);
-                match client.as_mut().unwrap().act(ReceiverStream::new(out_rx)).await {
+                match client.act(ReceiverStream::new(out_rx)).await {
                     Ok(r) => stream = Some(Stream { out, replies: r.into_inner() }),
-                    Err(st) => {
-                        rpc_error("Act", &st);
-                        if is_fatal(&st) {
-                            let _ =
-                                replies.send(LinkReply::Fatal(format!("learner refused inference: {}", st.message())));
+                    Err(st) => match learner.failed("Act", &st) {
+                        Ok(wait) => {
+                            pause(wait, &mut stop).await;
+                        }
+                        Err(refused) => {
+                            let _ = replies.send(LinkReply::Fatal(refused.to_string()));
                             return;
                         }
-                        tracing::warn!("inference: stream failed: {}", st.message());
-                        client = None;
-                        retry_pause(&mut bo, &mut stop).await;
-                    }
+                    },
                 }
             }
-            bo.reset();
+            learner.ok();
         }
         let answer = match stream.as_mut() {
             None => LinkReply::Lost("no stream".into()),
             Some(s) => round_trip(s, req).await,
         };
-        if !matches!(answer, LinkReply::Actions(_)) {
+        if let LinkReply::Lost(why) = &answer {
             stream = None;
-            metrics::counter!("oni_reconnects_total", "peer" => "inference").increment(1);
+            learner.broken(why);
         }
         if replies.send(answer).is_err() {
             return;
@@ -141,18 +132,19 @@ async fn run_link(
 }
 
 async fn round_trip(s: &mut Stream, req: ActRequest) -> LinkReply {
-    metrics::counter!("oni_actor_inference_bytes_total", "direction" => "sent").increment(wire_bytes(&req) as u64);
+    metrics::counter!(crate::metric_names::INFERENCE_BYTES, "direction" => "sent").increment(wire_bytes(&req) as u64);
     if s.out.send(req).await.is_err() {
         return LinkReply::Lost("stream closed".into());
     }
     match tokio::time::timeout(REPLY_TIMEOUT, s.replies.next()).await {
         Ok(Some(Ok(r))) => {
-            metrics::counter!("oni_actor_inference_bytes_total", "direction" => "received")
+            metrics::counter!(crate::metric_names::INFERENCE_BYTES, "direction" => "received")
                 .increment(wire_bytes(&r) as u64);
             LinkReply::Actions(r)
         }
         Ok(Some(Err(st))) => {
-            rpc_error("Act", &st);
+            count_rpc_error("Act", &st);
+            // a request the service cannot read would fail the same way on a new stream
             if is_fatal(&st) || st.code() == tonic::Code::InvalidArgument {
                 LinkReply::Fatal(format!("learner refused this actor's inference request: {}", st.message()))
             } else {

@@ -14,6 +14,10 @@ pub enum ActorError {
     Weights(#[from] weights::WeightsError),
     #[error("{0}")]
     Learner(String),
+    #[error("{0}")]
+    Refused(#[from] oni_proto::retry::Refused),
+    #[error("annotator address or token: {0}")]
+    Annotator(#[from] oni_proto::transport::TransportError),
     #[error("stepping thread panicked")]
     Panicked,
     #[error("cannot serve attached environments on {addr}: {reason}")]

@@ -100,7 +100,7 @@ impl Common {
     fn send_captions(&self, caps: Vec<String>) {
         if let Some(c) = &self.captions {
             if !caps.is_empty() && c.try_send(caps).is_err() {
-                metrics::counter!("oni_actor_captions_dropped_total").increment(1);
+                metrics::counter!(crate::metric_names::CAPTIONS_DROPPED).increment(1);
             }
         }
     }
@@ -109,13 +109,13 @@ impl Common {
     fn count_step(&self, view: &BatchView<'_>) {
         for (env, why) in &view.last.restarts {
             tracing::warn!(env, "environment failed and was restarted: {why}");
-            metrics::counter!("oni_env_restarts_total").increment(1);
+            metrics::counter!(crate::metric_names::ENV_RESTARTS).increment(1);
         }
         let steps = view.last.dones.len() as u64;
         self.counters.env_steps.fetch_add(steps, Ordering::Relaxed);
-        metrics::counter!("oni_env_steps_total", "role" => "actor").increment(steps);
+        metrics::counter!(oni_proto::metric_names::ENV_STEPS, "role" => "actor").increment(steps);
         if !view.last.episodes.is_empty() {
-            metrics::counter!("oni_actor_episodes_total").increment(view.last.episodes.len() as u64);
+            metrics::counter!(crate::metric_names::EPISODES).increment(view.last.episodes.len() as u64);
         }
     }
 }
@@ -190,7 +190,7 @@ impl<B: PolicyBackend> ActionSource for LocalSource<B> {
     fn act(&mut self, g: &mut LocalGroup, obs: BatchView<'_>) -> Result<Acted, ActorError> {
         if let Some((v, bytes)) = self.slot.latest.lock().unwrap().clone() {
             if self.acting.update(v, &bytes)? {
-                metrics::gauge!("oni_actor_policy_version").set(v as f64);
+                metrics::gauge!(crate::metric_names::POLICY_VERSION).set(v as f64);
             }
         }
         let run = self.common.run.clone();
@@ -306,7 +306,7 @@ impl ActionSource for RemoteSource {
                 g.intrinsic = None;
                 if r.policy_version != self.version {
                     self.version = r.policy_version;
-                    metrics::gauge!("oni_actor_policy_version").set(r.policy_version as f64);
+                    metrics::gauge!(crate::metric_names::POLICY_VERSION).set(r.policy_version as f64);
                 }
                 Ok(Acted::Actions(r.actions.into_iter().map(|a| a as usize).collect()))
             }

@@ -11,7 +11,10 @@ use oni_env::vec_env::{EnvFactory, StepWorker};
 use oni_env::{make_env, VecEnv};
 use oni_inference::rollout::RunIds;
 use oni_policy::{weights, PolicyBackend};
+use oni_proto::retry::{Authed, Reconnecting, Refused};
+use oni_proto::v1::annotator_client::AnnotatorClient;
 use oni_proto::v1::Rollout;
+use oni_proto::Backoff;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,28 +46,23 @@ pub async fn run_actor<B: PolicyBackend>(
     let declared = hub.as_ref().map(|_| serde_json::to_string(&spec).expect("spec serialises"));
 
     let (caption_tx, caption_rx) = mpsc::channel::<Vec<String>>(64);
+    // the clients of the annotator (and the rollout sender): each ends early only when its
+    // peer refuses this actor for good
+    let mut peers: Vec<tokio::task::JoinHandle<Result<(), Refused>>> = Vec::new();
+    let annotator = |build: fn(Authed) -> AnnotatorClient<Authed>| {
+        let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        let opts = setup.cfg.client_options();
+        Reconnecting::new("annotator", &setup.cfg.annotator, opts, setup.token.as_deref(), backoff, build)
+    };
     if !setup.cfg.annotator.is_empty() {
-        tokio::spawn(crate::captions::send_captions(
-            setup.cfg.annotator.clone(),
-            setup.cfg.client_options(),
-            setup.token.clone(),
-            run.actor_id.clone(),
-            caption_rx,
-            stop.clone(),
-        ));
+        let conn = annotator(AnnotatorClient::new)?;
+        peers.push(tokio::spawn(crate::captions::send_captions(conn, run.actor_id.clone(), caption_rx, stop.clone())));
     }
     let captions = (!setup.cfg.annotator.is_empty()).then_some(caption_tx);
     let reward_slot = Arc::new(RewardSlot::default());
     if let (Some(ic), false) = (&setup.intrinsic, setup.cfg.annotator.is_empty()) {
-        tokio::spawn(pull_reward_models(
-            "actor",
-            setup.cfg.annotator.clone(),
-            setup.cfg.client_options(),
-            setup.token.clone(),
-            ic.pull_ms,
-            reward_slot.clone(),
-            stop.clone(),
-        ));
+        let conn = annotator(oni_reward_model::pull::annotator_client)?;
+        peers.push(tokio::spawn(pull_reward_models("actor", conn, ic.pull_ms, reward_slot.clone(), stop.clone())));
     }
     let fatal = Arc::new(AtomicBool::new(false));
     let halt = Arc::new(AtomicBool::new(false));
@@ -72,7 +70,6 @@ pub async fn run_actor<B: PolicyBackend>(
         Common::new(&setup, spec.clone(), run.clone(), captions, reward_slot, counters, halt.clone(), fatal.clone());
     let name = format!("actor-{}", setup.index);
     let thread = std::thread::Builder::new().name(name);
-    let mut background = Vec::new();
     let mut poller = None;
     let stepping = match setup.cfg.inference {
         Placement::Local => {
@@ -93,7 +90,7 @@ pub async fn run_actor<B: PolicyBackend>(
                 }
                 if p.is_finished() {
                     return match p.await {
-                        Ok(Err(e)) => Err(ActorError::Learner(e)),
+                        Ok(Err(e)) => Err(e),
                         _ => Ok(()),
                     };
                 }
@@ -101,22 +98,16 @@ pub async fn run_actor<B: PolicyBackend>(
             }
             poller = Some(p);
             let (tx, rx) = mpsc::channel::<Rollout>(setup.cfg.send_queue.max(1));
-            background.push(tokio::spawn(send_rollouts(
-                setup.cfg.clone(),
-                setup.token.clone(),
-                rx,
-                fatal.clone(),
-                stop.clone(),
-            )));
+            peers.push(tokio::spawn(send_rollouts(setup.cfg.clone(), setup.token.clone(), rx, stop.clone())));
             let source = LocalSource::<B>::new(common, &setup.policy, device, slot, tx);
             thread.spawn(move || drive(setup, hub, source))
         }
         Placement::Remote => {
+            // each group's link task connects by itself: check the address and token here
+            crate::link::to_learner(&setup.cfg, setup.token.as_deref(), |c| c)?;
             if let Some(spec_json) = declared {
                 // the learner builds its network from the first declared layout
-                declare_spec(&setup.cfg, setup.token.as_deref(), &fingerprint, &spec_json, stop.clone())
-                    .await
-                    .map_err(ActorError::Learner)?;
+                declare_spec(&setup.cfg, setup.token.as_deref(), &fingerprint, &spec_json, stop.clone()).await?;
             }
             let rt = tokio::runtime::Handle::current();
             let source = RemoteSource::new(common, &setup, rt, stop.clone(), fingerprint);
@@ -129,14 +120,13 @@ pub async fn run_actor<B: PolicyBackend>(
         if *stop_main.borrow() || fatal.load(Ordering::Acquire) || stepping.is_finished() {
             break;
         }
-        if poller.as_ref().is_some_and(|p| p.is_finished()) {
+        if poller.as_ref().is_some_and(|p| p.is_finished()) || peers.iter().any(|p| p.is_finished()) {
             break;
         }
         let _ = tokio::time::timeout(Duration::from_millis(100), stop_main.changed()).await;
     }
     halt.store(true, Ordering::Release);
     let result = tokio::task::spawn_blocking(move || stepping.join()).await.map_err(|_| ActorError::Panicked)?;
-    background.iter().for_each(|t| t.abort());
     let poll_result = match poller {
         Some(p) if p.is_finished() => p.await.ok(),
         Some(p) => {
@@ -145,13 +135,17 @@ pub async fn run_actor<B: PolicyBackend>(
         }
         None => None,
     };
+    for p in peers {
+        if p.is_finished() {
+            p.await.map_err(|_| ActorError::Panicked)??;
+        } else {
+            p.abort();
+        }
+    }
     // the stepping thread's own error says most (a remote actor's refusal comes there)
     result.map_err(|_| ActorError::Panicked)??;
     if let Some(Err(e)) = poll_result {
-        return Err(ActorError::Learner(e));
-    }
-    if fatal.load(Ordering::Acquire) {
-        return Err(ActorError::Learner("the learner refused this actor's rollouts (see log)".into()));
+        return Err(e);
     }
     Ok(())
 }
@@ -180,7 +174,7 @@ fn actions_for<S: ActionSource>(
             Acted::Actions(a) => return Ok(Some(a)),
             Acted::Halted => return Ok(None),
             Acted::Restart => {
-                metrics::counter!("oni_actor_episode_restarts_total").increment(envs.num_envs() as u64);
+                metrics::counter!(crate::metric_names::EPISODE_RESTARTS).increment(envs.num_envs() as u64);
                 envs.restart_episodes()?;
             }
         }

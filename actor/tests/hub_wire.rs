@@ -15,7 +15,10 @@ use tonic::Code;
 const LIMIT: usize = 1 << 20;
 
 async fn hub() -> (String, watch::Sender<bool>) {
-    let cfg = HubConfig { listen: "127.0.0.1:0".into(), max_message_bytes: LIMIT, ..Default::default() };
+    hub_with(HubConfig { listen: "127.0.0.1:0".into(), max_message_bytes: LIMIT, ..Default::default() }).await
+}
+
+async fn hub_with(cfg: HubConfig) -> (String, watch::Sender<bool>) {
     let (stop_tx, stop) = watch::channel(false);
     let addr = oni_actor::hub::serve_random(cfg, stop).await.unwrap();
     (format!("http://{addr}"), stop_tx)
@@ -176,4 +179,166 @@ async fn random_bytes_on_every_stream_end_in_an_error_status() {
     let out = c.attach(tokio_stream::iter(vec![hello(), step(true, 16)])).await.unwrap().into_inner();
     let answers: Vec<_> = out.take(2).collect().await;
     assert!(answers.iter().all(|a| a.is_ok()), "{answers:?}");
+}
+
+type Answers = tonic::Streaming<HubMessage>;
+
+/// Attaches one env through `endpoint` (Hello and the initial step) and reads the Welcome and
+/// the first actions; the sender carries the client's next steps.
+async fn attach(endpoint: tonic::transport::Endpoint) -> Result<(mpsc::Sender<ClientMessage>, Answers), tonic::Status> {
+    let mut c = EnvHubClient::new(endpoint.connect().await.unwrap());
+    let (tx, rx) = mpsc::channel::<ClientMessage>(64);
+    tx.send(hello()).await.unwrap();
+    tx.send(step(true, 16)).await.unwrap();
+    let mut answers = c.attach(ReceiverStream::new(rx)).await?.into_inner();
+    for _ in 0..2 {
+        answers.next().await.expect("welcome and first actions")?;
+    }
+    Ok((tx, answers))
+}
+
+/// Tries to attach until a place is free.
+async fn attach_within(addr: &str, limit: Duration) -> (mpsc::Sender<ClientMessage>, Answers) {
+    let start = std::time::Instant::now();
+    loop {
+        match attach(endpoint(addr)).await {
+            Ok(client) => return client,
+            Err(st) if start.elapsed() < limit => assert_eq!(st.code(), Code::ResourceExhausted, "{st:?}"),
+            Err(st) => panic!("no place came free within {limit:?}: {st:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn endpoint(addr: &str) -> tonic::transport::Endpoint {
+    tonic::transport::Endpoint::from_shared(addr.to_string()).unwrap()
+}
+
+/// The next status on a stream, skipping answers already queued for it.
+async fn status_of(answers: &mut Answers, limit: Duration) -> tonic::Status {
+    let found = tokio::time::timeout(limit, async {
+        loop {
+            match answers.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(st)) => return st,
+                None => panic!("the stream ended without a status"),
+            }
+        }
+    });
+    found.await.expect("no status in time")
+}
+
+/// A client that sends its Hello and then nothing, one that never reads its answers, and a
+/// thousand connections opened and left idle: each is timed out or dropped with its place
+/// freed, while a good client steps on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_clients_are_timed_out_and_their_places_freed() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let idle = Duration::from_millis(1500);
+    let cfg = HubConfig {
+        listen: "127.0.0.1:0".into(),
+        max_message_bytes: LIMIT,
+        max_clients: 2,
+        idle_timeout_ms: idle.as_millis() as u64,
+        ..Default::default()
+    };
+    let (addr, _stop) = hub_with(cfg).await;
+
+    // the good client, and a watch on its progress
+    let steps = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let (good_tx, mut good_answers) = attach(endpoint(&addr)).await.unwrap();
+    let good = {
+        let (steps, done) = (steps.clone(), done.clone());
+        tokio::spawn(async move {
+            while !done.load(Ordering::Relaxed) {
+                good_tx.send(step(false, 16)).await.unwrap();
+                let a = tokio::time::timeout(Duration::from_secs(5), good_answers.next()).await;
+                assert!(matches!(a, Ok(Some(Ok(_)))), "the good client lost its stream: {a:?}");
+                steps.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let stalls = {
+        let (steps, done) = (steps.clone(), done.clone());
+        tokio::spawn(async move {
+            let (mut longest, mut last, mut since) = (Duration::ZERO, 0, std::time::Instant::now());
+            while !done.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let now = steps.load(Ordering::Relaxed);
+                if now != last {
+                    (last, since) = (now, std::time::Instant::now());
+                }
+                longest = longest.max(since.elapsed());
+            }
+            longest
+        })
+    };
+    let rate = |what: &'static str| {
+        let steps = steps.clone();
+        async move {
+            let (before, t) = (steps.load(Ordering::Relaxed), std::time::Instant::now());
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let per_s = (steps.load(Ordering::Relaxed) - before) as f64 / t.elapsed().as_secs_f64();
+            eprintln!("good client: {per_s:.0} steps/s {what}");
+        }
+    };
+    rate("alone").await;
+
+    // 1. Hello, the initial step, then silence: its place is taken until the idle timeout
+    let (_silent_tx, mut silent) = attach(endpoint(&addr)).await.unwrap();
+    let st = attach(endpoint(&addr)).await.expect_err("a third client found a place");
+    assert!(st.message().contains("max_clients"), "{st:?}");
+    let st = status_of(&mut silent, idle * 4).await;
+    assert_eq!(st.code(), Code::DeadlineExceeded, "{st:?}");
+    let (probe_tx, probe) = attach_within(&addr, Duration::from_secs(10)).await;
+    drop((probe_tx, probe));
+
+    // 2. steps sent as fast as the hub takes them, answers never read (a 1 KiB window)
+    let narrow = endpoint(&addr).initial_stream_window_size(Some(1024)).initial_connection_window_size(Some(1024));
+    let (deaf_tx, mut deaf) = attach(narrow).await.unwrap();
+    let sender = tokio::spawn(async move { while deaf_tx.send(step(false, 16)).await.is_ok() {} });
+    rate("beside a client that does not read").await;
+    let (probe_tx, probe) = attach_within(&addr, Duration::from_secs(30)).await;
+    drop((probe_tx, probe));
+    let st = status_of(&mut deaf, Duration::from_secs(10)).await;
+    assert_eq!(st.code(), Code::ResourceExhausted, "{st:?}");
+    assert!(st.message().contains("stopped reading"), "{st:?}");
+    sender.abort();
+
+    // 3. a thousand connections that never speak: all closed at the handshake deadline
+    let host = addr.trim_start_matches("http://").to_string();
+    let mut idle_conns = Vec::new();
+    for _ in 0..1000 {
+        let mut s = tokio::net::TcpStream::connect(&host).await.unwrap();
+        idle_conns.push(tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = [0u8; 256];
+            let limit = oni_proto::serve::HANDSHAKE_TIMEOUT + Duration::from_secs(10);
+            tokio::time::timeout(limit, async {
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            })
+            .await
+            .is_ok()
+        }));
+    }
+    rate("beside 1000 idle connections").await;
+    let mut closed = 0;
+    for c in idle_conns {
+        closed += c.await.unwrap() as usize;
+    }
+    assert_eq!(closed, 1000, "{} idle connections were still open after the handshake deadline", 1000 - closed);
+    let (probe_tx, probe) = attach_within(&addr, Duration::from_secs(10)).await;
+    rate("after").await;
+    drop((probe_tx, probe));
+
+    done.store(true, Ordering::Relaxed);
+    good.await.unwrap();
+    let longest = stalls.await.unwrap();
+    assert!(longest < Duration::from_secs(3), "the good client went {longest:?} without a step");
 }

@@ -11,11 +11,11 @@ use crate::label::Label;
 use crate::llm::LlmClient;
 use crate::prompts::PromptConfig;
 use oni_proto::v1::SubmitAck;
+use oni_proto::Refusal;
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{watch, Notify};
-use tonic::Status;
 
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -175,19 +175,19 @@ impl Core {
     }
 
     /// Queues the captions not yet labelled, waiting or in flight.
-    pub fn submit(&self, captions: &[String]) -> Result<SubmitAck, Status> {
+    pub fn submit(&self, captions: &[String]) -> Result<SubmitAck, Refusal> {
         let mut ack = SubmitAck::default();
         let mut fresh = Vec::new();
         for c in captions {
             let Some(c) = normalise(c) else {
                 ack.rejected += 1;
-                metrics::counter!("oni_annotator_captions_total", "outcome" => "rejected").increment(1);
+                metrics::counter!(crate::metric_names::CAPTIONS, "outcome" => "rejected").increment(1);
                 continue;
             };
-            let known = self.bank.get(&self.key(&c)).map_err(|e| Status::unavailable(format!("label bank: {e}")))?;
+            let known = self.bank.get(&self.key(&c)).map_err(unreachable_bank)?;
             if known.is_some() {
                 ack.known += 1;
-                metrics::counter!("oni_label_bank_hits_total").increment(1);
+                metrics::counter!(crate::metric_names::BANK_HITS).increment(1);
                 continue;
             }
             fresh.push(c);
@@ -196,21 +196,21 @@ impl Core {
         for c in fresh {
             if st.backlog.contains(&c) || st.in_flight.contains(&c) {
                 ack.known += 1;
-                metrics::counter!("oni_annotator_captions_total", "outcome" => "duplicate").increment(1);
+                metrics::counter!(crate::metric_names::CAPTIONS, "outcome" => "duplicate").increment(1);
                 continue;
             }
             self.add_pairs(&mut st, &c);
             if st.backlog.push(c).is_some() {
-                metrics::counter!("oni_annotator_dropped_total", "reason" => "backlog_full").increment(1);
+                metrics::counter!(crate::metric_names::DROPPED, "reason" => "backlog_full").increment(1);
             }
             ack.queued += 1;
             self.queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            metrics::counter!("oni_annotator_captions_total", "outcome" => "queued").increment(1);
+            metrics::counter!(crate::metric_names::CAPTIONS, "outcome" => "queued").increment(1);
         }
         ack.backlog = st.backlog.len() as u64;
         ack.backpressure = st.backlog.is_nearly_full();
-        metrics::gauge!("oni_llm_backlog").set(ack.backlog as f64);
-        metrics::gauge!("oni_llm_pair_backlog").set(st.pair_backlog.len() as f64);
+        metrics::gauge!(crate::metric_names::LLM_BACKLOG).set(ack.backlog as f64);
+        metrics::gauge!(crate::metric_names::LLM_PAIR_BACKLOG).set(st.pair_backlog.len() as f64);
         drop(st);
         if ack.queued > 0 {
             self.work.notify_waiters();
@@ -233,8 +233,13 @@ impl Core {
         st.in_flight.len() + st.pairs_pending.len() - st.pair_backlog.len()
     }
 
-    pub fn label_of(&self, caption: &str) -> Result<Option<Label>, Status> {
+    pub fn label_of(&self, caption: &str) -> Result<Option<Label>, Refusal> {
         let Some(c) = normalise(caption) else { return Ok(None) };
-        Ok(self.bank.get(&self.key(&c)).map_err(|e| Status::unavailable(format!("label bank: {e}")))?.map(|r| r.label))
+        Ok(self.bank.get(&self.key(&c)).map_err(unreachable_bank)?.map(|r| r.label))
     }
+}
+
+/// The bank could not be read: the caller may try again once it is back.
+fn unreachable_bank(e: crate::bank::BankError) -> Refusal {
+    Refusal::Unavailable(format!("label bank: {e}"))
 }

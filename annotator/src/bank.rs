@@ -114,6 +114,8 @@ struct Table<R> {
     path: PathBuf,
     file: File,
     records: FifoMap<(String, String, String), R>,
+    /// The file ends in a fragment of a failed write.
+    torn: bool,
 }
 
 impl<R: Stored> Table<R> {
@@ -121,8 +123,12 @@ impl<R: Stored> Table<R> {
     fn open(dir: &Path, memory_records: usize) -> Result<Self, BankError> {
         let path = dir.join(format!("{}.jsonl", R::TABLE));
         let io = |source| BankError::Io { path: path.clone(), source };
-        let mut t =
-            Table { file: open_append(&path).map_err(io)?, path: path.clone(), records: FifoMap::new(memory_records) };
+        let mut t = Table {
+            file: open_append(&path).map_err(io)?,
+            path: path.clone(),
+            records: FifoMap::new(memory_records),
+            torn: false,
+        };
         if path.exists() {
             let reader = BufReader::new(File::open(&path).map_err(io)?);
             for (n, line) in reader.lines().enumerate() {
@@ -154,13 +160,23 @@ impl<R: Stored> Table<R> {
 
     fn put(&mut self, records: &[R]) -> Result<(), BankError> {
         let io = |source| BankError::Io { path: self.path.clone(), source };
-        let mut buf = Vec::new();
+        // after a torn write that could not be cut off, a newline ends the fragment
+        let mut buf = if self.torn { vec![b'\n'] } else { Vec::new() };
         for r in records {
             serde_json::to_writer(&mut buf, r).expect("record serialises");
             buf.push(b'\n');
         }
-        self.file.write_all(&buf).map_err(io)?;
-        self.file.sync_data().map_err(io)?;
+        // A write cut short (a full disk) is cut back off, so that the file never holds half a
+        // record and a retried batch is not stored twice.
+        let before = self.file.metadata().map_err(io)?.len();
+        if let Err(e) = self.file.write_all(&buf).and_then(|()| self.file.sync_data()) {
+            if let Err(cut) = self.file.set_len(before) {
+                tracing::error!(path = %self.path.display(), "could not cut off a failed write: {cut}");
+                self.torn = true;
+            }
+            return Err(io(e));
+        }
+        self.torn = false;
         for r in records {
             self.index(r.clone());
         }

@@ -83,7 +83,8 @@ impl DistillLoop {
                         tracing::warn!("stored reward model v{v} does not fit, training afresh: {e}");
                     }
                     *served.lock().unwrap() = Some(Published { version: v, kind, bytes: Arc::new(bytes) });
-                    metrics::gauge!("oni_reward_model_version", "role" => "annotator").set(v as f64);
+                    metrics::gauge!(oni_reward_model::metric_names::REWARD_MODEL_VERSION, "role" => "annotator")
+                        .set(v as f64);
                 }
                 Ok(snap) => {
                     tracing::info!("stored reward model v{v} is {}, this run distils {}", snap.kind.name(), kind.name())
@@ -136,12 +137,12 @@ impl DistillLoop {
                     Err(mpsc::RecvTimeoutError::Disconnected) => return,
                 }
             }
-            metrics::gauge!("oni_reward_model_dataset_size").set(self.distiller.dataset_len() as f64);
-            metrics::gauge!("oni_reward_model_dataset_evicted").set(self.distiller.evicted() as f64);
+            metrics::gauge!(crate::metric_names::DATASET_SIZE).set(self.distiller.dataset_len() as f64);
+            metrics::gauge!(crate::metric_names::DATASET_EVICTED).set(self.distiller.evicted() as f64);
             let steps = self.distiller.steps_due(new_batch);
             if let Some(loss) = self.distiller.train(steps) {
-                metrics::counter!("oni_reward_model_train_steps_total").increment(steps as u64);
-                metrics::gauge!("oni_reward_model_loss").set(loss as f64);
+                metrics::counter!(crate::metric_names::REWARD_MODEL_TRAIN_STEPS).increment(steps as u64);
+                metrics::gauge!(crate::metric_names::REWARD_MODEL_LOSS).set(loss as f64);
             }
             dirty |= new_batch || steps > 0;
             new_batch = false;
@@ -166,9 +167,10 @@ impl DistillLoop {
             tracing::warn!("could not store reward model v{}: {e}", self.version);
         }
         if let Some(acc) = snap.heldout_accuracy {
-            metrics::gauge!("oni_reward_model_heldout_accuracy").set(acc as f64);
+            metrics::gauge!(crate::metric_names::HELDOUT_ACCURACY).set(acc as f64);
         }
-        metrics::gauge!("oni_reward_model_version", "role" => "annotator").set(self.version as f64);
+        metrics::gauge!(oni_reward_model::metric_names::REWARD_MODEL_VERSION, "role" => "annotator")
+            .set(self.version as f64);
         tracing::debug!(version = self.version, trained_on = snap.trained_on, accuracy = ?snap.heldout_accuracy, "reward model published");
         *self.served.lock().unwrap() =
             Some(Published { version: self.version, kind: snap.kind, bytes: Arc::new(bytes) });

@@ -10,6 +10,7 @@ pub mod intake;
 pub mod label;
 pub mod limiter;
 pub mod llm;
+pub mod metric_names;
 mod pairs;
 pub mod prompts;
 pub mod redis_bank;

@@ -82,7 +82,7 @@ impl Limiter {
                 let mut s = self.state.lock().unwrap();
                 if s.in_flight < s.limit.floor() as usize {
                     s.in_flight += 1;
-                    metrics::gauge!("oni_llm_in_flight_requests").set(s.in_flight as f64);
+                    metrics::gauge!(crate::metric_names::LLM_IN_FLIGHT).set(s.in_flight as f64);
                     return Slot(());
                 }
             }
@@ -104,8 +104,8 @@ impl Limiter {
             Outcome::Overloaded => s.limit = (s.limit / 2.0).max(self.min as f64),
             Outcome::Failed => {}
         }
-        metrics::gauge!("oni_llm_in_flight_requests").set(s.in_flight as f64);
-        metrics::gauge!("oni_llm_concurrency_limit").set(s.limit.floor());
+        metrics::gauge!(crate::metric_names::LLM_IN_FLIGHT).set(s.in_flight as f64);
+        metrics::gauge!(crate::metric_names::LLM_CONCURRENCY_LIMIT).set(s.limit.floor());
         drop(s);
         self.freed.notify_waiters();
     }
@@ -120,7 +120,7 @@ impl Limiter {
         let mut s = self.state.lock().unwrap();
         s.ceiling = slots.clamp(1, self.max);
         s.limit = s.limit.min(s.ceiling as f64);
-        metrics::gauge!("oni_llm_concurrency_limit").set(s.limit.floor());
+        metrics::gauge!(crate::metric_names::LLM_CONCURRENCY_LIMIT).set(s.limit.floor());
     }
 
     /// Requests allowed at once now.

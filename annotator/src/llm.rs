@@ -250,7 +250,7 @@ impl LlmClient {
     /// Asks the server for its parallel slots and caps the adaptive limit there; returns them.
     pub async fn fit_to_server(&self) -> Option<usize> {
         let slots = self.server_slots().await?;
-        metrics::gauge!("oni_llm_server_slots").set(slots as f64);
+        metrics::gauge!(crate::metric_names::LLM_SERVER_SLOTS).set(slots as f64);
         self.limiter.set_ceiling(slots);
         Some(slots)
     }
@@ -308,7 +308,7 @@ impl LlmClient {
             r.map(|(text, latency)| {
                 let label = parse(&text);
                 if unreadable(label) {
-                    metrics::counter!("oni_llm_unparsed_answers_total").increment(1);
+                    metrics::counter!(crate::metric_names::LLM_UNPARSED).increment(1);
                 }
                 Answer { label, raw: truncate(&text, RAW_ANSWER_MAX), latency }
             })
@@ -333,19 +333,19 @@ impl LlmClient {
         let n = prompts.len() as u64;
         let result = self.post(path, &body, n).await;
         let latency = start.elapsed();
-        metrics::histogram!("oni_llm_request_seconds").record(latency.as_secs_f64());
+        metrics::histogram!(crate::metric_names::LLM_REQUEST_SECONDS).record(latency.as_secs_f64());
         if let Ok(v) = &result {
             count_tokens(v);
         }
         let texts = result.and_then(|v| choices(&v, prompts.len(), self.cfg.api == "chat"));
         match texts {
             Ok(texts) => {
-                metrics::counter!("oni_llm_requests_total", "outcome" => "ok").increment(1);
+                metrics::counter!(crate::metric_names::LLM_REQUESTS, "outcome" => "ok").increment(1);
                 texts.into_iter().map(|raw| Ok((raw, latency))).collect()
             }
             Err(e) => {
-                metrics::counter!("oni_llm_requests_total", "outcome" => "error").increment(1);
-                metrics::counter!("oni_llm_errors_total", "kind" => e.kind()).increment(1);
+                metrics::counter!(crate::metric_names::LLM_REQUESTS, "outcome" => "error").increment(1);
+                metrics::counter!(crate::metric_names::LLM_ERRORS, "kind" => e.kind()).increment(1);
                 vec![Err(e); prompts.len()]
             }
         }
@@ -375,7 +375,7 @@ impl LlmClient {
                 Attempt::Done(_) => Outcome::Answered(start.elapsed()),
                 Attempt::Retry(LlmError::Timeout(_)) => {
                     // the server may have been working on them: that work is lost
-                    metrics::counter!("oni_llm_wasted_prompts_total").increment(prompts);
+                    metrics::counter!(crate::metric_names::LLM_WASTED_PROMPTS).increment(prompts);
                     self.timeouts.lock().unwrap().warn(
                         "an LLM request timed out",
                         &format_args!(
@@ -400,7 +400,7 @@ impl LlmClient {
                     return Err(e);
                 }
                 Attempt::Retry(e) => {
-                    metrics::counter!("oni_llm_retries_total", "kind" => e.kind()).increment(1);
+                    metrics::counter!(crate::metric_names::LLM_RETRIES, "kind" => e.kind()).increment(1);
                     if tries > self.cfg.retries {
                         self.record(false);
                         return Err(e);
@@ -460,7 +460,7 @@ impl LlmClient {
                 b.open_until = Some(Instant::now() + Duration::from_millis(self.cfg.breaker_open_ms));
             }
         }
-        metrics::gauge!("oni_llm_circuit_open").set(if b.open_until.is_some() { 1.0 } else { 0.0 });
+        metrics::gauge!(crate::metric_names::LLM_CIRCUIT_OPEN).set(if b.open_until.is_some() { 1.0 } else { 0.0 });
     }
 }
 
@@ -468,7 +468,7 @@ impl LlmClient {
 fn count_tokens(v: &Value) {
     for (field, kind) in [("prompt_tokens", "prompt"), ("completion_tokens", "completion")] {
         if let Some(n) = v.pointer(&format!("/usage/{field}")).and_then(Value::as_u64) {
-            metrics::counter!("oni_llm_tokens_total", "kind" => kind).increment(n);
+            metrics::counter!(crate::metric_names::LLM_TOKENS, "kind" => kind).increment(n);
         }
     }
 }

@@ -30,7 +30,7 @@ impl Core {
                 if let Some((a, b)) = st.pair_backlog.pop_front() {
                     st.pairs_pending.remove(&self.pair_key(&a, &b));
                 }
-                metrics::counter!("oni_annotator_dropped_total", "reason" => "pair_backlog_full").increment(1);
+                metrics::counter!(crate::metric_names::DROPPED, "reason" => "pair_backlog_full").increment(1);
             }
             st.pair_backlog.push_back(pair);
             st.pairs_pending.insert(key);

@@ -19,6 +19,20 @@ fn err(url: &str, e: impl std::fmt::Display) -> BankError {
     BankError::Io { path: url.into(), source: std::io::Error::other(e.to_string()) }
 }
 
+/// Per record: keys (its hash, the order set), arguments (item, record, time, member).
+static PUT_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        local n = #KEYS / 2
+        for i = 0, n - 1 do
+          redis.call('HSET', KEYS[2 * i + 1], ARGV[4 * i + 1], ARGV[4 * i + 2])
+          redis.call('ZADD', KEYS[2 * i + 2], 'NX', ARGV[4 * i + 3], ARGV[4 * i + 4])
+        end
+        return n
+        ",
+    )
+});
+
 impl RedisBank {
     /// Connects to `url` (e.g. `redis://127.0.0.1:6390`); keys start with `prefix`.
     pub fn open(url: &str, prefix: &str) -> Result<Self, BankError> {
@@ -66,18 +80,20 @@ impl RedisBank {
         raw.map(|s| serde_json::from_str(&s).map_err(|e| err(&self.url, e))).transpose()
     }
 
+    /// Stores records in one atomic script call. Not a MULTI/EXEC pipeline: that waits for
+    /// one reply per command, each up to the read timeout, so an unreachable Redis held a
+    /// batch of 8 labels for minutes; a script has one reply.
     fn put_recs<R: Stored>(&self, records: &[R]) -> Result<(), BankError> {
-        let mut pipe = redis::pipe();
-        pipe.atomic();
+        let mut invocation = PUT_SCRIPT.prepare_invoke();
         for r in records {
             let json = serde_json::to_string(r).expect("record serialises");
             let (prompt_hash, model, item) = r.parts();
-            pipe.cmd("HSET").arg(self.hash_key(R::TABLE, &prompt_hash, &model)).arg(&item).arg(&json).ignore();
             // first-seen order; NX keeps a re-label at its original place
             let member = serde_json::to_string(&(&prompt_hash, &model, &item)).unwrap();
-            pipe.cmd("ZADD").arg(self.order_key(R::TABLE)).arg("NX").arg(r.time_ms()).arg(&member).ignore();
+            invocation.key(self.hash_key(R::TABLE, &prompt_hash, &model)).key(self.order_key(R::TABLE));
+            invocation.arg(&item).arg(&json).arg(r.time_ms()).arg(&member);
         }
-        self.with(|c| pipe.query::<()>(c))
+        self.with(|c| invocation.invoke::<i64>(c)).map(|_| ())
     }
 
     fn all_recs<R: Stored>(&self) -> Result<Vec<R>, BankError> {

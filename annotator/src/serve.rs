@@ -62,7 +62,7 @@ pub async fn drain(core: &Core, deadline: Duration) {
         }
         if start.elapsed() >= deadline {
             eprintln!("stopping with {left} captions unlabelled");
-            metrics::counter!("oni_annotator_dropped_total", "reason" => "shutdown").increment(left as u64);
+            metrics::counter!(crate::metric_names::DROPPED, "reason" => "shutdown").increment(left as u64);
             return;
         }
         if !told {

@@ -7,6 +7,7 @@ use oni_proto::v1::annotator_server::{Annotator, AnnotatorServer};
 use oni_proto::v1::{
     CaptionBatch, CaptionLabel, GetLabelsRequest, LabelList, RewardModelReply, RewardModelRequest, SubmitAck,
 };
+use oni_proto::Refusal;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -25,17 +26,16 @@ impl Annotator for AnnotatorService {
     async fn submit_captions(&self, request: Request<CaptionBatch>) -> Result<Response<SubmitAck>, Status> {
         let batch = request.into_inner();
         if batch.captions.len() > self.core.cfg.max_captions_per_call {
-            return Err(Status::invalid_argument(format!(
-                "field `captions`: {} captions in one call, at most {}",
-                batch.captions.len(),
-                self.core.cfg.max_captions_per_call
-            )));
+            let limit = self.core.cfg.max_captions_per_call;
+            return Err(
+                Refusal::field("captions", format!("{} in one call, at most {limit}", batch.captions.len())).into()
+            );
         }
         let core = self.core.clone();
-        tokio::task::spawn_blocking(move || core.submit(&batch.captions))
+        let ack = tokio::task::spawn_blocking(move || core.submit(&batch.captions))
             .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map(Response::new)
+            .map_err(|e| Refusal::Internal(e.to_string()))??;
+        Ok(Response::new(ack))
     }
 
     async fn get_labels(&self, request: Request<GetLabelsRequest>) -> Result<Response<LabelList>, Status> {
@@ -54,9 +54,11 @@ impl Annotator for AnnotatorService {
     ) -> Result<Response<RewardModelReply>, Status> {
         let since = request.into_inner().since_version;
         if !self.core.distilling.load(std::sync::atomic::Ordering::Acquire) {
-            return Err(Status::failed_precondition(
-                "this annotator distils no reward model (its reward.kind is none); set reward.kind on the annotator",
-            ));
+            return Err(Refusal::Mismatch(
+                "this annotator distils no reward model (its reward.kind is none); set reward.kind on the annotator"
+                    .into(),
+            )
+            .into());
         }
         Ok(Response::new(match self.core.reward_model_since(since) {
             Some(p) => RewardModelReply {

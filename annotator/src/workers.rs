@@ -3,6 +3,7 @@
 //! put their questions back. And the watch that says when the LLM falls behind.
 
 use crate::annotator::{now_ms, Core, STARVATION_CHECK_SECS};
+use crate::bank::BankError;
 use crate::distill::Answered;
 use crate::label::{truncate, Label, LabelRecord, PairRecord, Preference, RAW_ANSWER_MAX};
 use std::sync::Arc;
@@ -27,8 +28,8 @@ impl Core {
                     let Some(pair) = st.pair_backlog.pop_back() else { break };
                     p.push(pair);
                 }
-                metrics::gauge!("oni_llm_backlog").set(st.backlog.len() as f64);
-                metrics::gauge!("oni_llm_pair_backlog").set(st.pair_backlog.len() as f64);
+                metrics::gauge!(crate::metric_names::LLM_BACKLOG).set(st.backlog.len() as f64);
+                metrics::gauge!(crate::metric_names::LLM_PAIR_BACKLOG).set(st.pair_backlog.len() as f64);
                 (b, p)
             };
             if captions.is_empty() && pairs.is_empty() {
@@ -39,10 +40,13 @@ impl Core {
                 }
                 continue;
             }
-            let failed =
-                if captions.is_empty() { self.rank_pairs(pairs).await } else { self.label_captions(captions).await };
+            let failed = if captions.is_empty() {
+                self.rank_pairs(pairs, &stop).await
+            } else {
+                self.label_captions(captions, &stop).await
+            };
             if failed > 0 {
-                metrics::counter!("oni_annotator_requeued_total").increment(failed as u64);
+                metrics::counter!(crate::metric_names::REQUEUED).increment(failed as u64);
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(self.cfg.retry_pause_ms)) => {}
                     _ = stop.changed() => {}
@@ -52,7 +56,7 @@ impl Core {
     }
 
     /// Asks about a batch of captions; returns how many must be asked again.
-    async fn label_captions(&self, batch: Vec<String>) -> usize {
+    async fn label_captions(&self, batch: Vec<String>, stop: &watch::Receiver<bool>) -> usize {
         let results = self.llm.classify(&self.prompts, &batch).await;
         let model = &self.llm.config().model;
         let record = |caption: &String, label, raw_answer, latency_ms| LabelRecord {
@@ -65,13 +69,12 @@ impl Core {
             time_ms: now_ms(),
         };
         let (records, mut retry) = sort_answers(&batch, results, Label::Unknown, record);
-        let stored = if records.is_empty() { Ok(()) } else { self.bank.put(&records) };
-        if let Err(e) = &stored {
-            tracing::error!("label bank write failed, will ask again: {e}");
+        let stored = self.store(records.is_empty(), stop, || self.bank.put(&records)).await;
+        if stored.is_err() {
             retry.extend(records.iter().map(|r| r.caption.clone()));
         } else {
             for r in &records {
-                metrics::counter!("oni_labels_total", "label" => r.label.name()).increment(1);
+                metrics::counter!(crate::metric_names::LABELS, "label" => r.label.name()).increment(1);
             }
             self.notify(records.iter().cloned().map(Answered::Label));
         }
@@ -83,12 +86,12 @@ impl Core {
         if !retry.is_empty() {
             st.backlog.requeue(retry);
         }
-        metrics::gauge!("oni_llm_backlog").set(st.backlog.len() as f64);
+        metrics::gauge!(crate::metric_names::LLM_BACKLOG).set(st.backlog.len() as f64);
         failed
     }
 
     /// Asks about a batch of pairs; returns how many must be asked again.
-    async fn rank_pairs(&self, batch: Vec<(String, String)>) -> usize {
+    async fn rank_pairs(&self, batch: Vec<(String, String)>, stop: &watch::Receiver<bool>) -> usize {
         let results = self.llm.rank(&self.prompts, &batch).await;
         let model = &self.llm.config().model;
         let record = |(first, second): &(String, String), preference, raw_answer, latency_ms| PairRecord {
@@ -102,13 +105,12 @@ impl Core {
             time_ms: now_ms(),
         };
         let (records, mut retry) = sort_answers(&batch, results, Preference::Unknown, record);
-        let stored = if records.is_empty() { Ok(()) } else { self.bank.put_pairs(&records) };
-        if let Err(e) = &stored {
-            tracing::error!("label bank write failed, will ask again: {e}");
+        let stored = self.store(records.is_empty(), stop, || self.bank.put_pairs(&records)).await;
+        if stored.is_err() {
             retry.extend(records.iter().map(|r| (r.first.clone(), r.second.clone())));
         } else {
             for r in &records {
-                metrics::counter!("oni_pairs_total", "preference" => r.preference.name()).increment(1);
+                metrics::counter!(crate::metric_names::PAIRS, "preference" => r.preference.name()).increment(1);
             }
             self.notify(records.iter().cloned().map(Answered::Pair));
         }
@@ -120,8 +122,51 @@ impl Core {
         }
         let failed = retry.len();
         st.pair_backlog.extend(retry);
-        metrics::gauge!("oni_llm_pair_backlog").set(st.pair_backlog.len() as f64);
+        metrics::gauge!(crate::metric_names::LLM_PAIR_BACKLOG).set(st.pair_backlog.len() as f64);
         failed
+    }
+
+    /// Stores answers, trying again while the bank refuses them (a full disk, Redis away):
+    /// an answer the LLM gave is not asked again because it could not be written. Only a
+    /// stop gives up, and then the questions go back to the backlog.
+    async fn store(
+        &self,
+        nothing: bool,
+        stop: &watch::Receiver<bool>,
+        put: impl Fn() -> Result<(), BankError>,
+    ) -> Result<(), BankError> {
+        if nothing {
+            return Ok(());
+        }
+        let mut failures = 0u64;
+        loop {
+            match put() {
+                Ok(()) => {
+                    if failures > 0 {
+                        tracing::info!("the label bank took the answers after {failures} failed writes");
+                    }
+                    return Ok(());
+                }
+                Err(e) => {
+                    metrics::counter!(crate::metric_names::BANK_WRITE_FAILURES).increment(1);
+                    if failures == 0 {
+                        tracing::error!("label bank write failed; keeping the answers and trying again: {e}");
+                    }
+                    failures += 1;
+                    if *stop.borrow() {
+                        tracing::error!(
+                            "stopping with answers the label bank did not take; they will be asked again: {e}"
+                        );
+                        return Err(e);
+                    }
+                    let mut stop = stop.clone();
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(self.cfg.retry_pause_ms.max(100))) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+            }
+        }
     }
 
     /// Starts one worker per concurrent LLM request.
@@ -171,9 +216,9 @@ impl Core {
             let secs = every.as_secs_f64();
             let (arriving, labelled) = ((q - queued) as f64 / secs, (a - answered) as f64 / secs);
             let starving = arriving > labelled && b > backlog;
-            metrics::gauge!("oni_annotator_new_captions_per_second").set(arriving);
-            metrics::gauge!("oni_annotator_labels_per_second").set(labelled);
-            metrics::gauge!("oni_annotator_starving").set(if starving { 1.0 } else { 0.0 });
+            metrics::gauge!(crate::metric_names::NEW_CAPTIONS_PER_SECOND).set(arriving);
+            metrics::gauge!(crate::metric_names::LABELS_PER_SECOND).set(labelled);
+            metrics::gauge!(crate::metric_names::STARVING).set(if starving { 1.0 } else { 0.0 });
             if starving {
                 tracing::warn!(
                     "the LLM is not keeping up: {arriving:.2} new captions/s against {labelled:.2} labels/s, {b} waiting, \

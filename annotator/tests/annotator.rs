@@ -102,3 +102,55 @@ async fn captions_that_arrive_while_the_llm_is_down_are_labelled_when_it_returns
     until("every caption labelled after the LLM came back", 20, || bank.len().unwrap() == 20).await;
     assert_eq!(prompts_asked(&script), 20);
 }
+
+/// The file bank on a disk that fills up mid-batch: answers that cannot be written are kept
+/// and written once there is room (the LLM is not asked again), and the file holds each
+/// caption once, with no torn record, before and after a reopen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_keeps_every_answer_and_tears_no_record() {
+    let script = Arc::new(Mutex::new(Script { auto: true, ..Default::default() }));
+    let url = serve(script.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let disk = oni_test_support::Tmpfs::mount(&dir.path().join("disk"), "1m");
+    let bank_dir = disk.path.join("bank");
+    let bank: Arc<dyn LabelBank> = Arc::new(FileBank::open(&bank_dir).unwrap());
+    let c = core(&url, bank.clone());
+    let (stop_tx, stop) = watch::channel(false);
+    let workers = c.spawn_workers(stop);
+    let first: Vec<String> = (0..20).map(|i| format!("You see here {i} gold pieces.")).collect();
+    c.submit(&first).unwrap();
+    until("the first captions stored", 20, || bank.len().unwrap() == 20).await;
+
+    // two pages of room left: some of the next answers fit, one write is cut short
+    let filler = disk.fill();
+    let f = std::fs::OpenOptions::new().write(true).open(&filler).unwrap();
+    f.set_len(f.metadata().unwrap().len() - 8192).unwrap();
+    drop(f); // an open file keeps its room after it is removed
+    let long = "a very long message ".repeat(20);
+    let second: Vec<String> = (0..40).map(|i| format!("Message {i}: {long}")).collect();
+    c.submit(&second).unwrap();
+    // the workers hold the answers the disk refused and ask nothing more meanwhile
+    until("answers the disk refuses", 20, || prompts_asked(&script) > 20 + 4).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (stored, asked) = (bank.len().unwrap(), prompts_asked(&script));
+    assert!(stored < asked, "all {asked} answers were stored on a full disk");
+    assert!(asked < 60, "the LLM was kept busy while no answer could be stored");
+
+    std::fs::remove_file(&filler).unwrap();
+    until("the kept answers stored once there is room", 30, || bank.len().unwrap() == 60).await;
+    let _ = stop_tx.send(true);
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert_eq!(prompts_asked(&script), 60, "answers were thrown away and asked again");
+    let text = std::fs::read_to_string(bank_dir.join("labels.jsonl")).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for (n, line) in text.lines().enumerate() {
+        let r: oni_annotator::LabelRecord =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("line {} is not a whole record ({e}): {line}", n + 1));
+        assert!(seen.insert(r.caption.clone()), "{} stored twice", r.caption);
+    }
+    assert_eq!(seen.len(), 60);
+    assert_eq!(FileBank::open(&bank_dir).unwrap().len().unwrap(), 60);
+    eprintln!("{stored} of {asked} answers fitted on the full disk; the rest were kept and written after");
+}

@@ -2,8 +2,7 @@
 //! restart. Redis is started on 127.0.0.1 by the test itself.
 
 use oni_annotator::{FileBank, Label, LabelBank, LabelKey, LabelRecord, PairKey, PairRecord, Preference, RedisBank};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use oni_test_support::{free_port, redis_server, Persistence, Server};
 
 fn rec(caption: &str, label: Label, model: &str, t: u64) -> LabelRecord {
     LabelRecord {
@@ -84,48 +83,14 @@ fn file_bank() {
     assert_eq!(again.latest_snapshot().unwrap().unwrap().0, 5);
 }
 
-struct Redis {
-    child: Child,
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_redis(dir: &std::path::Path, port: u16) -> Redis {
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--save",
-            "",
-        ])
-        .arg("--dir")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server installed (scripts/test.sh installs it)");
-    let t = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(10), "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Redis { child }
+fn start_redis(dir: &std::path::Path, port: u16) -> Server {
+    redis_server("127.0.0.1", port, dir, Persistence::Durable)
 }
 
 #[test]
 fn redis_bank_and_a_restart_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let url = format!("redis://127.0.0.1:{port}");
     let mut redis = start_redis(dir.path(), port);
     let bank = RedisBank::open(&url, "test").unwrap();
@@ -133,8 +98,8 @@ fn redis_bank_and_a_restart_loses_nothing() {
 
     // kill -9 Redis and start it again on the same AOF: every label is still there, and
     // the bank's connection recovers by itself
-    redis.child.kill().unwrap();
-    redis.child.wait().unwrap();
+    redis.0.kill().unwrap();
+    redis.0.wait().unwrap();
     assert!(bank.len().is_err(), "a dead Redis must be an error, not an empty bank");
     let _redis = start_redis(dir.path(), port);
     assert_eq!(bank.len().unwrap(), 3);
@@ -142,7 +107,7 @@ fn redis_bank_and_a_restart_loses_nothing() {
     assert_eq!((bank.pairs().unwrap().len(), bank.latest_snapshot().unwrap().unwrap().0), (2, 5));
     bank.put(&[rec("You unlock the door.", Label::Helpful, "m", 10)]).unwrap();
     assert_eq!(RedisBank::open(&url, "test").unwrap().len().unwrap(), 4);
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let closed = free_port();
     let e = RedisBank::open(&format!("redis://127.0.0.1:{closed}"), "test").err().expect("no Redis there");
     assert!(e.to_string().contains(&closed.to_string()), "{e}");
 }

@@ -303,13 +303,14 @@ struct InferenceFigures {
 
 impl InferenceFigures {
     fn read(text: &str) -> Self {
-        let v = |s: &str| oni_telemetry::sample(text, s).unwrap_or(0.0);
+        use oni_inference::metric_names::{BATCH_ENVS, BYTES, ENV_STEPS};
+        let v = |s: String| oni_telemetry::sample(text, &s).unwrap_or(0.0);
         InferenceFigures {
-            batch_sum: v("oni_inference_batch_envs_sum"),
-            batches: v("oni_inference_batch_envs_count"),
-            bytes_in: v("oni_inference_bytes_total{direction=\"in\"}"),
-            bytes_out: v("oni_inference_bytes_total{direction=\"out\"}"),
-            env_steps: v("oni_inference_env_steps_total"),
+            batch_sum: v(format!("{BATCH_ENVS}_sum")),
+            batches: v(format!("{BATCH_ENVS}_count")),
+            bytes_in: v(format!("{BYTES}{{direction=\"in\"}}")),
+            bytes_out: v(format!("{BYTES}{{direction=\"out\"}}")),
+            env_steps: v(ENV_STEPS.to_string()),
         }
     }
 

@@ -24,17 +24,27 @@ pub struct JudgeArgs {
     /// Comma-separated word prefixes that mark progress.
     #[arg(long, default_value = DEFAULT_KEYWORDS)]
     keywords: String,
+    /// Milliseconds each completion request waits before it is answered, to stand in for a
+    /// slow LLM (fault drills, annotator tuning).
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
 }
 
 pub struct Rule {
     prompts: PromptConfig,
     keywords: Vec<String>,
+    latency: std::time::Duration,
 }
 
 impl Rule {
     pub fn new(prompts: PromptConfig, keywords: &str) -> Self {
         let keywords = keywords.split(',').map(|k| k.trim().to_lowercase()).filter(|k| !k.is_empty()).collect();
-        Rule { prompts, keywords }
+        Rule { prompts, keywords, latency: std::time::Duration::ZERO }
+    }
+
+    /// Answers each completion request only after `latency`.
+    pub fn with_latency(self, latency: std::time::Duration) -> Self {
+        Rule { latency, ..self }
     }
 
     pub fn progress(&self, message: &str) -> bool {
@@ -108,7 +118,7 @@ pub const DEFAULT_KEYWORDS: &str = "key,door,stair";
 
 pub async fn judge(a: JudgeArgs) -> Result<()> {
     let cfg = crate::config::load(a.common.config.as_deref(), &a.common.set)?;
-    let rule = Rule::new(cfg.prompts.clone(), &a.keywords);
+    let rule = Rule::new(cfg.prompts.clone(), &a.keywords).with_latency(std::time::Duration::from_millis(a.latency_ms));
     let listener = TcpListener::bind(&a.listen).await.with_context(|| format!("--listen {}", a.listen))?;
     eprintln!("rule judge serving on http://{} (keywords: {})", listener.local_addr()?, rule.keywords.join(", "));
     tokio::spawn(serve(listener, rule));
@@ -159,7 +169,10 @@ async fn serve_connection(mut sock: TcpStream, rule: Arc<Rule>) {
                 (200, json!({"object": "list", "data": [{"id": "rule-judge", "object": "model"}]}))
             }
             ("POST", p) => match serde_json::from_slice::<Value>(&body) {
-                Ok(req) => rule.respond(p, &req),
+                Ok(req) => {
+                    tokio::time::sleep(rule.latency).await;
+                    rule.respond(p, &req)
+                }
                 Err(e) => (400, json!({"error": {"message": format!("body is not JSON: {e}")}})),
             },
             _ => (404, json!({"error": {"message": "not found"}})),

@@ -32,10 +32,35 @@ pub fn prepare(c: &Common) -> Result<Prepared> {
     Ok(Prepared { cfg, run_dir })
 }
 
-/// Installs the metrics recorder; the handle renders what it holds (benchmarks read it).
+/// Histogram buckets per family, spaced for the values each one sees.
+const BUCKETS: &[oni_telemetry::Buckets<'static>] = &[
+    (oni_learner::metric_names::POLICY_LAG, &[0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0, 50.0, 100.0]),
+    (
+        oni_learner::metric_names::EPISODE_RETURN,
+        &[-10.0, -1.0, 0.0, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 1000.0],
+    ),
+    (oni_learner::metric_names::EPISODE_LENGTH, &[10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 1000.0, 5000.0, 20000.0]),
+    (oni_annotator::metric_names::LLM_REQUEST_SECONDS, &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0]),
+    (
+        oni_inference::metric_names::BATCH_ENVS,
+        &[1.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0],
+    ),
+    (oni_inference::metric_names::FORWARD_SECONDS, &[1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0]),
+    (oni_inference::metric_names::QUEUE_WAIT_SECONDS, &[1e-5, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 1.0]),
+];
+
+/// Installs the metrics recorder with every family's HELP text; the handle renders what it
+/// holds (benchmarks read it).
 pub fn init_metrics(cfg: &Config) -> Result<oni_telemetry::Metrics> {
     let listen = (!cfg.telemetry.metrics_listen.is_empty()).then_some(cfg.telemetry.metrics_listen.as_str());
-    let handle = oni_telemetry::init_metrics(listen)?;
+    let handle = oni_telemetry::init_metrics(listen, BUCKETS)?;
+    oni_telemetry::metric_names::describe();
+    oni_proto::metric_names::describe();
+    oni_reward_model::metric_names::describe();
+    oni_inference::metric_names::describe();
+    oni_actor::metric_names::describe();
+    oni_learner::metric_names::describe();
+    oni_annotator::metric_names::describe();
     if let Some(l) = listen {
         tracing::info!("metrics on http://{l}/metrics");
     }
@@ -55,28 +80,52 @@ pub async fn start_learner(p: &Prepared) -> Result<LearnerHandle> {
         resolved_config: cfg.to_toml(),
         token: cfg.token(),
         max_env_steps: (cfg.run.max_env_steps > 0).then_some(cfg.run.max_env_steps),
-        relabel: relabel_slot(cfg),
+        relabel: relabel_slot(cfg)?,
         inference: cfg.inference.clone(),
     };
     let handle = with_backend!(kind, autodiff, |B, dev| spawn_learner::<B>(setup, dev).await)?;
     Ok(handle)
 }
 
+/// Set when a peer refused the learner in a way retrying cannot fix: the learner stops
+/// and the process exits with this message.
+static LEARNER_REFUSED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 /// Relabel mode: a task pulling reward models from `learner.relabel_from` for the learner.
-fn relabel_slot(cfg: &Config) -> Option<Arc<oni_reward_model::pull::RewardSlot>> {
+fn relabel_slot(cfg: &Config) -> Result<Option<Arc<oni_reward_model::pull::RewardSlot>>> {
     if cfg.learner.relabel_from.is_empty() {
-        return None;
+        return Ok(None);
     }
     let slot = Arc::new(oni_reward_model::pull::RewardSlot::default());
-    let (addr, opts, token, every) =
-        (cfg.learner.relabel_from.clone(), cfg.actor.client_options(), cfg.token(), cfg.reward.pull_ms);
-    let s = slot.clone();
+    let backoff = oni_proto::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let token = cfg.token();
+    let conn = oni_proto::retry::Reconnecting::new(
+        "annotator",
+        &cfg.learner.relabel_from,
+        cfg.actor.client_options(),
+        token.as_deref(),
+        backoff,
+        oni_reward_model::pull::annotator_client,
+    )
+    .with_context(|| format!("learner.relabel_from {}", cfg.learner.relabel_from))?;
+    let (s, every) = (slot.clone(), cfg.reward.pull_ms);
     tokio::spawn(async move {
         let (_keep, never) = watch::channel(false);
-        oni_reward_model::pull::pull_reward_models("learner", addr, opts, token, every, s, never).await;
+        if let Err(e) = oni_reward_model::pull::pull_reward_models("learner", conn, every, s, never).await {
+            tracing::error!("relabel mode: {e}; the learner stops");
+            let _ = LEARNER_REFUSED.set(e.to_string());
+        }
     });
     tracing::info!(annotator = %cfg.learner.relabel_from, "relabel mode: intrinsic rewards recomputed with the newest reward model");
-    Some(slot)
+    Ok(Some(slot))
+}
+
+/// The refusal that stopped the learner, as the process's error.
+fn learner_refused() -> Result<()> {
+    match LEARNER_REFUSED.get() {
+        Some(e) => Err(anyhow::anyhow!("{e}")),
+        None => Ok(()),
+    }
 }
 
 pub fn spawn_actor(
@@ -152,7 +201,8 @@ async fn supervise(
             progress.tick(&learner.stats);
             next += interval;
         }
-        if learner.finished() || deadline.is_some_and(|d| Instant::now() >= d) || extra_done() {
+        let refused = LEARNER_REFUSED.get().is_some();
+        if refused || learner.finished() || deadline.is_some_and(|d| Instant::now() >= d) || extra_done() {
             break;
         }
     }
@@ -231,6 +281,7 @@ pub async fn run(c: Common) -> Result<()> {
         summary.success_rate,
         path.display()
     );
+    learner_refused()?;
     match failure {
         Some(e) => Err(anyhow::anyhow!("an actor failed: {e}")),
         None => Ok(()),
@@ -246,7 +297,7 @@ pub async fn learner(c: Common) -> Result<()> {
     let summary = progress.summary(&p.cfg.name, &p.cfg.env.name, &learner.stats);
     learner.shutdown().await;
     write_summary(&p.run_dir, &summary)?;
-    Ok(())
+    learner_refused()
 }
 
 pub async fn actor(c: Common) -> Result<()> {

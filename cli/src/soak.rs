@@ -1,7 +1,9 @@
 //! `oni bench soak`: the whole loop (learner, two actors, the annotator with a rule judge,
 //! reward-model pulls, checkpoints every 30 s) run for a long time in an `oni run` child,
-//! with the child's memory, file descriptors and threads and the label bank's size sampled
-//! as it goes. A system that leaks shows it here as growth after the warm-up.
+//! beside a second `oni run` serving attached environments to a Python client that lets go
+//! and attaches again every minute; both children's memory, file descriptors and threads and
+//! the label bank's size are sampled as they go. A system that leaks shows it here as growth
+//! after the warm-up.
 
 use crate::judge::{self, Rule};
 use anyhow::{bail, Context, Result};
@@ -25,6 +27,67 @@ pub struct SoakBench {
     /// Where the run directory goes (default: a temporary directory, removed afterwards).
     #[arg(long)]
     run_dir: Option<PathBuf>,
+    /// Seconds each attached-client session lasts before it lets go and attaches again (0:
+    /// no attached run).
+    #[arg(long, default_value_t = 60.0)]
+    attach_every: f64,
+}
+
+/// A child process killed when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The attached-environment run and its churning client.
+struct Attached {
+    run: Child,
+    _client: Child,
+    dir: PathBuf,
+}
+
+/// Starts `oni run` on configs/attached-cartpole.toml in `dir` for `seconds`, its hub on a
+/// free port, and the Python client that attaches for `every` seconds at a time.
+fn start_attached(exe: &Path, dir: &Path, seconds: u64, every: f64) -> Result<Attached> {
+    let hub = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    std::fs::create_dir_all(dir)?;
+    let log = std::fs::File::create(dir.join("soak.log"))?;
+    let run = std::process::Command::new(exe)
+        .args(["run", "--config", "configs/attached-cartpole.toml", "--run-dir"])
+        .arg(dir)
+        .args(["--set", &format!("actor.hub.listen=\"{hub}\""), "--set", "run.max_env_steps=0"])
+        .args(["--set", &format!("run.max_seconds={seconds}"), "--set", "telemetry.metrics_listen=\"\""])
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting the attached-environment run")?;
+    let run = Child(run);
+    let t = Instant::now();
+    while std::net::TcpStream::connect(hub).is_err() {
+        anyhow::ensure!(t.elapsed() < Duration::from_secs(60), "the attached run's hub did not open on {hub}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let client_log = std::fs::File::create(dir.join("client.log"))?;
+    let client = std::process::Command::new(crate::learning::project_python())
+        .arg("clients/python/tests/churn.py")
+        .args(["--address", &hub.to_string(), "--every", &every.to_string()])
+        .env("PYTHONWARNINGS", "ignore")
+        .env("PYTHONPATH", "clients/python")
+        .stdout(client_log.try_clone()?)
+        .stderr(client_log)
+        .spawn()
+        .context("starting the attached client (the project venv's python)")?;
+    Ok(Attached { run, _client: Child(client), dir: dir.to_path_buf() })
+}
+
+/// Sessions the churning client finished.
+fn sessions(dir: &Path) -> u64 {
+    std::fs::read_to_string(dir.join("client.log"))
+        .map_or(0, |t| t.lines().filter(|l| l.starts_with("{\"session\"")).count() as u64)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -97,8 +160,14 @@ pub async fn bench_soak(b: SoakBench) -> Result<()> {
     cmd.stdout(log.try_clone()?).stderr(log);
     let mut child = cmd.spawn().context("starting oni run")?;
     let pid = child.id();
+    let mut attached = if b.attach_every > 0.0 {
+        Some(start_attached(&std::env::current_exe()?, &run_dir.join("attached"), seconds, b.attach_every)?)
+    } else {
+        None
+    };
     let started = Instant::now();
     let mut samples = Vec::new();
+    let mut attached_samples = Vec::new();
     eprintln!("soak: oni run (pid {pid}) for {:.1} min, sampling every {} s", b.minutes, b.every);
     let status = loop {
         tokio::time::sleep(Duration::from_secs(b.every.max(1))).await;
@@ -109,15 +178,23 @@ pub async fn bench_soak(b: SoakBench) -> Result<()> {
         if s.secs + 2.0 > seconds as f64 {
             continue; // the run is stopping: its threads and files are going away
         }
+        let a = attached.as_ref().map(|a| sample(a.run.0.id(), &a.dir, started));
         println!(
             "{}",
             json!({"secs": s.secs, "rss_mib": s.rss_kib as f64 / 1024.0, "fds": s.fds, "threads": s.threads,
-                   "labels": s.labels, "env_steps": s.env_steps})
+                   "labels": s.labels, "env_steps": s.env_steps,
+                   "attached": a.map(|a| json!({"rss_mib": a.rss_kib as f64 / 1024.0, "fds": a.fds, "threads": a.threads,
+                                                 "env_steps": a.env_steps}))})
         );
         samples.push(s);
+        attached_samples.extend(a);
     };
     if !status.success() {
         bail!("oni run ended with {status}; see {}", run_dir.join("soak.log").display());
+    }
+    if let Some(a) = attached.as_mut() {
+        let st = a.run.0.wait()?;
+        anyhow::ensure!(st.success(), "the attached run ended with {st}; see {}", a.dir.join("soak.log").display());
     }
     let warm = b.warm_minutes.unwrap_or((b.minutes / 3.0).min(5.0)) * 60.0;
     let Some(first) = samples.iter().find(|s| s.secs >= warm).copied() else {
@@ -126,6 +203,17 @@ pub async fn bench_soak(b: SoakBench) -> Result<()> {
     let last = *samples.last().expect("a sample");
     let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(run_dir.join("summary.json"))?)?;
     let growth = |a: u64, b: u64| 100.0 * (b as f64 - a as f64) / (a as f64).max(1.0);
+    let attached_report = match (attached_samples.iter().find(|s| s.secs >= warm), attached_samples.last()) {
+        (Some(w), Some(e)) => json!({
+            "rss_mib": {"warm": w.rss_kib as f64 / 1024.0, "end": e.rss_kib as f64 / 1024.0,
+                        "growth_pct": growth(w.rss_kib, e.rss_kib)},
+            "fds": {"warm": w.fds, "end": e.fds},
+            "threads": {"warm": w.threads, "end": e.threads},
+            "env_steps": e.env_steps,
+            "sessions": attached.as_ref().map_or(0, |a| sessions(&a.dir)),
+        }),
+        _ => serde_json::Value::Null,
+    };
     let steps_per_sec = (last.env_steps - first.env_steps) as f64 / (last.secs - first.secs).max(1e-9);
     println!(
         "{}",
@@ -138,6 +226,7 @@ pub async fn bench_soak(b: SoakBench) -> Result<()> {
             "labels": {"warm": first.labels, "end": last.labels},
             "env_steps": last.env_steps, "steps_per_sec_after_warm": steps_per_sec,
             "rollouts_rejected": summary["rollouts_rejected"], "success_rate": summary["success_rate"],
+            "attached": attached_report,
         })
     );
     if b.run_dir.is_none() {

@@ -73,3 +73,62 @@ async fn actors_and_learner_survive_kill_9() {
     assert!(bad.is_empty(), "learner rejected rollouts: {bad:#?}");
     learner2.kill9();
 }
+
+/// Checkpoints on a disk that fills up: training goes on, each failure is counted, the last
+/// good checkpoint stays whole and no half-written one keeps room; once there is room again
+/// a checkpoint follows within seconds, and a restart resumes from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_checkpoints_not_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Tmpfs::mount(&dir.path().join("disk"), "48m");
+    let run_dir = disk.path.join("run");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let largs = learner_args(
+        port,
+        &run_dir,
+        &["--set", "learner.checkpoint_interval_secs=2", "--set", &format!("telemetry.metrics_listen=\"{metrics}\"")],
+    );
+    let mut learner = Proc::start("learner", dir.path(), &as_strs(&largs));
+    let _actor = Proc::start("actor", dir.path(), &as_strs(&actor_args(port, "a", &[])));
+    wait_for("a first checkpoint", Duration::from_secs(90), || async { newest_checkpoint_steps(&run_dir) }).await;
+
+    let filler = disk.fill();
+    let good = newest_checkpoint_steps(&run_dir).unwrap();
+    let failures = |text: &str| sample(text, "oni_checkpoint_failures_total").unwrap_or(0.0);
+    wait_for("a failed checkpoint to be counted", Duration::from_secs(30), || {
+        let m = metrics.clone();
+        async move { scrape(&m).filter(|t| failures(t) >= 2.0).map(|_| ()) }
+    })
+    .await;
+    let full_at = info(&addr, None).await.expect("the learner answers on a full disk").env_steps;
+    wait_for_steps("training to go on with the disk full", Duration::from_secs(60), &addr, None, full_at + 20_000)
+        .await;
+    assert!(learner.alive(), "{}", learner.log_text());
+    let ckpts = run_dir.join("checkpoints");
+    let names: Vec<String> =
+        std::fs::read_dir(&ckpts).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert!(!names.iter().any(|n| n.starts_with(".tmp")), "a half-written checkpoint was left: {names:?}");
+    assert!(newest_checkpoint_steps(&run_dir).unwrap() >= good, "the last good checkpoint was lost");
+    assert!(learner.log_text().contains("checkpoint failed"), "the failure was not logged");
+
+    // room again: a checkpoint within seconds, not a whole interval later
+    std::fs::remove_file(filler).unwrap();
+    let before = info(&addr, None).await.unwrap().env_steps;
+    let saved = wait_for("a checkpoint once there is room", Duration::from_secs(20), || async {
+        newest_checkpoint_steps(&run_dir).filter(|&s| s >= before)
+    })
+    .await;
+    let (st, _) = learner.terminate(Duration::from_secs(30)).expect("the learner stops on SIGTERM");
+    assert!(st.success(), "{}", learner.log_text());
+    let last = newest_checkpoint_steps(&run_dir).unwrap();
+    assert!(last >= saved);
+    let _learner2 = Proc::start("learner2", dir.path(), &as_strs(&largs));
+    let resumed = wait_for("the restarted learner", Duration::from_secs(60), || {
+        let addr = addr.clone();
+        async move { info(&addr, None).await.map(|i| i.env_steps) }
+    })
+    .await;
+    assert!(resumed >= last, "resumed at {resumed}, below the last checkpoint's {last}");
+}

@@ -110,7 +110,7 @@ fn every_dashboard_panel_has_data_from_a_loopback_cluster() {
     let d = dir.path();
     let (lport, aport, llm, redis, prom) = (free_port(), free_port(), free_port(), free_port(), free_port());
     let (m_learner, m_annotator, m_a1, m_a2) = (free_port(), free_port(), free_port(), free_port());
-    let _redis = redis_server(redis, d);
+    let _redis = redis_server("127.0.0.1", redis, d, Persistence::None);
     let _llm = llama_server(llm);
     let metrics = |p: u16| format!("telemetry.metrics_listen=\"127.0.0.1:{p}\"");
     let reward = [
@@ -210,6 +210,17 @@ fn every_dashboard_panel_has_data_from_a_loopback_cluster() {
         t.elapsed(),
         empty.iter().map(|(n, q)| format!("  {n}: {q}")).collect::<Vec<_>>().join("\n")
     );
+    // every family each role exports says what it is
+    for port in [m_learner, m_annotator, m_a1, m_a2] {
+        let text = scrape(&format!("127.0.0.1:{port}")).expect("metrics");
+        let undescribed: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|t| t.split(' ').next())
+            .filter(|f| !text.contains(&format!("# HELP {f} ")))
+            .collect();
+        assert!(undescribed.is_empty(), "families without HELP text on :{port}: {undescribed:?}");
+    }
     // every target is scraped, and no alert fires on a healthy cluster
     assert_eq!(series_count(&prom, "up == 1"), Some(4));
     assert_eq!(series_count(&prom, "ALERTS{alertstate=\"firing\"}"), Some(0));

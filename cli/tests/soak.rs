@@ -1,6 +1,7 @@
 //! A CI-sized soak (`oni bench soak`, 2 minutes): the whole loop with the annotator, reward
 //! model pulls, two actors and checkpoints every 30 s keeps its file descriptors and threads
-//! flat after the warm-up, rejects no rollout a healthy actor sent, and keeps labelling.
+//! flat after the warm-up, rejects no rollout a healthy actor sent, and keeps labelling; beside
+//! it an attached-environment run whose Python client comes and goes stays flat too.
 //! Memory is only checked for gross growth here; `oni bench soak --minutes 60` measures it.
 
 mod support;
@@ -10,7 +11,7 @@ use support::*;
 #[test]
 fn two_minutes_of_the_whole_loop_leak_no_descriptors_or_threads() {
     let out = Command::new(oni())
-        .args(["bench", "soak", "--minutes", "2", "--every", "5", "--warm-minutes", "0.75"])
+        .args(["bench", "soak", "--minutes", "2", "--every", "5", "--warm-minutes", "0.75", "--attach-every", "15"])
         .current_dir(repo_root())
         .output()
         .unwrap();
@@ -28,4 +29,12 @@ fn two_minutes_of_the_whole_loop_leak_no_descriptors_or_threads() {
     assert_eq!(v["rollouts_rejected"], 0);
     assert!(v["labels"]["end"].as_u64().unwrap() > 0, "nothing was labelled");
     assert!(v["env_steps"].as_u64().unwrap() > 100_000, "the loop barely ran: {last}");
+    // the attached run, its client letting go and attaching again every 15 s
+    let a = &v["attached"];
+    let (fw, fe) = (a["fds"]["warm"].as_i64().unwrap(), a["fds"]["end"].as_i64().unwrap());
+    assert!(fe - fw <= 4, "the attached run's descriptors went from {fw} to {fe}");
+    let (tw, te) = (a["threads"]["warm"].as_i64().unwrap(), a["threads"]["end"].as_i64().unwrap());
+    assert!(te - tw <= 2, "the attached run's threads went from {tw} to {te}");
+    assert!(a["sessions"].as_u64().unwrap() >= 4, "the client did not come and go: {last}");
+    assert!(a["env_steps"].as_u64().unwrap() > 10_000, "the attached run barely trained: {last}");
 }

@@ -11,12 +11,12 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use oni_env::{ObsSpec, MESSAGE_LEN};
 use oni_policy::{PolicyBackend, PolicyConfig};
 use oni_proto::v1::{ActReply, GroupHello, Rollout};
+use oni_proto::Refusal;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
-use tonic::Status;
 
 /// Weights as the learner publishes them after every update.
 pub struct PublishedWeights {
@@ -29,12 +29,12 @@ pub type WeightsBoard = RwLock<Arc<PublishedWeights>>;
 
 /// Where finished rollouts go: the learner's admission (checks, run table, queue). It may
 /// block while the learner's queue is full: that is the service's backpressure.
-pub type RolloutSink = Box<dyn FnMut(Rollout) -> Result<(), Status> + Send>;
+pub type RolloutSink = Box<dyn FnMut(Rollout) -> Result<(), Refusal> + Send>;
 
-pub(crate) type Answer = oneshot::Sender<Result<(ActReply, Decoded), Status>>;
+pub(crate) type Answer = oneshot::Sender<Result<(ActReply, Decoded), Refusal>>;
 
 pub(crate) enum Msg {
-    Join { key: u64, hello: GroupHello, reply: oneshot::Sender<Result<(), Status>> },
+    Join { key: u64, hello: GroupHello, reply: oneshot::Sender<Result<(), Refusal>> },
     Leave { key: u64, why: &'static str },
     Job(Box<Job>),
 }
@@ -143,11 +143,11 @@ impl<B: PolicyBackend> Batcher<B> {
                 if let Some(g) = self.groups.remove(&key) {
                     let partial = g.acting.partial();
                     if partial > 0 {
-                        metrics::counter!("oni_inference_dropped_partial_rollouts_total").increment(partial as u64);
+                        metrics::counter!(crate::metric_names::DROPPED_PARTIAL_ROLLOUTS).increment(partial as u64);
                     }
                     tracing::debug!(run = %g.run.run_id, first_slot = g.first_slot, partial, "inference group left ({why})");
                 }
-                metrics::gauge!("oni_inference_groups").set(self.groups.len() as f64);
+                metrics::gauge!(crate::metric_names::GROUPS).set(self.groups.len() as f64);
                 // a job of the group that is still waiting is answered by its dropped sender
                 jobs.retain(|j| j.key != key);
             }
@@ -155,28 +155,31 @@ impl<B: PolicyBackend> Batcher<B> {
         }
     }
 
-    fn join(&mut self, key: u64, h: GroupHello) -> Result<(), Status> {
+    fn join(&mut self, key: u64, h: GroupHello) -> Result<(), Refusal> {
         let (first, n) = (h.first_slot as usize, h.num_envs as usize);
         if let Some(other) = self
             .groups
             .values()
             .find(|g| g.run.run_id == h.run_id && first < g.first_slot + g.n && g.first_slot < first + n)
         {
-            return Err(Status::invalid_argument(format!(
-                "field `hello.first_slot`: slots {first}..{} of run `{}` overlap slots {}..{} that another stream serves",
-                first + n,
-                h.run_id,
-                other.first_slot,
-                other.first_slot + other.n
-            )));
+            return Err(Refusal::field(
+                "hello.first_slot",
+                format!(
+                    "slots {first}..{} of run `{}` overlap slots {}..{} that another stream serves",
+                    first + n,
+                    h.run_id,
+                    other.first_slot,
+                    other.first_slot + other.n
+                ),
+            ));
         }
         let run = match self.runs.get(&h.run_id) {
             Some(r) if r.actor_id == h.actor_id => r.clone(),
             Some(_) => {
-                return Err(Status::invalid_argument(format!(
-                    "field `hello.run_id`: run `{}` belongs to another actor than `{}`",
-                    h.run_id, h.actor_id
-                )))
+                return Err(Refusal::field(
+                    "hello.run_id",
+                    format!("run `{}` belongs to another actor than `{}`", h.run_id, h.actor_id),
+                ))
             }
             None => {
                 let r = Arc::new(RunIds::with_run(h.run_id.clone(), h.actor_id.clone()));
@@ -197,7 +200,7 @@ impl<B: PolicyBackend> Batcher<B> {
         };
         let acting = ActingGroup::new(&self.acting.spec, self.rollout_len, n, first, self.acting.hidden_size());
         self.groups.insert(key, GroupState { n, first_slot: first, acting, run });
-        metrics::gauge!("oni_inference_groups").set(self.groups.len() as f64);
+        metrics::gauge!(crate::metric_names::GROUPS).set(self.groups.len() as f64);
         Ok(())
     }
 
@@ -209,7 +212,7 @@ impl<B: PolicyBackend> Batcher<B> {
         if let Err(e) = self.acting.update(latest.version, &latest.bytes) {
             tracing::error!("inference: the learner's own weights do not load: {e}");
             for j in jobs {
-                let _ = j.reply.send(Err(Status::internal(format!("the service cannot load its weights: {e}"))));
+                let _ = j.reply.send(Err(Refusal::Internal(format!("the service cannot load its weights: {e}"))));
             }
             return;
         }
@@ -220,7 +223,7 @@ impl<B: PolicyBackend> Batcher<B> {
         let mut live = Vec::with_capacity(jobs.len());
         for mut j in jobs {
             let Some(g) = self.groups.get_mut(&j.key) else { continue };
-            metrics::histogram!("oni_inference_queue_wait_seconds")
+            metrics::histogram!(crate::metric_names::QUEUE_WAIT_SECONDS)
                 .record(start.duration_since(j.queued).as_secs_f64());
             if j.decoded.has_result {
                 let intrinsic = j.decoded.intrinsic.take();
@@ -229,19 +232,19 @@ impl<B: PolicyBackend> Batcher<B> {
             let finished = g.acting.observe(&j.decoded.view(), version, &g.run);
             let mut superseded = None;
             for r in finished {
-                if let Err(st) = (self.sink)(r) {
-                    metrics::counter!("oni_inference_rollouts_refused_total").increment(1);
-                    tracing::warn!(run = %g.run.run_id, "the learner refused a rollout the service assembled: {}", st.message());
+                if let Err(refused) = (self.sink)(r) {
+                    metrics::counter!(crate::metric_names::ROLLOUTS_REFUSED).increment(1);
+                    tracing::warn!(run = %g.run.run_id, "the learner refused a rollout the service assembled: {refused}");
                     // a newer run of the same actor took over: this one must stop, as a local
                     // actor does when its rollouts are refused so
-                    if st.code() == tonic::Code::FailedPrecondition {
-                        superseded = Some(st);
+                    if matches!(refused, Refusal::Mismatch(_)) {
+                        superseded = Some(refused);
                     }
                 }
             }
             if let Some(st) = superseded {
                 self.groups.remove(&j.key);
-                metrics::gauge!("oni_inference_groups").set(self.groups.len() as f64);
+                metrics::gauge!(crate::metric_names::GROUPS).set(self.groups.len() as f64);
                 let _ = j.reply.send(Err(st));
                 continue;
             }
@@ -258,10 +261,10 @@ impl<B: PolicyBackend> Batcher<B> {
         debug_assert_eq!(messages.len(), n_total * MESSAGE_LEN);
         let t_fwd = Instant::now();
         let chosen = self.acting.choose(&glyphs, &stats, &messages, &hidden);
-        metrics::histogram!("oni_inference_forward_seconds").record(t_fwd.elapsed().as_secs_f64());
-        metrics::histogram!("oni_inference_batch_envs").record(n_total as f64);
-        metrics::counter!("oni_inference_requests_total").increment(live.len() as u64);
-        metrics::counter!("oni_inference_env_steps_total").increment(n_total as u64);
+        metrics::histogram!(crate::metric_names::FORWARD_SECONDS).record(t_fwd.elapsed().as_secs_f64());
+        metrics::histogram!(crate::metric_names::BATCH_ENVS).record(n_total as f64);
+        metrics::counter!(crate::metric_names::REQUESTS).increment(live.len() as u64);
+        metrics::counter!(crate::metric_names::ENV_STEPS).increment(n_total as u64);
         let mut at = 0;
         for j in live {
             let Some(g) = self.groups.get_mut(&j.key) else { continue };

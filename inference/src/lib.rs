@@ -9,6 +9,7 @@ pub mod act;
 mod batcher;
 pub mod config;
 pub mod group;
+pub mod metric_names;
 pub mod rollout;
 pub mod service;
 pub mod wire;

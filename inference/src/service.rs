@@ -11,6 +11,7 @@ use oni_env::ObsSpec;
 use oni_policy::{PolicyBackend, PolicyConfig};
 use oni_proto::v1::inference_server::{Inference, InferenceServer};
 use oni_proto::v1::{ActReply, ActRequest, GroupHello};
+use oni_proto::Refusal;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -83,19 +84,17 @@ pub struct InferenceService {
     slot: InferenceSlot,
 }
 
-fn refused(field: &str) {
-    metrics::counter!("oni_inference_refused_total", "field" => field.to_string()).increment(1);
+/// Counts a refusal under its label and hands it back.
+fn refused(r: Refusal) -> Refusal {
+    metrics::counter!(crate::metric_names::REFUSED, "field" => r.label()).increment(1);
+    r
 }
 
-fn check_hello(h: Option<&GroupHello>, r: &Running) -> Result<GroupHello, Status> {
+fn check_hello(h: Option<&GroupHello>, r: &Running) -> Result<GroupHello, Refusal> {
     let h = h.ok_or_else(|| {
-        refused("hello");
-        Status::invalid_argument("field `hello`: the first request of a stream must say which envs it serves")
+        refused(Refusal::field("hello", "the first request of a stream must say which envs it serves"))
     })?;
-    let bad = |field: &str, reason: String| {
-        refused(field);
-        Status::invalid_argument(format!("field `{field}`: {reason}"))
-    };
+    let bad = |field: &'static str, reason: String| refused(Refusal::field(field, reason));
     if h.run_id.is_empty() || h.run_id.len() > 128 {
         return Err(bad("hello.run_id", "must be 1 to 128 characters".into()));
     }
@@ -112,32 +111,36 @@ fn check_hello(h: Option<&GroupHello>, r: &Running) -> Result<GroupHello, Status
         ));
     }
     if !h.model_fingerprint.is_empty() && h.model_fingerprint != r.fingerprint {
-        refused("hello.model_fingerprint");
-        return Err(Status::failed_precondition(format!(
-            "actor network {} differs from the learner's {}: run both with the same [env] and [policy] settings",
+        return Err(refused(Refusal::Mismatch(format!(
+            "field `hello.model_fingerprint`: actor network {} differs from the learner's {}: run both with the same \
+             [env] and [policy] settings",
             h.model_fingerprint, r.fingerprint
-        )));
+        ))));
     }
     Ok(h.clone())
 }
 
 /// Queues a message for the batcher, waiting (counted) while its queue is full.
-async fn submit(tx: &Sender<Msg>, mut m: Msg) -> Result<(), Status> {
+async fn submit(tx: &Sender<Msg>, mut m: Msg) -> Result<(), Refusal> {
     let mut waited = false;
     loop {
         match tx.try_send(m) {
             Ok(()) => return Ok(()),
             Err(TrySendError::Full(back)) => {
                 if !waited {
-                    metrics::counter!("oni_inference_backpressure_total").increment(1);
+                    metrics::counter!(crate::metric_names::BACKPRESSURE).increment(1);
                     waited = true;
                 }
                 m = back;
                 tokio::time::sleep(Duration::from_micros(200)).await;
             }
-            Err(TrySendError::Disconnected(_)) => return Err(Status::unavailable("the inference service is stopping")),
+            Err(TrySendError::Disconnected(_)) => return Err(stopping()),
         }
     }
+}
+
+fn stopping() -> Refusal {
+    Refusal::Unavailable("the inference service is stopping".into())
 }
 
 /// Tells the batcher a stream ended, whichever way it ended.
@@ -164,7 +167,7 @@ async fn serve_stream(
     r: &Running,
     mut inbound: Streaming<ActRequest>,
     out: &mpsc::Sender<Result<ActReply, Status>>,
-) -> Result<(), Status> {
+) -> Result<(), Refusal> {
     let Some(first) = next(&mut inbound).await? else { return Ok(()) };
     let hello = check_hello(first.hello.as_ref(), r)?;
     let n = hello.num_envs as usize;
@@ -172,34 +175,31 @@ async fn serve_stream(
     let key = r.next_key.fetch_add(1, Ordering::Relaxed);
     let (jtx, jrx) = oneshot::channel();
     submit(&r.tx, Msg::Join { key, hello, reply: jtx }).await?;
-    jrx.await.map_err(|_| Status::unavailable("the inference service is stopping"))??;
+    jrx.await.map_err(|_| stopping())??;
     let mut member = Membership { tx: &r.tx, key, why: "stream closed" };
     let mut req = first;
     let mut buffers = Decoded::new(n);
     for step in 0.. {
-        metrics::counter!("oni_inference_bytes_total", "direction" => "in").increment(wire::wire_bytes(&req) as u64);
+        metrics::counter!(crate::metric_names::BYTES, "direction" => "in").increment(wire::wire_bytes(&req) as u64);
         if req.step != step {
-            refused("step");
             member.why = "bad request";
-            return Err(Status::invalid_argument(format!("field `step`: {}, expected {step}", req.step)));
+            return Err(refused(Refusal::field("step", format!("{}, expected {step}", req.step))));
         }
         if step > 0 && req.hello.is_some() {
-            refused("hello");
             member.why = "bad request";
-            return Err(Status::invalid_argument("field `hello`: only the first request of a stream says hello"));
+            return Err(refused(Refusal::field("hello", "only the first request of a stream says hello")));
         }
         if let Err(e) = wire::decode(&req, &r.spec, n, step == 0, &mut buffers) {
-            refused(e.field);
             member.why = "bad request";
-            return Err(e.into());
+            return Err(refused(e.into()));
         }
         wire::globalise(&mut buffers, first_slot);
         let (atx, arx) = oneshot::channel();
         let job = Job { key, step, decoded: buffers, queued: Instant::now(), reply: atx };
         submit(&r.tx, Msg::Job(Box::new(job))).await?;
-        let (reply, back) = arx.await.map_err(|_| Status::unavailable("the inference service is stopping"))??;
+        let (reply, back) = arx.await.map_err(|_| stopping())??;
         buffers = back;
-        metrics::counter!("oni_inference_bytes_total", "direction" => "out").increment(wire::wire_bytes(&reply) as u64);
+        metrics::counter!(crate::metric_names::BYTES, "direction" => "out").increment(wire::wire_bytes(&reply) as u64);
         if out.send(Ok(reply)).await.is_err() {
             return Ok(()); // the actor went away
         }
@@ -213,14 +213,11 @@ async fn serve_stream(
 
 /// The stream's next request: `None` when the actor closed it or went away; an error only
 /// for bytes that are not a request.
-async fn next(inbound: &mut Streaming<ActRequest>) -> Result<Option<ActRequest>, Status> {
+async fn next(inbound: &mut Streaming<ActRequest>) -> Result<Option<ActRequest>, Refusal> {
     match inbound.next().await {
         Some(Ok(r)) => Ok(Some(r)),
-        Some(Err(st)) => match oni_proto::serve::inbound_status(&st, "the learner's message limit") {
-            Some(bad) => {
-                refused("(undecodable)");
-                Err(bad)
-            }
+        Some(Err(st)) => match oni_proto::serve::inbound_refusal(&st, "the learner's message limit") {
+            Some(bad) => Err(refused(bad)),
             None => Ok(None),
         },
         None => Ok(None),
@@ -235,16 +232,18 @@ impl Inference for InferenceService {
         let inbound = request.into_inner();
         let slot = self.slot.clone();
         if slot.running.get().is_none() {
-            return Err(Status::unavailable(
-                "the learner has no network yet: it waits for the first attached environment to declare its spaces",
-            ));
+            return Err(Refusal::Unavailable(
+                "the learner has no network yet: it waits for the first attached environment to declare its spaces"
+                    .into(),
+            )
+            .into());
         }
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
             let r = slot.running.get().expect("checked above");
-            if let Err(st) = serve_stream(r, inbound, &tx).await {
-                tracing::debug!("inference stream ended: {}", st.message());
-                let _ = tx.send(Err(st)).await;
+            if let Err(refused) = serve_stream(r, inbound, &tx).await {
+                tracing::debug!("inference stream ended: {refused}");
+                let _ = tx.send(Err(refused.into())).await;
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))

@@ -52,11 +52,41 @@ pub fn save<B: TrainingBackend>(
     keep: usize,
 ) -> Result<PathBuf, CheckpointError> {
     fs::create_dir_all(dir).map_err(io(dir))?;
+    let tmp = dir.join(format!("{TMP_PREFIX}{:012}-{}", trainer.version, std::process::id()));
+    let written = write_into(dir, &tmp, trainer, resolved_config);
+    if written.is_err() {
+        // half a checkpoint must not keep the room a full disk needs for the next one
+        let _ = fs::remove_dir_all(&tmp);
+    }
+    let final_dir = written?;
+    sync_dir(dir);
+    prune(dir, keep);
+    Ok(final_dir)
+}
+
+/// Where checkpoints are written before they are renamed into place.
+const TMP_PREFIX: &str = ".tmp-ckpt-";
+
+/// Removes what a crash mid-write left behind (never a finished checkpoint).
+fn remove_unfinished(dir: &Path) {
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_name().to_str().is_some_and(|n| n.starts_with(TMP_PREFIX)) {
+            tracing::info!(path = %e.path().display(), "removing an unfinished checkpoint");
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+fn write_into<B: TrainingBackend>(
+    dir: &Path,
+    tmp: &Path,
+    trainer: &Trainer<B>,
+    resolved_config: &str,
+) -> Result<PathBuf, CheckpointError> {
     let final_dir = dir.join(format!("ckpt-{:012}", trainer.version));
-    let tmp = dir.join(format!(".tmp-ckpt-{:012}-{}", trainer.version, std::process::id()));
-    let _ = fs::remove_dir_all(&tmp);
-    fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    let corrupt = |reason: String| CheckpointError::Corrupt { path: tmp.clone(), reason };
+    let _ = fs::remove_dir_all(tmp);
+    fs::create_dir_all(tmp).map_err(io(tmp))?;
+    let corrupt = |reason: String| CheckpointError::Corrupt { path: tmp.to_path_buf(), reason };
     trainer.model.clone().save_file(tmp.join("model"), &recorder()).map_err(|e| corrupt(e.to_string()))?;
     Recorder::<B>::record(&recorder(), trainer.optim.to_record(), tmp.join("optim"))
         .map_err(|e| corrupt(e.to_string()))?;
@@ -72,17 +102,15 @@ pub fn save<B: TrainingBackend>(
     fs::write(&state_path, serde_json::to_vec_pretty(&state).unwrap()).map_err(io(&state_path))?;
     let cfg_path = tmp.join("config.toml");
     fs::write(&cfg_path, resolved_config).map_err(io(&cfg_path))?;
-    for entry in fs::read_dir(&tmp).map_err(io(&tmp))? {
-        let p = entry.map_err(io(&tmp))?.path();
+    for entry in fs::read_dir(tmp).map_err(io(tmp))? {
+        let p = entry.map_err(io(tmp))?.path();
         fs::File::open(&p).and_then(|f| f.sync_all()).map_err(io(&p))?;
     }
-    sync_dir(&tmp);
+    sync_dir(tmp);
     if final_dir.exists() {
         fs::remove_dir_all(&final_dir).map_err(io(&final_dir))?;
     }
-    fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
-    sync_dir(dir);
-    prune(dir, keep);
+    fs::rename(tmp, &final_dir).map_err(io(&final_dir))?;
     Ok(final_dir)
 }
 
@@ -142,6 +170,7 @@ pub fn load<B: TrainingBackend>(path: &Path, trainer: &mut Trainer<B>) -> Result
 
 /// Resumes from the newest checkpoint that loads; broken ones are skipped with a warning.
 pub fn resume_latest<B: TrainingBackend>(dir: &Path, trainer: &mut Trainer<B>) -> Option<CheckpointState> {
+    remove_unfinished(dir);
     for path in list(dir) {
         match load(&path, trainer) {
             Ok(state) => {

@@ -10,6 +10,7 @@ pub mod config;
 pub mod fits;
 mod handle;
 pub mod loss;
+pub mod metric_names;
 mod record;
 pub mod relabel;
 mod runs;

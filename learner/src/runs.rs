@@ -3,8 +3,8 @@
 //! env slot) refuse repeats and count gaps.
 
 use oni_proto::v1::Rollout;
+use oni_proto::Refusal;
 use std::collections::{HashMap, HashSet, VecDeque};
-use tonic::Status;
 
 #[derive(Default)]
 pub(crate) struct RunTable {
@@ -21,9 +21,9 @@ impl RunTable {
         self.retired.contains(run)
     }
 
-    pub(crate) fn admit(&mut self, r: &Rollout) -> Result<(), Status> {
+    pub(crate) fn admit(&mut self, r: &Rollout) -> Result<(), Refusal> {
         if self.retired.contains(&r.run_id) {
-            return Err(Status::failed_precondition(format!(
+            return Err(Refusal::Mismatch(format!(
                 "run_id `{}` of actor `{}` was superseded by a newer run of that actor; its rollouts are no longer accepted",
                 r.run_id, r.actor_id
             )));
@@ -45,13 +45,16 @@ impl RunTable {
         let key = (r.run_id.clone(), r.env_slot);
         let expected = self.next_seq.get(&key).copied().unwrap_or(0);
         if r.sequence < expected {
-            return Err(Status::invalid_argument(format!(
-                "field `sequence`: {} was already received for run `{}` slot {} (next is {expected})",
-                r.sequence, r.run_id, r.env_slot
-            )));
+            return Err(Refusal::field(
+                "sequence",
+                format!(
+                    "{} was already received for run `{}` slot {} (next is {expected})",
+                    r.sequence, r.run_id, r.env_slot
+                ),
+            ));
         }
         if r.sequence > expected {
-            metrics::counter!("oni_rollout_sequence_gaps_total").increment(r.sequence - expected);
+            metrics::counter!(crate::metric_names::SEQUENCE_GAPS).increment(r.sequence - expected);
         }
         self.next_seq.insert(key, r.sequence + 1);
         Ok(())
@@ -80,7 +83,7 @@ mod tests {
         assert!(t.is_retired("run1") && !t.is_retired("run2"));
         let e = t.admit(&r("a", "run1", 0, 6)).unwrap_err();
         assert_eq!(e.code(), tonic::Code::FailedPrecondition);
-        assert!(e.message().contains("superseded"));
+        assert!(e.to_string().contains("superseded"));
         // other actors are unaffected
         t.admit(&r("b", "run3", 0, 0)).unwrap();
         assert!(!t.is_retired("run3"));

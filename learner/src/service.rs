@@ -5,6 +5,7 @@ use crate::shared::{queue_full, shutting_down, Shared, QUEUE_WAIT};
 use crossbeam_channel::TrySendError;
 use oni_proto::v1::learner_server::{Learner, LearnerServer};
 use oni_proto::v1::{GetInfoRequest, GetPolicyRequest, LearnerInfo, PolicyWeights, Rollout, RolloutAck};
+use oni_proto::Refusal;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +20,7 @@ pub(crate) struct LearnerService {
 }
 
 impl LearnerService {
-    async fn accept(&self, r: Rollout) -> Result<RolloutAck, Status> {
+    async fn accept(&self, r: Rollout) -> Result<RolloutAck, Refusal> {
         let s = &self.shared;
         s.check(&r)?;
         let sequence = r.sequence;
@@ -69,11 +70,11 @@ impl Learner for LearnerService {
                         match svc.accept(r).await {
                             Ok(ack) => ack,
                             // A bad rollout is answered in its ack; the stream goes on.
-                            Err(st) => RolloutAck {
+                            Err(refused) => RolloutAck {
                                 sequence: seq,
                                 accepted: false,
-                                code: st.code() as i32,
-                                message: st.message().to_string(),
+                                code: refused.code() as i32,
+                                message: refused.to_string(),
                                 policy_version: svc.shared.version.load(Ordering::Acquire),
                                 backpressure: false,
                             },
@@ -82,9 +83,10 @@ impl Learner for LearnerService {
                     Err(st) => {
                         // Bytes that are not a rollout end the stream with a status saying so;
                         // otherwise the actor went away mid-message. Nothing of it was enqueued.
-                        if let Some(bad) = oni_proto::serve::inbound_status(&st, "the learner's message limit") {
-                            metrics::counter!("oni_rollouts_rejected_total", "field" => "(undecodable)").increment(1);
-                            let _ = tx.send(Err(bad)).await;
+                        if let Some(bad) = oni_proto::serve::inbound_refusal(&st, "the learner's message limit") {
+                            metrics::counter!(crate::metric_names::ROLLOUTS_REJECTED, "field" => bad.label())
+                                .increment(1);
+                            let _ = tx.send(Err(bad.into())).await;
                         }
                         tracing::debug!("rollout stream ended: {st}");
                         break;
@@ -99,7 +101,7 @@ impl Learner for LearnerService {
     }
 
     async fn push_rollout(&self, request: Request<Rollout>) -> Result<Response<RolloutAck>, Status> {
-        self.accept(request.into_inner()).await.map(Response::new)
+        Ok(Response::new(self.accept(request.into_inner()).await?))
     }
 
     async fn get_policy(&self, request: Request<GetPolicyRequest>) -> Result<Response<PolicyWeights>, Status> {
@@ -110,10 +112,11 @@ impl Learner for LearnerService {
         }
         let fingerprint = &s.model()?.fingerprint;
         if !req.model_fingerprint.is_empty() && &req.model_fingerprint != fingerprint {
-            return Err(Status::failed_precondition(format!(
+            return Err(Refusal::Mismatch(format!(
                 "actor network {} differs from the learner's {}: run both with the same [env] and [policy] settings",
                 req.model_fingerprint, fingerprint
-            )));
+            ))
+            .into());
         }
         let p = s.published.read().unwrap().clone();
         let unchanged = req.have_version == Some(p.version);

@@ -11,11 +11,11 @@ use oni_env::ObsSpec;
 use oni_inference::{InferenceSlot, WeightsBoard};
 use oni_policy::PolicyConfig;
 use oni_proto::v1::Rollout;
+use oni_proto::Refusal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::watch;
-use tonic::Status;
 
 /// The network the learner trains, known once the observation layout is.
 pub(crate) struct Model {
@@ -45,10 +45,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn model(&self) -> Result<&Model, Status> {
+    pub fn model(&self) -> Result<&Model, Refusal> {
         self.model.get().ok_or_else(|| {
-            Status::unavailable(
-                "the learner has no network yet: it waits for the first attached environment to declare its spaces",
+            Refusal::Unavailable(
+                "the learner has no network yet: it waits for the first attached environment to declare its spaces"
+                    .into(),
             )
         })
     }
@@ -62,27 +63,26 @@ impl Shared {
     /// Builds the network for `spec` if none is built yet (attached environments), and waits
     /// until its weights are published. A layout other than the one being trained (also one
     /// declared concurrently by another actor) is refused.
-    pub async fn adopt(&self, spec_json: &str) -> Result<(), Status> {
-        let spec: ObsSpec = serde_json::from_str(spec_json).map_err(|e| {
-            Status::invalid_argument(format!("field `obs_spec` is not a valid observation layout: {e}"))
-        })?;
+    pub async fn adopt(&self, spec_json: &str) -> Result<(), Refusal> {
+        let spec: ObsSpec = serde_json::from_str(spec_json)
+            .map_err(|e| Refusal::field("obs_spec", format!("is not a valid observation layout: {e}")))?;
         self.policy.check(&spec).map_err(|e| {
-            Status::failed_precondition(format!("the learner's network cannot take the declared observations: {e}"))
+            Refusal::Mismatch(format!("the learner's network cannot take the declared observations: {e}"))
         })?;
         if self.model.get().is_none() {
             crate::fits::check_device(&self.learner_cfg, &self.policy, &spec)
-                .map_err(|e| Status::resource_exhausted(format!("the learner cannot train these observations: {e}")))?;
+                .map_err(|e| Refusal::Exhausted(format!("the learner cannot train these observations: {e}")))?;
             if self.declare(spec.clone()) {
                 tracing::info!(spec = %spec_json, "building the network for the declared observation spaces");
             }
             let mut ready = self.ready.clone();
             let up = matches!(tokio::time::timeout(Duration::from_secs(120), ready.wait_for(|r| *r)).await, Ok(Ok(_)));
             if !up {
-                return Err(Status::unavailable("the learner's training thread did not come up; see its log"));
+                return Err(Refusal::Unavailable("the learner's training thread did not come up; see its log".into()));
             }
         }
         match self.model.get() {
-            Some(m) if m.spec != spec => Err(Status::failed_precondition(format!(
+            Some(m) if m.spec != spec => Err(Refusal::Mismatch(format!(
                 "this learner trains observations {} but the actor declares {spec_json}: attach environments with the same spaces to one cluster",
                 serde_json::to_string(&m.spec).unwrap_or_default()
             ))),
@@ -92,34 +92,30 @@ impl Shared {
 
     /// The checks every rollout passes before it is queued: its shapes and values, then the
     /// run table (superseded runs, repeated sequence numbers).
-    pub fn check(&self, r: &Rollout) -> Result<(), Status> {
+    pub fn check(&self, r: &Rollout) -> Result<(), Refusal> {
         let version = self.version.load(Ordering::Acquire);
         let model = self.model()?;
         let shape = Shape { spec: &model.spec, rollout_len: self.rollout_len, hidden: self.hidden };
-        if let Err(e) = validate::check(r, &shape, version) {
-            tracing::warn!(actor = %r.actor_id, run = %r.run_id, field = e.field, "rejected rollout: {e}");
-            reject(e.field);
+        let checked = validate::check(r, &shape, version)
+            .map_err(Refusal::from)
+            .and_then(|()| self.runs.lock().unwrap().admit(r));
+        if let Err(e) = &checked {
+            tracing::warn!(actor = %r.actor_id, run = %r.run_id, field = e.label().as_str(), "rejected rollout: {e}");
+            metrics::counter!(crate::metric_names::ROLLOUTS_REJECTED, "field" => e.label()).increment(1);
             self.stats.update(|x| x.rollouts_rejected += 1);
-            return Err(e.into());
         }
-        if let Err(st) = self.runs.lock().unwrap().admit(r) {
-            tracing::warn!(actor = %r.actor_id, run = %r.run_id, "rejected rollout: {}", st.message());
-            reject(if st.code() == tonic::Code::FailedPrecondition { "run_id" } else { "sequence" });
-            self.stats.update(|x| x.rollouts_rejected += 1);
-            return Err(st);
-        }
-        Ok(())
+        checked
     }
 
     pub fn queued(&self) -> usize {
         let depth = self.queue.len();
-        metrics::gauge!("oni_queue_depth", "queue" => "learner_rollouts").set(depth as f64);
+        metrics::gauge!(crate::metric_names::QUEUE_DEPTH, "queue" => "learner_rollouts").set(depth as f64);
         depth
     }
 
     /// The inference service's way in: the same checks, and a wait for room in the queue
     /// that holds up the service's batcher (and so every remote actor) while training lags.
-    pub fn enqueue_blocking(&self, r: Rollout) -> Result<(), Status> {
+    pub fn enqueue_blocking(&self, r: Rollout) -> Result<(), Refusal> {
         self.check(&r)?;
         match self.queue.send_timeout(r, QUEUE_WAIT) {
             Ok(()) => {
@@ -133,19 +129,15 @@ impl Shared {
 }
 
 /// A rollout that waited `QUEUE_WAIT` for room in the queue is dropped (counted).
-pub(crate) fn queue_full() -> Status {
-    metrics::counter!("oni_rollouts_dropped_total", "reason" => "queue_full").increment(1);
-    Status::resource_exhausted("learner queue full for 20 s; pause and resend later")
+pub(crate) fn queue_full() -> Refusal {
+    metrics::counter!(oni_proto::metric_names::ROLLOUTS_DROPPED, "reason" => "queue_full").increment(1);
+    Refusal::Exhausted("learner queue full for 20 s; pause and resend later".into())
 }
 
 /// The training thread is gone: no rollout is queued any more.
-pub(crate) fn shutting_down() -> Status {
-    Status::unavailable("learner is shutting down")
+pub(crate) fn shutting_down() -> Refusal {
+    Refusal::Unavailable("learner is shutting down".into())
 }
 
 /// How long a rollout waits for room in a full queue before it is dropped.
 pub(crate) const QUEUE_WAIT: Duration = Duration::from_secs(20);
-
-fn reject(field: &str) {
-    metrics::counter!("oni_rollouts_rejected_total", "field" => field.to_string()).increment(1);
-}

@@ -50,7 +50,7 @@ impl<B: TrainingBackend> LearnerThread<B> {
                 s.policy_version = state.version;
             });
         }
-        metrics::gauge!("oni_policy_version").set(trainer.version as f64);
+        metrics::gauge!(crate::metric_names::POLICY_VERSION).set(trainer.version as f64);
         *shared.published.write().unwrap() =
             Arc::new(PublishedWeights { version: trainer.version, bytes: trainer.weights_bytes() });
         shared.version.store(trainer.version, Ordering::Release);
@@ -76,8 +76,8 @@ impl<B: TrainingBackend> LearnerThread<B> {
         let cfg = &setup.cfg;
         let mut pending: Vec<Rollout> = Vec::with_capacity(cfg.batch_rollouts);
         let mut relabeler = setup.relabel.clone().map(crate::relabel::Relabeler::new);
-        let mut last_ckpt = Instant::now();
         let ckpt_every = Duration::from_secs(cfg.checkpoint_interval_secs.max(1));
+        let mut next_ckpt = Instant::now() + ckpt_every;
         while !*stop.borrow() {
             match queue.recv_timeout(Duration::from_millis(100)) {
                 Ok(r) => {
@@ -103,7 +103,7 @@ impl<B: TrainingBackend> LearnerThread<B> {
                 let t0 = Instant::now();
                 if let Some(rl) = relabeler.as_mut() {
                     let n = rl.apply(&mut pending);
-                    metrics::counter!("oni_learner_relabelled_rollouts_total").increment(n as u64);
+                    metrics::counter!(crate::metric_names::RELABELLED_ROLLOUTS).increment(n as u64);
                 }
                 let report = trainer.train(&pending);
                 let secs = t0.elapsed().as_secs_f64();
@@ -118,24 +118,37 @@ impl<B: TrainingBackend> LearnerThread<B> {
                     finished.store(true, Ordering::Release);
                 }
             }
-            if last_ckpt.elapsed() >= ckpt_every {
-                write_checkpoint(&ckpt_dir, &trainer, &setup);
-                last_ckpt = Instant::now();
+            if Instant::now() >= next_ckpt {
+                let wait = if write_checkpoint(&ckpt_dir, &trainer, &setup) {
+                    ckpt_every
+                } else {
+                    ckpt_every.min(CHECKPOINT_RETRY)
+                };
+                next_ckpt = Instant::now() + wait;
             }
         }
         write_checkpoint(&ckpt_dir, &trainer, &setup);
     }
 }
 
-fn write_checkpoint<B: TrainingBackend>(dir: &std::path::Path, trainer: &Trainer<B>, setup: &LearnerSetup) {
+/// A failed checkpoint (a full disk, say) is tried again this soon rather than a whole
+/// interval later; the previous one stays in place meanwhile.
+const CHECKPOINT_RETRY: Duration = Duration::from_secs(5);
+
+/// Writes a checkpoint; false (logged and counted) when it failed.
+fn write_checkpoint<B: TrainingBackend>(dir: &std::path::Path, trainer: &Trainer<B>, setup: &LearnerSetup) -> bool {
     match checkpoint::save(dir, trainer, &setup.resolved_config, setup.cfg.keep_checkpoints) {
         Ok(path) => {
-            metrics::counter!("oni_checkpoints_total").increment(1);
+            metrics::counter!(crate::metric_names::CHECKPOINTS).increment(1);
             tracing::info!(path = %path.display(), version = trainer.version, env_steps = trainer.env_steps, "checkpoint written");
+            true
         }
         Err(e) => {
-            metrics::counter!("oni_checkpoint_failures_total").increment(1);
-            tracing::error!("checkpoint failed: {e}");
+            metrics::counter!(crate::metric_names::CHECKPOINT_FAILURES).increment(1);
+            tracing::error!(
+                "checkpoint failed (the previous one is kept; another try within {CHECKPOINT_RETRY:?}): {e}"
+            );
+            false
         }
     }
 }

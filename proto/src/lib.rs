@@ -4,7 +4,10 @@
 
 pub mod backoff;
 pub mod field;
+pub mod metric_names;
 pub mod raw;
+pub mod refusal;
+pub mod retry;
 pub mod serve;
 pub mod throttle;
 pub mod transport;
@@ -20,4 +23,32 @@ pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
 
 pub use backoff::Backoff;
 pub use field::FieldError;
+pub use refusal::Refusal;
 pub use transport::{AuthInterceptor, ClientOptions, TlsConfig, TokenCheck};
+
+#[doc(hidden)]
+pub use metrics as __metrics;
+
+/// Declares a crate's metric families: a constant per family, documented with its HELP
+/// text, and `describe()`, which hands every HELP text to the installed recorder (call it
+/// once the recorder is installed; `/metrics` then shows each family's `# HELP` line).
+#[macro_export]
+macro_rules! metric_names {
+    (@describe counter, $name:expr, $help:expr) => {
+        $crate::__metrics::describe_counter!($name, $help.trim())
+    };
+    (@describe gauge, $name:expr, $help:expr) => {
+        $crate::__metrics::describe_gauge!($name, $help.trim())
+    };
+    (@describe histogram, $name:expr, $help:expr) => {
+        $crate::__metrics::describe_histogram!($name, $help.trim())
+    };
+    ($( #[doc = $help:literal] $kind:ident $name:ident = $value:literal; )*) => {
+        $( #[doc = $help] pub const $name: &str = $value; )*
+
+        /// Gives the installed metrics recorder every family's HELP text.
+        pub fn describe() {
+            $( $crate::metric_names!(@describe $kind, $name, $help); )*
+        }
+    };
+}

@@ -76,7 +76,7 @@ impl AsyncRead for GuardedStream {
             return r;
         }
         if r.is_pending() && deadline.as_mut().poll(cx).is_ready() {
-            metrics::counter!("oni_grpc_connections_timed_out_total").increment(1);
+            metrics::counter!(crate::metric_names::GRPC_CONNECTIONS_TIMED_OUT).increment(1);
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "no HTTP/2 preface within the deadline")));
         }
         r
@@ -119,19 +119,20 @@ impl Connected for GuardedStream {
 
 /// How a server of ours answers a request it could not read (the body is not the protobuf
 /// message, or too big): tonic's codec gives INTERNAL or OUT_OF_RANGE, but either way the
-/// caller sent bad bytes. `limit_key` names the setting that bounds message size.
-pub fn inbound_status(st: &tonic::Status, limit_key: &str) -> Option<tonic::Status> {
+/// caller sent bad bytes. `limit_key` names the setting that bounds message size. `None`:
+/// the stream broke (the client went away), nothing to answer.
+pub fn inbound_refusal(st: &tonic::Status, limit_key: &str) -> Option<crate::Refusal> {
     let msg = st.message();
     if st.code() == tonic::Code::OutOfRange && msg.contains("too large") {
-        return Some(tonic::Status::resource_exhausted(format!("{msg} ({limit_key})")));
+        return Some(crate::Refusal::Exhausted(format!("{msg} ({limit_key})")));
     }
     if st.code() == tonic::Code::Internal && (msg.contains("decode Protobuf") || msg.contains("compression flag")) {
-        return Some(tonic::Status::invalid_argument(format!("the message could not be read: {msg}")));
+        return Some(crate::Refusal::Unreadable(format!("the message could not be read: {msg}")));
     }
     None
 }
 
-/// The response side of `inbound_status` for unary calls, where tonic answers before our
+/// The response side of `inbound_refusal` for unary calls, where tonic answers before our
 /// handler runs: a trailers-only INTERNAL whose message is a decode failure becomes
 /// INVALID_ARGUMENT (streams carry their status in trailers; their handlers map it).
 pub type ResponseMap = fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>;
@@ -176,7 +177,8 @@ pub fn guarded_incoming(
                             }
                         }
                         Err(_) => {
-                            metrics::counter!("oni_grpc_connections_refused_total", "server" => what).increment(1);
+                            metrics::counter!(crate::metric_names::GRPC_CONNECTIONS_REFUSED, "server" => what)
+                                .increment(1);
                             refused_log.warn(
                                 &format!("{what} refused a connection"),
                                 &format_args!("{max_connections} connections are open already (from {peer})"),
@@ -185,7 +187,7 @@ pub fn guarded_incoming(
                     }
                 }
                 Err(e) => {
-                    metrics::counter!("oni_grpc_accept_errors_total", "server" => what).increment(1);
+                    metrics::counter!(crate::metric_names::GRPC_ACCEPT_ERRORS, "server" => what).increment(1);
                     error_log.warn(&format!("{what} cannot accept connections"), &e);
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }

@@ -128,14 +128,33 @@ pub fn spawn_server(
             crate::serve::HANDSHAKE_TIMEOUT,
             what,
         ));
+        let mut stopped = stop.clone();
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown).await {
-            tracing::error!("{what} gRPC server failed: {}", error_chain(&e));
+        let serving = router.serve_with_incoming_shutdown(incoming, shutdown);
+        tokio::pin!(serving);
+        // a graceful shutdown waits for every open stream (an actor's rollout stream lasts
+        // as long as the actor): after the grace period the rest are cut
+        let grace = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        tokio::select! {
+            r = &mut serving => {
+                if let Err(e) = r {
+                    tracing::error!("{what} gRPC server failed: {}", error_chain(&e));
+                }
+            }
+            _ = grace => {
+                tracing::info!("{what}: streams still open {SHUTDOWN_GRACE:?} after shutdown began; closing them");
+            }
         }
     })
 }
+
+/// How long a stopping server waits for open calls and streams to finish.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// Server settings every gRPC server of ours uses.
 pub fn server_builder(tls: &TlsConfig) -> Result<ServerBuilder, TransportError> {

@@ -18,6 +18,7 @@ pub mod caption;
 pub mod decay;
 pub mod fifo;
 pub mod kind;
+pub mod metric_names;
 pub mod model;
 pub mod net;
 pub mod pull;

@@ -4,9 +4,9 @@
 //! down only delays updates.
 
 use crate::RewardModel;
+use oni_proto::retry::{pause, Authed, Reconnecting, Refused};
 use oni_proto::v1::annotator_client::AnnotatorClient;
 use oni_proto::v1::RewardModelRequest;
-use oni_proto::{AuthInterceptor, Backoff, ClientOptions};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -17,65 +17,49 @@ pub struct RewardSlot {
     pub latest: Mutex<Option<Arc<RewardModel>>>,
 }
 
+/// The annotator's client, as the puller builds it (snapshots can be large).
+pub fn annotator_client(ch: Authed) -> Client {
+    AnnotatorClient::new(ch).max_decoding_message_size(64 << 20)
+}
+
+pub type Client = AnnotatorClient<Authed>;
+
 /// Pulls `GetRewardModel` every `pull_ms` until stopped. The annotator being down only
-/// delays updates: the actor keeps its current model and keeps training.
+/// delays updates: the caller keeps its current model and keeps training. `Err` when the
+/// annotator refuses for good (a wrong token, no reward model distilled there).
 pub async fn pull_reward_models(
     role: &'static str,
-    addr: String,
-    opts: ClientOptions,
-    token: Option<String>,
+    mut annotator: Reconnecting<Client>,
     pull_ms: u64,
     slot: Arc<RewardSlot>,
     mut stop: watch::Receiver<bool>,
-) {
-    let mut client = None;
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-    let mut warned = false;
+) -> Result<(), Refused> {
+    let timeout = annotator.options().request_timeout;
+    let every = Duration::from_millis(pull_ms.max(10));
     loop {
         let version = slot.latest.lock().unwrap().as_ref().map_or(0, |m| m.version());
-        let mut pause = Duration::from_millis(pull_ms.max(10));
-        if client.is_none() {
-            match opts.connect(&addr).await {
-                Ok(ch) => {
-                    let auth = AuthInterceptor::new(token.as_deref()).expect("token checked at start");
-                    client = Some(AnnotatorClient::with_interceptor(ch, auth).max_decoding_message_size(64 << 20));
-                }
-                Err(e) => {
-                    tracing::debug!("annotator unreachable for reward models: {e}");
-                    metrics::counter!("oni_reconnects_total", "peer" => "annotator").increment(1);
-                    pause = backoff.next_delay().max(pause);
+        let wait = match annotator.client().await {
+            Err(wait) => wait.max(every),
+            Ok(c) => {
+                let mut req = tonic::Request::new(RewardModelRequest { since_version: version });
+                req.set_timeout(timeout);
+                match c.get_reward_model(req).await {
+                    Ok(reply) => {
+                        annotator.ok();
+                        let reply = reply.into_inner();
+                        metrics::gauge!(crate::metric_names::REWARD_MODEL_PULL_TIMESTAMP, "role" => role)
+                            .set(now_secs());
+                        if !reply.unchanged {
+                            accept(role, &slot, &reply.snapshot, reply.version);
+                        }
+                        every
+                    }
+                    Err(st) => annotator.failed("GetRewardModel", &st)?.max(every),
                 }
             }
-        }
-        if let Some(c) = client.as_mut() {
-            let mut req = tonic::Request::new(RewardModelRequest { since_version: version });
-            req.set_timeout(opts.request_timeout);
-            match c.get_reward_model(req).await {
-                Ok(reply) => {
-                    backoff.reset();
-                    let reply = reply.into_inner();
-                    metrics::gauge!("oni_reward_model_pull_timestamp_seconds", "role" => role).set(now_secs());
-                    if !reply.unchanged {
-                        accept(role, &slot, &reply.snapshot, reply.version);
-                    }
-                }
-                Err(st) => {
-                    metrics::counter!("oni_rpc_errors_total", "method" => "GetRewardModel", "code" => format!("{:?}", st.code()))
-                        .increment(1);
-                    if !warned || st.code() != tonic::Code::FailedPrecondition {
-                        tracing::warn!("GetRewardModel failed ({:?}): {}", st.code(), st.message());
-                        warned = true;
-                    }
-                    if st.code() == tonic::Code::Unavailable {
-                        client = None;
-                    }
-                    pause = backoff.next_delay().max(pause);
-                }
-            }
-        }
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = tokio::time::sleep(pause) => {}
+        };
+        if pause(wait, &mut stop).await {
+            return Ok(());
         }
     }
 }
@@ -88,13 +72,14 @@ pub fn accept(role: &'static str, slot: &RewardSlot, bytes: &[u8], announced: u6
             if first || m.version() % 100 == 0 {
                 tracing::info!(version = m.version(), kind = m.kind().name(), "reward model updated");
             }
-            metrics::gauge!("oni_reward_model_version", "role" => role).set(m.version() as f64);
+            metrics::gauge!(crate::metric_names::REWARD_MODEL_VERSION, "role" => role).set(m.version() as f64);
             *slot.latest.lock().unwrap() = Some(Arc::new(m));
             true
         }
         Ok(m) => {
             tracing::warn!("refused reward model: reply says v{announced}, snapshot says v{}", m.version());
-            metrics::counter!("oni_reward_model_refused_total", "role" => role, "reason" => "version").increment(1);
+            metrics::counter!(crate::metric_names::REWARD_MODEL_REFUSED, "role" => role, "reason" => "version")
+                .increment(1);
             false
         }
         Err(e) => {
@@ -104,7 +89,8 @@ pub fn accept(role: &'static str, slot: &RewardSlot, bytes: &[u8], announced: u6
                 crate::SnapshotError::UnknownKind(_) => "unknown_kind",
                 _ => "malformed",
             };
-            metrics::counter!("oni_reward_model_refused_total", "role" => role, "reason" => reason).increment(1);
+            metrics::counter!(crate::metric_names::REWARD_MODEL_REFUSED, "role" => role, "reason" => reason)
+                .increment(1);
             false
         }
     }

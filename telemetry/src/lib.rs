@@ -1,6 +1,8 @@
 //! Logging and metrics set-up shared by every oni process: `tracing` to stderr, and a
 //! Prometheus `/metrics` endpoint with histogram buckets chosen per metric family.
 
+pub mod metric_names;
+
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Renders the process's metrics as Prometheus text.
@@ -29,21 +31,15 @@ pub fn init_logging(default_level: &str) {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 }
 
-const BUCKETS: &[(&str, &[f64])] = &[
-    ("oni_policy_lag_versions", &[0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0, 50.0, 100.0]),
-    ("oni_episode_return", &[-10.0, -1.0, 0.0, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 1000.0]),
-    ("oni_episode_length", &[10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 1000.0, 5000.0, 20000.0]),
-    ("oni_llm_request_seconds", &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0]),
-    ("oni_inference_batch_envs", &[1.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0]),
-    ("oni_inference_forward_seconds", &[1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0]),
-    ("oni_inference_queue_wait_seconds", &[1e-5, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 1.0]),
-];
+/// Histogram buckets of one metric family.
+pub type Buckets<'a> = (&'a str, &'a [f64]);
 
-/// Installs the global metrics recorder. With `listen` set, serves `/metrics` there (needs
-/// a tokio runtime); either way returns a handle that renders the exposition text.
-pub fn init_metrics(listen: Option<&str>) -> Result<PrometheusHandle, TelemetryError> {
+/// Installs the global metrics recorder, with `buckets` for the histograms named there. With
+/// `listen` set, serves `/metrics` there (needs a tokio runtime); either way returns a
+/// handle that renders the exposition text.
+pub fn init_metrics(listen: Option<&str>, buckets: &[Buckets<'_>]) -> Result<PrometheusHandle, TelemetryError> {
     let mut b = PrometheusBuilder::new();
-    for (name, buckets) in BUCKETS {
+    for (name, buckets) in buckets {
         b = b
             .set_buckets_for_metric(Matcher::Full((*name).to_string()), buckets)
             .map_err(|e| TelemetryError::Exporter(name.to_string(), e.to_string()))?;
@@ -94,8 +90,8 @@ fn spawn_process_metrics(upkeep: Option<PrometheusHandle>) {
                     let utime = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
                     let stime = f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
                     let rss = f.get(21).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-                    metrics::gauge!("oni_process_cpu_seconds_total").set((utime + stime) / ticks);
-                    metrics::gauge!("oni_process_resident_memory_bytes").set(rss * page);
+                    metrics::gauge!(crate::metric_names::PROCESS_CPU_SECONDS).set((utime + stime) / ticks);
+                    metrics::gauge!(crate::metric_names::PROCESS_RESIDENT_MEMORY).set(rss * page);
                 }
             }
             if let Some(h) = &upkeep {

@@ -6,6 +6,7 @@ use crate::config::HubConfig;
 use oni_proto::v1::client_message::Kind;
 use oni_proto::v1::env_hub_server::{EnvHub, EnvHubServer};
 use oni_proto::v1::{hub_message, ClientMessage, EnvStep, HubMessage, ProtocolVersion, Welcome};
+use oni_proto::Refusal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,8 +33,8 @@ struct Admitted {
 
 impl Admitted {
     fn publish(&self) {
-        metrics::gauge!("oni_hub_clients").set(self.clients as f64);
-        metrics::gauge!("oni_hub_envs").set(self.envs as f64);
+        metrics::gauge!(crate::metric_names::HUB_CLIENTS).set(self.clients as f64);
+        metrics::gauge!(crate::metric_names::HUB_ENVS).set(self.envs as f64);
     }
 }
 
@@ -65,14 +66,15 @@ impl Drop for Reservation {
 
 /// A failed read of the client's stream: bad bytes (answered with a status that says so), or
 /// the connection broke (None).
-fn inbound_error(st: Status) -> Option<Status> {
-    oni_proto::serve::inbound_status(&st, "actor.hub.max_message_bytes; attach fewer envs per stream")
+fn inbound_error(st: Status) -> Option<Refusal> {
+    oni_proto::serve::inbound_refusal(&st, "actor.hub.max_message_bytes; attach fewer envs per stream")
 }
 
-fn refuse(st: Status) -> Status {
-    tracing::warn!(code = ?st.code(), "refused an environment client: {}", st.message());
-    metrics::counter!("oni_hub_refused_total", "code" => format!("{:?}", st.code())).increment(1);
-    st
+/// Logs and counts a refusal, as the status that ends the client's stream.
+pub(crate) fn refuse(r: Refusal) -> Status {
+    tracing::warn!(code = ?r.code(), "refused an environment client: {r}");
+    metrics::counter!(crate::metric_names::HUB_REFUSED, "code" => format!("{:?}", r.code())).increment(1);
+    r.into()
 }
 
 impl HubState {
@@ -104,31 +106,31 @@ impl HubState {
         EnvHubServer::new(Hub { state: self.clone() }).max_decoding_message_size(limit).max_encoding_message_size(limit)
     }
 
-    fn admit(self: &Arc<Self>, hello: &oni_proto::v1::Hello) -> Result<Reservation, Status> {
+    fn admit(self: &Arc<Self>, hello: &oni_proto::v1::Hello) -> Result<Reservation, Refusal> {
         if hello.protocol_version != PROTOCOL_VERSION {
-            return Err(Status::failed_precondition(format!(
+            return Err(Refusal::Mismatch(format!(
                 "client speaks env-hub protocol v{} but this actor speaks v{PROTOCOL_VERSION}: install the client that matches this oni release (pip install ./clients/python)",
                 hello.protocol_version
             )));
         }
         if let Some(expected) = &self.token {
             if hello.token.is_empty() {
-                return Err(Status::unauthenticated(
-                    "field `token`: this cluster requires a token (set ONI_TOKEN or pass token=…)",
+                return Err(Refusal::Unauthenticated(
+                    "field `token`: this cluster requires a token (set ONI_TOKEN or pass token=…)".into(),
                 ));
             }
             if !oni_proto::transport::secret_eq(hello.token.as_bytes(), expected.as_bytes()) {
-                return Err(Status::unauthenticated("field `token`: wrong token"));
+                return Err(Refusal::Unauthenticated("field `token`: wrong token".into()));
             }
         }
         let n = hello.num_envs as usize;
         if n == 0 {
-            return Err(Status::invalid_argument("field `num_envs`: a client drives at least one env"));
+            return Err(Refusal::field("num_envs", "a client drives at least one env"));
         }
         let layout = Layout::from_hello(hello)?;
         let step_bytes = n.saturating_mul(layout.bytes_per_env());
         if step_bytes > self.cfg.max_message_bytes {
-            return Err(Status::resource_exhausted(format!(
+            return Err(Refusal::Exhausted(format!(
                 "one step of {n} envs takes {step_bytes} bytes, above this actor's limit of {} (actor.hub.max_message_bytes): attach fewer envs per stream",
                 self.cfg.max_message_bytes
             )));
@@ -145,17 +147,17 @@ impl HubState {
             }
         });
         if let Some(why) = refused {
-            return Err(Status::invalid_argument(why));
+            return Err(Refusal::Invalid(why));
         }
         let mut a = self.admitted.lock().unwrap();
         if a.clients >= self.cfg.max_clients {
-            return Err(Status::resource_exhausted(format!(
+            return Err(Refusal::Exhausted(format!(
                 "this actor already serves {} clients (actor.hub.max_clients); attach to another actor or raise the limit",
                 a.clients
             )));
         }
         if a.envs + n > self.cfg.max_envs {
-            return Err(Status::resource_exhausted(format!(
+            return Err(Refusal::Exhausted(format!(
                 "field `num_envs`: {n} more envs would exceed this actor's {} (actor.hub.max_envs; {} attached)",
                 self.cfg.max_envs, a.envs
             )));
@@ -171,6 +173,12 @@ pub struct Hub {
     state: Arc<HubState>,
 }
 
+/// Queues a message for a client, waiting at most `within`: one that stopped reading its
+/// answers must not hold its place (and this task) for ever.
+async fn tell(tx: &Reply, msg: Result<HubMessage, Status>, within: Duration) {
+    let _ = tokio::time::timeout(within, tx.send(msg)).await;
+}
+
 #[tonic::async_trait]
 impl EnvHub for Hub {
     type AttachStream = ReceiverStream<Result<HubMessage, Status>>;
@@ -182,11 +190,13 @@ impl EnvHub for Hub {
         let hello = match tokio::time::timeout(idle, inbound.message()).await {
             Ok(Ok(Some(ClientMessage { kind: Some(Kind::Hello(h)) }))) => h,
             Ok(Ok(Some(_))) => {
-                return Err(refuse(Status::invalid_argument("the first message must be a Hello declaring the spaces")))
+                return Err(refuse(Refusal::field("kind", "the first message must be a Hello declaring the spaces")))
             }
-            Ok(Ok(None)) => return Err(Status::cancelled("the client closed the stream before its Hello")),
+            Ok(Ok(None)) => {
+                return Err(Refusal::Cancelled("the client closed the stream before its Hello".into()).into())
+            }
             Ok(Err(st)) => return Err(inbound_error(st.clone()).map_or(st, refuse)),
-            Err(_) => return Err(refuse(Status::deadline_exceeded("no Hello within the idle timeout"))),
+            Err(_) => return Err(refuse(Refusal::TimedOut("no Hello within the idle timeout".into()))),
         };
         let reservation = state.admit(&hello).map_err(refuse)?;
         let n = hello.num_envs as usize;
@@ -198,13 +208,13 @@ impl EnvHub for Hub {
             actor_id: state.actor_id.clone(),
             first_slot: first_slot as u32,
         };
-        let _ = tx.send(Ok(HubMessage { kind: Some(hub_message::Kind::Welcome(welcome)) })).await;
+        tell(&tx, Ok(HubMessage { kind: Some(hub_message::Kind::Welcome(welcome)) }), idle).await;
         // The stepping thread hands a permit back with each answer: a client is one step
         // ahead at most, however fast it sends.
         let permits = Arc::new(Semaphore::new(1));
         let joined = HubEvent::Joined { client, envs: n, first_slot, reply: tx.clone(), permits: permits.clone() };
         if state.events.send(joined).is_err() {
-            return Err(Status::unavailable("this actor is shutting down"));
+            return Err(Refusal::Unavailable("this actor is shutting down".into()).into());
         }
         tracing::info!(client, env = %hello.env_name, envs = n, first_slot, "environment client attached");
         tokio::spawn(async move {
@@ -226,28 +236,22 @@ impl EnvHub for Hub {
                         }
                     }
                     Ok(Ok(Some(_))) => {
-                        let st = refuse(Status::invalid_argument(
-                            "field `kind`: only EnvStep messages may follow the Hello",
-                        ));
-                        let _ = tx.send(Err(st)).await;
+                        let st = refuse(Refusal::field("kind", "only EnvStep messages may follow the Hello"));
+                        tell(&tx, Err(st), idle).await;
                         break "protocol error".into();
                     }
                     Ok(Ok(None)) => break "client closed the stream".into(),
                     Ok(Err(st)) => match inbound_error(st.clone()) {
                         Some(bad) => {
-                            let why = format!("bad message: {}", bad.message());
-                            let _ = tx.send(Err(refuse(bad))).await;
+                            let why = format!("bad message: {bad}");
+                            tell(&tx, Err(refuse(bad)), idle).await;
                             break why;
                         }
                         None => break format!("client gone: {}", st.message()),
                     },
                     Err(_) => {
-                        let _ = tx
-                            .send(Err(refuse(Status::deadline_exceeded(format!(
-                                "no step for {} ms",
-                                idle.as_millis()
-                            )))))
-                            .await;
+                        let late = Refusal::TimedOut(format!("no step for {} ms", idle.as_millis()));
+                        tell(&tx, Err(refuse(late)), idle).await;
                         break "idle".into();
                     }
                 }

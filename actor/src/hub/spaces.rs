@@ -9,8 +9,8 @@
 
 use oni_env::{BatchView, EpisodeRecord, ObsSpec, VecStep, MESSAGE_LEN};
 use oni_proto::v1::{Dtype, EnvStep, Hello};
+use oni_proto::Refusal;
 use serde::Serialize;
-use tonic::Status;
 
 /// Largest flattened feature vector.
 pub const MAX_VECTOR: usize = 4096;
@@ -42,8 +42,8 @@ pub struct Layout {
     pub spec: ObsSpec,
 }
 
-fn bad(msg: String) -> Status {
-    Status::invalid_argument(msg)
+fn bad(msg: String) -> Refusal {
+    Refusal::Invalid(msg)
 }
 
 fn width(d: Dtype) -> Option<usize> {
@@ -73,7 +73,7 @@ fn dtype_ids(d: Dtype) -> Option<usize> {
 
 impl Layout {
     /// Checks a client's declaration and derives the policy's observation layout.
-    pub fn from_hello(h: &Hello) -> Result<Layout, Status> {
+    pub fn from_hello(h: &Hello) -> Result<Layout, Refusal> {
         if h.num_actions == 0 {
             return Err(bad("field `num_actions`: the action space must have at least one discrete action".into()));
         }
@@ -198,7 +198,7 @@ impl Layout {
         n: usize,
         glyphs: &mut [u16],
         stats: &mut [f32],
-    ) -> Result<(), Status> {
+    ) -> Result<(), Refusal> {
         if raw_tensors.len() != self.tensors.len() {
             return Err(bad(format!(
                 "field `{name}`: {} tensors, the Hello declared {}",
@@ -250,7 +250,7 @@ impl Layout {
 
     /// Reads one step of `n` envs into `batch`, checking sizes, values and flags. On error
     /// `batch` may be half written; the caller drops the client.
-    pub fn decode(&self, m: &EnvStep, n: usize, expect_initial: bool, batch: &mut Batch) -> Result<(), Status> {
+    pub fn decode(&self, m: &EnvStep, n: usize, expect_initial: bool, batch: &mut Batch) -> Result<(), Refusal> {
         if m.initial != expect_initial {
             return Err(bad(if expect_initial {
                 "field `initial`: the first step after Hello must carry the first observations with initial = true"
@@ -540,12 +540,12 @@ mod tests {
         let err = |h: Hello| Layout::from_hello(&h).unwrap_err();
         let e = err(hello(vec![t("rgb", Dtype::Uint8, &[8, 8, 3], 0)], false));
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
-        assert!(e.message().contains("`rgb`") && e.message().contains("cannot encode"), "{}", e.message());
-        assert!(err(hello(vec![t("g", Dtype::Int32, &[4, 4], 0)], false)).message().contains("num_ids"));
-        assert!(err(hello(vec![t("x", Dtype::Unspecified, &[4], 0)], false)).message().contains("dtype"));
+        assert!(e.to_string().contains("`rgb`") && e.to_string().contains("cannot encode"), "{e}");
+        assert!(err(hello(vec![t("g", Dtype::Int32, &[4, 4], 0)], false)).to_string().contains("num_ids"));
+        assert!(err(hello(vec![t("x", Dtype::Unspecified, &[4], 0)], false)).to_string().contains("dtype"));
         let mut h = hello(vec![t("x", Dtype::Float32, &[4], 0)], false);
         h.num_actions = 0;
-        assert!(err(h).message().contains("num_actions"));
+        assert!(err(h).to_string().contains("num_actions"));
 
         let l = Layout::from_hello(&hello(
             vec![t("obs", Dtype::Float32, &[2], 0), t("g", Dtype::Uint8, &[2, 2], 5)],
@@ -559,7 +559,7 @@ mod tests {
         let check = |m: EnvStep, initial: bool, needle: &str| {
             let e = l.decode(&m, 1, initial, &mut Batch::new(&l.spec, 1, 0)).unwrap_err();
             assert_eq!(e.code(), tonic::Code::InvalidArgument);
-            assert!(e.message().contains(needle), "`{}` does not name {needle}", e.message());
+            assert!(e.to_string().contains(needle), "`{e}` does not name {needle}");
         };
         check(EnvStep { observations: vec![f32s(&[1.0]), vec![0; 4]], ..ok.clone() }, true, "`obs`");
         check(EnvStep { observations: vec![f32s(&[f32::NAN, 1.0]), vec![0; 4]], ..ok.clone() }, true, "NaN");

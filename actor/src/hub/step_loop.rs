@@ -7,6 +7,7 @@ use super::spaces::{time_limited, Batch, Layout};
 use crate::setup::ActorError;
 use crate::source::{Acted, ActionSource};
 use oni_proto::v1::{hub_message, Actions, HubMessage};
+use oni_proto::Refusal;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,8 +23,21 @@ struct Client<G> {
     permits: Arc<Semaphore>,
 }
 
-fn send<G>(c: &Client<G>, msg: Result<HubMessage, tonic::Status>) -> bool {
-    c.reply.try_send(msg).is_ok()
+/// Logs and counts a refusal of one client, as the status that ends its stream.
+fn refuse(client: u64, r: Refusal) -> tonic::Status {
+    tracing::warn!(client, "dropping an environment client");
+    super::service::refuse(r)
+}
+
+/// Queues a client's actions without blocking the thread that steps every client. The
+/// channel's last place is kept for the status that ends the stream, so a client that stopped
+/// reading its answers is dropped and still hears why when it reads again.
+fn answer<G>(client: u64, c: &Client<G>, msg: HubMessage) -> bool {
+    if c.reply.capacity() > 1 {
+        return c.reply.try_send(Ok(msg)).is_ok();
+    }
+    let _ = c.reply.try_send(Err(refuse(client, Refusal::Exhausted("the client stopped reading its answers".into()))));
+    false
 }
 
 /// Serves attached clients until halted. Clients that leave (or send a bad step) take their
@@ -50,7 +64,8 @@ pub(crate) fn hub_loop<S: ActionSource>(
             HubEvent::Left { client, why } => {
                 if let Some(c) = clients.remove(&client) {
                     if c.started {
-                        metrics::counter!("oni_hub_discarded_partial_rollouts_total").increment(c.batch.len() as u64);
+                        metrics::counter!(crate::metric_names::HUB_DISCARDED_PARTIAL_ROLLOUTS)
+                            .increment(c.batch.len() as u64);
                     }
                     tracing::debug!(client, "dropped the client's unfinished rollouts ({why})");
                 }
@@ -58,11 +73,9 @@ pub(crate) fn hub_loop<S: ActionSource>(
             HubEvent::Step { client, step } => {
                 let Some(c) = clients.get_mut(&client) else { continue };
                 let initial = !c.started;
-                if let Err(st) = layout.decode(&step, c.batch.len(), initial, &mut c.batch) {
-                    tracing::warn!(client, "bad step from an environment client: {}", st.message());
-                    metrics::counter!("oni_hub_refused_total", "code" => format!("{:?}", st.code())).increment(1);
+                if let Err(bad) = layout.decode(&step, c.batch.len(), initial, &mut c.batch) {
                     let c = clients.remove(&client).expect("present");
-                    send(&c, Err(st));
+                    let _ = c.reply.try_send(Err(refuse(client, bad)));
                     c.permits.close();
                     continue;
                 }
@@ -94,7 +107,7 @@ pub(crate) fn hub_loop<S: ActionSource>(
                 let version = source.version();
                 let msg =
                     HubMessage { kind: Some(hub_message::Kind::Actions(Actions { actions, policy_version: version })) };
-                if send(c, Ok(msg)) {
+                if answer(client, c, msg) {
                     c.permits.add_permits(1);
                 } else if let Some(c) = clients.remove(&client) {
                     c.permits.close();

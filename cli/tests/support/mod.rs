@@ -10,16 +10,14 @@ use std::time::{Duration, Instant};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+pub use oni_test_support::*;
+
 pub fn oni() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_oni"))
 }
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A child process killed (SIGKILL) when dropped; its stderr goes to a log file.
@@ -30,10 +28,14 @@ pub struct Proc {
 
 impl Proc {
     pub fn start(name: &str, dir: &Path, args: &[&str]) -> Proc {
+        Proc::spawn(name, dir, Command::new(oni()).args(args))
+    }
+
+    /// Starts `cmd` (from the repository root, logging at info to `dir/name.log`).
+    pub fn spawn(name: &str, dir: &Path, cmd: &mut Command) -> Proc {
         let log = dir.join(format!("{name}.log"));
         let f = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
-        let child = Command::new(oni())
-            .args(args)
+        let child = cmd
             .current_dir(repo_root())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -169,68 +171,6 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
     oni_telemetry::sample(text, series)
 }
 
-/// A server process (not `oni`) killed when dropped.
-pub struct Server(pub Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The project cache (`ONI_CACHE`, else ~/.cache/oni): venv, llama-server, models.
-pub fn oni_cache() -> PathBuf {
-    std::env::var_os("ONI_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/oni"))
-}
-
-fn wait_listening(port: u16, what: &str) {
-    let t = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(60), "{what} did not start on {port}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// llama-server (built by scripts/llm-server.sh) with SmolLM2 on 127.0.0.1:`port`.
-pub fn llama_server(port: u16) -> Server {
-    let cache = oni_cache();
-    let child = Command::new(cache.join("bin/llama-server"))
-        .args(["-m", cache.join("models/SmolLM2-135M-Instruct.Q4_1.gguf").to_str().unwrap()])
-        .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--parallel", "4", "-c", "4096"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("llama-server built by scripts/llm-server.sh");
-    wait_listening(port, "llama-server");
-    Server(child)
-}
-
-/// A throwaway redis-server (Debian's) on 127.0.0.1:`port`, data in `dir`.
-pub fn redis_server(port: u16, dir: &Path) -> Server {
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            dir.to_str().unwrap(),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server (apt-get install redis-server)");
-    wait_listening(port, "redis-server");
-    Server(child)
-}
-
 /// The env steps of the newest checkpoint in a run directory.
 pub fn newest_checkpoint_steps(run_dir: &Path) -> Option<u64> {
     let mut dirs: Vec<_> = std::fs::read_dir(run_dir.join("checkpoints")).ok()?.flatten().map(|e| e.path()).collect();
@@ -255,4 +195,18 @@ impl Proc {
         }
         None
     }
+}
+
+/// Starts `oni args` inside a network namespace.
+pub fn start_in(net: &Netns, name: &str, dir: &Path, args: &[&str]) -> Proc {
+    Proc::spawn(name, dir, net.command(oni()).args(args))
+}
+
+/// The sum of every sample of a metric family in a scrape (all label sets).
+pub fn family_sum(text: &str, family: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.strip_prefix(family).is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' ')))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>()
+        + 0.0 // an empty sum is -0
 }
