@@ -109,26 +109,12 @@ async fn sigterm_to_the_annotator_labels_what_it_received_first() {
     let (jport, aport) = (free_port(), free_port());
     let _judge =
         Proc::start("judge", dir.path(), &["judge", "--listen", &format!("127.0.0.1:{jport}"), "--latency-ms", "1000"]);
-    let args: Vec<String> = [
-        "annotator",
-        "--config",
-        "configs/keyroom.toml",
-        "--run-dir",
-        &dir.path().join("annotator").display().to_string(),
-        "--set",
-        &format!("annotator.listen=\"127.0.0.1:{aport}\""),
-        "--set",
-        &format!("llm.base_url=\"http://127.0.0.1:{jport}\""),
-        "--set",
-        "llm.batch=2",
-        "--set",
-        "telemetry.metrics_listen=\"\"",
-        "--set",
-        "annotator.drain_secs=60",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let args = annotator_args(
+        &format!("127.0.0.1:{aport}"),
+        &format!("http://127.0.0.1:{jport}"),
+        &dir.path().join("annotator"),
+        &["llm.batch=2", "telemetry.metrics_listen=\"\"", "annotator.drain_secs=60"],
+    );
     let endpoint = format!("http://127.0.0.1:{aport}");
     let connect = || {
         let e = endpoint.clone();

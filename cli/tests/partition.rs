@@ -94,30 +94,16 @@ async fn the_annotator_comes_back_from_partitions_from_redis_and_the_llm() {
     let _judge = Proc::start("judge", dir.path(), &judge);
     wait_listening_on(&net.host, jport, "the rule judge");
     let metrics = format!("{}:{mport}", net.peer);
-    let args: Vec<String> = [
-        "annotator",
-        "--config",
-        "configs/keyroom.toml",
-        "--run-dir",
-        &dir.path().join("annotator").display().to_string(),
-        "--set",
-        &format!("annotator.listen=\"{}:{aport}\"", net.peer),
-        "--set",
-        &format!("llm.base_url=\"http://{}:{jport}\"", net.host),
-        "--set",
-        "llm.timeout_ms=10000",
-        "--set",
-        "label_bank.kind=\"redis\"",
-        "--set",
-        &format!("label_bank.redis_url=\"redis://{}:{rport}\"", net.host),
-        "--set",
-        &format!("telemetry.metrics_listen=\"{metrics}\""),
-        "--set",
-        "annotator.drain_secs=0",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let (redis_url, metrics_at) = (
+        format!("label_bank.redis_url=\"redis://{}:{rport}\"", net.host),
+        format!("telemetry.metrics_listen=\"{metrics}\""),
+    );
+    let args = annotator_args(
+        &format!("{}:{aport}", net.peer),
+        &format!("http://{}:{jport}", net.host),
+        &dir.path().join("annotator"),
+        &["llm.timeout_ms=10000", "label_bank.kind=\"redis\"", &redis_url, &metrics_at, "annotator.drain_secs=0"],
+    );
     let mut annotator = start_in(&net, "annotator", dir.path(), &as_strs(&args));
     let endpoint = format!("http://{}:{aport}", net.peer);
     let mut client = wait_for("the annotator", Duration::from_secs(60), || {

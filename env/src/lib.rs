@@ -4,15 +4,17 @@
 // NetHack's C `long`s are cast to i64 explicitly: `c_long` is 32 bits on some platforms.
 #![allow(clippy::unnecessary_cast)]
 
+pub mod episodes;
 pub mod keyroom;
 pub mod nethack;
 pub mod registry;
 pub mod spec;
 pub mod vec_env;
 
+pub use episodes::{EpisodeRecord, EpisodeTracker};
 pub use registry::{make_env, EnvConfig};
 pub use spec::{GridKind, ObsBuf, ObsSpec, StepOutcome, MESSAGE_LEN, TTY_CELLS};
-pub use vec_env::{BatchView, EpisodeRecord, VecEnv, VecStep};
+pub use vec_env::{BatchView, VecEnv, VecStep};
 
 /// Errors an environment reports. The actor restarts an env that returns one.
 #[derive(Debug, thiserror::Error)]

@@ -2,19 +2,11 @@
 //! and a worker thread that steps one batch while the caller runs inference on another
 //! (double buffering).
 
+use crate::episodes::{EpisodeRecord, EpisodeTracker};
 use crate::spec::{ObsBuf, ObsSpec, StepOutcome, MESSAGE_LEN};
 use crate::{Env, EnvError};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::thread::JoinHandle;
-
-/// An episode that finished during a step.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EpisodeRecord {
-    pub env_index: usize,
-    pub extrinsic_return: f32,
-    pub length: u32,
-    pub success: bool,
-}
 
 /// The final observations of the envs whose episode a time limit cut during a step, saved
 /// before the automatic reset replaced them: the learner bootstraps from their value.
@@ -105,8 +97,7 @@ pub struct VecEnv {
     base_seed: u64,
     first_index: usize,
     episode_counter: Vec<u64>,
-    ep_return: Vec<f32>,
-    ep_len: Vec<u32>,
+    episodes: EpisodeTracker,
     pub glyphs: Vec<u16>,
     pub stats: Vec<f32>,
     pub messages: Vec<u8>,
@@ -154,8 +145,7 @@ impl VecEnv {
             messages: vec![0; num_envs * MESSAGE_LEN],
             last: VecStep::new(num_envs),
             episode_counter: vec![0; num_envs],
-            ep_return: vec![0.0; num_envs],
-            ep_len: vec![0; num_envs],
+            episodes: EpisodeTracker::new(num_envs, first_index),
             envs,
             factory,
             spec,
@@ -183,8 +173,7 @@ impl VecEnv {
     fn reset_env(&mut self, i: usize) -> Result<(), EnvError> {
         let seed = episode_seed(self.base_seed, self.first_index + i, self.episode_counter[i]);
         self.episode_counter[i] += 1;
-        self.ep_return[i] = 0.0;
-        self.ep_len[i] = 0;
+        self.episodes.restart(i);
         let buf = obs_slot(&self.spec, &mut self.glyphs, &mut self.stats, &mut self.messages, i);
         self.envs[i].reset(seed, buf)
     }
@@ -240,11 +229,8 @@ impl VecEnv {
             self.last.truncated[i] = out.done && out.truncated;
             self.last.captions[i * MESSAGE_LEN..(i + 1) * MESSAGE_LEN]
                 .copy_from_slice(&self.messages[i * MESSAGE_LEN..(i + 1) * MESSAGE_LEN]);
-            self.ep_return[i] += out.reward;
-            self.ep_len[i] += 1;
-            if !out.done {
-                continue;
-            }
+            let finished = self.episodes.step(i, out.reward, out.done, out.success);
+            let Some(finished) = finished else { continue };
             if failed {
                 self.restart_env(i)?;
                 continue;
@@ -258,12 +244,7 @@ impl VecEnv {
                     &self.messages[i * MESSAGE_LEN..(i + 1) * MESSAGE_LEN],
                 );
             }
-            self.last.episodes.push(EpisodeRecord {
-                env_index: self.first_index + i,
-                extrinsic_return: self.ep_return[i],
-                length: self.ep_len[i],
-                success: out.success,
-            });
+            self.last.episodes.push(finished);
             if let Err(e) = self.reset_env(i) {
                 self.last.restarts.push((self.first_index + i, e.to_string()));
                 self.restart_env(i)?;

@@ -7,7 +7,7 @@
 //! counters (NetHack's bottom line) and small physical quantities (CartPole) both stay in
 //! a range the MLP trains on; the text message goes to the byte encoder.
 
-use oni_env::{BatchView, EpisodeRecord, ObsSpec, VecStep, MESSAGE_LEN};
+use oni_env::{BatchView, EpisodeTracker, ObsSpec, VecStep, MESSAGE_LEN};
 use oni_proto::v1::{Dtype, EnvStep, Hello};
 use oni_proto::Refusal;
 use serde::Serialize;
@@ -338,9 +338,7 @@ pub struct Batch {
     pub stats: Vec<f32>,
     pub messages: Vec<u8>,
     pub last: VecStep,
-    first_index: usize,
-    ep_return: Vec<f32>,
-    ep_len: Vec<u32>,
+    episodes: EpisodeTracker,
 }
 
 impl Batch {
@@ -350,9 +348,7 @@ impl Batch {
             stats: vec![0.0; n * spec.stats_dim],
             messages: vec![0; n * MESSAGE_LEN],
             last: VecStep::new(n),
-            first_index,
-            ep_return: vec![0.0; n],
-            ep_len: vec![0; n],
+            episodes: EpisodeTracker::new(n, first_index),
         }
     }
 
@@ -362,11 +358,11 @@ impl Batch {
 
     /// How many envs the batch holds.
     pub fn len(&self) -> usize {
-        self.ep_len.len()
+        self.episodes.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ep_len.is_empty()
+        self.episodes.is_empty()
     }
 
     /// The step's rewards, ends, captions and finished episodes. The step's message is both
@@ -378,7 +374,7 @@ impl Batch {
         self.last.episodes.clear();
         self.last.finals.clear();
         let (c, d) = (self.glyphs.len() / self.len(), self.stats.len() / self.len());
-        for i in 0..self.ep_len.len() {
+        for i in 0..self.len() {
             let done = m.terminated[i] || m.truncated[i];
             let cut = time_limited(m, i) && finals.is_some();
             self.last.truncated[i] = cut;
@@ -403,17 +399,9 @@ impl Batch {
             }
             self.last.rewards[i] = m.rewards[i];
             self.last.dones[i] = done;
-            self.ep_return[i] += m.rewards[i];
-            self.ep_len[i] += 1;
-            if done {
-                self.last.episodes.push(EpisodeRecord {
-                    env_index: self.first_index + i,
-                    extrinsic_return: self.ep_return[i],
-                    length: self.ep_len[i],
-                    success: m.success.get(i).copied().unwrap_or(false),
-                });
-                self.ep_return[i] = 0.0;
-                self.ep_len[i] = 0;
+            let success = m.success.get(i).copied().unwrap_or(false);
+            if let Some(finished) = self.episodes.step(i, m.rewards[i], done, success) {
+                self.last.episodes.push(finished);
             }
         }
     }
@@ -422,6 +410,7 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use oni_env::EpisodeRecord;
     use oni_proto::v1::TensorSpec;
 
     fn hello(obs: Vec<TensorSpec>, msg: bool) -> Hello {

@@ -150,6 +150,18 @@ pub fn actor_args(port: u16, id: &str, extra: &[&str]) -> Vec<String> {
     v
 }
 
+/// `oni annotator` arguments: keyroom's config, serving on `listen`, asking the LLM at
+/// `llm_url`, its run directory `run_dir`; `sets` are further `key=value` settings.
+pub fn annotator_args(listen: &str, llm_url: &str, run_dir: &Path, sets: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = ["annotator", "--config", "configs/keyroom.toml", "--run-dir"].map(String::from).into();
+    v.push(run_dir.display().to_string());
+    let own = [format!("annotator.listen=\"{listen}\""), format!("llm.base_url=\"{llm_url}\"")];
+    for s in own.iter().map(String::as_str).chain(sets.iter().copied()) {
+        v.extend(["--set".to_string(), s.to_string()]);
+    }
+    v
+}
+
 pub fn as_strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
