@@ -145,17 +145,15 @@ pub async fn send_rollouts(
                         paused = a.backpressure;
                         None
                     }
-                    Ok(Some(Err(st))) => {
-                        learner.failed("StreamRollouts", &st)?;
-                        Some((in_flight, st.message().to_string()))
-                    }
-                    Ok(None) => Some((in_flight, "stream closed".to_string())),
-                    Err(_) => Some((in_flight, "no ack before the deadline".to_string())),
+                    // the failed call drops the connection and says how long to wait
+                    Ok(Some(Err(st))) => Some((in_flight, learner.failed("StreamRollouts", &st)?)),
+                    Ok(None) => Some((in_flight, learner.broken("stream closed"))),
+                    Err(_) => Some((in_flight, learner.broken("no ack before the deadline"))),
                 },
                 r = rx.recv(), if !paused && window.available_permits() > 0 => {
                     let Some(r) = r else { return Ok(()) };
                     window.try_acquire().expect("permit available").forget();
-                    out_tx.send(r).await.err().map(|_| (in_flight + 1, "stream closed".to_string()))
+                    out_tx.send(r).await.err().map(|_| (in_flight + 1, learner.broken("stream closed")))
                 }
                 _ = tokio::time::sleep(Duration::from_millis(20)), if paused && in_flight == 0 => {
                     // Paused with nothing in flight: resume slowly rather than stall forever.
@@ -163,11 +161,10 @@ pub async fn send_rollouts(
                     None
                 }
             };
-            if let Some((n, why)) = broke {
-                tracing::warn!("rollout stream broke ({why}); {n} rollouts in flight lost, reconnecting");
+            if let Some((n, wait)) = broke {
+                tracing::warn!("rollout stream broke; {n} rollouts in flight lost, reconnecting");
                 metrics::counter!(oni_proto::metric_names::ROLLOUTS_DROPPED, "reason" => "disconnect")
                     .increment(n as u64);
-                let wait = learner.broken(&why);
                 pause(wait, &mut stop).await;
                 continue 'reconnect;
             }
