@@ -48,19 +48,27 @@ struct Attached {
     run: Child,
     _client: Child,
     dir: PathBuf,
+    /// The run's `/metrics` endpoint.
+    metrics: String,
 }
 
 /// Starts `oni run` on configs/attached-cartpole.toml in `dir` for `seconds`, its hub on a
 /// free port, and the Python client that attaches for `every` seconds at a time.
 fn start_attached(exe: &Path, dir: &Path, seconds: u64, every: f64) -> Result<Attached> {
     let hub = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string();
     std::fs::create_dir_all(dir)?;
     let log = std::fs::File::create(dir.join("soak.log"))?;
     let run = std::process::Command::new(exe)
         .args(["run", "--config", "configs/attached-cartpole.toml", "--run-dir"])
         .arg(dir)
         .args(["--set", &format!("actor.hub.listen=\"{hub}\""), "--set", "run.max_env_steps=0"])
-        .args(["--set", &format!("run.max_seconds={seconds}"), "--set", "telemetry.metrics_listen=\"\""])
+        .args([
+            "--set",
+            &format!("run.max_seconds={seconds}"),
+            "--set",
+            &format!("telemetry.metrics_listen=\"{metrics}\""),
+        ])
         .stdout(log.try_clone()?)
         .stderr(log)
         .spawn()
@@ -81,7 +89,7 @@ fn start_attached(exe: &Path, dir: &Path, seconds: u64, every: f64) -> Result<At
         .stderr(client_log)
         .spawn()
         .context("starting the attached client (the project venv's python)")?;
-    Ok(Attached { run, _client: Child(client), dir: dir.to_path_buf() })
+    Ok(Attached { run, _client: Child(client), dir: dir.to_path_buf(), metrics })
 }
 
 /// Sessions the churning client finished.
@@ -98,6 +106,9 @@ struct Sample {
     threads: u64,
     labels: u64,
     env_steps: u64,
+    /// The allocator's live and resident bytes (from the run's `/metrics`), in KiB.
+    heap_live_kib: u64,
+    heap_resident_kib: u64,
 }
 
 fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
@@ -122,8 +133,31 @@ fn last_env_steps(metrics: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-fn sample(pid: u32, run_dir: &Path, started: Instant) -> Sample {
+/// The heap gauges of the process serving `/metrics` at `endpoint`, in KiB (0 when unread).
+fn heap_kib(endpoint: Option<&str>) -> (u64, u64) {
+    let Some(text) = endpoint.and_then(|e| crate::scrape_metrics(e, Duration::from_secs(5)).ok()) else {
+        return (0, 0);
+    };
+    let kib = |name: &str| (oni_telemetry::sample(&text, name).unwrap_or(0.0) / 1024.0) as u64;
+    (kib(oni_telemetry::metric_names::HEAP_ALLOCATED), kib(oni_telemetry::metric_names::HEAP_RESIDENT))
+}
+
+/// The highest value of the first and of the last fifth of the samples after the warm-up:
+/// memory that the allocator hands back now and then moves in a saw-tooth, so growth is read
+/// from peak to peak rather than from two single samples.
+fn peaks(samples: &[Sample], warm: f64, value: impl Fn(&Sample) -> u64) -> Option<(u64, u64)> {
+    let after: Vec<u64> = samples.iter().filter(|s| s.secs >= warm).map(value).collect();
+    let w = (after.len() / 5).max(1);
+    let first = after.iter().take(w).max()?;
+    let last = after.iter().rev().take(w).max()?;
+    Some((*first, *last))
+}
+
+fn sample(pid: u32, run_dir: &Path, started: Instant, metrics: Option<&str>) -> Sample {
+    let (heap_live_kib, heap_resident_kib) = heap_kib(metrics);
     Sample {
+        heap_live_kib,
+        heap_resident_kib,
         secs: started.elapsed().as_secs_f64(),
         rss_kib: proc_status_kib(pid, "VmRSS:").unwrap_or(0),
         fds: count_dir(&format!("/proc/{pid}/fd")),
@@ -142,6 +176,7 @@ pub async fn bench_soak(b: SoakBench) -> Result<()> {
     let run_dir = b.run_dir.clone().unwrap_or_else(|| temp.clone());
     std::fs::create_dir_all(&run_dir).with_context(|| format!("--run-dir {}", run_dir.display()))?;
     let seconds = (b.minutes * 60.0).round().max(1.0) as u64;
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string();
     let sets = [
         "annotator.enabled=true".to_string(),
         format!("llm.base_url=\"http://{judge_addr}\""),
@@ -149,7 +184,7 @@ pub async fn bench_soak(b: SoakBench) -> Result<()> {
         "actor.count=2".into(),
         format!("run.max_seconds={seconds}"),
         "run.max_env_steps=0".into(),
-        "telemetry.metrics_listen=\"\"".into(),
+        format!("telemetry.metrics_listen=\"{metrics}\""),
     ];
     let mut cmd = std::process::Command::new(std::env::current_exe()?);
     cmd.args(["run", "--config"]).arg(&b.config).arg("--run-dir").arg(&run_dir);
@@ -174,16 +209,19 @@ pub async fn bench_soak(b: SoakBench) -> Result<()> {
         if let Some(st) = child.try_wait()? {
             break st;
         }
-        let s = sample(pid, &run_dir, started);
+        let s = sample(pid, &run_dir, started, Some(&metrics));
         if s.secs + 2.0 > seconds as f64 {
             continue; // the run is stopping: its threads and files are going away
         }
-        let a = attached.as_ref().map(|a| sample(a.run.0.id(), &a.dir, started));
+        let a = attached.as_ref().map(|a| sample(a.run.0.id(), &a.dir, started, Some(&a.metrics)));
         println!(
             "{}",
-            json!({"secs": s.secs, "rss_mib": s.rss_kib as f64 / 1024.0, "fds": s.fds, "threads": s.threads,
+            json!({"secs": s.secs, "rss_mib": s.rss_kib as f64 / 1024.0,
+                   "heap_live_mib": s.heap_live_kib as f64 / 1024.0, "heap_resident_mib": s.heap_resident_kib as f64 / 1024.0,
+                   "fds": s.fds, "threads": s.threads,
                    "labels": s.labels, "env_steps": s.env_steps,
                    "attached": a.map(|a| json!({"rss_mib": a.rss_kib as f64 / 1024.0, "fds": a.fds, "threads": a.threads,
+                                                 "heap_live_mib": a.heap_live_kib as f64 / 1024.0,
                                                  "env_steps": a.env_steps}))})
         );
         samples.push(s);
@@ -203,10 +241,17 @@ pub async fn bench_soak(b: SoakBench) -> Result<()> {
     let last = *samples.last().expect("a sample");
     let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(run_dir.join("summary.json"))?)?;
     let growth = |a: u64, b: u64| 100.0 * (b as f64 - a as f64) / (a as f64).max(1.0);
+    let peak_report = |samples: &[Sample]| {
+        peaks(samples, warm, |s| s.rss_kib).map(
+            |(a, b)| json!({"first_mib": a as f64 / 1024.0, "last_mib": b as f64 / 1024.0, "growth_pct": growth(a, b)}),
+        )
+    };
     let attached_report = match (attached_samples.iter().find(|s| s.secs >= warm), attached_samples.last()) {
         (Some(w), Some(e)) => json!({
             "rss_mib": {"warm": w.rss_kib as f64 / 1024.0, "end": e.rss_kib as f64 / 1024.0,
                         "growth_pct": growth(w.rss_kib, e.rss_kib)},
+            "rss_peaks": peak_report(&attached_samples),
+            "heap_live_mib": {"warm": w.heap_live_kib as f64 / 1024.0, "end": e.heap_live_kib as f64 / 1024.0},
             "fds": {"warm": w.fds, "end": e.fds},
             "threads": {"warm": w.threads, "end": e.threads},
             "env_steps": e.env_steps,
@@ -221,6 +266,11 @@ pub async fn bench_soak(b: SoakBench) -> Result<()> {
             "bench": "soak", "config": b.config, "minutes": b.minutes, "warm_seconds": warm,
             "rss_mib": {"warm": first.rss_kib as f64 / 1024.0, "end": last.rss_kib as f64 / 1024.0,
                         "growth_pct": growth(first.rss_kib, last.rss_kib)},
+            "rss_peaks": peak_report(&samples),
+            "heap_live_mib": {"warm": first.heap_live_kib as f64 / 1024.0, "end": last.heap_live_kib as f64 / 1024.0,
+                              "growth_pct": growth(first.heap_live_kib, last.heap_live_kib)},
+            "heap_resident_mib": {"warm": first.heap_resident_kib as f64 / 1024.0,
+                                  "end": last.heap_resident_kib as f64 / 1024.0},
             "fds": {"warm": first.fds, "end": last.fds},
             "threads": {"warm": first.threads, "end": last.threads},
             "labels": {"warm": first.labels, "end": last.labels},

@@ -26,6 +26,9 @@ fn two_minutes_of_the_whole_loop_leak_no_descriptors_or_threads() {
     let (tw, te) = (v["threads"]["warm"].as_i64().unwrap(), v["threads"]["end"].as_i64().unwrap());
     assert!(te - tw <= 2, "threads went from {tw} to {te}");
     assert!(v["rss_mib"]["growth_pct"].as_f64().unwrap() < 50.0, "memory grew by half after the warm-up: {last}");
+    // the allocator's own count of live bytes, read from the run's /metrics
+    assert!(v["heap_live_mib"]["warm"].as_f64().unwrap() > 1.0, "no heap figures from /metrics: {last}");
+    assert!(v["heap_live_mib"]["growth_pct"].as_f64().unwrap() < 50.0, "live heap grew by half: {last}");
     assert_eq!(v["rollouts_rejected"], 0);
     assert!(v["labels"]["end"].as_u64().unwrap() > 0, "nothing was labelled");
     assert!(v["env_steps"].as_u64().unwrap() > 100_000, "the loop barely ran: {last}");
