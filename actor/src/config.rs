@@ -1,7 +1,7 @@
-use oni_proto::TlsConfig;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `[actor]`: an actor steps its envs, chooses actions and streams rollouts to the learner.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ActorConfig {
     /// Learner address, `host:port`.
@@ -13,23 +13,25 @@ pub struct ActorConfig {
     pub count: usize,
     /// Envs per actor, split in two halves that alternate between stepping and inference.
     pub num_envs: usize,
-    /// `cpu` or `cuda` for inference.
-    pub device: String,
+    /// Where the actor's own policy runs (`actor.inference = "local"`).
+    pub device: oni_policy::Device,
     /// How often to ask the learner for newer weights.
     pub weights_poll_ms: u64,
     /// Rollouts sent but not yet acknowledged, per stream.
     pub max_in_flight: usize,
     /// Finished rollouts waiting to be sent; stepping pauses when it is full.
     pub send_queue: usize,
-    pub connect_timeout_ms: u64,
-    pub request_timeout_ms: u64,
     /// A stream with rollouts in flight and no ack for this long is considered dead.
     pub ack_timeout_ms: u64,
+    /// First pause before reconnecting to the learner; it doubles (with jitter) per failure...
     pub backoff_base_ms: u64,
+    /// ...up to this.
     pub backoff_max_ms: u64,
-    pub tls: TlsConfig,
-    /// Annotator address (`host:port`) to send captions to; empty: none.
-    pub annotator: String,
+    /// Annotator address (`host:port`) to send captions to and pull reward models from;
+    /// `""`: none.
+    #[serde(with = "oni_proto::off")]
+    #[schemars(with = "String")]
+    pub annotator: Option<String>,
     /// Where environments attach over gRPC (`env.name = "attached"`).
     pub hub: HubConfig,
     /// Where the actions are chosen: `local` (the policy in the actor, weights pulled from
@@ -38,7 +40,7 @@ pub struct ActorConfig {
 }
 
 /// Where an actor's inference runs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Placement {
     #[default]
@@ -46,7 +48,8 @@ pub enum Placement {
     Remote,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `[actor.hub]`: the gRPC service where environments attach (`env.name = "attached"`).
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct HubConfig {
     /// Address the environment hub listens on.
@@ -80,32 +83,16 @@ impl Default for ActorConfig {
             actor_id: None,
             count: 1,
             num_envs: 32,
-            device: "cpu".into(),
+            device: oni_policy::Device::Cpu,
             weights_poll_ms: 100,
             max_in_flight: 8,
             send_queue: 16,
-            connect_timeout_ms: 3000,
-            request_timeout_ms: 10_000,
             ack_timeout_ms: 30_000,
             backoff_base_ms: 100,
             backoff_max_ms: 5000,
-            tls: TlsConfig::default(),
-            annotator: String::new(),
+            annotator: None,
             hub: HubConfig::default(),
             inference: Placement::Local,
-        }
-    }
-}
-
-impl ActorConfig {
-    pub fn client_options(&self) -> oni_proto::ClientOptions {
-        use std::time::Duration;
-        oni_proto::ClientOptions {
-            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
-            request_timeout: Duration::from_millis(self.request_timeout_ms),
-            keepalive_interval: Duration::from_secs(5),
-            keepalive_timeout: Duration::from_secs(10),
-            tls: self.tls.clone(),
         }
     }
 }

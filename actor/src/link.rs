@@ -7,6 +7,7 @@ use crate::setup::ActorError;
 use oni_proto::retry::{is_fatal, pause, Authed, Reconnecting, Refused};
 use oni_proto::v1::learner_client::LearnerClient;
 use oni_proto::v1::{GetPolicyRequest, Rollout};
+use oni_proto::TransportConfig;
 use oni_proto::{Backoff, MAX_MESSAGE_BYTES};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,10 +36,11 @@ pub(crate) fn backoff(cfg: &ActorConfig) -> Backoff {
 /// failures with the actor's backoff.
 pub(crate) fn to_learner<C>(
     cfg: &ActorConfig,
-    token: Option<&str>,
+    transport: &TransportConfig,
     build: fn(Authed) -> C,
 ) -> Result<Reconnecting<C>, ActorError> {
-    Reconnecting::new("learner", &cfg.learner, cfg.client_options(), token, backoff(cfg), build)
+    let opts = transport.client_options();
+    Reconnecting::new("learner", &cfg.learner, opts, transport.token(), backoff(cfg), build)
         .map_err(|e| ActorError::Learner(format!("actor.learner {}: {e}", cfg.learner)))
 }
 
@@ -46,14 +48,14 @@ pub(crate) fn to_learner<C>(
 /// (wrong token, mismatched network).
 pub async fn poll_weights(
     cfg: ActorConfig,
-    token: Option<String>,
+    transport: TransportConfig,
     fingerprint: String,
     declared_spec: Option<String>,
     slot: Arc<WeightsSlot>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ActorError> {
-    let mut learner = to_learner(&cfg, token.as_deref(), learner_client)?;
-    let timeout = Duration::from_millis(cfg.request_timeout_ms);
+    let mut learner = to_learner(&cfg, &transport, learner_client)?;
+    let timeout = Duration::from_millis(transport.request_timeout_ms);
     while !*stop.borrow() {
         let client = match learner.client().await {
             Ok(c) => c,
@@ -93,11 +95,11 @@ pub async fn poll_weights(
 /// when the learner refuses this actor for good.
 pub async fn send_rollouts(
     cfg: ActorConfig,
-    token: Option<String>,
+    transport: TransportConfig,
     mut rx: mpsc::Receiver<Rollout>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), Refused> {
-    let mut learner = to_learner(&cfg, token.as_deref(), learner_client).expect("checked by the weights poller");
+    let mut learner = to_learner(&cfg, &transport, learner_client).expect("checked by the weights poller");
     let max_in_flight = cfg.max_in_flight.max(1);
     'reconnect: loop {
         if *stop.borrow() {
@@ -177,12 +179,12 @@ pub async fn send_rollouts(
 /// the weights poller does on its first call, for actors that pull no weights.
 pub async fn declare_spec(
     cfg: &ActorConfig,
-    token: Option<&str>,
+    transport: &TransportConfig,
     fingerprint: &str,
     spec_json: &str,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ActorError> {
-    let mut learner = to_learner(cfg, token, learner_client)?;
+    let mut learner = to_learner(cfg, transport, learner_client)?;
     while !*stop.borrow() {
         let client = match learner.client().await {
             Ok(c) => c,
@@ -196,7 +198,7 @@ pub async fn declare_spec(
             model_fingerprint: fingerprint.to_string(),
             obs_spec: spec_json.to_string(),
         });
-        req.set_timeout(Duration::from_millis(cfg.request_timeout_ms.max(130_000)));
+        req.set_timeout(Duration::from_millis(transport.request_timeout_ms.max(130_000)));
         match client.get_policy(req).await {
             Ok(_) => return Ok(()),
             Err(st) => {

@@ -10,6 +10,7 @@ use oni_inference::wire::wire_bytes;
 use oni_proto::retry::{count_rpc_error, is_fatal, pause, Authed};
 use oni_proto::v1::inference_client::InferenceClient;
 use oni_proto::v1::{ActReply, ActRequest};
+use oni_proto::TransportConfig;
 use oni_proto::MAX_MESSAGE_BYTES;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -40,12 +41,12 @@ impl Link {
     pub fn spawn(
         rt: &tokio::runtime::Handle,
         cfg: ActorConfig,
-        token: Option<String>,
+        transport: TransportConfig,
         stop: watch::Receiver<bool>,
     ) -> Self {
         let (tx, req_rx) = mpsc::channel(1);
         let (reply_tx, rx) = crossbeam_channel::bounded(1);
-        rt.spawn(run_link(cfg, token, req_rx, reply_tx, stop));
+        rt.spawn(run_link(cfg, transport, req_rx, reply_tx, stop));
         Link { tx, rx }
     }
 
@@ -80,12 +81,12 @@ struct Stream {
 
 async fn run_link(
     cfg: ActorConfig,
-    token: Option<String>,
+    transport: TransportConfig,
     mut requests: mpsc::Receiver<ActRequest>,
     replies: crossbeam_channel::Sender<LinkReply>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut learner = to_learner(&cfg, token.as_deref(), inference_client).expect("address and token checked at start");
+    let mut learner = to_learner(&cfg, &transport, inference_client).expect("address and token checked at start");
     let mut stream: Option<Stream> = None;
     while let Some(req) = requests.recv().await {
         if req.hello.is_some() {

@@ -4,6 +4,7 @@ use crate::config::ActorConfig;
 use crate::intrinsic::IntrinsicConfig;
 use oni_env::{EnvConfig, ObsSpec};
 use oni_policy::{weights, PolicyConfig};
+use oni_proto::TransportConfig;
 use std::sync::atomic::AtomicU64;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +33,8 @@ pub struct ActorSetup {
     /// first client declares it.
     pub spec: Option<ObsSpec>,
     pub rollout_len: usize,
-    pub token: Option<String>,
+    /// Token, TLS and client deadlines for every peer, and the hub's server side.
+    pub transport: TransportConfig,
     /// Index of this actor among those of one process (seeds, default id).
     pub index: usize,
     /// Intrinsic reward from the annotator's reward model (needs `cfg.annotator`).

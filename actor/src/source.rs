@@ -17,6 +17,7 @@ use oni_inference::rollout::{step_captions, IntrinsicStep, RunIds};
 use oni_inference::wire;
 use oni_policy::{PolicyBackend, PolicyConfig};
 use oni_proto::v1::{GroupHello, Rollout};
+use oni_proto::TransportConfig;
 use rand::Rng;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -226,7 +227,7 @@ impl<B: PolicyBackend> ActionSource for LocalSource<B> {
 pub(crate) struct RemoteSource {
     common: Common,
     cfg: ActorConfig,
-    token: Option<String>,
+    transport: TransportConfig,
     rt: tokio::runtime::Handle,
     stop: watch::Receiver<bool>,
     fingerprint: String,
@@ -255,7 +256,15 @@ impl RemoteSource {
         stop: watch::Receiver<bool>,
         fingerprint: String,
     ) -> Self {
-        RemoteSource { common, cfg: setup.cfg.clone(), token: setup.token.clone(), rt, stop, fingerprint, version: 0 }
+        RemoteSource {
+            common,
+            cfg: setup.cfg.clone(),
+            transport: setup.transport.clone(),
+            rt,
+            stop,
+            fingerprint,
+            version: 0,
+        }
     }
 }
 
@@ -264,7 +273,7 @@ impl ActionSource for RemoteSource {
 
     fn group(&mut self, size: usize, offset: usize) -> RemoteGroup {
         RemoteGroup {
-            link: Link::spawn(&self.rt, self.cfg.clone(), self.token.clone(), self.stop.clone()),
+            link: Link::spawn(&self.rt, self.cfg.clone(), self.transport.clone(), self.stop.clone()),
             hello: GroupHello {
                 run_id: self.common.run.run_id.clone(),
                 actor_id: self.common.run.actor_id.clone(),

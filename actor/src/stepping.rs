@@ -49,19 +49,19 @@ pub async fn run_actor<B: PolicyBackend>(
     // the clients of the annotator (and the rollout sender): each ends early only when its
     // peer refuses this actor for good
     let mut peers: Vec<tokio::task::JoinHandle<Result<(), Refused>>> = Vec::new();
-    let annotator = |build: fn(Authed) -> AnnotatorClient<Authed>| {
+    let annotator = |address: &str, build: fn(Authed) -> AnnotatorClient<Authed>| {
         let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-        let opts = setup.cfg.client_options();
-        Reconnecting::new("annotator", &setup.cfg.annotator, opts, setup.token.as_deref(), backoff, build)
+        let opts = setup.transport.client_options();
+        Reconnecting::new("annotator", address, opts, setup.transport.token(), backoff, build)
     };
-    if !setup.cfg.annotator.is_empty() {
-        let conn = annotator(AnnotatorClient::new)?;
+    if let Some(address) = &setup.cfg.annotator {
+        let conn = annotator(address, AnnotatorClient::new)?;
         peers.push(tokio::spawn(crate::captions::send_captions(conn, run.actor_id.clone(), caption_rx, stop.clone())));
     }
-    let captions = (!setup.cfg.annotator.is_empty()).then_some(caption_tx);
+    let captions = setup.cfg.annotator.is_some().then_some(caption_tx);
     let reward_slot = Arc::new(RewardSlot::default());
-    if let (Some(ic), false) = (&setup.intrinsic, setup.cfg.annotator.is_empty()) {
-        let conn = annotator(oni_reward_model::pull::annotator_client)?;
+    if let (Some(ic), Some(address)) = (&setup.intrinsic, &setup.cfg.annotator) {
+        let conn = annotator(address, oni_reward_model::pull::annotator_client)?;
         peers.push(tokio::spawn(pull_reward_models("actor", conn, ic.pull_ms, reward_slot.clone(), stop.clone())));
     }
     let fatal = Arc::new(AtomicBool::new(false));
@@ -76,7 +76,7 @@ pub async fn run_actor<B: PolicyBackend>(
             let slot = Arc::new(WeightsSlot::default());
             let p = tokio::spawn(poll_weights(
                 setup.cfg.clone(),
-                setup.token.clone(),
+                setup.transport.clone(),
                 fingerprint,
                 declared,
                 slot.clone(),
@@ -98,16 +98,16 @@ pub async fn run_actor<B: PolicyBackend>(
             }
             poller = Some(p);
             let (tx, rx) = mpsc::channel::<Rollout>(setup.cfg.send_queue.max(1));
-            peers.push(tokio::spawn(send_rollouts(setup.cfg.clone(), setup.token.clone(), rx, stop.clone())));
+            peers.push(tokio::spawn(send_rollouts(setup.cfg.clone(), setup.transport.clone(), rx, stop.clone())));
             let source = LocalSource::<B>::new(common, &setup.policy, device, slot, tx);
             thread.spawn(move || drive(setup, hub, source))
         }
         Placement::Remote => {
             // each group's link task connects by itself: check the address and token here
-            crate::link::to_learner(&setup.cfg, setup.token.as_deref(), |c| c)?;
+            crate::link::to_learner(&setup.cfg, &setup.transport, |c| c)?;
             if let Some(spec_json) = declared {
                 // the learner builds its network from the first declared layout
-                declare_spec(&setup.cfg, setup.token.as_deref(), &fingerprint, &spec_json, stop.clone()).await?;
+                declare_spec(&setup.cfg, &setup.transport, &fingerprint, &spec_json, stop.clone()).await?;
             }
             let rt = tokio::runtime::Handle::current();
             let source = RemoteSource::new(common, &setup, rt, stop.clone(), fingerprint);

@@ -1,6 +1,7 @@
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `[annotator]`: the service that asks the LLM about captions and distils the reward model.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AnnotatorConfig {
     /// Whether `oni run` starts an annotator in-process and sends it the actors' captions.

@@ -14,15 +14,42 @@ use serde_json::{json, Value};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Which OpenAI-compatible endpoint the prompts go to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Api {
+    /// `/v1/completions`: the raw prompt, several per request (`llm.batch`).
+    #[default]
+    Completions,
+    /// `/v1/chat/completions`: the server wraps each prompt in the model's chat template.
+    Chat,
+}
+
+/// How the answer is held to `{"helpful": bool}` (or the ranking's form).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Constrain {
+    /// A GBNF grammar (llama.cpp).
+    #[default]
+    Grammar,
+    /// A JSON schema (vLLM, llama.cpp).
+    JsonSchema,
+    /// Free text, parsed as it comes.
+    None,
+}
+
+/// `[llm]`: the OpenAI-compatible server the annotator asks (llama-server, vLLM, a hosted API).
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LlmConfig {
+    /// The server's base URL (`/v1/...` is appended).
     pub base_url: String,
+    /// The `model` field of each request (llama-server takes any name).
     pub model: String,
     /// Name of the environment variable holding the API key (sent as a bearer token).
     pub api_key_env: String,
     /// `completions` (batched prompts) or `chat`.
-    pub api: String,
+    pub api: Api,
     /// Prompts per `/v1/completions` request. 1 (the default): every prompt is a request of
     /// its own, so an answer is kept however late the others are. Above 1 saves request
     /// overhead on a fast server, but a request that misses its timeout loses all its answers.
@@ -37,16 +64,21 @@ pub struct LlmConfig {
     pub adaptive: bool,
     /// The longest a request may take.
     pub timeout_ms: u64,
+    /// Sampling temperature (low: the same caption gets the same answer).
     pub temperature: f32,
+    /// Most tokens in an answer.
     pub max_tokens: u32,
     /// Retries after the first try, on timeouts, connection errors, 429 and 5xx.
     pub retries: u32,
+    /// First pause before a retry; it doubles per retry...
     pub backoff_base_ms: u64,
+    /// ...up to this.
     pub backoff_max_ms: u64,
     /// `grammar` (GBNF, llama.cpp), `json_schema` (vLLM, llama.cpp) or `none`.
-    pub constrain: String,
-    /// Consecutive failed requests that open the circuit, and how long it stays open.
+    pub constrain: Constrain,
+    /// Consecutive failed requests that open the circuit (no requests while it is open)...
     pub breaker_failures: u32,
+    /// ...and how long it stays open.
     pub breaker_open_ms: u64,
 }
 
@@ -56,7 +88,7 @@ impl Default for LlmConfig {
             base_url: "http://127.0.0.1:8090".into(),
             model: "local".into(),
             api_key_env: "ONI_LLM_API_KEY".into(),
-            api: "completions".into(),
+            api: Api::Completions,
             batch: 1,
             concurrency: 4,
             min_concurrency: 1,
@@ -67,7 +99,7 @@ impl Default for LlmConfig {
             retries: 4,
             backoff_base_ms: 200,
             backoff_max_ms: 5_000,
-            constrain: "grammar".into(),
+            constrain: Constrain::Grammar,
             breaker_failures: 5,
             breaker_open_ms: 5_000,
         }
@@ -176,15 +208,6 @@ enum Attempt {
 
 impl LlmClient {
     pub fn new(cfg: LlmConfig) -> Result<Self, LlmError> {
-        if !matches!(cfg.api.as_str(), "completions" | "chat") {
-            return Err(LlmError::Config("llm.api", format!("`{}` is not `completions` or `chat`", cfg.api)));
-        }
-        if !matches!(cfg.constrain.as_str(), "grammar" | "json_schema" | "none") {
-            return Err(LlmError::Config(
-                "llm.constrain",
-                format!("`{}` is not grammar, json_schema or none", cfg.constrain),
-            ));
-        }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(cfg.timeout_ms))
             .connect_timeout(Duration::from_millis(cfg.timeout_ms.min(5_000)))
@@ -261,19 +284,19 @@ impl LlmClient {
     }
 
     fn constrain(&self, body: &mut Value, q: Question) {
-        match self.cfg.constrain.as_str() {
-            "grammar" => body["grammar"] = json!(q.grammar()),
+        match self.cfg.constrain {
+            Constrain::Grammar => body["grammar"] = json!(q.grammar()),
             // chat servers take OpenAI's response_format; on /v1/completions llama.cpp reads
             // `json_schema` and vLLM `guided_json`
-            "json_schema" if self.cfg.api == "chat" => {
+            Constrain::JsonSchema if self.cfg.api == Api::Chat => {
                 body["response_format"] =
                     json!({"type": "json_schema", "json_schema": {"name": "answer", "schema": q.schema()}})
             }
-            "json_schema" => {
+            Constrain::JsonSchema => {
                 body["json_schema"] = q.schema();
                 body["guided_json"] = q.schema();
             }
-            _ => {}
+            Constrain::None => {}
         }
     }
 
@@ -301,7 +324,7 @@ impl LlmClient {
         parse: fn(&str) -> T,
         unreadable: fn(T) -> bool,
     ) -> Vec<Result<Answer<T>, LlmError>> {
-        let chunk = if self.cfg.api == "completions" { self.cfg.batch.max(1) } else { 1 };
+        let chunk = if self.cfg.api == Api::Completions { self.cfg.batch.max(1) } else { 1 };
         let futures = texts.chunks(chunk).map(|group| self.answer_group(group, q));
         let raw = futures::future::join_all(futures).await.into_iter().flatten();
         raw.map(|r| {
@@ -317,7 +340,7 @@ impl LlmClient {
     }
 
     async fn answer_group(&self, prompts: &[String], q: Question) -> Vec<Result<(String, Duration), LlmError>> {
-        let (path, mut body) = if self.cfg.api == "completions" {
+        let (path, mut body) = if self.cfg.api == Api::Completions {
             let prompt = if prompts.len() == 1 { json!(prompts[0]) } else { json!(prompts) };
             ("/v1/completions", json!({"model": self.cfg.model, "prompt": prompt}))
         } else {
@@ -337,7 +360,7 @@ impl LlmClient {
         if let Ok(v) = &result {
             count_tokens(v);
         }
-        let texts = result.and_then(|v| choices(&v, prompts.len(), self.cfg.api == "chat"));
+        let texts = result.and_then(|v| choices(&v, prompts.len(), self.cfg.api == Api::Chat));
         match texts {
             Ok(texts) => {
                 metrics::counter!(crate::metric_names::LLM_REQUESTS, "outcome" => "ok").increment(1);

@@ -5,12 +5,15 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `[prompts]`: what the LLM is asked.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PromptConfig {
     /// What the agent is trying to do, in words (e.g. "descend the stairs").
     pub goal: String,
+    /// The question about one message: `{goal}` and `{message}` are filled in.
     pub classification: String,
+    /// The question about two messages: `{goal}`, `{first}` and `{second}` are filled in.
     pub ranking: String,
 }
 

@@ -6,7 +6,7 @@ use crate::annotator::Core;
 use crate::service::AnnotatorService;
 use crate::BankError;
 use oni_proto::transport::{server_builder, spawn_server, TransportError};
-use oni_proto::{TlsConfig, TokenCheck};
+use oni_proto::{TokenCheck, TransportConfig};
 use oni_reward_model::{DistillConfig, Kind};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,8 +26,8 @@ pub enum StartError {
 /// Where and how the annotator serves.
 pub struct Serving<'a> {
     pub listen: &'a str,
-    pub token: Option<&'a str>,
-    pub tls: &'a TlsConfig,
+    /// The server's token and TLS.
+    pub transport: &'a TransportConfig,
     /// The reward model to distil from the answers, if any.
     pub distill: Option<(Kind, DistillConfig)>,
 }
@@ -42,10 +42,10 @@ pub async fn start(core: Arc<Core>, s: Serving<'_>, stop: watch::Receiver<bool>)
     let bind = |source| StartError::Bind { addr: s.listen.to_string(), source };
     let listener = tokio::net::TcpListener::bind(s.listen).await.map_err(bind)?;
     let addr = listener.local_addr().map_err(bind)?;
-    let check = TokenCheck::new(s.token)?;
+    let check = TokenCheck::new(s.transport.token())?;
     let llm = core.llm().config().clone();
     let svc = tonic::service::interceptor::InterceptedService::new(AnnotatorService::server(core), check);
-    spawn_server(server_builder(s.tls)?.add_service(svc), listener, stop, "annotator");
+    spawn_server(server_builder(&s.transport.tls)?.add_service(svc), listener, stop, "annotator");
     tracing::info!(%addr, llm = %llm.base_url, model = %llm.model, "annotator serving");
     Ok(addr)
 }

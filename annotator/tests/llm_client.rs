@@ -3,6 +3,7 @@
 
 mod common;
 use common::*;
+use oni_annotator::llm::{Api, Constrain};
 use oni_annotator::{Label, LlmClient, LlmConfig, LlmError, PromptConfig};
 use serde_json::json;
 use std::sync::{Arc, Mutex};
@@ -109,13 +110,12 @@ async fn chat_api_reads_the_message_content() {
     ));
     let url = serve(script.clone()).await;
     let client =
-        LlmClient::new(LlmConfig { api: "chat".into(), constrain: "json_schema".into(), ..config(&url) }).unwrap();
+        LlmClient::new(LlmConfig { api: Api::Chat, constrain: Constrain::JsonSchema, ..config(&url) }).unwrap();
     let out = client.classify(&PromptConfig::default(), &captions(1)).await;
     assert_eq!(out[0].as_ref().unwrap().label, Label::Helpful);
     let req = &script.lock().unwrap().requests[0];
     assert!(req["messages"][0]["content"].as_str().unwrap().contains("message 0"));
     assert_eq!(req["response_format"]["json_schema"]["schema"]["required"][0], "helpful");
-    assert!(LlmClient::new(LlmConfig { api: "telepathy".into(), ..Default::default() }).is_err());
 }
 
 /// A server with three slots that refuses more (429) and slows as it fills: the client's

@@ -64,8 +64,8 @@ pub struct EnvBench {
     max_episode_steps: Option<u32>,
     /// NetHack's action set (`env.nethack.actions`): `oni` (28) or `task` (NLE's 23, as
     /// `scripts/bench_nle.py` plays).
-    #[arg(long)]
-    actions: Option<String>,
+    #[arg(long, value_parser = crate::config::parse_kind::<oni_env::nethack::ActionSet>)]
+    actions: Option<oni_env::nethack::ActionSet>,
 }
 
 #[derive(Args)]
@@ -164,7 +164,7 @@ fn bench_env(b: EnvBench) -> Result<()> {
         cfg.nethack.max_episode_steps = n;
     }
     if let Some(a) = &b.actions {
-        cfg.nethack.actions = a.clone();
+        cfg.nethack.actions = *a;
     }
     make_env(&cfg)?; // fail early on an unknown name
     let deadline = Duration::from_secs_f64(b.seconds);
@@ -411,7 +411,7 @@ fn synthetic_rollouts(p: &Prepared, n: usize) -> Result<Vec<Rollout>> {
 fn burn_learner_round(p: &Prepared, rollouts: &[Rollout], updates: usize) -> Result<(f64, usize, usize)> {
     use burn::module::Module;
     let spec = oni_env::registry::env_spec(&p.cfg.env)?;
-    let kind = device::parse("learner.device", &p.cfg.learner.device)?;
+    let kind = device::check("learner.device", p.cfg.learner.device)?;
     let mix = RewardMix { extrinsic_coef: 1.0, intrinsic_coef: 0.0, clip: 10.0 };
     Ok(with_backend!(kind, autodiff, |B, dev| {
         let mut tr = Trainer::<B>::new(p.cfg.learner.clone(), p.cfg.policy.clone(), spec.clone(), mix, dev);
@@ -583,7 +583,7 @@ fn bench_learner(b: LearnerBench) -> Result<()> {
                 let (secs, samples, n) = burn_learner_round(&p, &rollouts, b.updates)?;
                 params = n;
                 burn.push(samples as f64 / secs);
-                last = torch_round(&dir, b.updates, &p.cfg.learner.device)?;
+                last = torch_round(&dir, b.updates, p.cfg.learner.device.name())?;
                 torch.push(last["samples_per_sec"].as_f64().unwrap_or(0.0));
                 eprintln!(
                     "round {}: burn {:.0} samples/s, torch {:.0} samples/s",

@@ -11,17 +11,18 @@ use oni_inference::InferenceConfig;
 use oni_learner::batch::RewardMix;
 use oni_learner::LearnerConfig;
 use oni_policy::PolicyConfig;
+use oni_proto::TransportConfig;
 use oni_reward_model::{DistillConfig, Kind};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Run name: the run directory is `runs/<name>` unless `--run-dir` says otherwise.
     pub name: String,
-    /// Shared secret for every gRPC service (`ONI_TOKEN` overrides); empty = none.
-    pub token: String,
+    /// Token, TLS and client deadlines of every gRPC endpoint and client.
+    pub transport: TransportConfig,
     pub env: EnvConfig,
     pub policy: PolicyConfig,
     pub learner: LearnerConfig,
@@ -39,12 +40,27 @@ pub struct Config {
     pub distill: DistillConfig,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Where the annotator keeps its labels.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BankKind {
+    /// Embedded: a JSON-lines file under the run directory (or `label_bank.path`).
+    #[default]
+    File,
+    /// A Redis server at `label_bank.redis_url`, shared by runs and annotators.
+    Redis,
+}
+
+/// `[label_bank]`: where the annotator keeps the judge's answers and the reward-model snapshots.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LabelBankConfig {
     /// `file` (embedded, under the run directory unless `path` is set) or `redis`.
-    pub kind: String,
+    pub kind: BankKind,
+    /// The file bank's directory (default: `labels/` in the run directory); runs that name
+    /// the same one share their labels.
     pub path: Option<PathBuf>,
+    /// The Redis bank's server.
     pub redis_url: String,
     /// Key prefix in Redis.
     pub prefix: String,
@@ -56,7 +72,7 @@ pub struct LabelBankConfig {
 impl Default for LabelBankConfig {
     fn default() -> Self {
         LabelBankConfig {
-            kind: "file".into(),
+            kind: BankKind::File,
             path: None,
             redis_url: "redis://127.0.0.1:6390".into(),
             prefix: "oni".into(),
@@ -69,7 +85,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             name: "default".into(),
-            token: String::new(),
+            transport: TransportConfig::default(),
             env: EnvConfig::default(),
             policy: PolicyConfig::default(),
             learner: LearnerConfig::default(),
@@ -88,14 +104,19 @@ impl Default for Config {
 }
 
 /// r = α_ext · clip(r_ext, ±clip) + α_int · r_int(m) · N_ep(m)^(−β).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RewardConfig {
+    /// α_ext, the weight of the environment's reward.
     pub extrinsic_coef: f32,
+    /// α_int, the weight of the reward model's.
     pub intrinsic_coef: f32,
+    /// The environment's reward is clipped to ±clip.
     pub clip: f32,
-    /// The intrinsic reward model: `none`, `hashing`, `classification` or `ranking`.
-    pub kind: String,
+    /// The intrinsic reward model: `hashing`, `classification`, `ranking`, or `none`.
+    #[serde(with = "oni_proto::off::none")]
+    #[schemars(schema_with = "oni_reward_model::kind::schema_or_none")]
+    pub kind: Option<Kind>,
     /// β of the per-episode count decay.
     pub beta: f32,
     /// How often actors pull a newer reward model from the annotator.
@@ -104,35 +125,25 @@ pub struct RewardConfig {
 
 impl Default for RewardConfig {
     fn default() -> Self {
-        RewardConfig {
-            extrinsic_coef: 1.0,
-            intrinsic_coef: 0.0,
-            clip: 10.0,
-            kind: "none".into(),
-            beta: 3.0,
-            pull_ms: 2000,
-        }
+        RewardConfig { extrinsic_coef: 1.0, intrinsic_coef: 0.0, clip: 10.0, kind: None, beta: 3.0, pull_ms: 2000 }
     }
 }
 
 impl RewardConfig {
-    /// The reward model kind, `None` for `none`.
-    pub fn model_kind(&self) -> Option<Kind> {
-        Kind::parse(&self.kind)
-    }
-
     pub fn mix(&self) -> RewardMix {
         RewardMix { extrinsic_coef: self.extrinsic_coef, intrinsic_coef: self.intrinsic_coef, clip: self.clip }
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `[run]`: when a run stops and how often it reports.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RunConfig {
     /// Stop after this many env steps (0 = no limit).
     pub max_env_steps: u64,
     /// Stop after this many seconds (0 = no limit).
     pub max_seconds: u64,
+    /// Seconds between progress lines (and rows of `metrics.jsonl`).
     pub progress_interval_secs: f64,
 }
 
@@ -142,18 +153,28 @@ impl Default for RunConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `[telemetry]`: logs and the Prometheus endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
-    /// `/metrics` listen address; empty disables the endpoint.
-    pub metrics_listen: String,
+    /// `/metrics` listen address; `""`: no endpoint.
+    #[serde(with = "oni_proto::off")]
+    #[schemars(with = "String")]
+    pub metrics_listen: Option<String>,
+    /// `error`, `warn`, `info`, `debug` or `trace`, or a `tracing` filter (`RUST_LOG` wins).
     pub log_level: String,
 }
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        TelemetryConfig { metrics_listen: "127.0.0.1:9100".into(), log_level: "info".into() }
+        TelemetryConfig { metrics_listen: Some("127.0.0.1:9100".into()), log_level: "info".into() }
     }
+}
+
+/// A config enum from its name as the config spells it (`--actions task`), for command
+/// line flags that set one key.
+pub fn parse_kind<T: serde::de::DeserializeOwned>(name: &str) -> Result<T, String> {
+    oni_proto::off::from_name(name).map_err(|e| e.to_string())
 }
 
 /// Parses `value` as a TOML value (number, bool, string, array…); anything that is not
@@ -231,7 +252,7 @@ pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Config> {
         anyhow!("config key `{key}`: {}", e.into_inner())
     })?;
     if let Ok(t) = std::env::var("ONI_TOKEN") {
-        cfg.token = t;
+        cfg.transport.token = (!t.is_empty()).then_some(t);
     }
     validate(&cfg)?;
     Ok(cfg)
@@ -274,13 +295,7 @@ fn validate(cfg: &Config) -> Result<()> {
     } else if cfg.policy.network == oni_policy::Network::Oni {
         bail!("config key `policy.network`: `oni` draws NetHack's terminal; attached environments declare glyph grids and vectors, use `glyph-crop`");
     }
-    if !matches!(cfg.label_bank.kind.as_str(), "file" | "redis") {
-        bail!("config key `label_bank.kind` must be `file` or `redis`, not `{}`", cfg.label_bank.kind);
-    }
-    if cfg.reward.kind != "none" && Kind::parse(&cfg.reward.kind).is_none() {
-        bail!("config key `reward.kind` must be none, hashing, classification or ranking, not `{}`", cfg.reward.kind);
-    }
-    if cfg.reward.kind == "ranking" && cfg.annotator.pairs_per_caption == 0 {
+    if cfg.reward.kind == Some(Kind::Ranking) && cfg.annotator.pairs_per_caption == 0 {
         bail!("config key `annotator.pairs_per_caption` must be at least 1 with reward.kind = ranking (it learns from pairs)");
     }
     if !(0.0..1.0).contains(&cfg.distill.heldout_fraction) {
@@ -296,12 +311,12 @@ impl Config {
         explicit.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("runs").join(&self.name))
     }
 
-    pub fn token(&self) -> Option<String> {
-        (!self.token.is_empty()).then(|| self.token.clone())
-    }
-
+    /// The resolved config as TOML, as written into the run directory and checkpoints:
+    /// without the token, which is a secret (give it again with ONI_TOKEN to reuse the file).
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).expect("config serialises")
+        let mut shown = self.clone();
+        shown.transport.token = None;
+        toml::to_string_pretty(&shown).expect("config serialises")
     }
 }
 
@@ -398,6 +413,43 @@ mod tests {
         assert!(e.contains("/no/such/file.toml"), "{e}");
     }
 
+    /// Kinds are enums and "off" is an `Option`: a wrong kind names the key and the values it
+    /// takes, `""`/`"none"` turn a value off, and the resolved document (without the token)
+    /// reads back as the same config.
+    #[test]
+    fn kinds_are_typed_and_the_resolved_config_reads_back() {
+        for (set, key, expect) in [
+            ("llm.api=telepathy", "llm.api", "chat"),
+            ("reward.kind=telepathy", "reward.kind", "`none`"),
+            ("label_bank.kind=sqlite", "label_bank.kind", "redis"),
+            ("learner.device=tpu", "learner.device", "cuda"),
+            ("env.nethack.actions=all", "env.nethack.actions", "task"),
+        ] {
+            let e = load(None, &[set.into()]).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(expect), "{set}: {e}");
+        }
+        let sets = [
+            "reward.kind=\"none\"".to_string(),
+            "telemetry.metrics_listen=\"\"".into(),
+            "transport.token=\"abc\"".into(),
+            "actor.annotator=\"10.0.0.2:50052\"".into(),
+            "llm.api=chat".into(),
+            "learner.device=cuda".into(),
+        ];
+        let c = load(None, &sets).unwrap();
+        assert_eq!((c.reward.kind, c.telemetry.metrics_listen.as_deref()), (None, None));
+        assert_eq!(c.transport.token.as_deref(), Some("abc"));
+        assert_eq!(c.actor.annotator.as_deref(), Some("10.0.0.2:50052"));
+        assert_eq!((c.llm.api, c.learner.device), (oni_annotator::llm::Api::Chat, oni_policy::Device::Cuda));
+        let text = c.to_toml();
+        assert!(!text.contains("abc"), "the token was written out:\n{text}");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("resolved.toml"), &text).unwrap();
+        let back = load(Some(&dir.path().join("resolved.toml")), &[]).unwrap();
+        assert_eq!(back.to_toml(), text);
+        assert_eq!(back.transport.token, None);
+    }
+
     #[test]
     fn environment_overrides_sit_between_the_file_and_set() {
         // a key no other test looks at, since the environment is shared by the test threads
@@ -419,8 +471,8 @@ mod tests {
         .unwrap();
         let c = load(Some(&dir.path().join("top.toml")), &[]).unwrap();
         assert_eq!(
-            (c.name.as_str(), c.learner.learning_rate, c.learner.gamma, c.reward.kind.as_str()),
-            ("b", 0.5, 0.7, "hashing")
+            (c.name.as_str(), c.learner.learning_rate, c.learner.gamma, c.reward.kind),
+            ("b", 0.5, 0.7, Some(Kind::Hashing))
         );
         std::fs::write(dir.path().join("loop.toml"), "base = \"loop.toml\"\n").unwrap();
         assert!(load(Some(&dir.path().join("loop.toml")), &[]).unwrap_err().to_string().contains("cycle"));

@@ -2,26 +2,20 @@
 //! build feature.
 
 use anyhow::{bail, Result};
+pub use oni_policy::Device as DeviceKind;
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum DeviceKind {
-    Cpu,
-    Cuda,
-}
-
-/// The device a config key names; `cuda` is checked to work here and now, so that a
-/// missing feature, driver or GPU fails at start with what to do.
-pub fn parse(key: &str, value: &str) -> Result<DeviceKind> {
-    match value {
-        "cpu" => Ok(DeviceKind::Cpu),
-        "cuda" if cfg!(feature = "cuda") => {
+/// The device a config key names, checked to work here and now, so that a missing
+/// feature, driver or GPU fails at start with what to do.
+pub fn check(key: &str, device: DeviceKind) -> Result<DeviceKind> {
+    match device {
+        DeviceKind::Cpu => Ok(device),
+        DeviceKind::Cuda if cfg!(feature = "cuda") => {
             probe_cuda(key)?;
-            Ok(DeviceKind::Cuda)
+            Ok(device)
         }
-        "cuda" => bail!(
+        DeviceKind::Cuda => bail!(
             "config key `{key}` = \"cuda\" needs oni built with the cuda feature (cargo build --release -p oni --features cuda), or set it to \"cpu\""
         ),
-        other => bail!("config key `{key}`: unknown device `{other}` (cpu, cuda)"),
     }
 }
 
@@ -80,7 +74,7 @@ macro_rules! with_backend {
                 $body
             }
             #[cfg(not(feature = "cuda"))]
-            $crate::device::DeviceKind::Cuda => unreachable!("rejected by device::parse"),
+            $crate::device::DeviceKind::Cuda => unreachable!("rejected by device::check"),
         }
     };
     ($kind:expr, inference, |$B:ident, $dev:ident| $body:expr) => {
@@ -97,7 +91,7 @@ macro_rules! with_backend {
                 $body
             }
             #[cfg(not(feature = "cuda"))]
-            $crate::device::DeviceKind::Cuda => unreachable!("rejected by device::parse"),
+            $crate::device::DeviceKind::Cuda => unreachable!("rejected by device::check"),
         }
     };
 }

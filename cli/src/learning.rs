@@ -110,9 +110,9 @@ pub async fn bench_learning(b: LearningBench) -> Result<()> {
     let mut outcomes = Vec::new();
     for config in &b.configs {
         let cfg = crate::config::load(Some(config), &b.set)?;
-        let variant = match cfg.reward.kind.as_str() {
-            "none" => "extrinsic".to_string(),
-            k => format!("oni-{k}"),
+        let variant = match cfg.reward.kind {
+            None => "extrinsic".to_string(),
+            Some(k) => format!("oni-{}", k.name()),
         };
         for seed in 1..=b.seeds {
             let run_dir = b.out.join("runs").join(format!("{}-{variant}-s{seed}", b.name));

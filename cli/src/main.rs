@@ -3,12 +3,15 @@
 //! benchmarks (`bench`).
 
 mod bench;
+mod certs;
 mod config;
 mod device;
+mod heap;
 mod judge;
 mod labels;
 mod learning;
 mod progress;
+mod reference;
 mod roles;
 mod soak;
 
@@ -72,6 +75,19 @@ enum Cmd {
     Bench(bench::BenchCmd),
     /// Container healthcheck: exits 0 when this host's role serves its metrics endpoint.
     Health(HealthArgs),
+    /// Makes a private CA and a server certificate for `[transport.tls]`.
+    Certs(certs::CertsArgs),
+    /// The configuration: resolved, or every key documented.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Prints the resolved config (file, environment and --set applied; the token left out).
+    Show(Common),
+    /// Prints every key with its default and meaning (docs/config.md).
+    Reference,
 }
 
 #[derive(Args)]
@@ -83,16 +99,14 @@ struct HealthArgs {
     timeout_secs: f64,
 }
 
-/// GET /metrics and look for oni's own families: a process that is up but not yet serving
-/// (or a different server on the port) is unhealthy.
-fn health(a: HealthArgs) -> Result<()> {
+/// The Prometheus text a `/metrics` endpoint at `host:port` serves.
+pub fn scrape_metrics(endpoint: &str, timeout: std::time::Duration) -> Result<String> {
     use std::io::{Read, Write};
     use std::net::ToSocketAddrs;
-    let t = std::time::Duration::from_secs_f64(a.timeout_secs);
-    let addr = a.metrics.to_socket_addrs()?.next().ok_or_else(|| anyhow::anyhow!("cannot resolve {}", a.metrics))?;
-    let mut s = std::net::TcpStream::connect_timeout(&addr, t)?;
-    s.set_read_timeout(Some(t))?;
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n", a.metrics)?;
+    let addr = endpoint.to_socket_addrs()?.next().ok_or_else(|| anyhow::anyhow!("cannot resolve {endpoint}"))?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {endpoint}\r\n\r\n")?;
     let mut body = String::new();
     s.read_to_string(&mut body)?;
     anyhow::ensure!(
@@ -100,6 +114,13 @@ fn health(a: HealthArgs) -> Result<()> {
         "metrics endpoint answered: {}",
         body.lines().next().unwrap_or("")
     );
+    Ok(body)
+}
+
+/// GET /metrics and look for oni's own families: a process that is up but not yet serving
+/// (or a different server on the port) is unhealthy.
+fn health(a: HealthArgs) -> Result<()> {
+    let body = scrape_metrics(&a.metrics, std::time::Duration::from_secs_f64(a.timeout_secs))?;
     anyhow::ensure!(body.contains("oni_"), "no oni metrics at {}", a.metrics);
     Ok(())
 }
@@ -117,6 +138,15 @@ fn main() -> Result<()> {
             Cmd::Judge(a) => judge::judge(a).await,
             Cmd::Bench(b) => bench::run(b).await,
             Cmd::Health(a) => health(a),
+            Cmd::Certs(a) => certs::certs(a),
+            Cmd::Config(ConfigCmd::Show(c)) => {
+                print!("{}", config::load(c.config.as_deref(), &c.set)?.to_toml());
+                Ok(())
+            }
+            Cmd::Config(ConfigCmd::Reference) => {
+                print!("{}", reference::render());
+                Ok(())
+            }
         }
     })
 }

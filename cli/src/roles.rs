@@ -1,7 +1,8 @@
 //! `oni run`, `oni learner` and `oni actor`.
 
+use crate::config::BankKind;
 use crate::config::{self, Config};
-use crate::device::{self, DeviceKind};
+use crate::device;
 use crate::progress::{write_summary, Progress};
 use crate::{with_backend, Common};
 use anyhow::{Context, Result};
@@ -52,7 +53,7 @@ const BUCKETS: &[oni_telemetry::Buckets<'static>] = &[
 /// Installs the metrics recorder with every family's HELP text; the handle renders what it
 /// holds (benchmarks read it).
 pub fn init_metrics(cfg: &Config) -> Result<oni_telemetry::Metrics> {
-    let listen = (!cfg.telemetry.metrics_listen.is_empty()).then_some(cfg.telemetry.metrics_listen.as_str());
+    let listen = cfg.telemetry.metrics_listen.as_deref();
     let handle = oni_telemetry::init_metrics(listen, BUCKETS)?;
     oni_telemetry::metric_names::describe();
     oni_proto::metric_names::describe();
@@ -61,6 +62,7 @@ pub fn init_metrics(cfg: &Config) -> Result<oni_telemetry::Metrics> {
     oni_actor::metric_names::describe();
     oni_learner::metric_names::describe();
     oni_annotator::metric_names::describe();
+    crate::heap::spawn_upkeep();
     if let Some(l) = listen {
         tracing::info!("metrics on http://{l}/metrics");
     }
@@ -70,7 +72,7 @@ pub fn init_metrics(cfg: &Config) -> Result<oni_telemetry::Metrics> {
 pub async fn start_learner(p: &Prepared) -> Result<LearnerHandle> {
     let cfg = &p.cfg;
     let spec = oni_env::registry::known_spec(&cfg.env)?;
-    let kind = device::parse("learner.device", &cfg.learner.device)?;
+    let kind = device::check("learner.device", cfg.learner.device)?;
     let setup = LearnerSetup {
         cfg: cfg.learner.clone(),
         policy: cfg.policy.clone(),
@@ -78,7 +80,7 @@ pub async fn start_learner(p: &Prepared) -> Result<LearnerHandle> {
         mix: cfg.reward.mix(),
         run_dir: p.run_dir.clone(),
         resolved_config: cfg.to_toml(),
-        token: cfg.token(),
+        transport: cfg.transport.clone(),
         max_env_steps: (cfg.run.max_env_steps > 0).then_some(cfg.run.max_env_steps),
         relabel: relabel_slot(cfg)?,
         inference: cfg.inference.clone(),
@@ -91,23 +93,25 @@ pub async fn start_learner(p: &Prepared) -> Result<LearnerHandle> {
 /// and the process exits with this message.
 static LEARNER_REFUSED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
-/// Relabel mode: a task pulling reward models from `learner.relabel_from` for the learner.
+/// Relabel mode: a task pulling reward models from the annotator for the learner.
 fn relabel_slot(cfg: &Config) -> Result<Option<Arc<oni_reward_model::pull::RewardSlot>>> {
-    if cfg.learner.relabel_from.is_empty() {
+    if !cfg.learner.relabel {
         return Ok(None);
     }
+    let Some(address) = &cfg.actor.annotator else {
+        anyhow::bail!("learner.relabel = true needs the annotator's address in actor.annotator (oni run sets it when it starts the annotator)");
+    };
     let slot = Arc::new(oni_reward_model::pull::RewardSlot::default());
     let backoff = oni_proto::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-    let token = cfg.token();
     let conn = oni_proto::retry::Reconnecting::new(
         "annotator",
-        &cfg.learner.relabel_from,
-        cfg.actor.client_options(),
-        token.as_deref(),
+        address,
+        cfg.transport.client_options(),
+        cfg.transport.token(),
         backoff,
         oni_reward_model::pull::annotator_client,
     )
-    .with_context(|| format!("learner.relabel_from {}", cfg.learner.relabel_from))?;
+    .with_context(|| format!("actor.annotator {address}"))?;
     let (s, every) = (slot.clone(), cfg.reward.pull_ms);
     tokio::spawn(async move {
         let (_keep, never) = watch::channel(false);
@@ -116,7 +120,7 @@ fn relabel_slot(cfg: &Config) -> Result<Option<Arc<oni_reward_model::pull::Rewar
             let _ = LEARNER_REFUSED.set(e.to_string());
         }
     });
-    tracing::info!(annotator = %cfg.learner.relabel_from, "relabel mode: intrinsic rewards recomputed with the newest reward model");
+    tracing::info!(annotator = %address, "relabel mode: intrinsic rewards recomputed with the newest reward model");
     Ok(Some(slot))
 }
 
@@ -139,7 +143,7 @@ pub fn spawn_actor(
     if spec.is_none() && cfg.actor.count > 1 {
         anyhow::bail!("actor.count = {}: with attached environments each actor is one hub on actor.hub.listen; start more actor processes instead", cfg.actor.count);
     }
-    let kind: DeviceKind = device::parse("actor.device", &cfg.actor.device)?;
+    let kind = device::check("actor.device", cfg.actor.device)?;
     let mut actor_cfg = cfg.actor.clone();
     actor_cfg.learner = learner;
     if cfg.actor.count > 1 {
@@ -151,11 +155,11 @@ pub fn spawn_actor(
         policy: cfg.policy.clone(),
         spec,
         rollout_len: cfg.learner.rollout_len,
-        token: cfg.token(),
+        transport: cfg.transport.clone(),
         index,
         intrinsic: cfg
             .reward
-            .model_kind()
+            .kind
             .map(|_| oni_actor::intrinsic::IntrinsicConfig { beta: cfg.reward.beta, pull_ms: cfg.reward.pull_ms }),
     };
     Ok(tokio::spawn(async move {
@@ -219,8 +223,8 @@ pub async fn run(c: Common) -> Result<()> {
     }
     let mut annotator = None;
     let (annotator_stop, annotator_rx) = watch::channel(false);
-    if p.cfg.reward.model_kind().is_some() && !p.cfg.annotator.enabled {
-        tracing::info!("reward.kind = {} needs the annotator: starting it", p.cfg.reward.kind);
+    if let (Some(kind), false) = (p.cfg.reward.kind, p.cfg.annotator.enabled) {
+        tracing::info!("reward.kind = {} needs the annotator: starting it", kind.name());
         p.cfg.annotator.enabled = true;
     }
     if p.cfg.annotator.enabled {
@@ -235,11 +239,8 @@ pub async fn run(c: Common) -> Result<()> {
             );
         }
         let (addr, core) = start_annotator(&p, annotator_rx).await?;
-        p.cfg.actor.annotator = addr.to_string();
+        p.cfg.actor.annotator = Some(addr.to_string());
         annotator = Some(core);
-    }
-    if p.cfg.learner.relabel_from == "annotator" {
-        p.cfg.learner.relabel_from = p.cfg.actor.annotator.clone();
     }
     let learner = start_learner(&p).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -319,12 +320,12 @@ pub async fn actor(c: Common) -> Result<()> {
 /// `label_bank.path` says where).
 pub fn open_bank(cfg: &Config, run_dir: &std::path::Path) -> Result<Arc<dyn oni_annotator::LabelBank>> {
     use anyhow::Context;
-    Ok(match cfg.label_bank.kind.as_str() {
-        "redis" => Arc::new(
+    Ok(match cfg.label_bank.kind {
+        BankKind::Redis => Arc::new(
             oni_annotator::RedisBank::open(&cfg.label_bank.redis_url, &cfg.label_bank.prefix)
                 .with_context(|| format!("label_bank.redis_url {}", cfg.label_bank.redis_url))?,
         ),
-        _ => {
+        BankKind::File => {
             let dir = cfg.label_bank.path.clone().unwrap_or_else(|| run_dir.join("labels"));
             Arc::new(oni_annotator::FileBank::open_with(&dir, cfg.label_bank.memory_records)?)
         }
@@ -339,12 +340,10 @@ pub async fn start_annotator(
     let cfg = &p.cfg;
     let llm = oni_annotator::LlmClient::new(cfg.llm.clone())?;
     let core = oni_annotator::Core::new(cfg.annotator.clone(), cfg.prompts.clone(), llm, open_bank(cfg, &p.run_dir)?)?;
-    let token = cfg.token();
     let serving = oni_annotator::serve::Serving {
         listen: &cfg.annotator.listen,
-        token: token.as_deref(),
-        tls: &cfg.learner.tls,
-        distill: cfg.reward.model_kind().map(|k| (k, cfg.distill.clone())),
+        transport: &cfg.transport,
+        distill: cfg.reward.kind.map(|k| (k, cfg.distill.clone())),
     };
     let addr = oni_annotator::serve::start(core.clone(), serving, stop).await?;
     Ok((addr, core))

@@ -174,7 +174,7 @@ fn bad_clients_are_refused_while_a_good_one_keeps_training() {
             "--max-env-steps",
             "0",
             "--set",
-            "token=\"sekret\"",
+            "transport.token=\"sekret\"",
             "--set",
             "actor.hub.max_clients=2",
             "--set",

@@ -37,7 +37,7 @@ async fn malformed_rollouts_and_wrong_tokens_are_refused_while_training_goes_on(
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let token = "s3cret";
-    let tok = ["--set", "token=\"s3cret\""];
+    let tok = ["--set", "transport.token=\"s3cret\""];
     let _learner = Proc::start("learner", dir.path(), &as_strs(&learner_args(port, &dir.path().join("run"), &tok)));
     let _actor = Proc::start("actor", dir.path(), &as_strs(&actor_args(port, "good", &tok)));
 
@@ -152,7 +152,7 @@ async fn malformed_rollouts_and_wrong_tokens_are_refused_while_training_goes_on(
 
     // an actor with the wrong token stops with an error that says so
     let out = Command::new(oni())
-        .args(as_strs(&actor_args(port, "intruder", &["--set", "token=\"nope\""])))
+        .args(as_strs(&actor_args(port, "intruder", &["--set", "transport.token=\"nope\""])))
         .current_dir(repo_root())
         .output()
         .unwrap();

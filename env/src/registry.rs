@@ -5,7 +5,8 @@ use crate::nethack::{tasks, NetHackConfig, NetHackEnv};
 use crate::{Env, EnvError, ObsSpec};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `[env]`: which environment the actors step.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct EnvConfig {
     /// `keyroom-small`, `keyroom-sparse`, a NetHack task (`nethack-score`, …), or `attached`

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 pub const MESSAGE_LEN: usize = 256;
 
 /// What the cells of the egocentric crop hold.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum GridKind {
     /// Ids of the env's own symbols (NetHack glyphs, keyroom tiles, attached grids).

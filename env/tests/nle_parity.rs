@@ -58,7 +58,7 @@ fn frame(env: &NetHackEnv, obs: &Obs, kind: &str, reward: f32, done: bool) -> Va
 fn ours(task: &str, set: &str, seeds: [u64; 2], max_steps: u32, actions: &[usize]) -> Vec<Value> {
     // the whole terminal and its cursor as the observation, to compare with NLE's tty_* keys
     let cfg = NetHackConfig {
-        actions: set.into(),
+        actions: if set == "oni" { oni_env::nethack::ActionSet::Oni } else { oni_env::nethack::ActionSet::Task },
         seeds: Some(seeds),
         max_episode_steps: max_steps,
         grid: GridKind::Tty,

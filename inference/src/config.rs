@@ -2,7 +2,7 @@ use serde::{Deserialize, Serialize};
 
 /// `[inference]`: the central inference service the learner hosts (used by actors with
 /// `actor.inference = "remote"`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct InferenceConfig {
     /// Most envs in one forward pass.

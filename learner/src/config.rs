@@ -1,27 +1,36 @@
-use oni_proto::TlsConfig;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `[learner]`: the gRPC service that receives rollouts, and the V-trace + PPO update.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LearnerConfig {
     /// gRPC listen address.
     pub listen: String,
     /// `cpu`, or `cuda` (needs the `cuda` build feature).
-    pub device: String,
+    pub device: oni_policy::Device,
     /// Rollouts per gradient update (ONI: 4096 samples = 128 × 32).
     pub batch_rollouts: usize,
     /// Steps per rollout; rollouts of another length are rejected.
     pub rollout_len: usize,
+    /// Adam's step size.
     pub learning_rate: f64,
+    /// Adam's ε.
     pub adam_epsilon: f32,
+    /// Discount γ.
     pub gamma: f32,
+    /// PPO's clip ε of the probability ratio.
     pub ppo_clip: f32,
-    /// V-trace truncation levels ρ̄ and c̄.
+    /// V-trace truncation level ρ̄ (importance weights of the targets).
     pub vtrace_rho_bar: f32,
+    /// V-trace truncation level c̄ (the traces).
     pub vtrace_c_bar: f32,
+    /// Weight of the value loss.
     pub value_coef: f32,
+    /// Weight of the entropy bonus.
     pub entropy_coef: f32,
+    /// Gradients are scaled down to this global norm.
     pub max_grad_norm: f32,
+    /// Advantages normalised to mean 0, deviation 1 over each batch.
     pub normalize_advantages: bool,
     /// Passes over each batch.
     pub epochs: usize,
@@ -29,21 +38,23 @@ pub struct LearnerConfig {
     pub max_policy_lag: u64,
     /// Bounded queue of received rollouts; actors are asked to pause when it is 3/4 full.
     pub queue_capacity: usize,
+    /// Seconds between checkpoints (one is also written at a clean stop).
     pub checkpoint_interval_secs: u64,
+    /// Checkpoints kept; older ones are removed.
     pub keep_checkpoints: usize,
+    /// Seed of the network's initial weights.
     pub seed: u64,
-    pub tls: TlsConfig,
-    /// Annotator address (`host:port`) to pull reward models from; when set, the learner
-    /// recomputes every step's intrinsic reward with the newest model at training time
-    /// (ONI's behaviour) instead of using the actors' values. Empty: off.
-    pub relabel_from: String,
+    /// Relabel mode (ONI's behaviour): recompute every step's intrinsic reward at training
+    /// time with the newest reward model, pulled from the annotator at `actor.annotator`,
+    /// instead of using the values the actors computed.
+    pub relabel: bool,
 }
 
 impl Default for LearnerConfig {
     fn default() -> Self {
         LearnerConfig {
             listen: "127.0.0.1:50051".into(),
-            device: "cpu".into(),
+            device: oni_policy::Device::Cpu,
             batch_rollouts: 32,
             rollout_len: 32,
             learning_rate: 1e-4,
@@ -62,8 +73,7 @@ impl Default for LearnerConfig {
             checkpoint_interval_secs: 60,
             keep_checkpoints: 3,
             seed: 1,
-            tls: TlsConfig::default(),
-            relabel_from: String::new(),
+            relabel: false,
         }
     }
 }

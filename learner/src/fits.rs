@@ -51,7 +51,7 @@ pub fn check(
 /// `cpu`. A GPU's memory is not known before the backend starts, so there the update is
 /// not checked ahead (and an allocation failure surfaces from the backend).
 pub fn check_device(cfg: &LearnerConfig, policy: &PolicyConfig, spec: &ObsSpec) -> Result<(), TooBig> {
-    if cfg.device != "cpu" {
+    if cfg.device != oni_policy::Device::Cpu {
         return Ok(());
     }
     match available_bytes() {

@@ -63,8 +63,8 @@ pub async fn spawn_learner<B: TrainingBackend>(
         .await
         .map_err(|source| LearnerError::Bind { addr: setup.cfg.listen.clone(), source })?;
     let addr = listener.local_addr().map_err(|source| LearnerError::Bind { addr: setup.cfg.listen.clone(), source })?;
-    let mut builder = server_builder(&setup.cfg.tls)?;
-    let check = TokenCheck::new(setup.token.as_deref())?;
+    let mut builder = server_builder(&setup.transport.tls)?;
+    let check = TokenCheck::new(setup.transport.token())?;
 
     let (queue_tx, queue_rx) = bounded::<Rollout>(setup.cfg.queue_capacity.max(1));
     let stats = Arc::new(LearnerStats::default());

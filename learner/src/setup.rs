@@ -31,7 +31,8 @@ pub struct LearnerSetup {
     pub run_dir: PathBuf,
     /// Written into every checkpoint.
     pub resolved_config: String,
-    pub token: Option<String>,
+    /// The gRPC server's token and TLS.
+    pub transport: oni_proto::TransportConfig,
     /// Stop after consuming this many env steps.
     pub max_env_steps: Option<u64>,
     /// Relabel mode: the reward models pulled from the annotator.

@@ -3,7 +3,26 @@ use oni_env::{GridKind, ObsSpec, MESSAGE_LEN};
 use serde::{Deserialize, Serialize};
 
 /// Which network the policy is.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Where a network runs (`learner.device`, `actor.device`): burn's ndarray backend on the
+/// CPU, or CUDA (needs oni built with the `cuda` feature).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    #[default]
+    Cpu,
+    Cuda,
+}
+
+impl Device {
+    pub fn name(self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Network {
     /// Small and quick: embedded glyph crop (optionally 3×3 convolutions), a linear stats
@@ -28,7 +47,7 @@ impl std::fmt::Display for Network {
 }
 
 /// Layer sizes. The observation sizes come from the env's `ObsSpec`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyConfig {
     pub network: Network,
@@ -39,13 +58,15 @@ pub struct PolicyConfig {
     pub glyph_conv_layers: usize,
     /// glyph-crop: channels of those convolutions.
     pub glyph_channels: usize,
+    /// glyph-crop: width of the crop encoder's output.
     pub glyph_hidden: usize,
     /// Width of the stats encoder (oni: both layers of its MLP).
     pub stats_hidden: usize,
     /// The message encoder reads the first `message_bytes` bytes (of 256); 0 disables it.
     pub message_bytes: usize,
-    /// glyph-crop: byte embedding width and CNN channels of the message encoder.
+    /// glyph-crop: byte embedding width of the message encoder.
     pub message_embed: usize,
+    /// glyph-crop: CNN channels of the message encoder.
     pub message_channels: usize,
     /// Width of the message encoder's output (oni: both layers of its MLP).
     pub message_hidden: usize,

@@ -20,7 +20,7 @@ pub mod screen;
 pub mod weights;
 
 pub use backend::{PolicyBackend, TrainingBackend};
-pub use config::{Network, PolicyConfig, PolicyConfigError};
+pub use config::{Device, Network, PolicyConfig, PolicyConfigError};
 pub use network::{Policy, PolicyOutput};
 pub use obs::ObsBatch;
 pub use weights::{fingerprint, WeightsError};

@@ -5,6 +5,7 @@
 pub mod backoff;
 pub mod field;
 pub mod metric_names;
+pub mod off;
 pub mod raw;
 pub mod refusal;
 pub mod retry;
@@ -24,7 +25,7 @@ pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
 pub use backoff::Backoff;
 pub use field::FieldError;
 pub use refusal::Refusal;
-pub use transport::{AuthInterceptor, ClientOptions, TlsConfig, TokenCheck};
+pub use transport::{AuthInterceptor, ClientOptions, TlsConfig, TokenCheck, TransportConfig};
 
 #[doc(hidden)]
 pub use metrics as __metrics;

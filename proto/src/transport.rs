@@ -22,13 +22,18 @@ pub enum TransportError {
 
 /// Optional TLS (rustls). Servers need `cert` and `key`; clients need `ca` (and
 /// `domain` when the certificate's name differs from the host they dial).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
+    /// TLS on every endpoint and client.
     pub enabled: bool,
+    /// The servers' certificate (PEM), e.g. `cert.pem` from `oni certs`.
     pub cert: Option<PathBuf>,
+    /// Its private key (PEM).
     pub key: Option<PathBuf>,
+    /// The CA clients trust (PEM); a server whose certificate it did not sign is refused.
     pub ca: Option<PathBuf>,
+    /// The name to check in the server's certificate, when clients dial another name.
     pub domain: Option<String>,
 }
 
@@ -55,6 +60,58 @@ impl TlsConfig {
             c = c.domain_name(d.clone());
         }
         Ok(Some(c))
+    }
+}
+
+/// `[transport]`: how every endpoint is secured and how every client dials, set once for
+/// the learner, its inference service, the annotator (captions and reward-model pulls) and
+/// the env hub.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransportConfig {
+    /// Shared secret every service requires (`ONI_TOKEN` overrides); `""`: none.
+    #[serde(with = "crate::off")]
+    #[schemars(with = "String")]
+    pub token: Option<String>,
+    /// Servers present `cert` and `key`; clients trust `ca` (checking `domain` when the
+    /// certificate names another host than the one dialled).
+    pub tls: TlsConfig,
+    /// A connection not made within this fails (and is retried with backoff).
+    pub connect_timeout_ms: u64,
+    /// Deadline of each unary call (streams are guarded by the keepalive instead).
+    pub request_timeout_ms: u64,
+    /// HTTP/2 pings on idle connections, so that a vanished peer is noticed.
+    pub keepalive_interval_ms: u64,
+    /// A peer that does not answer a keepalive ping within this is dropped.
+    pub keepalive_timeout_ms: u64,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            token: None,
+            tls: TlsConfig::default(),
+            connect_timeout_ms: 3000,
+            request_timeout_ms: 10_000,
+            keepalive_interval_ms: 5000,
+            keepalive_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl TransportConfig {
+    pub fn client_options(&self) -> ClientOptions {
+        ClientOptions {
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            keepalive_interval: Duration::from_millis(self.keepalive_interval_ms),
+            keepalive_timeout: Duration::from_millis(self.keepalive_timeout_ms),
+            tls: self.tls.clone(),
+        }
+    }
+
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
     }
 }
 
@@ -221,9 +278,9 @@ impl Interceptor for TokenCheck {
         let Some(expected) = &self.expected else { return Ok(req) };
         match req.metadata().get("authorization") {
             Some(got) if secret_eq(got.as_bytes(), expected.as_bytes()) => Ok(req),
-            Some(_) => Err(Status::unauthenticated("wrong token (check `token` / ONI_TOKEN)")),
+            Some(_) => Err(Status::unauthenticated("wrong token (check `transport.token` / ONI_TOKEN)")),
             None => Err(Status::unauthenticated(
-                "missing token: this server requires `authorization: Bearer <token>` (set `token` or ONI_TOKEN)",
+                "missing token: this server requires `authorization: Bearer <token>` (set `transport.token` or ONI_TOKEN)",
             )),
         }
     }

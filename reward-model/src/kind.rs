@@ -1,7 +1,9 @@
 //! The three reward models ONI defines: a lookup of the judge's labels (hashing), a
 //! classifier of helpful messages, and a ranking model trained on pairwise preferences.
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// `reward.kind` in the config and the `kind` of every snapshot header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum Kind {
     Hashing,
     Classification,
@@ -33,4 +35,9 @@ impl Kind {
             _ => 2,
         }
     }
+}
+
+/// The schema of `reward.kind`: a kind, or `none` for no intrinsic reward.
+pub fn schema_or_none(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "string", "enum": ["none", "hashing", "classification", "ranking"]})
 }

@@ -18,12 +18,15 @@ const KERNEL: usize = 4;
 const STRIDE: usize = 2;
 
 /// Network sizes; stored in every snapshot so the receiver builds the same network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct NetConfig {
-    /// Each size at most `MAX_DIM`: actors refuse snapshots of larger networks.
+    /// Byte embedding width. Each size is at most `MAX_DIM`: actors refuse snapshots of
+    /// larger networks.
     pub embed: usize,
+    /// Channels of the convolutions over the message bytes.
     pub channels: usize,
+    /// Width of the hidden layer before the output.
     pub hidden: usize,
 }
 

@@ -25,7 +25,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `[distill]`: how the annotator trains the reward model from the labels.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DistillConfig {
     /// Gradient steps each time a batch of new labels arrives (ONI: 32)…
@@ -38,7 +39,9 @@ pub struct DistillConfig {
     pub max_items: usize,
     /// The tick of the one-step-per-tick phase.
     pub tick_ms: u64,
+    /// Captions (or pairs) per gradient step.
     pub batch_size: usize,
+    /// Adam's step size.
     pub learning_rate: f64,
     /// Share of items held out for the accuracy figure.
     pub heldout_fraction: f32,

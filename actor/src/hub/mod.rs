@@ -11,6 +11,7 @@ pub use spaces::Layout;
 
 use crate::config::HubConfig;
 use crate::setup::{ActorError, ActorSetup};
+use oni_proto::TransportConfig;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -24,7 +25,7 @@ struct Started {
 /// Binds `cfg.listen` and serves the hub until `stop`.
 async fn start(
     cfg: &HubConfig,
-    token: Option<String>,
+    transport: &TransportConfig,
     actor_id: &str,
     stop: watch::Receiver<bool>,
 ) -> Result<Started, ActorError> {
@@ -32,9 +33,8 @@ async fn start(
     let listener = tokio::net::TcpListener::bind(&cfg.listen).await.map_err(|e| hub_err(e.to_string()))?;
     let addr = listener.local_addr().map_err(|e| hub_err(e.to_string()))?;
     let (events_tx, events) = crossbeam_channel::unbounded();
-    let state = HubState::new(cfg.clone(), token, actor_id.to_string(), events_tx);
-    let mut builder =
-        oni_proto::transport::server_builder(&oni_proto::TlsConfig::default()).map_err(|e| hub_err(e.to_string()))?;
+    let state = HubState::new(cfg.clone(), transport.token.clone(), actor_id.to_string(), events_tx);
+    let mut builder = oni_proto::transport::server_builder(&transport.tls).map_err(|e| hub_err(e.to_string()))?;
     oni_proto::transport::spawn_server(builder.add_service(state.server()), listener, stop, "env hub");
     Ok(Started { addr, state, events })
 }
@@ -61,7 +61,7 @@ pub(crate) async fn serve(
     actor_id: &str,
     stop: watch::Receiver<bool>,
 ) -> Result<Option<(Layout, crossbeam_channel::Receiver<HubEvent>)>, ActorError> {
-    let hub = start(&setup.cfg.hub, setup.token.clone(), actor_id, stop.clone()).await?;
+    let hub = start(&setup.cfg.hub, &setup.transport, actor_id, stop.clone()).await?;
     tracing::info!(addr = %hub.addr, "waiting for environments to attach");
     eprintln!(
         "environment hub listening on {}: attach environments with oni_env.attach(make_env, \"{}\")",
@@ -75,7 +75,7 @@ pub(crate) async fn serve(
 /// A hub that answers every step with uniformly random actions and records nothing: the
 /// protocol's own cost, for `oni bench attach`. Serves until `stop`.
 pub async fn serve_random(cfg: HubConfig, stop: watch::Receiver<bool>) -> Result<SocketAddr, ActorError> {
-    let hub = start(&cfg, None, "bench", stop.clone()).await?;
+    let hub = start(&cfg, &TransportConfig::default(), "bench", stop.clone()).await?;
     let addr = hub.addr;
     tokio::spawn(async move {
         let Some(layout) = first_layout(&hub.state, stop.clone()).await else { return };

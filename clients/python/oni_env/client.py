@@ -120,6 +120,8 @@ def attach(
     max_reconnect_seconds: float = 300.0,
     seed: Optional[int] = None,
     protocol_version: int = PROTOCOL_VERSION,
+    tls_ca: Optional[str] = None,
+    tls_domain: Optional[str] = None,
 ) -> AttachResult:
     """Attaches `num_envs` environments made by `make_env()` (or `make_env(index)`) to the
     actor at `address` and steps them with the actions it sends, until `max_steps` env
@@ -131,10 +133,16 @@ def attach(
 
     When the connection drops, the envs are reset and the stream is reopened with backoff
     (the actor discards the interrupted rollouts), for up to `max_reconnect_seconds` without
-    success. Refusals raise a subclass of `HubError` naming the field at fault."""
+    success. Refusals raise a subclass of `HubError` naming the field at fault.
+
+    With `tls_ca` (a PEM file; `ONI_TLS_CA` by default) the stream runs over TLS and the
+    hub's certificate must be signed by that CA; `tls_domain` is the name to check in it when
+    it differs from the host dialled."""
     import os
 
     token = token if token is not None else os.environ.get("ONI_TOKEN", "")
+    tls_ca = tls_ca if tls_ca is not None else os.environ.get("ONI_TLS_CA") or None
+    channel = _channel_maker(tls_ca, tls_domain)
     envs = _make_envs(make_env, num_envs)
     layout = layout_of(envs[0].observation_space, envs[0].action_space, message_key)
     name = env_name or getattr(getattr(envs[0], "spec", None), "id", None) or type(envs[0]).__name__
@@ -146,7 +154,7 @@ def attach(
     try:
         while not stop.is_set() and (max_steps is None or result.steps < max_steps):
             try:
-                _session(address, hello, batch, result, max_steps, stop)
+                _session(channel(address), hello, batch, result, max_steps, stop)
                 return result
             except grpc.RpcError as e:
                 err = from_rpc(e)
@@ -168,8 +176,19 @@ def attach(
                 pass
 
 
-def _session(address: str, hello: pb.Hello, batch: _Batch, result: AttachResult, max_steps: Optional[int], stop: threading.Event) -> None:
-    with grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]) as channel:
+def _channel_maker(tls_ca: Optional[str], tls_domain: Optional[str]) -> Callable[[str], grpc.Channel]:
+    options = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
+    if tls_ca is None:
+        return lambda address: grpc.insecure_channel(address, options=options)
+    with open(tls_ca, "rb") as f:
+        credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
+    if tls_domain:
+        options.append(("grpc.ssl_target_name_override", tls_domain))
+    return lambda address: grpc.secure_channel(address, credentials, options=options)
+
+
+def _session(channel: grpc.Channel, hello: pb.Hello, batch: _Batch, result: AttachResult, max_steps: Optional[int], stop: threading.Event) -> None:
+    with channel:
         stub = pb_grpc.EnvHubStub(channel)
         out = _Outbox()
         out.put(pb.ClientMessage(hello=hello))

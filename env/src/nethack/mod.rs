@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use tasks::{Snapshot, Task, TaskState};
 
 /// `[env.nethack]` settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct NetHackConfig {
     /// The `nle` package directory of an nle==1.3.0 install (else ONI_NLE_DIR, else the
@@ -30,14 +30,15 @@ pub struct NetHackConfig {
     /// grid, fixed to the screen (the 21×79 glyph map, or the 24×80 terminal with `grid =
     /// "tty"`); the crop sizes are then not used.
     pub view: View,
-    /// Egocentric crop around the hero.
+    /// Rows of the egocentric crop around the hero.
     pub crop_rows: usize,
+    /// Columns of the crop.
     pub crop_cols: usize,
     /// Appends the terminal cursor (row / 23, column / 79) to the stats, after the 27
     /// bottom-line values.
     pub cursor: bool,
     /// `oni` = NLE's 23 task actions + CAST, QUAFF, PRAY, PICKUP, PAY (28); `task` = the 23.
-    pub actions: String,
+    pub actions: ActionSet,
     /// Episode step cap (NLE's default is 5000).
     pub max_episode_steps: u32,
     /// NetHack's debug ("wizard") mode, for scripted tests and tools, never for training.
@@ -58,7 +59,7 @@ impl Default for NetHackConfig {
             crop_rows: 9,
             crop_cols: 9,
             cursor: false,
-            actions: "oni".into(),
+            actions: ActionSet::Oni,
             max_episode_steps: 5000,
             wizard: false,
             seeds: None,
@@ -66,8 +67,19 @@ impl Default for NetHackConfig {
     }
 }
 
+/// The actions a NetHack env offers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActionSet {
+    /// NLE's 23 task actions and CAST, QUAFF, PRAY, PICKUP, PAY (28), as ONI plays.
+    #[default]
+    Oni,
+    /// NLE's 23 task actions.
+    Task,
+}
+
 /// Which part of the grid an observation holds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum View {
     /// A window centred on the hero.
@@ -95,15 +107,9 @@ pub fn library(cfg: &NetHackConfig) -> Result<Arc<NleLibrary>, EnvError> {
     Ok(lib)
 }
 
-fn action_count(cfg: &NetHackConfig) -> Result<bool, EnvError> {
-    match cfg.actions.as_str() {
-        "oni" => Ok(true),
-        "task" => Ok(false),
-        other => Err(EnvError::BadSetting {
-            key: "env.nethack.actions".into(),
-            reason: format!("`{other}` is not `oni` or `task`"),
-        }),
-    }
+/// Whether the env offers ONI's five extra actions.
+fn oni_actions(cfg: &NetHackConfig) -> bool {
+    cfg.actions == ActionSet::Oni
 }
 
 /// The observation shape of a NetHack task under `cfg`, without loading NetHack.
@@ -136,7 +142,7 @@ pub fn spec(cfg: &NetHackConfig) -> Result<ObsSpec, EnvError> {
         },
         grid: cfg.grid,
         stats_dim: STATS_DIM + if cfg.cursor { 2 } else { 0 },
-        num_actions: tasks::action_keys(action_count(cfg)?).len(),
+        num_actions: tasks::action_keys(oni_actions(cfg)).len(),
     })
 }
 
@@ -171,7 +177,7 @@ impl NetHackEnv {
             name: name.into(),
             game: Game::new(&lib, &options, spec.grid == GridKind::Tty, cfg.cursor)?,
             task: TaskState::new(task),
-            keys: tasks::action_keys(action_count(cfg)?),
+            keys: tasks::action_keys(oni_actions(cfg)),
             spec,
             max_steps: cfg.max_episode_steps.max(1),
             steps: 0,
