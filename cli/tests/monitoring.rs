@@ -129,39 +129,26 @@ fn every_dashboard_panel_has_data_from_a_loopback_cluster() {
     largs.extend(reward.iter().map(|s| s.to_string()));
     let _learner = Proc::start("learner", d, &as_strs(&largs));
 
-    let ann_dir = d.join("annotator").display().to_string();
-    let mut ann: Vec<String> = [
-        "annotator",
-        "--config",
-        "configs/keyroom.toml",
-        "--run-dir",
-        &ann_dir,
-        "--set",
-        &format!("annotator.listen=\"127.0.0.1:{aport}\""),
-        "--set",
-        &format!("llm.base_url=\"http://127.0.0.1:{llm}\""),
-        "--set",
+    let redis_url = format!("label_bank.redis_url=\"redis://127.0.0.1:{redis}\"");
+    let metrics_at = metrics(m_annotator);
+    let settings = [
         "label_bank.kind=\"redis\"",
-        "--set",
-        &format!("label_bank.redis_url=\"redis://127.0.0.1:{redis}\""),
-        "--set",
+        &redis_url,
         "distill.publish_interval_ms=500",
-        "--set",
         "distill.heldout_fraction=0.5",
-        "--set",
         "distill.min_per_class=1",
         // sampled answers, so that keyroom's dozen captions get both labels and a classifier
         // is published whatever this small model prefers
-        "--set",
         "llm.temperature=1.0",
-        "--set",
         "annotator.drain_secs=0",
-        "--set",
-        &metrics(m_annotator),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+        &metrics_at,
+    ];
+    let mut ann = annotator_args(
+        &format!("127.0.0.1:{aport}"),
+        &format!("http://127.0.0.1:{llm}"),
+        &d.join("annotator"),
+        &settings,
+    );
     ann.extend(reward.iter().map(|s| s.to_string()));
     let _annotator = Proc::start("annotator", d, &as_strs(&ann));
     let mut actors = Vec::new();

@@ -19,28 +19,14 @@ async fn actors_keep_their_reward_model_and_train_while_the_annotator_is_down() 
     let mut largs = learner_args(lport, &dir.path().join("learner"), &[]);
     largs.extend(reward.iter().map(|s| s.to_string()));
     let _learner = Proc::start("learner", dir.path(), &as_strs(&largs));
-    let ann_dir = dir.path().join("annotator").display().to_string();
-    let annotator_args: Vec<String> = [
-        "annotator",
-        "--config",
-        "configs/keyroom.toml",
-        "--run-dir",
-        &ann_dir,
-        "--set",
-        &format!("annotator.listen=\"127.0.0.1:{aport}\""),
-        "--set",
-        &format!("llm.base_url=\"http://127.0.0.1:{jport}\""),
-        "--set",
-        "distill.publish_interval_ms=200",
-        "--set",
-        "telemetry.metrics_listen=\"\"",
-        "--set",
-        "annotator.drain_secs=0",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain(reward.iter().map(|s| s.to_string()))
-    .collect();
+    let settings = ["distill.publish_interval_ms=200", "telemetry.metrics_listen=\"\"", "annotator.drain_secs=0"];
+    let mut annotator_args = annotator_args(
+        &format!("127.0.0.1:{aport}"),
+        &format!("http://127.0.0.1:{jport}"),
+        &dir.path().join("annotator"),
+        &settings,
+    );
+    annotator_args.extend(reward.iter().map(|s| s.to_string()));
     let mut annotator = Proc::start("annotator", dir.path(), &as_strs(&annotator_args));
     let mut aargs = actor_args(
         lport,
