@@ -11,7 +11,8 @@ VENV="$ONI_CACHE/venv"
 "$VENV/bin/pip" install -q --disable-pip-version-check "./clients/python[dev,minihack]" "matplotlib>=3.8"
 
 # Debian packages the tests use: redis-server (label-bank tests), prometheus and promtool
-# (a real server scraping a loopback cluster), debootstrap (the compose test's base image).
+# (a real server scraping a loopback cluster), debootstrap (the compose test's base image),
+# Slurm.
 # The tests start their own servers on 127.0.0.1, so the packages' own services are kept
 # from starting (policy-rc.d) instead of being killed afterwards, which would also kill a
 # server of the user's.
@@ -22,6 +23,12 @@ command -v debootstrap >/dev/null || need+=(debootstrap)
 # iproute2 and iptables: the partition tests cut links between network namespaces.
 command -v ip >/dev/null || need+=(iproute2)
 command -v iptables >/dev/null || need+=(iptables)
+# munge, slurmctld, slurmd and slurm-client: the Slurm test runs deploy/slurm/oni.sbatch on
+# a one-node cluster it configures and starts itself.
+command -v munged >/dev/null || need+=(munge)
+command -v slurmctld >/dev/null || need+=(slurmctld)
+command -v slurmd >/dev/null || need+=(slurmd)
+command -v sbatch >/dev/null || need+=(slurm-client)
 if [ ${#need[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" = 0 ] || sudo=sudo
