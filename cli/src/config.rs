@@ -21,7 +21,8 @@ use std::path::{Path, PathBuf};
 pub struct Config {
     /// Run name: the run directory is `runs/<name>` unless `--run-dir` says otherwise.
     pub name: String,
-    /// Token, TLS and client deadlines of every gRPC endpoint and client.
+    /// Token, TLS and client deadlines of every gRPC endpoint and client. The token may also
+    /// come from `ONI_TOKEN`, or from the file `ONI_TOKEN_FILE` names (a Docker secret).
     pub transport: TransportConfig,
     pub env: EnvConfig,
     pub policy: PolicyConfig,
@@ -251,7 +252,17 @@ pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Config> {
         let key = e.path().to_string();
         anyhow!("config key `{key}`: {}", e.into_inner())
     })?;
-    if let Ok(t) = std::env::var("ONI_TOKEN") {
+    // The token from the environment, or from a file (a Docker or Kubernetes secret).
+    let token = match (std::env::var("ONI_TOKEN"), std::env::var_os("ONI_TOKEN_FILE")) {
+        (Ok(t), _) => Some(t),
+        (Err(_), Some(path)) => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("ONI_TOKEN_FILE {}: cannot read the token", Path::new(&path).display()))?;
+            Some(text.trim_end_matches(['\n', '\r']).to_string())
+        }
+        (Err(_), None) => None,
+    };
+    if let Some(t) = token {
         cfg.transport.token = (!t.is_empty()).then_some(t);
     }
     validate(&cfg)?;

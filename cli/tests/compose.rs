@@ -63,6 +63,15 @@ async fn steps(addr: &str) -> Option<u64> {
     info(addr, None).await.map(|i| i.env_steps)
 }
 
+/// Env steps per second over `window`, from the learner's count.
+async fn rate(addr: &str, window: Duration) -> f64 {
+    let from = steps(addr).await.expect("the learner answers");
+    let t = std::time::Instant::now();
+    tokio::time::sleep(window).await;
+    let to = steps(addr).await.expect("the learner answers");
+    (to - from) as f64 / t.elapsed().as_secs_f64()
+}
+
 async fn training_goes_on(addr: &str, what: &str) -> u64 {
     let before = steps(addr).await.unwrap_or(0);
     wait_for(what, Duration::from_secs(180), || async { steps(addr).await.filter(|s| *s > before + 2_000) }).await
@@ -96,6 +105,8 @@ async fn the_compose_stack_trains_and_survives_actor_kills_and_scaling() {
     })
     .await;
 
+    let one = rate(&addr, Duration::from_secs(20)).await;
+
     // kill the actor container outright
     let actor = stack.containers("actor").pop().expect("an actor container");
     let killed = Command::new("docker").args(["kill", &actor]).status().unwrap();
@@ -103,6 +114,8 @@ async fn the_compose_stack_trains_and_survives_actor_kills_and_scaling() {
     stack.compose(&["up", "-d", "--no-recreate", "--scale", "actor=3", "actor"]);
     assert_eq!(stack.containers("actor").len(), 3);
     training_goes_on(&addr, "training with three actors").await;
+    let three = rate(&addr, Duration::from_secs(20)).await;
+    eprintln!("compose steps/s: one actor {one:.0}, three actors {three:.0}");
     stack.compose(&["up", "-d", "--no-recreate", "--scale", "actor=1", "actor"]);
     assert_eq!(stack.containers("actor").len(), 1);
     training_goes_on(&addr, "training after scaling down to one actor").await;

@@ -22,7 +22,10 @@ impl Cluster {
     fn start(dir: &Path) -> Cluster {
         for tool in ["munged", "slurmctld", "slurmd", "sbatch"] {
             let found = ["/usr/sbin", "/usr/bin"].iter().any(|d| Path::new(d).join(tool).exists());
-            assert!(found, "{tool} is not installed: scripts/test.sh installs munge, slurmctld, slurmd and slurm-client");
+            assert!(
+                found,
+                "{tool} is not installed: scripts/test.sh installs munge, slurmctld, slurmd and slurm-client"
+            );
         }
         let dir = dir.join("slurm");
         for d in ["munge", "state", "spool", "log"] {
@@ -170,7 +173,8 @@ fn a_slurm_job_trains_loses_an_actor_is_cancelled_and_resumes() {
     let cluster = Cluster::start(dir.path());
     let run_dir = dir.path().join("run");
     let ports = (free_port(), free_port());
-    let args = ["--set", "run.max_env_steps=0", "--set", "learner.checkpoint_interval_secs=10", "--set", "actor.num_envs=8"];
+    let args =
+        ["--set", "run.max_env_steps=0", "--set", "learner.checkpoint_interval_secs=10", "--set", "actor.num_envs=8"];
 
     let submitted = Instant::now();
     let job = cluster.submit(&run_dir, ports, &args);
@@ -207,7 +211,8 @@ fn a_slurm_job_trains_loses_an_actor_is_cancelled_and_resumes() {
     });
     let log = learner_log(&run_dir);
     let resumed = &log[log.find("resumed from checkpoint").unwrap()..];
-    let env_steps: u64 = resumed.split("env_steps=").nth(1).and_then(|s| s.split_whitespace().next()?.parse().ok()).unwrap();
+    let env_steps: u64 =
+        resumed.split("env_steps=").nth(1).and_then(|s| s.split_whitespace().next()?.parse().ok()).unwrap();
     assert!(env_steps >= steps_at_cancel.saturating_sub(20_000), "resumed at {env_steps} of {steps_at_cancel} steps");
     assert!(cluster.run("scancel", &[&again]).is_some());
     wait_until("the second job to end", Duration::from_secs(90), || cluster.job_gone(&again));
