@@ -134,8 +134,8 @@ fn last_env_steps(metrics: &Path) -> u64 {
 }
 
 /// The heap gauges of the process serving `/metrics` at `endpoint`, in KiB (0 when unread).
-fn heap_kib(endpoint: Option<&str>) -> (u64, u64) {
-    let Some(text) = endpoint.and_then(|e| crate::scrape_metrics(e, Duration::from_secs(5)).ok()) else {
+fn heap_kib(endpoint: &str) -> (u64, u64) {
+    let Ok(text) = crate::scrape_metrics(endpoint, Duration::from_secs(5)) else {
         return (0, 0);
     };
     let kib = |name: &str| (oni_telemetry::sample(&text, name).unwrap_or(0.0) / 1024.0) as u64;
@@ -153,7 +153,7 @@ fn peaks(samples: &[Sample], warm: f64, value: impl Fn(&Sample) -> u64) -> Optio
     Some((*first, *last))
 }
 
-fn sample(pid: u32, run_dir: &Path, started: Instant, metrics: Option<&str>) -> Sample {
+fn sample(pid: u32, run_dir: &Path, started: Instant, metrics: &str) -> Sample {
     let (heap_live_kib, heap_resident_kib) = heap_kib(metrics);
     Sample {
         heap_live_kib,
@@ -209,11 +209,11 @@ pub async fn bench_soak(b: SoakBench) -> Result<()> {
         if let Some(st) = child.try_wait()? {
             break st;
         }
-        let s = sample(pid, &run_dir, started, Some(&metrics));
+        let s = sample(pid, &run_dir, started, &metrics);
         if s.secs + 2.0 > seconds as f64 {
             continue; // the run is stopping: its threads and files are going away
         }
-        let a = attached.as_ref().map(|a| sample(a.run.0.id(), &a.dir, started, Some(&a.metrics)));
+        let a = attached.as_ref().map(|a| sample(a.run.0.id(), &a.dir, started, &a.metrics));
         println!(
             "{}",
             json!({"secs": s.secs, "rss_mib": s.rss_kib as f64 / 1024.0,
