@@ -6,13 +6,13 @@
 use crate::bank::{LabelBank, LabelKey, PairKey};
 use crate::config::AnnotatorConfig;
 use crate::distill::{AnswerFilter, Answered, DistillLoop, Published};
-use crate::intake::{normalise, Backlog};
-use crate::label::Label;
+use crate::intake::{normalise, question_key, Backlog};
+use crate::label::{Label, LabelRecord};
 use crate::llm::LlmClient;
 use crate::prompts::PromptConfig;
 use oni_proto::v1::SubmitAck;
 use oni_proto::Refusal;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{watch, Notify};
@@ -29,6 +29,12 @@ pub(crate) struct State {
     pub(crate) pairs_pending: HashSet<PairKey>,
     /// Earlier captions, partners for new pairs.
     pub(crate) pool: Vec<String>,
+    /// Question keys waiting or in flight (their caption in the backlog or at the LLM), with
+    /// the captions that wait for that answer (of the same key, or of several messages one
+    /// of which asks it).
+    pub(crate) waiting: HashMap<String, Vec<String>>,
+    /// Captions of several messages waiting for the answers about their messages.
+    pub(crate) composites: HashMap<String, Vec<String>>,
 }
 
 /// Seconds between two checks that the LLM keeps up with the captions.
@@ -53,6 +59,9 @@ pub struct Core {
     pub(crate) answered: std::sync::atomic::AtomicU64,
     /// New captions queued for the LLM by this process.
     pub(crate) queued: std::sync::atomic::AtomicU64,
+    /// The answer of each question key (`annotator.caption_key`), for captions that ask the
+    /// same question as one already answered.
+    pub(crate) by_key: Mutex<HashMap<String, LabelRecord>>,
 }
 
 impl Core {
@@ -65,15 +74,13 @@ impl Core {
         let prompt_hash = prompts.classification_hash();
         let ranking_hash = prompts.ranking_hash();
         let mut pool = Vec::new();
-        if cfg.pairs_per_caption > 0 {
-            let model = &llm.config().model;
-            pool = bank
-                .all()?
-                .into_iter()
-                .filter(|r| r.prompt_hash == prompt_hash && &r.model == model)
-                .map(|r| r.caption)
-                .collect();
-            pool.truncate(cfg.pair_pool);
+        let mut by_key = HashMap::new();
+        let model = &llm.config().model;
+        for r in bank.all()?.into_iter().filter(|r| r.prompt_hash == prompt_hash && &r.model == model) {
+            if cfg.pairs_per_caption > 0 && pool.len() < cfg.pair_pool {
+                pool.push(r.caption.clone());
+            }
+            by_key.entry(question_key(&r.caption, &cfg.caption_key)).or_insert(r);
         }
         Ok(Arc::new(Core {
             state: Mutex::new(State {
@@ -82,7 +89,10 @@ impl Core {
                 pair_backlog: VecDeque::new(),
                 pairs_pending: HashSet::new(),
                 pool,
+                waiting: HashMap::new(),
+                composites: HashMap::new(),
             }),
+            by_key: Mutex::new(by_key),
             cfg,
             prompts,
             prompt_hash,
@@ -104,6 +114,40 @@ impl Core {
             prompt_hash: self.prompt_hash.clone(),
             model: self.llm.config().model.clone(),
         }
+    }
+
+    /// The question a caption asks: captions with equal questions get one answer
+    /// (`annotator.caption_key`; with no rule, the caption itself).
+    pub(crate) fn question(&self, caption: &str) -> String {
+        question_key(caption, &self.cfg.caption_key)
+    }
+
+    /// Answers the captions waiting on these just-stored answers (the same question, or a
+    /// message of theirs) and remembers the answers for later captions; returns the waiting
+    /// captions' records.
+    pub(crate) fn answer_alike(&self, records: &[LabelRecord]) -> Vec<LabelRecord> {
+        let mut out = Vec::new();
+        let mut st = self.state.lock().unwrap();
+        let mut by_key = self.by_key.lock().unwrap();
+        for r in records {
+            let key = self.question(&r.caption);
+            by_key.entry(key.clone()).or_insert_with(|| r.clone());
+            for w in st.waiting.remove(&key).unwrap_or_default() {
+                if self.question(&w) == key {
+                    out.push(r.for_alike(&w, now_ms()));
+                    continue;
+                }
+                // a caption of several messages: done once every message has its answer
+                let Some(parts) = st.composites.get(&w) else { continue };
+                let answers: Option<Vec<LabelRecord>> =
+                    parts.iter().map(|m| by_key.get(&self.question(m)).cloned()).collect();
+                if let Some(answers) = answers {
+                    st.composites.remove(&w);
+                    out.push(combine(&w, &answers, now_ms()));
+                }
+            }
+        }
+        out
     }
 
     pub(crate) fn pair_key(&self, a: &str, b: &str) -> PairKey {
@@ -174,10 +218,14 @@ impl Core {
         }
     }
 
-    /// Queues the captions not yet labelled, waiting or in flight.
+    /// Queues the captions not yet labelled, waiting or in flight. A caption asking the same
+    /// question as one answered or waiting (`annotator.caption_key`) gets that answer; with
+    /// `annotator.split_messages`, a caption of several messages waits for the answer about
+    /// each message.
     pub fn submit(&self, captions: &[String]) -> Result<SubmitAck, Refusal> {
         let mut ack = SubmitAck::default();
-        let mut fresh = Vec::new();
+        // bank lookups first, outside the lock: the caption, and each of its messages
+        let mut fresh: Vec<(String, Vec<Part>)> = Vec::new();
         for c in captions {
             let Some(c) = normalise(c) else {
                 ack.rejected += 1;
@@ -190,32 +238,128 @@ impl Core {
                 metrics::counter!(crate::metric_names::BANK_HITS).increment(1);
                 continue;
             }
-            fresh.push(c);
+            let mut parts = Vec::new();
+            for m in self.messages_of(&c) {
+                let r = self.bank.get(&self.key(&m)).map_err(unreachable_bank)?;
+                parts.push((m, r));
+            }
+            fresh.push((c, parts));
         }
+        let mut alike = Vec::new();
         let mut st = self.state.lock().unwrap();
-        for c in fresh {
-            if st.backlog.contains(&c) || st.in_flight.contains(&c) {
+        for (c, parts) in fresh {
+            if st.backlog.contains(&c) || st.in_flight.contains(&c) || st.composites.contains_key(&c) {
                 ack.known += 1;
                 metrics::counter!(crate::metric_names::CAPTIONS, "outcome" => "duplicate").increment(1);
                 continue;
             }
-            self.add_pairs(&mut st, &c);
-            if st.backlog.push(c).is_some() {
-                metrics::counter!(crate::metric_names::DROPPED, "reason" => "backlog_full").increment(1);
+            if parts.is_empty() {
+                self.ask_or_wait(&mut st, &c, &c, &mut ack, &mut alike);
+                continue;
             }
-            ack.queued += 1;
-            self.queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            metrics::counter!(crate::metric_names::CAPTIONS, "outcome" => "queued").increment(1);
+            // several messages: the caption waits for an answer about each
+            let by_key = self.by_key.lock().unwrap();
+            let answers: Vec<Option<LabelRecord>> = parts
+                .iter()
+                .map(|(m, banked)| banked.clone().or_else(|| by_key.get(&self.question(m)).cloned()))
+                .collect();
+            drop(by_key);
+            if answers.iter().all(Option::is_some) {
+                let answers: Vec<LabelRecord> = answers.into_iter().flatten().collect();
+                alike.push(combine(&c, &answers, now_ms()));
+                ack.known += 1;
+                metrics::counter!(crate::metric_names::CAPTIONS, "outcome" => "same_question").increment(1);
+                continue;
+            }
+            self.add_pairs(&mut st, &c);
+            let mut asked = SubmitAck::default();
+            for ((m, _), a) in parts.iter().zip(&answers) {
+                if a.is_none() {
+                    self.ask_or_wait(&mut st, m, &c, &mut asked, &mut alike);
+                }
+            }
+            // the caption counts once: queued when it brought a new question
+            if asked.queued > 0 {
+                ack.queued += 1;
+            } else {
+                ack.known += 1;
+            }
+            st.composites.insert(c, parts.into_iter().map(|(m, _)| m).collect());
         }
         ack.backlog = st.backlog.len() as u64;
         ack.backpressure = st.backlog.is_nearly_full();
         metrics::gauge!(crate::metric_names::LLM_BACKLOG).set(ack.backlog as f64);
         metrics::gauge!(crate::metric_names::LLM_PAIR_BACKLOG).set(st.pair_backlog.len() as f64);
         drop(st);
+        if !alike.is_empty() {
+            self.bank.put(&alike).map_err(unreachable_bank)?;
+            self.notify(alike.into_iter().map(Answered::Label));
+        }
         if ack.queued > 0 {
             self.work.notify_waiters();
         }
         Ok(ack)
+    }
+
+    /// The messages a caption is judged by, when it is judged message by message (empty: the
+    /// caption is one question).
+    fn messages_of(&self, caption: &str) -> Vec<String> {
+        if !self.cfg.split_messages {
+            return Vec::new();
+        }
+        let m = crate::intake::messages(caption);
+        if m.len() > 1 {
+            m
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Gets `waiter` the answer to `question` (a caption or one of its messages): the answer
+    /// of the same question if there is one, else a wait for the question already queued,
+    /// else the question queued.
+    fn ask_or_wait(
+        &self,
+        st: &mut State,
+        question: &str,
+        waiter: &str,
+        ack: &mut SubmitAck,
+        alike: &mut Vec<LabelRecord>,
+    ) {
+        let key = self.question(question);
+        if question == waiter {
+            if let Some(r) = self.by_key.lock().unwrap().get(&key) {
+                alike.push(r.for_alike(waiter, now_ms()));
+                ack.known += 1;
+                metrics::counter!(crate::metric_names::CAPTIONS, "outcome" => "same_question").increment(1);
+                return;
+            }
+        }
+        if let Some(w) = st.waiting.get_mut(&key) {
+            if !w.iter().any(|x| x == waiter) {
+                w.push(waiter.to_string());
+            }
+            if question == waiter {
+                ack.known += 1;
+                metrics::counter!(crate::metric_names::CAPTIONS, "outcome" => "same_question").increment(1);
+            }
+            return;
+        }
+        st.waiting.insert(key, if question == waiter { Vec::new() } else { vec![waiter.to_string()] });
+        if question == waiter {
+            self.add_pairs(st, question);
+        }
+        if let Some(dropped) = st.backlog.push(question.to_string()) {
+            let lost = st.waiting.remove(&self.question(&dropped)).unwrap_or_default();
+            for w in &lost {
+                st.composites.remove(w);
+            }
+            metrics::counter!(crate::metric_names::DROPPED, "reason" => "backlog_full")
+                .increment(1 + lost.len() as u64);
+        }
+        ack.queued += 1;
+        self.queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        metrics::counter!(crate::metric_names::CAPTIONS, "outcome" => "queued").increment(1);
     }
 
     pub fn llm(&self) -> &LlmClient {
@@ -236,6 +380,33 @@ impl Core {
     pub fn label_of(&self, caption: &str) -> Result<Option<Label>, Refusal> {
         let Some(c) = normalise(caption) else { return Ok(None) };
         Ok(self.bank.get(&self.key(&c)).map_err(unreachable_bank)?.map(|r| r.label))
+    }
+}
+
+/// One message of a caption judged message by message, with its answer if the bank has one.
+type Part = (String, Option<LabelRecord>);
+
+/// A caption's label from the answers about each of its messages: helpful when any message
+/// is (a setback beside progress does not cancel it), unhelpful when all are, else unknown.
+fn combine(caption: &str, answers: &[LabelRecord], time_ms: u64) -> LabelRecord {
+    let label = if answers.iter().any(|a| a.label == Label::Helpful) {
+        Label::Helpful
+    } else if answers.iter().all(|a| a.label == Label::Unhelpful) {
+        Label::Unhelpful
+    } else {
+        Label::Unknown
+    };
+    let join = |f: &dyn Fn(&LabelRecord) -> String| answers.iter().map(f).collect::<Vec<_>>().join(" | ");
+    LabelRecord {
+        caption: caption.into(),
+        label,
+        prompt_hash: answers[0].prompt_hash.clone(),
+        model: answers[0].model.clone(),
+        raw_answer: crate::label::truncate(&join(&|a| a.raw_answer.clone()), crate::label::RAW_ANSWER_MAX),
+        latency_ms: 0,
+        time_ms,
+        tokens: None,
+        asked_as: Some(join(&|a| a.asked_as.clone().unwrap_or_else(|| a.caption.clone()))),
     }
 }
 

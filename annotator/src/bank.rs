@@ -310,6 +310,8 @@ mod tests {
             raw_answer: "{\"helpful\": true}".into(),
             latency_ms: 12,
             time_ms: 1,
+            tokens: None,
+            asked_as: None,
         }
     }
 

@@ -1,3 +1,4 @@
+use crate::intake::KeyRule;
 use serde::{Deserialize, Serialize};
 
 /// `[annotator]`: the service that asks the LLM about captions and distils the reward model.
@@ -26,6 +27,16 @@ pub struct AnnotatorConfig {
     pub pair_backlog_capacity: usize,
     /// Distinct captions remembered as partners for new pairs.
     pub pair_pool: usize,
+    /// What a caption's question ignores (`numbers`, `letters`, `pets`): captions that differ
+    /// only there are asked about once, and each gets the answer, stored under its exact text
+    /// with the caption that was asked (`asked_as`). `[]`: every distinct caption is asked.
+    pub caption_key: Vec<crate::intake::KeyRule>,
+    /// Judge a caption of several messages (a step's messages, one after another) message by
+    /// message, and call it helpful when any message is, so that a setback beside progress
+    /// ("k - a brass key. The newt bites!") does not hide it. Off by default: with
+    /// Qwen2.5-Coder-1.5B it found every keyroom progress caption but, on NetHack, where a
+    /// step prints many messages, called nearly every caption helpful (docs/results/judges.md).
+    pub split_messages: bool,
 }
 
 impl Default for AnnotatorConfig {
@@ -41,6 +52,8 @@ impl Default for AnnotatorConfig {
             pairs_per_caption: 0,
             pair_backlog_capacity: 100_000,
             pair_pool: 50_000,
+            caption_key: vec![KeyRule::Numbers, KeyRule::Letters, KeyRule::Pets],
+            split_messages: false,
         }
     }
 }

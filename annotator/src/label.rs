@@ -22,6 +22,28 @@ pub struct LabelRecord {
     pub latency_ms: u64,
     /// Milliseconds since the Unix epoch.
     pub time_ms: u64,
+    /// Prompt + completion tokens the server reported for this answer (a batched request's
+    /// usage shared evenly among its prompts); absent where the server does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<u32>,
+    /// The caption the LLM was asked about, when this one got its answer without a question
+    /// of its own (same question key, `annotator.caption_key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asked_as: Option<String>,
+}
+
+impl LabelRecord {
+    /// This answer, given to `caption`, which asks the same question.
+    pub fn for_alike(&self, caption: &str, time_ms: u64) -> LabelRecord {
+        LabelRecord {
+            caption: caption.into(),
+            asked_as: Some(self.asked_as.clone().unwrap_or_else(|| self.caption.clone())),
+            latency_ms: 0,
+            time_ms,
+            tokens: None,
+            ..self.clone()
+        }
+    }
 }
 
 pub const RAW_ANSWER_MAX: usize = 512;
@@ -79,6 +101,10 @@ pub struct PairRecord {
     pub raw_answer: String,
     pub latency_ms: u64,
     pub time_ms: u64,
+    /// Prompt + completion tokens the server reported for this answer (a batched request's
+    /// usage shared evenly among its prompts); absent where the server does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<u32>,
 }
 
 /// Reads a ranking answer: `{"better": "first"|"second"|"tie"}`, else a leading word

@@ -7,6 +7,7 @@ pub mod bank;
 pub mod config;
 pub mod distill;
 pub mod intake;
+pub mod judging;
 pub mod label;
 pub mod limiter;
 pub mod llm;

@@ -18,10 +18,12 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Api {
-    /// `/v1/completions`: the raw prompt, several per request (`llm.batch`).
-    #[default]
+    /// `/v1/completions`: the raw prompt, several per request (`llm.batch`). For base
+    /// (non-instruct) models; an instruct model asked this way skips its chat template and
+    /// judges far worse (docs/results/judges.md).
     Completions,
     /// `/v1/chat/completions`: the server wraps each prompt in the model's chat template.
+    #[default]
     Chat,
 }
 
@@ -48,7 +50,8 @@ pub struct LlmConfig {
     pub model: String,
     /// Name of the environment variable holding the API key (sent as a bearer token).
     pub api_key_env: String,
-    /// `completions` (batched prompts) or `chat`.
+    /// `chat` (the default: what instruct models are trained on) or `completions` (raw
+    /// prompts, batched; for base models).
     pub api: Api,
     /// Prompts per `/v1/completions` request. 1 (the default): every prompt is a request of
     /// its own, so an answer is kept however late the others are. Above 1 saves request
@@ -88,7 +91,7 @@ impl Default for LlmConfig {
             base_url: "http://127.0.0.1:8090".into(),
             model: "local".into(),
             api_key_env: "ONI_LLM_API_KEY".into(),
-            api: Api::Completions,
+            api: Api::Chat,
             batch: 1,
             concurrency: 4,
             min_concurrency: 1,
@@ -151,6 +154,8 @@ pub struct Answer<T = Label> {
     pub label: T,
     pub raw: String,
     pub latency: Duration,
+    /// Prompt + completion tokens of this answer, where the server reports usage.
+    pub tokens: Option<u32>,
 }
 
 /// The two questions the annotator asks; each has its own answer shape.
@@ -198,6 +203,8 @@ pub struct LlmClient {
     timeouts: Mutex<Throttled>,
     /// Prompts sent to the server, retries included (for benchmarks and tests).
     prompts_sent: std::sync::atomic::AtomicU64,
+    /// Tokens the server reported spending: prompt, completion.
+    tokens: [std::sync::atomic::AtomicU64; 2],
 }
 
 enum Attempt {
@@ -225,6 +232,7 @@ impl LlmClient {
             breaker: Default::default(),
             timeouts: Mutex::new(Throttled::new(WARN_EVERY)),
             prompts_sent: Default::default(),
+            tokens: Default::default(),
             cfg,
         })
     }
@@ -235,6 +243,13 @@ impl LlmClient {
 
     pub fn prompts_sent(&self) -> u64 {
         self.prompts_sent.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Prompt and completion tokens the server reported spending so far (its `usage`
+    /// fields; zero for servers that leave them out).
+    pub fn tokens(&self) -> (u64, u64) {
+        let [p, c] = &self.tokens;
+        (p.load(std::sync::atomic::Ordering::Relaxed), c.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Requests the server gets at once now (the adaptive limit).
@@ -328,18 +343,22 @@ impl LlmClient {
         let futures = texts.chunks(chunk).map(|group| self.answer_group(group, q));
         let raw = futures::future::join_all(futures).await.into_iter().flatten();
         raw.map(|r| {
-            r.map(|(text, latency)| {
+            r.map(|(text, latency, tokens)| {
                 let label = parse(&text);
                 if unreadable(label) {
                     metrics::counter!(crate::metric_names::LLM_UNPARSED).increment(1);
                 }
-                Answer { label, raw: truncate(&text, RAW_ANSWER_MAX), latency }
+                Answer { label, raw: truncate(&text, RAW_ANSWER_MAX), latency, tokens }
             })
         })
         .collect()
     }
 
-    async fn answer_group(&self, prompts: &[String], q: Question) -> Vec<Result<(String, Duration), LlmError>> {
+    async fn answer_group(
+        &self,
+        prompts: &[String],
+        q: Question,
+    ) -> Vec<Result<(String, Duration, Option<u32>), LlmError>> {
         let (path, mut body) = if self.cfg.api == Api::Completions {
             let prompt = if prompts.len() == 1 { json!(prompts[0]) } else { json!(prompts) };
             ("/v1/completions", json!({"model": self.cfg.model, "prompt": prompt}))
@@ -357,14 +376,12 @@ impl LlmClient {
         let result = self.post(path, &body, n).await;
         let latency = start.elapsed();
         metrics::histogram!(crate::metric_names::LLM_REQUEST_SECONDS).record(latency.as_secs_f64());
-        if let Ok(v) = &result {
-            count_tokens(v);
-        }
+        let tokens = result.as_ref().ok().and_then(|v| self.count_tokens(v)).map(|t| t / prompts.len().max(1) as u32);
         let texts = result.and_then(|v| choices(&v, prompts.len(), self.cfg.api == Api::Chat));
         match texts {
             Ok(texts) => {
                 metrics::counter!(crate::metric_names::LLM_REQUESTS, "outcome" => "ok").increment(1);
-                texts.into_iter().map(|raw| Ok((raw, latency))).collect()
+                texts.into_iter().map(|raw| Ok((raw, latency, tokens))).collect()
             }
             Err(e) => {
                 metrics::counter!(crate::metric_names::LLM_REQUESTS, "outcome" => "error").increment(1);
@@ -464,6 +481,22 @@ impl LlmClient {
         }
     }
 
+    /// Counts the tokens the server reports spending (OpenAI's `usage` block; absent on some
+    /// servers); returns their sum, if it said.
+    fn count_tokens(&self, v: &Value) -> Option<u32> {
+        let mut total = None;
+        for (i, (field, kind)) in
+            [("prompt_tokens", "prompt"), ("completion_tokens", "completion")].into_iter().enumerate()
+        {
+            if let Some(n) = v.pointer(&format!("/usage/{field}")).and_then(Value::as_u64) {
+                metrics::counter!(crate::metric_names::LLM_TOKENS, "kind" => kind).increment(n);
+                self.tokens[i].fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                total = Some(total.unwrap_or(0) + n as u32);
+            }
+        }
+        total
+    }
+
     fn record(&self, ok: bool) {
         let mut b = self.breaker.lock().unwrap();
         if ok {
@@ -484,15 +517,6 @@ impl LlmClient {
             }
         }
         metrics::gauge!(crate::metric_names::LLM_CIRCUIT_OPEN).set(if b.open_until.is_some() { 1.0 } else { 0.0 });
-    }
-}
-
-/// Tokens the server reports spending (OpenAI's `usage` block; absent on some servers).
-fn count_tokens(v: &Value) {
-    for (field, kind) in [("prompt_tokens", "prompt"), ("completion_tokens", "completion")] {
-        if let Some(n) = v.pointer(&format!("/usage/{field}")).and_then(Value::as_u64) {
-            metrics::counter!(crate::metric_names::LLM_TOKENS, "kind" => kind).increment(n);
-        }
     }
 }
 

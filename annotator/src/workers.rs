@@ -59,7 +59,7 @@ impl Core {
     async fn label_captions(&self, batch: Vec<String>, stop: &watch::Receiver<bool>) -> usize {
         let results = self.llm.classify(&self.prompts, &batch).await;
         let model = &self.llm.config().model;
-        let record = |caption: &String, label, raw_answer, latency_ms| LabelRecord {
+        let record = |caption: &String, label, raw_answer, latency_ms, tokens| LabelRecord {
             caption: caption.clone(),
             label,
             prompt_hash: self.prompt_hash.clone(),
@@ -67,6 +67,8 @@ impl Core {
             raw_answer,
             latency_ms,
             time_ms: now_ms(),
+            tokens,
+            asked_as: None,
         };
         let (records, mut retry) = sort_answers(&batch, results, Label::Unknown, record);
         let stored = self.store(records.is_empty(), stop, || self.bank.put(&records)).await;
@@ -77,6 +79,13 @@ impl Core {
                 metrics::counter!(crate::metric_names::LABELS, "label" => r.label.name()).increment(1);
             }
             self.notify(records.iter().cloned().map(Answered::Label));
+            let alike = self.answer_alike(&records);
+            if self.store(alike.is_empty(), stop, || self.bank.put(&alike)).await.is_ok() {
+                self.notify(alike.into_iter().map(Answered::Label));
+            } else {
+                // stopping with a bank that refuses writes: they are asked again next time
+                retry.extend(alike.into_iter().map(|r| r.caption));
+            }
         }
         let mut st = self.state.lock().unwrap();
         for c in &batch {
@@ -94,7 +103,7 @@ impl Core {
     async fn rank_pairs(&self, batch: Vec<(String, String)>, stop: &watch::Receiver<bool>) -> usize {
         let results = self.llm.rank(&self.prompts, &batch).await;
         let model = &self.llm.config().model;
-        let record = |(first, second): &(String, String), preference, raw_answer, latency_ms| PairRecord {
+        let record = |(first, second): &(String, String), preference, raw_answer, latency_ms, tokens| PairRecord {
             first: first.clone(),
             second: second.clone(),
             preference,
@@ -103,6 +112,7 @@ impl Core {
             raw_answer,
             latency_ms,
             time_ms: now_ms(),
+            tokens,
         };
         let (records, mut retry) = sort_answers(&batch, results, Preference::Unknown, record);
         let stored = self.store(records.is_empty(), stop, || self.bank.put_pairs(&records)).await;
@@ -237,7 +247,7 @@ fn sort_answers<I: Clone, T, R>(
     batch: &[I],
     results: Vec<Result<crate::llm::Answer<T>, crate::llm::LlmError>>,
     unknown: T,
-    record: impl Fn(&I, T, String, u64) -> R,
+    record: impl Fn(&I, T, String, u64, Option<u32>) -> R,
 ) -> (Vec<R>, Vec<I>)
 where
     T: Copy,
@@ -246,8 +256,10 @@ where
     let mut retry = Vec::new();
     for (item, r) in batch.iter().zip(results) {
         match r {
-            Ok(a) => records.push(record(item, a.label, a.raw, a.latency.as_millis() as u64)),
-            Err(e) if e.is_final() => records.push(record(item, unknown, truncate(&e.to_string(), RAW_ANSWER_MAX), 0)),
+            Ok(a) => records.push(record(item, a.label, a.raw, a.latency.as_millis() as u64, a.tokens)),
+            Err(e) if e.is_final() => {
+                records.push(record(item, unknown, truncate(&e.to_string(), RAW_ANSWER_MAX), 0, None))
+            }
             Err(_) => retry.push(item.clone()),
         }
     }

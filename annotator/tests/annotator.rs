@@ -3,6 +3,7 @@
 
 mod common;
 use common::*;
+use oni_annotator::llm::Api;
 use oni_annotator::{AnnotatorConfig, Core};
 use oni_annotator::{FileBank, Label, LabelBank, LlmClient, LlmConfig, PromptConfig};
 use std::sync::{Arc, Mutex};
@@ -12,6 +13,7 @@ use tokio::sync::watch;
 fn llm(url: &str) -> LlmClient {
     LlmClient::new(LlmConfig {
         base_url: url.into(),
+        api: Api::Completions,
         batch: 4,
         concurrency: 2,
         retries: 1,
@@ -26,7 +28,8 @@ fn llm(url: &str) -> LlmClient {
 }
 
 fn core(url: &str, bank: Arc<dyn LabelBank>) -> Arc<Core> {
-    let cfg = AnnotatorConfig { retry_pause_ms: 100, ..Default::default() };
+    // every distinct caption its own question: these tests count prompts per caption
+    let cfg = AnnotatorConfig { retry_pause_ms: 100, caption_key: vec![], ..Default::default() };
     Core::new(cfg, PromptConfig::default(), llm(url), bank).unwrap()
 }
 
@@ -153,4 +156,102 @@ async fn a_full_disk_keeps_every_answer_and_tears_no_record() {
     assert_eq!(seen.len(), 60);
     assert_eq!(FileBank::open(&bank_dir).unwrap().len().unwrap(), 60);
     eprintln!("{stored} of {asked} answers fitted on the full disk; the rest were kept and written after");
+}
+
+/// Captions that differ only in a number, an inventory letter or the pet's species ask one
+/// question: one prompt, every caption labelled under its own text with the caption that
+/// was asked beside it, and a restarted annotator answers new such captions from the bank.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn captions_asking_the_same_question_share_one_prompt() {
+    let script = Arc::new(Mutex::new(Script { auto: true, auto_delay_ms: 200, ..Default::default() }));
+    let url = serve(script.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = || AnnotatorConfig { retry_pause_ms: 100, ..Default::default() };
+    let gold: Vec<String> = (1..=30).map(|i| format!("You see here {i} gold pieces.")).collect();
+    let keys = [
+        "k - a brass key.",
+        "j - a brass key.",
+        "You swap places with your kitten.",
+        "You swap places with your little dog.",
+    ];
+    {
+        let bank: Arc<dyn LabelBank> = Arc::new(FileBank::open(dir.path()).unwrap());
+        let c = Core::new(cfg(), PromptConfig::default(), llm(&url), bank.clone()).unwrap();
+        let (stop_tx, stop) = watch::channel(false);
+        let workers = c.spawn_workers(stop);
+        // the first gold caption waits at the (slow) LLM while the others arrive
+        let ack = c.submit(&gold[..1]).unwrap();
+        assert_eq!(ack.queued, 1);
+        let ack = c.submit(&gold[1..]).unwrap();
+        assert_eq!((ack.queued, ack.known), (0, 29));
+        let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        assert_eq!(c.submit(&keys).unwrap().queued, 2);
+        until("every caption labelled", 20, || bank.len().unwrap() == 34).await;
+        let _ = stop_tx.send(true);
+        for w in workers {
+            w.await.unwrap();
+        }
+        assert_eq!(prompts_asked(&script), 3, "captions asking the same question were asked apiece");
+        let all = bank.all().unwrap();
+        let first = all.iter().find(|r| r.caption == gold[0]).unwrap();
+        assert_eq!((first.label, first.asked_as.as_deref()), (Label::Unhelpful, None));
+        let later = all.iter().find(|r| r.caption == gold[29]).unwrap();
+        assert_eq!((later.label, later.asked_as.as_deref()), (Label::Unhelpful, Some(gold[0].as_str())));
+        let key = all.iter().find(|r| r.caption == "j - a brass key.").unwrap();
+        assert_eq!((key.label, key.asked_as.as_deref()), (Label::Helpful, Some("k - a brass key.")));
+    }
+    // restarted on the same bank: a new count of gold is answered without a prompt
+    let bank: Arc<dyn LabelBank> = Arc::new(FileBank::open(dir.path()).unwrap());
+    let c = Core::new(cfg(), PromptConfig::default(), llm(&url), bank.clone()).unwrap();
+    let ack = c.submit(&["You see here 977 gold pieces.".to_string()]).unwrap();
+    assert_eq!((ack.queued, ack.known), (0, 1));
+    assert_eq!(c.label_of("You see here 977 gold pieces.").unwrap(), Some(Label::Unhelpful));
+    assert_eq!(prompts_asked(&script), 3);
+    // with no rule, every distinct caption is its own question
+    let plain = AnnotatorConfig { caption_key: vec![], ..cfg() };
+    let c = Core::new(plain, PromptConfig::default(), llm(&url), bank).unwrap();
+    assert_eq!(c.submit(&["You see here 978 gold pieces.".to_string()]).unwrap().queued, 1);
+}
+
+/// A caption of several messages is judged by its messages: progress beside a setback is
+/// helpful, each message is asked once however many captions hold it, and a caption whose
+/// messages were all answered before needs no prompt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn captions_are_judged_message_by_message() {
+    let script = Arc::new(Mutex::new(Script { auto: true, auto_delay_ms: 100, ..Default::default() }));
+    let url = serve(script.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let bank: Arc<dyn LabelBank> = Arc::new(FileBank::open(dir.path()).unwrap());
+    let cfg = AnnotatorConfig { retry_pause_ms: 100, split_messages: true, ..Default::default() };
+    let c = Core::new(cfg, PromptConfig::default(), llm(&url), bank.clone()).unwrap();
+    let (stop_tx, stop) = watch::channel(false);
+    let workers = c.spawn_workers(stop);
+    let caps: Vec<String> = [
+        "k - a brass key. The newt bites!",
+        "You see here 3 gold pieces. The newt bites!",
+        "The newt bites!",
+        "You see here 4 gold pieces. k - a brass key.",
+    ]
+    .map(String::from)
+    .into();
+    let ack = c.submit(&caps).unwrap();
+    assert_eq!(ack.queued + ack.known, 4);
+    // the three distinct questions: "k - a brass key.", "The newt bites!", "You see here 3 gold pieces."
+    until("every caption labelled", 20, || caps.iter().all(|x| c.label_of(x).unwrap().is_some())).await;
+    assert_eq!(prompts_asked(&script), 3);
+    let label = |x: &str| c.label_of(x).unwrap().unwrap();
+    assert_eq!(label("k - a brass key. The newt bites!"), Label::Helpful, "the bite hid the key");
+    assert_eq!(label("You see here 3 gold pieces. The newt bites!"), Label::Unhelpful);
+    assert_eq!(label("You see here 4 gold pieces. k - a brass key."), Label::Helpful);
+    let rec = bank.all().unwrap().into_iter().find(|r| r.caption == caps[0]).unwrap();
+    assert_eq!(rec.asked_as.as_deref(), Some("k - a brass key. | The newt bites!"));
+    // every message answered before: no prompt
+    let ack = c.submit(&["The newt bites! j - a brass key.".to_string()]).unwrap();
+    assert_eq!((ack.queued, ack.known), (0, 1));
+    assert_eq!(label("The newt bites! j - a brass key."), Label::Helpful);
+    let _ = stop_tx.send(true);
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert_eq!(prompts_asked(&script), 3);
 }

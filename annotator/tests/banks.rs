@@ -13,6 +13,8 @@ fn rec(caption: &str, label: Label, model: &str, t: u64) -> LabelRecord {
         raw_answer: "{\"helpful\": true}".into(),
         latency_ms: 40,
         time_ms: t,
+        tokens: Some(57),
+        asked_as: None,
     }
 }
 
@@ -51,6 +53,7 @@ fn exercise(bank: &dyn LabelBank) {
         raw_answer: "{\"better\": \"first\"}".into(),
         latency_ms: 5,
         time_ms: t,
+        tokens: None,
     };
     assert!(bank.pairs().unwrap().is_empty());
     bank.put_pairs(&[

@@ -4,6 +4,7 @@
 
 mod common;
 use common::*;
+use oni_annotator::llm::Api;
 use oni_annotator::service::AnnotatorService;
 use oni_annotator::{AnnotatorConfig, Core};
 use oni_annotator::{FileBank, LabelBank, LlmClient, LlmConfig, PairKey, Preference, PromptConfig};
@@ -18,6 +19,7 @@ use tokio::sync::watch;
 fn core(url: &str, bank: Arc<dyn LabelBank>, pairs_per_caption: usize) -> Arc<Core> {
     let llm = LlmClient::new(LlmConfig {
         base_url: url.into(),
+        api: Api::Completions,
         batch: 4,
         concurrency: 2,
         timeout_ms: 2000,

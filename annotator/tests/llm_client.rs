@@ -10,7 +10,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 fn config(url: &str) -> LlmConfig {
-    LlmConfig { base_url: url.into(), backoff_base_ms: 10, backoff_max_ms: 50, timeout_ms: 2_000, ..Default::default() }
+    LlmConfig {
+        base_url: url.into(),
+        api: Api::Completions,
+        backoff_base_ms: 10,
+        backoff_max_ms: 50,
+        timeout_ms: 2_000,
+        ..Default::default()
+    }
 }
 
 fn captions(n: usize) -> Vec<String> {

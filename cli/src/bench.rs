@@ -27,6 +27,8 @@ pub enum BenchCmd {
     Inference(InferenceBench),
     /// Labels/s through the annotator against a plain client on the same LLM server.
     Annotator(AnnotatorBench),
+    /// A judge's agreement with the labelled captions of data/judging (accuracy, κ, pairs).
+    Judge(crate::judge_bench::JudgeBench),
     /// Success rate of several presets (e.g. extrinsic-only vs ONI) at one step budget.
     Learning(crate::learning::LearningBench),
     /// Env-hub protocol overhead: steps/s of an instant env attached from Python, per batch size.
@@ -115,6 +117,7 @@ pub async fn run(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Inference(b) => bench_inference(b),
         BenchCmd::Annotator(b) => bench_annotator(b).await,
         BenchCmd::Learning(b) => crate::learning::bench_learning(b).await,
+        BenchCmd::Judge(b) => crate::judge_bench::bench_judge(b).await,
         BenchCmd::Attach(b) => bench_attach(b).await,
         BenchCmd::Soak(b) => crate::soak::bench_soak(b).await,
     }
@@ -632,6 +635,10 @@ pub async fn bench_annotator(b: AnnotatorBench) -> Result<()> {
     let mut common = b.common.clone();
     common.set.push(format!("llm.base_url=\"{}\"", b.llm));
     common.set.push("telemetry.metrics_listen=\"\"".into());
+    // the plain client below posts batches to /v1/completions: the annotator must too
+    common.set.push("llm.api=\"completions\"".into());
+    // captions that differ only in a number: each must be its own question here
+    common.set.push("annotator.caption_key=[]".into());
     let cfg = crate::config::load(common.config.as_deref(), &common.set)?;
     let tag = std::process::id();
     let captions = |set: &str| -> Vec<String> {

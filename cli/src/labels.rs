@@ -96,6 +96,16 @@ pub fn labels(cmd: LabelsCmd) -> Result<()> {
             for ((model, prompt, label), n) in counts {
                 println!("{model}\t{prompt}\t{label}\t{n}");
             }
+            let unique = all.iter().map(|r| r.caption.as_str()).collect::<std::collections::HashSet<_>>().len();
+            let (spent, told) =
+                all.iter().filter_map(|r| r.tokens).fold((0u64, 0usize), |(s, n), t| (s + t as u64, n + 1));
+            if told > 0 {
+                println!(
+                    "tokens: {spent} for {unique} unique captions ({:.1} per unique caption; {told} of {} labels report usage)",
+                    spent as f64 / unique.max(1) as f64,
+                    all.len()
+                );
+            }
             let bank = bank_of(&c)?;
             let pairs = bank.pairs()?;
             if !pairs.is_empty() {

@@ -8,6 +8,7 @@ mod config;
 mod device;
 mod heap;
 mod judge;
+mod judge_bench;
 mod labels;
 mod learning;
 mod progress;

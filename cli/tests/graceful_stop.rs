@@ -122,7 +122,8 @@ async fn sigterm_to_the_annotator_labels_what_it_received_first() {
     };
     let mut annotator = Proc::start("annotator", dir.path(), &as_strs(&args));
     let mut client = wait_for("the annotator", Duration::from_secs(60), connect).await;
-    let captions: Vec<String> = (0..12).map(|i| format!("You read scroll number {i}.")).collect();
+    // distinct questions (captions differing only in a number would share one)
+    let captions: Vec<String> = ITEMS.iter().map(|w| format!("You read the {w}.")).collect();
     let batch = CaptionBatch { actor_id: "test".into(), captions: captions.clone() };
     assert_eq!(client.submit_captions(batch).await.unwrap().into_inner().queued, 12);
     let (st, took) = annotator.terminate(Duration::from_secs(60)).expect("the annotator stops within its drain time");

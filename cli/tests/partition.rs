@@ -114,7 +114,8 @@ async fn the_annotator_comes_back_from_partitions_from_redis_and_the_llm() {
     let submit = |captions: Vec<String>| CaptionBatch { actor_id: "test".into(), captions };
 
     // Redis cut off while the LLM thinks about a batch
-    let first: Vec<String> = (0..8).map(|i| format!("You see here {i} gold pieces.")).collect();
+    // distinct questions (captions differing only in a number would share one)
+    let first: Vec<String> = ITEMS[..8].iter().map(|w| format!("You see here a {w}.")).collect();
     let ack = client.submit_captions(submit(first.clone())).await.unwrap().into_inner();
     assert_eq!(ack.queued, 8);
     net.cut(&[rport]);
@@ -137,7 +138,7 @@ async fn the_annotator_comes_back_from_partitions_from_redis_and_the_llm() {
     assert_eq!(family_sum(&m, "oni_annotator_requeued_total"), 0.0, "answers were thrown away and asked again");
 
     // the LLM cut off while captions wait
-    let second: Vec<String> = (0..8).map(|i| format!("You find door number {i}.")).collect();
+    let second: Vec<String> = ITEMS[4..].iter().map(|w| format!("You find a {w} behind the door.")).collect();
     net.cut(&[jport]);
     let ack = client.submit_captions(submit(second.clone())).await.unwrap().into_inner();
     assert_eq!(ack.queued, 8);

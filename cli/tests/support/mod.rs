@@ -162,6 +162,10 @@ pub fn annotator_args(listen: &str, llm_url: &str, run_dir: &Path, sets: &[&str]
     v
 }
 
+/// Words for captions that ask distinct questions.
+pub const ITEMS: [&str; 12] =
+    ["ring", "wand", "scroll", "amulet", "gem", "potion", "dagger", "helmet", "cloak", "lamp", "shield", "whistle"];
+
 pub fn as_strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
