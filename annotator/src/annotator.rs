@@ -386,16 +386,9 @@ impl Core {
 /// One message of a caption judged message by message, with its answer if the bank has one.
 type Part = (String, Option<LabelRecord>);
 
-/// A caption's label from the answers about each of its messages: helpful when any message
-/// is (a setback beside progress does not cancel it), unhelpful when all are, else unknown.
+/// A caption's record from the answers about each of its messages (`Label::of_messages`).
 fn combine(caption: &str, answers: &[LabelRecord], time_ms: u64) -> LabelRecord {
-    let label = if answers.iter().any(|a| a.label == Label::Helpful) {
-        Label::Helpful
-    } else if answers.iter().all(|a| a.label == Label::Unhelpful) {
-        Label::Unhelpful
-    } else {
-        Label::Unknown
-    };
+    let label = Label::of_messages(answers.iter().map(|a| a.label));
     let join = |f: &dyn Fn(&LabelRecord) -> String| answers.iter().map(f).collect::<Vec<_>>().join(" | ");
     LabelRecord {
         caption: caption.into(),

@@ -81,6 +81,23 @@ impl Preference {
 }
 
 impl Label {
+    /// A caption's label from the labels of its messages: helpful when any message is (a
+    /// setback beside progress does not cancel it), unhelpful when all are, else unknown.
+    pub fn of_messages(labels: impl IntoIterator<Item = Label>) -> Label {
+        let (mut helpful, mut all_unhelpful) = (false, true);
+        for l in labels {
+            helpful |= l == Label::Helpful;
+            all_unhelpful &= l == Label::Unhelpful;
+        }
+        if helpful {
+            Label::Helpful
+        } else if all_unhelpful {
+            Label::Unhelpful
+        } else {
+            Label::Unknown
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Label::Helpful => "helpful",

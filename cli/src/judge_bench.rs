@@ -254,13 +254,7 @@ async fn judge_captions(
                         .iter()
                         .map(|m| &answers[index[m.as_str()]])
                         .collect();
-                    let label = if parts.iter().any(|v| v.label == Label::Helpful) {
-                        Label::Helpful
-                    } else if parts.iter().all(|v| v.label == Label::Unhelpful) {
-                        Label::Unhelpful
-                    } else {
-                        Label::Unknown
-                    };
+                    let label = Label::of_messages(parts.iter().map(|v| v.label));
                     let raw = parts.iter().map(|v| v.raw.as_str()).collect::<Vec<_>>().join(" | ");
                     Verdict { label, raw }
                 })
