@@ -1,8 +1,10 @@
 //! deploy/slurm/oni.sbatch on a real one-node Slurm cluster (Debian's munge, slurmctld and
 //! slurmd, installed by scripts/test.sh, configured and started here in a temporary
 //! directory, stopped at the end): the job trains keyroom with a learner step and two actor
-//! steps; cancelling one actor step leaves training going; cancelling the job leaves a final
-//! checkpoint; a resubmitted job resumes from it.
+//! steps; cancelling one actor step leaves training going; `scontrol requeue` (what Slurm does
+//! on a node failure or preemption) stops the job with a final checkpoint and the requeued job
+//! resumes from it; cancelling the job leaves a final checkpoint; a resubmitted job resumes
+//! from it.
 
 mod support;
 use std::path::{Path, PathBuf};
@@ -60,7 +62,7 @@ impl Cluster {
             &conf,
             format!(
                 "ClusterName=onitest\nSlurmctldHost={host}(127.0.0.1)\nSlurmctldPort={ctld_port}\nSlurmdPort={d_port}\n\
-                 AuthType=auth/munge\nAuthInfo=socket={d}/munge/munge.sock\nCredType=cred/munge\n\
+                 AuthType=auth/munge\nAuthInfo=socket={d}/munge/munge.sock,cred_expire=10\nCredType=cred/munge\n\
                  SlurmUser=root\nSlurmdUser=root\nStateSaveLocation={d}/state\nSlurmdSpoolDir={d}/spool\n\
                  SlurmctldPidFile={d}/slurmctld.pid\nSlurmdPidFile={d}/slurmd.pid\n\
                  SlurmctldLogFile={d}/log/slurmctld.log\nSlurmdLogFile={d}/log/slurmd.log\n\
@@ -167,6 +169,11 @@ fn learner_log(run_dir: &Path) -> String {
     std::fs::read_to_string(run_dir.join("logs/learner.log")).unwrap_or_default()
 }
 
+/// `env_steps=N` of the first log line in `log` (a "resumed from checkpoint" line).
+fn resumed_steps(log: &str) -> u64 {
+    log.split("env_steps=").nth(1).and_then(|s| s.split_whitespace().next()?.parse().ok()).unwrap()
+}
+
 #[test]
 fn a_slurm_job_trains_loses_an_actor_is_cancelled_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
@@ -196,23 +203,43 @@ fn a_slurm_job_trains_loses_an_actor_is_cancelled_and_resumes() {
     wait_until("training after the actor's loss", Duration::from_secs(60), || progress(&run_dir).0 > before + 20_000);
     assert!(cluster.steps(&job).iter().any(|(_, n)| n == "learner"), "the learner step ended with the actor");
 
+    // Slurm requeues the job: SIGTERM to every step, a final checkpoint, and once the requeue
+    // delay (cred_expire) has passed the job starts again and resumes from that checkpoint
+    let (steps_at_requeue, _) = progress(&run_dir);
+    let requeued = Instant::now();
+    assert!(cluster.run("scontrol", &["requeue", &job]).is_some(), "scontrol requeue {job}");
+    wait_until("the requeued job to resume", Duration::from_secs(180), || {
+        learner_log(&run_dir).contains("resumed from checkpoint")
+    });
+    let log = learner_log(&run_dir);
+    let signal = log.find("signal received").unwrap_or_else(|| panic!("the learner saw no signal:\n{log}"));
+    let resumed_at = log.find("resumed from checkpoint").unwrap();
+    assert!(log[signal..resumed_at].contains("checkpoint written"), "no final checkpoint before the requeue:\n{log}");
+    let resumed = resumed_steps(&log[resumed_at..]);
+    assert!(
+        resumed >= steps_at_requeue,
+        "resumed at {resumed} steps; {steps_at_requeue} were trained before the requeue"
+    );
+    assert!(cluster.job_log(&job).contains("(restart 1)"), "{}", cluster.job_log(&job));
+    wait_until("training after the requeue", Duration::from_secs(120), || progress(&run_dir).0 > resumed + 20_000);
+    eprintln!("requeue → training again: {:.1} s", requeued.elapsed().as_secs_f64());
+
     // scancel: SIGTERM to every step, and the learner writes its final checkpoint
     assert!(cluster.run("scancel", &[&job]).is_some());
     wait_until("the job to end", Duration::from_secs(90), || cluster.job_gone(&job));
     let log = learner_log(&run_dir);
-    let signal = log.find("signal received").unwrap_or_else(|| panic!("the learner saw no signal:\n{log}"));
+    let signal = log.rfind("signal received").unwrap_or_else(|| panic!("the learner saw no signal:\n{log}"));
+    assert!(signal > resumed_at, "the requeued learner saw no signal:\n{log}");
     assert!(log[signal..].contains("checkpoint written"), "no final checkpoint after the signal:\n{log}");
     let (steps_at_cancel, _) = progress(&run_dir);
 
     // resubmitted (as a requeue would restart it): it resumes from that checkpoint
     let again = cluster.submit(&run_dir, ports, &args);
     wait_until("the resumed job to train", Duration::from_secs(120), || {
-        learner_log(&run_dir).matches("resumed from checkpoint").count() == 1 && progress(&run_dir).0 > steps_at_cancel
+        learner_log(&run_dir).matches("resumed from checkpoint").count() == 2 && progress(&run_dir).0 > steps_at_cancel
     });
     let log = learner_log(&run_dir);
-    let resumed = &log[log.find("resumed from checkpoint").unwrap()..];
-    let env_steps: u64 =
-        resumed.split("env_steps=").nth(1).and_then(|s| s.split_whitespace().next()?.parse().ok()).unwrap();
+    let env_steps = resumed_steps(&log[log.rfind("resumed from checkpoint").unwrap()..]);
     assert!(env_steps >= steps_at_cancel.saturating_sub(20_000), "resumed at {env_steps} of {steps_at_cancel} steps");
     assert!(cluster.run("scancel", &[&again]).is_some());
     wait_until("the second job to end", Duration::from_secs(90), || cluster.job_gone(&again));
