@@ -2,8 +2,10 @@
 //! from deploy/images.sh, the token and TLS keys as Docker secrets; the stack trains keyroom
 //! with ONI-classification (learner, actors, annotator, Redis, llama-server on an overlay
 //! network, every endpoint over TLS), keeps training while actors are scaled 1 → 3 → 1, while
-//! a killed actor task is replaced, and through a rolling update of the actors. The swarm (if
-//! this test made it), the stack, its volumes and secrets are removed at the end.
+//! a killed actor task is replaced, and through a rolling update of the actors; a killed
+//! learner (its node lost: no signal, no final checkpoint) is restarted by Swarm from the
+//! newest periodic checkpoint in its volume, and the actors rejoin it. The swarm (if this test
+//! made it), the stack, its volumes and secrets are removed at the end.
 
 mod support;
 use oni_proto::transport::{AuthInterceptor, ClientOptions, TlsConfig};
@@ -137,6 +139,21 @@ impl Drop for Deployment {
     }
 }
 
+/// A container's log (stdout and stderr).
+fn container_log(id: &str) -> String {
+    let out = Command::new("docker")
+        .args(["logs", id])
+        .output()
+        .map(|o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)));
+    out.unwrap_or_default()
+}
+
+/// `env_steps=N` of the last log line holding `event`.
+fn logged_steps(log: &str, event: &str) -> Option<u64> {
+    let line = log.lines().rev().find(|l| l.contains(event))?;
+    line.split("env_steps=").nth(1)?.split_whitespace().next()?.parse().ok()
+}
+
 /// The learner's env steps through its published port, over TLS with the token.
 async fn steps(port: u16, ca: &Path) -> Option<u64> {
     let opts = ClientOptions {
@@ -236,4 +253,38 @@ async fn the_swarm_stack_trains_over_tls_and_survives_scaling_kills_and_a_rollin
     rate(port, &ca, "training with one actor again", Duration::from_secs(5)).await;
     assert_eq!(d.tasks("learner"), 1, "the learner's task was restarted");
     assert_eq!(d.containers("annotator").len(), 1, "the annotator is not running");
+
+    // the learner's node lost: SIGKILL, so no final checkpoint; Swarm starts a new task on the
+    // labelled node, which resumes from the newest periodic checkpoint in the volume
+    let old = d.containers("learner").pop().unwrap();
+    let checkpointed = wait_for("a periodic checkpoint", Duration::from_secs(150), || {
+        let old = old.clone();
+        async move { logged_steps(&container_log(&old), "checkpoint written") }
+    })
+    .await;
+    let killed = Instant::now();
+    docker(&["kill", &old]).unwrap();
+    let new = wait_for("the learner's replacement", Duration::from_secs(120), || async {
+        d.containers("learner").into_iter().find(|c| *c != old)
+    })
+    .await;
+    let last_checkpoint = logged_steps(&container_log(&old), "checkpoint written").unwrap();
+    assert!(last_checkpoint >= checkpointed);
+    let resumed = wait_for("the new learner to resume", Duration::from_secs(120), || {
+        let new = new.clone();
+        async move { logged_steps(&container_log(&new), "resumed from checkpoint") }
+    })
+    .await;
+    assert_eq!(resumed, last_checkpoint, "the new learner did not resume from the newest checkpoint");
+    let ca2 = ca.clone();
+    wait_for("training after the learner's restart", Duration::from_secs(180), || {
+        let ca = ca2.clone();
+        async move { steps(port, &ca).await.filter(|s| *s > resumed + 2_000) }
+    })
+    .await;
+    eprintln!(
+        "learner killed at a checkpoint of {resumed} steps → training again: {:.1} s",
+        killed.elapsed().as_secs_f64()
+    );
+    assert_eq!(d.tasks("learner"), 2);
 }
