@@ -8,6 +8,8 @@ pub struct EpisodeRecord {
     pub extrinsic_return: f32,
     pub length: u32,
     pub success: bool,
+    /// The env's score at the episode's end, where it keeps one (`StepOutcome::score`).
+    pub score: Option<f32>,
 }
 
 #[derive(Debug, Clone)]
@@ -33,7 +35,14 @@ impl EpisodeTracker {
 
     /// Counts a step of env `i`; when it ended the episode, returns the episode's record and
     /// starts the next one.
-    pub fn step(&mut self, i: usize, reward: f32, done: bool, success: bool) -> Option<EpisodeRecord> {
+    pub fn step(
+        &mut self,
+        i: usize,
+        reward: f32,
+        done: bool,
+        success: bool,
+        score: Option<f32>,
+    ) -> Option<EpisodeRecord> {
         self.returns[i] += reward;
         self.lengths[i] += 1;
         if !done {
@@ -44,6 +53,7 @@ impl EpisodeTracker {
             extrinsic_return: self.returns[i],
             length: self.lengths[i],
             success,
+            score,
         };
         self.restart(i);
         Some(record)
@@ -63,15 +73,18 @@ mod tests {
     #[test]
     fn sums_each_envs_episode_and_starts_over_at_its_end() {
         let mut t = EpisodeTracker::new(2, 10);
-        assert_eq!(t.step(0, 1.0, false, false), None);
-        assert_eq!(t.step(1, 0.5, false, false), None);
-        let r = t.step(0, 2.0, true, true).unwrap();
-        assert_eq!(r, EpisodeRecord { env_index: 10, extrinsic_return: 3.0, length: 2, success: true });
-        assert_eq!(t.step(0, 4.0, true, false).unwrap().extrinsic_return, 4.0, "env 0 started over");
+        assert_eq!(t.step(0, 1.0, false, false, Some(1.0)), None);
+        assert_eq!(t.step(1, 0.5, false, false, None), None);
+        let r = t.step(0, 2.0, true, true, Some(3.0)).unwrap();
+        assert_eq!(
+            r,
+            EpisodeRecord { env_index: 10, extrinsic_return: 3.0, length: 2, success: true, score: Some(3.0) }
+        );
+        assert_eq!(t.step(0, 4.0, true, false, None).unwrap().extrinsic_return, 4.0, "env 0 started over");
         t.restart(1);
         assert_eq!(
-            t.step(1, 1.0, true, false).unwrap(),
-            EpisodeRecord { env_index: 11, extrinsic_return: 1.0, length: 1, success: false }
+            t.step(1, 1.0, true, false, None).unwrap(),
+            EpisodeRecord { env_index: 11, extrinsic_return: 1.0, length: 1, success: false, score: None }
         );
     }
 }

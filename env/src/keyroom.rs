@@ -1094,7 +1094,7 @@ mod tests {
 
         let out = env.step(action::DESCEND, obs.buf()).unwrap();
         assert_eq!(obs.text(), MSG_DESCEND);
-        assert_eq!(out, StepOutcome { reward: 1.0, done: true, success: true, truncated: false });
+        assert_eq!(out, StepOutcome { reward: 1.0, done: true, success: true, truncated: false, score: None });
         log.push(obs.text());
         log
     }

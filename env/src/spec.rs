@@ -58,6 +58,9 @@ pub struct StepOutcome {
     /// return did not end here, so learners bootstrap from the value of the final
     /// observation instead of taking it as zero.
     pub truncated: bool,
+    /// The env's own measure of how well the episode is going (NetHack's in-game score),
+    /// reported with the episode when it ends; `None` where the env has none.
+    pub score: Option<f32>,
 }
 
 /// Writes `text` as a zero-padded message, truncated to the buffer.

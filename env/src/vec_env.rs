@@ -229,7 +229,7 @@ impl VecEnv {
             self.last.truncated[i] = out.done && out.truncated;
             self.last.captions[i * MESSAGE_LEN..(i + 1) * MESSAGE_LEN]
                 .copy_from_slice(&self.messages[i * MESSAGE_LEN..(i + 1) * MESSAGE_LEN]);
-            let finished = self.episodes.step(i, out.reward, out.done, out.success);
+            let finished = self.episodes.step(i, out.reward, out.done, out.success, out.score);
             let Some(finished) = finished else { continue };
             if failed {
                 self.restart_env(i)?;
@@ -341,7 +341,7 @@ mod tests {
             }
             obs.glyphs.fill(self.steps as u16);
             // Without a failure, the episode is cut by a time limit at step 10.
-            Ok(StepOutcome { reward: 1.0, done: self.steps == 10, success: false, truncated: self.steps == 10 })
+            Ok(StepOutcome { reward: 1.0, done: self.steps == 10, truncated: self.steps == 10, ..Default::default() })
         }
     }
 

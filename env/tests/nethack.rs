@@ -99,6 +99,7 @@ fn score_reward_is_score_delta_minus_the_frozen_time_penalty() {
                 break;
             }
             let (s, t) = (e.blstats()[bl::SCORE], e.blstats()[bl::TIME]);
+            assert_eq!(out.score, Some(s as f32), "the step reports the bottom line's score");
             let expected = (s - score) as f32 + if t == time { -0.01 } else { 0.0 };
             assert!((out.reward - expected).abs() < 1e-5, "reward {} expected {expected}", out.reward);
             checked += 1;
@@ -305,6 +306,7 @@ fn episodes_end_on_death() {
     }
     let (_, out) = ended.expect("kicking walls for 3000 steps never ended the episode");
     assert!(!out.success);
+    assert!(out.score.is_some_and(|s| s >= 0.0), "a dead hero's episode keeps its last score: {:?}", out.score);
     assert_eq!(e.how_done(), 0, "the game ended other than by death");
     // after a game NetHack itself ended, the next one is as a fresh instance's
     let again = trace(&mut e, 7);

@@ -152,6 +152,7 @@ impl GroupRollouts {
                 intrinsic_return: episode_intrinsic[e.env_index - env_offset],
                 length: e.length,
                 success: e.success,
+                score: e.score,
             });
         }
         self.t += 1;

@@ -84,6 +84,7 @@ pub fn encode(
                             intrinsic_return: intrinsic.map_or(0.0, |s| s.finished[env]),
                             length: e.length,
                             success: e.success,
+                            score: e.score,
                         }),
                     }
                 })
@@ -245,12 +246,16 @@ pub fn decode(req: &ActRequest, spec: &ObsSpec, n: usize, initial: bool, out: &m
         if !s.extrinsic_return.is_finite() || !s.intrinsic_return.is_finite() {
             return Err(bad("result.episodes.summary", "returns must be finite"));
         }
+        if s.score.is_some_and(|x| !x.is_finite()) {
+            return Err(bad("result.episodes.summary", "the score must be finite"));
+        }
         finished[e] = s.intrinsic_return;
         last.episodes.push(EpisodeRecord {
             env_index: e, // made global by the caller (`globalise`)
             extrinsic_return: s.extrinsic_return,
             length: s.length,
             success: s.success,
+            score: s.score,
         });
     }
     // final observations: one per truncated env, in env order
@@ -326,7 +331,13 @@ mod tests {
         last.truncated = vec![false, true];
         last.captions = [msg("You see a key."), msg("You hit the wall.")].concat();
         last.finals.push(1, &glyphs[6..], &[9.0, 8.0], &msg("You hit the wall."));
-        last.episodes.push(EpisodeRecord { env_index: 5, extrinsic_return: 3.5, length: 40, success: false });
+        last.episodes.push(EpisodeRecord {
+            env_index: 5,
+            extrinsic_return: 3.5,
+            length: 40,
+            success: false,
+            score: Some(120.0),
+        });
         (glyphs, stats, messages, last)
     }
 

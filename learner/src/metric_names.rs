@@ -36,6 +36,8 @@ oni_proto::metric_names! {
     histogram EPISODE_LENGTH = "oni_episode_length";
     /// Return per finished episode, by kind (extrinsic, intrinsic).
     histogram EPISODE_RETURN = "oni_episode_return";
+    /// The env's own score at the end of each episode that has one (NetHack's in-game score).
+    histogram EPISODE_SCORE = "oni_episode_score";
     /// Policy versions between acting and training, per rollout.
     histogram POLICY_LAG = "oni_policy_lag_versions";
 }

@@ -11,13 +11,16 @@ pub(crate) fn rollout_arrived(stats: &LearnerStats, r: &Rollout, lag: u64, queue
     metrics::histogram!(crate::metric_names::POLICY_LAG).record(lag as f64);
     stats.record_lag(lag);
     for e in &r.episodes {
-        stats.record_episode(e.extrinsic_return, e.intrinsic_return, e.length, e.success);
+        stats.record_episode(e);
         metrics::counter!(crate::metric_names::EPISODES).increment(1);
         metrics::histogram!(crate::metric_names::EPISODE_RETURN, "kind" => "extrinsic")
             .record(e.extrinsic_return as f64);
         metrics::histogram!(crate::metric_names::EPISODE_RETURN, "kind" => "intrinsic")
             .record(e.intrinsic_return as f64);
         metrics::histogram!(crate::metric_names::EPISODE_LENGTH).record(e.length as f64);
+        if let Some(score) = e.score {
+            metrics::histogram!(crate::metric_names::EPISODE_SCORE).record(score as f64);
+        }
         metrics::counter!(crate::metric_names::EPISODE_SUCCESSES).increment(e.success as u64);
     }
 }

@@ -143,6 +143,9 @@ pub fn check(r: &Rollout, s: &Shape<'_>, current_version: u64) -> Result<(), Inv
         if !e.extrinsic_return.is_finite() || !e.intrinsic_return.is_finite() {
             return Err(bad("episodes", "episode return is NaN/inf"));
         }
+        if e.score.is_some_and(|s| !s.is_finite()) {
+            return Err(bad("episodes", "episode score is NaN/inf"));
+        }
     }
     Ok(())
 }

@@ -400,7 +400,7 @@ impl Batch {
             self.last.rewards[i] = m.rewards[i];
             self.last.dones[i] = done;
             let success = m.success.get(i).copied().unwrap_or(false);
-            if let Some(finished) = self.episodes.step(i, m.rewards[i], done, success) {
+            if let Some(finished) = self.episodes.step(i, m.rewards[i], done, success, None) {
                 self.last.episodes.push(finished);
             }
         }
@@ -494,7 +494,7 @@ mod tests {
         assert_eq!(b.last.dones, vec![false, true]);
         assert_eq!(
             b.last.episodes,
-            vec![EpisodeRecord { env_index: 11, extrinsic_return: 2.0, length: 1, success: true }]
+            vec![EpisodeRecord { env_index: 11, extrinsic_return: 2.0, length: 1, success: true, score: None }]
         );
         assert_eq!(oni_env::spec::message_text(&b.last.captions[MESSAGE_LEN..]), "you win");
         assert_eq!(oni_env::spec::message_text(&b.messages[..MESSAGE_LEN]), "a door");

@@ -412,6 +412,8 @@ impl Env for NetHackEnv {
         // the cap cuts the episode (NLE's ABORTED) unless the game itself ended
         let truncated = aborted && !done;
         self.write_obs(obs);
-        Ok(StepOutcome { reward: out.reward, done: done || out.end || aborted, success: out.success, truncated })
+        // a finished game's bottom line is no longer valid: its score is the last one seen
+        let score = Some(self.last.score as f32);
+        Ok(StepOutcome { reward: out.reward, done: done || out.end || aborted, success: out.success, truncated, score })
     }
 }
