@@ -2,7 +2,9 @@
 //! with the extrinsic reward only, and with ONI-hashing, -classification and -ranking) for
 //! the same step budget and several seeds, each in a fresh `oni run` child process with a
 //! fresh label bank, and writes the success-rate curves (CSV), a table (Markdown + JSON) and,
-//! where matplotlib is available, a PNG plot to the output directory. The LLM is an
+//! where matplotlib is available, a PNG plot to the output directory. Where the env keeps a
+//! score (NetHack), the table adds each run's final mean return and score, and the plot
+//! shows their curves instead of the success rate. The LLM is an
 //! in-process rule judge (`oni judge`) unless `--llm` names a real server.
 
 use crate::judge::{self, Rule};
@@ -57,6 +59,10 @@ struct Row {
     success_rate: f64,
     #[serde(default)]
     mean_intrinsic_return: f64,
+    #[serde(default)]
+    mean_extrinsic_return: f64,
+    #[serde(default)]
+    mean_score: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -64,6 +70,10 @@ struct RunSummary {
     success_rate: f64,
     env_steps: u64,
     wall_seconds: f64,
+    #[serde(default)]
+    mean_extrinsic_return: f64,
+    #[serde(default)]
+    mean_score: Option<f64>,
 }
 
 struct Outcome {
@@ -175,16 +185,26 @@ fn read_outcome(run_dir: &Path, variant: &str, seed: u64) -> Result<Outcome> {
 
 /// Writes `<name>.csv` (curves), `<name>.json` and `<name>.md` (table), and the plot.
 fn write_report(b: &LearningBench, llm: &str, outcomes: &[Outcome]) -> Result<serde_json::Value> {
-    let mut csv = String::from("variant,seed,env_steps,episodes,success_rate,mean_intrinsic_return\n");
+    let mut csv = String::from(
+        "variant,seed,env_steps,episodes,success_rate,mean_intrinsic_return,mean_extrinsic_return,mean_score\n",
+    );
     for o in outcomes {
         for r in &o.rows {
+            let score = r.mean_score.map(|s| format!("{s:.2}")).unwrap_or_default();
             writeln!(
                 csv,
-                "{},{},{},{},{:.4},{:.4}",
-                o.variant, o.seed, r.env_steps, r.episodes, r.success_rate, r.mean_intrinsic_return
+                "{},{},{},{},{:.4},{:.4},{:.4},{score}",
+                o.variant,
+                o.seed,
+                r.env_steps,
+                r.episodes,
+                r.success_rate,
+                r.mean_intrinsic_return,
+                r.mean_extrinsic_return
             )?;
         }
     }
+    let scored = outcomes.iter().any(|o| o.summary.mean_score.is_some());
     let csv_path = b.out.join(format!("{}.csv", b.name));
     std::fs::write(&csv_path, csv)?;
 
@@ -207,19 +227,44 @@ fn write_report(b: &LearningBench, llm: &str, outcomes: &[Outcome]) -> Result<se
         let cells: Vec<String> = rates.iter().map(|r| format!("{r:.2}")).collect();
         writeln!(md, "| {v} | {steps} | {} | **{mean:.2}** |", cells.join(" | "))?;
         let wall: f64 = runs.iter().map(|o| o.summary.wall_seconds).sum::<f64>() / runs.len().max(1) as f64;
+        let returns: Vec<f64> = runs.iter().map(|o| o.summary.mean_extrinsic_return).collect();
+        let scores: Vec<Option<f64>> = runs.iter().map(|o| o.summary.mean_score).collect();
         table.insert(
             v.to_string(),
-            json!({"success_rates": rates, "mean_success_rate": mean, "env_steps": steps, "mean_wall_seconds": wall}),
+            json!({"success_rates": rates, "mean_success_rate": mean, "env_steps": steps, "mean_wall_seconds": wall,
+                   "final_mean_returns": returns, "final_mean_scores": scores}),
         );
     }
+    if scored {
+        md.push_str(
+            "\nThe env keeps a score: each run's mean extrinsic return and mean in-game score over its last 100 episodes.\n\n| variant | return per seed | mean return | score per seed | mean score |\n|---|---|---|---|---|\n",
+        );
+        for v in &variants {
+            let runs: Vec<&Outcome> = outcomes.iter().filter(|o| o.variant == *v).collect();
+            let n = runs.len().max(1) as f64;
+            let returns: Vec<f64> = runs.iter().map(|o| o.summary.mean_extrinsic_return).collect();
+            let scores: Vec<f64> = runs.iter().map(|o| o.summary.mean_score.unwrap_or(0.0)).collect();
+            let cells = |xs: &[f64], p: usize| xs.iter().map(|x| format!("{x:.p$}")).collect::<Vec<_>>().join(", ");
+            writeln!(
+                md,
+                "| {v} | {} | **{:.2}** | {} | **{:.1}** |",
+                cells(&returns, 2),
+                returns.iter().sum::<f64>() / n,
+                cells(&scores, 1),
+                scores.iter().sum::<f64>() / n
+            )?;
+        }
+    }
     let png = b.out.join(format!("{}.png", b.name));
+    let columns = if scored { "mean_extrinsic_return,mean_score" } else { "success_rate" };
     let plotted = std::process::Command::new(project_python())
-        .args([Path::new("scripts/plot_learning.py"), &csv_path, &png])
+        .args([Path::new("scripts/plot_learning.py"), &csv_path, &png, Path::new(columns)])
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
     if plotted {
-        writeln!(md, "\n![success rate against env steps]({}.png)", b.name)?;
+        let what = if scored { "return and in-game score" } else { "success rate" };
+        writeln!(md, "\n![{what} against env steps]({}.png)", b.name)?;
     } else {
         eprintln!("note: no plot written (scripts/plot_learning.py needs python3 with matplotlib)");
     }

@@ -41,6 +41,9 @@ pub struct Summary {
     pub mean_extrinsic_return: f64,
     pub mean_intrinsic_return: f64,
     pub mean_episode_length: f64,
+    /// The env's own score over the last 100 episodes (NetHack's in-game score), where it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mean_score: Option<f64>,
     pub policy_version: u64,
     pub updates: u64,
     pub mean_policy_lag: f64,
@@ -90,8 +93,9 @@ impl Progress {
                 a.reward_model_version()
             )
         });
+        let score = snap.mean_score.map(|s| format!(" | score {s:.1}")).unwrap_or_default();
         eprintln!(
-            "[{wall:7.1}s] steps {:>10} | {:>8.0} SPS | episodes {:>7} | success {:.2} | return {:+.3}{oni} | len {:5.1} | lag {:4.1} | v{} | ent {:.3} | kl {:.4}",
+            "[{wall:7.1}s] steps {:>10} | {:>8.0} SPS | episodes {:>7} | success {:.2} | return {:+.3}{score}{oni} | len {:5.1} | lag {:4.1} | v{} | ent {:.3} | kl {:.4}",
             snap.env_steps,
             self.sps,
             snap.episodes,
@@ -126,6 +130,7 @@ impl Progress {
             mean_extrinsic_return: s.mean_extrinsic_return,
             mean_intrinsic_return: s.mean_intrinsic_return,
             mean_episode_length: s.mean_episode_length,
+            mean_score: s.mean_score,
             policy_version: s.policy_version,
             updates: s.updates,
             mean_policy_lag: s.mean_policy_lag,
