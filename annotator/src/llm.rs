@@ -67,7 +67,8 @@ pub struct LlmConfig {
     pub adaptive: bool,
     /// The longest a request may take.
     pub timeout_ms: u64,
-    /// Sampling temperature (low: the same caption gets the same answer).
+    /// Sampling temperature. 0 (greedy) by default: a caption always gets the same answer, and
+    /// small judges agree with the gold labels far more (docs/results/judges.md).
     pub temperature: f32,
     /// Most tokens in an answer.
     pub max_tokens: u32,
@@ -97,7 +98,7 @@ impl Default for LlmConfig {
             min_concurrency: 1,
             adaptive: true,
             timeout_ms: 30_000,
-            temperature: 0.1,
+            temperature: 0.0,
             max_tokens: 16,
             retries: 4,
             backoff_base_ms: 200,

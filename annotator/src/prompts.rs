@@ -21,12 +21,30 @@ impl Default for PromptConfig {
     fn default() -> Self {
         PromptConfig {
             goal: "find the key, unlock the door and go down the stairs".into(),
+            // The rubric's criteria and worked examples from a situation unlike the tasks'
+            // ("The rat bites!" beside progress is still progress): with them a 1.5 B judge
+            // agreed with the gold keyroom labels at κ 1.00 and the NetHack score labels at
+            // 0.47, against 0.02 and 0.39 for a bare question (docs/results/judges.md).
             classification: "You judge an agent playing a NetHack-like dungeon game.\n\
 The agent's goal: {goal}.\n\
-After one of its actions the game printed:\n\
+Answer true only if the printed text reports real progress toward that goal: the agent got, reached, \
+opened or used something the goal needs, or something the goal needs is right under the agent now.\n\
+Answer false for everything else: walls, empty squares, things that do not matter for this goal, \
+failed actions, attacks on the agent, sounds from afar, questions and menus.\n\
+If several events are printed, answer true when any one of them is progress.\n\
+\n\
+Examples, for the goal \"find the lamp and light the dark room\":\n\
+\"You see here an oil lamp.\" -> {\"helpful\": true}\n\
+\"l - an oil lamp. The rat bites!\" -> {\"helpful\": true}\n\
+\"Your lamp is now on.\" -> {\"helpful\": true}\n\
+\"You see here a scroll.\" -> {\"helpful\": false}\n\
+\"The rat bites!\" -> {\"helpful\": false}\n\
+\"It's solid stone.\" -> {\"helpful\": false}\n\
+\n\
+Now the agent's goal is: {goal}.\n\
+The game printed:\n\
 \"{message}\"\n\
-Is this event a step toward the goal (finding or using something needed, reaching a new place), \
-rather than noise or a setback? Reply with JSON only: {\"helpful\": true} or {\"helpful\": false}.\n"
+Reply with JSON only: {\"helpful\": true} or {\"helpful\": false}.\n"
                 .into(),
             ranking: "You judge an agent playing a NetHack-like dungeon game.\n\
 The agent's goal: {goal}.\n\

@@ -41,7 +41,7 @@ async fn batched_completions_map_answers_by_index_and_constrain_the_output() {
     assert_eq!(req["prompt"].as_array().unwrap().len(), 3, "prompts were not batched");
     assert!(req["prompt"][1].as_str().unwrap().contains("\"message 1\""));
     assert!(req["grammar"].as_str().unwrap().contains("helpful"));
-    assert_eq!(req["temperature"].as_f64().unwrap() as f32, 0.1);
+    assert_eq!(req["temperature"].as_f64().unwrap(), 0.0, "judging is greedy by default");
 }
 
 #[tokio::test]
