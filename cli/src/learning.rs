@@ -219,6 +219,9 @@ fn write_report(b: &LearningBench, llm: &str, outcomes: &[Outcome]) -> Result<se
         "---|".repeat(b.seeds as usize)
     );
     let mut table = serde_json::Map::new();
+    let mut score_md = String::from(
+        "\nThe env keeps a score: each run's mean extrinsic return and mean in-game score over its last 100 episodes.\n\n| variant | return per seed | mean return | score per seed | mean score |\n|---|---|---|---|---|\n",
+    );
     for v in &variants {
         let runs: Vec<&Outcome> = outcomes.iter().filter(|o| o.variant == *v).collect();
         let rates: Vec<f64> = runs.iter().map(|o| o.summary.success_rate).collect();
@@ -234,26 +237,20 @@ fn write_report(b: &LearningBench, llm: &str, outcomes: &[Outcome]) -> Result<se
             json!({"success_rates": rates, "mean_success_rate": mean, "env_steps": steps, "mean_wall_seconds": wall,
                    "final_mean_returns": returns, "final_mean_scores": scores}),
         );
+        let n = runs.len().max(1) as f64;
+        let scores: Vec<f64> = scores.iter().map(|s| s.unwrap_or(0.0)).collect();
+        let cells = |xs: &[f64], p: usize| xs.iter().map(|x| format!("{x:.p$}")).collect::<Vec<_>>().join(", ");
+        writeln!(
+            score_md,
+            "| {v} | {} | **{:.2}** | {} | **{:.1}** |",
+            cells(&returns, 2),
+            returns.iter().sum::<f64>() / n,
+            cells(&scores, 1),
+            scores.iter().sum::<f64>() / n
+        )?;
     }
     if scored {
-        md.push_str(
-            "\nThe env keeps a score: each run's mean extrinsic return and mean in-game score over its last 100 episodes.\n\n| variant | return per seed | mean return | score per seed | mean score |\n|---|---|---|---|---|\n",
-        );
-        for v in &variants {
-            let runs: Vec<&Outcome> = outcomes.iter().filter(|o| o.variant == *v).collect();
-            let n = runs.len().max(1) as f64;
-            let returns: Vec<f64> = runs.iter().map(|o| o.summary.mean_extrinsic_return).collect();
-            let scores: Vec<f64> = runs.iter().map(|o| o.summary.mean_score.unwrap_or(0.0)).collect();
-            let cells = |xs: &[f64], p: usize| xs.iter().map(|x| format!("{x:.p$}")).collect::<Vec<_>>().join(", ");
-            writeln!(
-                md,
-                "| {v} | {} | **{:.2}** | {} | **{:.1}** |",
-                cells(&returns, 2),
-                returns.iter().sum::<f64>() / n,
-                cells(&scores, 1),
-                scores.iter().sum::<f64>() / n
-            )?;
-        }
+        md.push_str(&score_md);
     }
     let png = b.out.join(format!("{}.png", b.name));
     let columns = if scored { "mean_extrinsic_return,mean_score" } else { "success_rate" };
