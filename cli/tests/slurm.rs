@@ -169,11 +169,6 @@ fn learner_log(run_dir: &Path) -> String {
     std::fs::read_to_string(run_dir.join("logs/learner.log")).unwrap_or_default()
 }
 
-/// `env_steps=N` of the first log line in `log` (a "resumed from checkpoint" line).
-fn resumed_steps(log: &str) -> u64 {
-    log.split("env_steps=").nth(1).and_then(|s| s.split_whitespace().next()?.parse().ok()).unwrap()
-}
-
 #[test]
 fn a_slurm_job_trains_loses_an_actor_is_cancelled_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
@@ -215,7 +210,7 @@ fn a_slurm_job_trains_loses_an_actor_is_cancelled_and_resumes() {
     let signal = log.find("signal received").unwrap_or_else(|| panic!("the learner saw no signal:\n{log}"));
     let resumed_at = log.find("resumed from checkpoint").unwrap();
     assert!(log[signal..resumed_at].contains("checkpoint written"), "no final checkpoint before the requeue:\n{log}");
-    let resumed = resumed_steps(&log[resumed_at..]);
+    let resumed = logged_steps(&log, "resumed from checkpoint").unwrap();
     assert!(
         resumed >= steps_at_requeue,
         "resumed at {resumed} steps; {steps_at_requeue} were trained before the requeue"
@@ -239,7 +234,7 @@ fn a_slurm_job_trains_loses_an_actor_is_cancelled_and_resumes() {
         learner_log(&run_dir).matches("resumed from checkpoint").count() == 2 && progress(&run_dir).0 > steps_at_cancel
     });
     let log = learner_log(&run_dir);
-    let env_steps = resumed_steps(&log[log.rfind("resumed from checkpoint").unwrap()..]);
+    let env_steps = logged_steps(&log, "resumed from checkpoint").unwrap();
     assert!(env_steps >= steps_at_cancel.saturating_sub(20_000), "resumed at {env_steps} of {steps_at_cancel} steps");
     assert!(cluster.run("scancel", &[&again]).is_some());
     wait_until("the second job to end", Duration::from_secs(90), || cluster.job_gone(&again));

@@ -148,12 +148,6 @@ fn container_log(id: &str) -> String {
     out.unwrap_or_default()
 }
 
-/// `env_steps=N` of the last log line holding `event`.
-fn logged_steps(log: &str, event: &str) -> Option<u64> {
-    let line = log.lines().rev().find(|l| l.contains(event))?;
-    line.split("env_steps=").nth(1)?.split_whitespace().next()?.parse().ok()
-}
-
 /// The learner's env steps through its published port, over TLS with the token.
 async fn steps(port: u16, ca: &Path) -> Option<u64> {
     let opts = ClientOptions {

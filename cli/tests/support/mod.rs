@@ -188,6 +188,13 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
 }
 
 /// The env steps of the newest checkpoint in a run directory.
+/// `env_steps=N` of the last line of a learner's log holding `event` ("checkpoint written",
+/// "resumed from checkpoint").
+pub fn logged_steps(log: &str, event: &str) -> Option<u64> {
+    let line = log.lines().rev().find(|l| l.contains(event))?;
+    line.split("env_steps=").nth(1)?.split_whitespace().next()?.parse().ok()
+}
+
 pub fn newest_checkpoint_steps(run_dir: &Path) -> Option<u64> {
     let mut dirs: Vec<_> = std::fs::read_dir(run_dir.join("checkpoints")).ok()?.flatten().map(|e| e.path()).collect();
     dirs.retain(|p| p.file_name().unwrap().to_str().unwrap().starts_with("ckpt-"));
