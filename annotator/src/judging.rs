@@ -59,12 +59,50 @@ pub fn read_rubrics(path: &Path) -> Result<HashMap<String, Rubric>, SetError> {
     Ok(out)
 }
 
+/// Which part of a set an item is in: `dev` for tuning prompts, examples and grammars,
+/// `test` for reporting a judge, never looked at while tuning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Part {
+    Dev,
+    Test,
+}
+
+impl Part {
+    pub fn name(self) -> &'static str {
+        match self {
+            Part::Dev => "dev",
+            Part::Test => "test",
+        }
+    }
+
+    /// The `split key-hash` rule: an item is in `test` when the first byte of the SHA-256 of
+    /// its question key (`intake::question_key` with every rule: numbers, letters, pets) is
+    /// odd, so captions that ask the same question are never split across the parts. A pair's
+    /// key is its two keys joined by a tab.
+    pub fn by_key_hash(key: &str) -> Part {
+        use sha2::{Digest, Sha256};
+        if Sha256::digest(key.as_bytes())[0] & 1 == 1 {
+            Part::Test
+        } else {
+            Part::Dev
+        }
+    }
+}
+
+/// The question key the split and the worked-example check use: every key rule.
+pub fn set_key(caption: &str) -> String {
+    use crate::intake::KeyRule::*;
+    crate::intake::question_key(caption, &[Numbers, Letters, Pets])
+}
+
 /// One labelled caption and where it was read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Gold {
     pub caption: String,
     pub helpful: bool,
     pub line: usize,
+    pub part: Part,
 }
 
 /// One pair with the better caption (or a tie).
@@ -74,6 +112,7 @@ pub struct GoldPair {
     pub second: String,
     pub better: Preference,
     pub line: usize,
+    pub part: Part,
 }
 
 /// A caption set (or a pair set) for one goal.
@@ -83,6 +122,19 @@ pub struct CaptionSet {
     pub rubric: Rubric,
     pub captions: Vec<Gold>,
     pub pairs: Vec<GoldPair>,
+}
+
+/// The labelled captions of a set file whatever its goal (no rubric needed): a run scores
+/// its reward model against them (`annotator.gold`).
+pub fn read_labelled(path: &Path) -> Result<Vec<Gold>, SetError> {
+    let text = std::fs::read_to_string(path).map_err(|e| SetError::Io(path.into(), e))?;
+    let goal = text.lines().find_map(|l| l.strip_prefix("goal ")).map(str::trim).unwrap_or_default().to_string();
+    let rubrics = HashMap::from([(goal.clone(), Rubric { name: goal.clone(), goal })]);
+    let set = CaptionSet::parse(path, &text, &rubrics)?;
+    if set.captions.is_empty() {
+        return Err(SetError::Empty(path.into()));
+    }
+    Ok(set.captions)
 }
 
 impl CaptionSet {
@@ -98,10 +150,32 @@ impl CaptionSet {
         let mut captions = Vec::new();
         let mut pairs = Vec::new();
         let mut seen: HashMap<String, usize> = HashMap::new();
+        // `split key-hash` in the header: dev and test by `Part::by_key_hash`; without it
+        // every item is dev. `part test` (after the split line): every item from there on is
+        // test, for captions added to test from fresh runs.
+        let mut split = false;
+        let mut forced_test = false;
         for (i, raw) in text.lines().enumerate() {
             let n = i + 1;
             let line = raw.trim_end_matches('\r');
             if line.trim().is_empty() || line.trim_start().starts_with('#') {
+                continue;
+            }
+            if let Some(rule) = line.strip_prefix("split ") {
+                if rule.trim() != "key-hash" {
+                    return Err(err(n, format!("unknown split rule {:?} (known: key-hash)", rule.trim())));
+                }
+                split = true;
+                continue;
+            }
+            if let Some(part) = line.strip_prefix("part ") {
+                if part.trim() != "test" || !split {
+                    return Err(err(
+                        n,
+                        "`part test` is the only part line, and it needs `split key-hash` before it".into(),
+                    ));
+                }
+                forced_test = true;
                 continue;
             }
             if let Some(name) = line.strip_prefix("goal ") {
@@ -136,7 +210,12 @@ impl CaptionSet {
                     if let Some(first) = seen.insert(caption.to_string(), n) {
                         return Err(err(n, format!("duplicate caption {caption:?} (first on line {first})")));
                     }
-                    captions.push(Gold { caption: caption.into(), helpful, line: n });
+                    let part = match (split, forced_test) {
+                        (false, _) => Part::Dev,
+                        (true, true) => Part::Test,
+                        (true, false) => Part::by_key_hash(&set_key(caption)),
+                    };
+                    captions.push(Gold { caption: caption.into(), helpful, line: n, part });
                 }
                 [first, second, better] => {
                     let better = match better.trim() {
@@ -153,7 +232,12 @@ impl CaptionSet {
                     if let Some(at) = seen.insert(key, n) {
                         return Err(err(n, format!("duplicate pair (first on line {at})")));
                     }
-                    pairs.push(GoldPair { first: first.into(), second: second.into(), better, line: n });
+                    let part = match (split, forced_test) {
+                        (false, _) => Part::Dev,
+                        (true, true) => Part::Test,
+                        (true, false) => Part::by_key_hash(&format!("{}\t{}", set_key(first), set_key(second))),
+                    };
+                    pairs.push(GoldPair { first: first.into(), second: second.into(), better, line: n, part });
                 }
                 [single] => {
                     return Err(err(n, format!("missing label: expected `helpful<TAB>caption`, got {single:?}")))
@@ -167,6 +251,19 @@ impl CaptionSet {
             }
         }
         let rubric = rubric.ok_or_else(|| SetError::NoGoal(path.into()))?;
+        // a caption added to test must not ask a question a dev caption asks: it would leak
+        let dev_keys: HashMap<String, usize> =
+            captions.iter().filter(|g| g.part == Part::Dev).map(|g| (set_key(&g.caption), g.line)).collect();
+        if let Some((g, at)) = captions
+            .iter()
+            .filter(|g| g.part == Part::Test)
+            .find_map(|g| dev_keys.get(&set_key(&g.caption)).map(|at| (g, at)))
+        {
+            return Err(err(
+                g.line,
+                format!("test caption {:?} asks the same question as dev caption on line {at}", g.caption),
+            ));
+        }
         if captions.is_empty() && pairs.is_empty() {
             return Err(SetError::Empty(path.into()));
         }
@@ -265,6 +362,45 @@ mod tests {
         assert_eq!(p.pairs[1].better, Preference::Tie);
         let e = parse("goal keyroom\na\tb\twho\n").unwrap_err().to_string();
         assert!(e.contains("set.tsv:2:") && e.contains("unknown preference"), "{e}");
+    }
+
+    #[test]
+    fn the_split_rule_keeps_a_question_in_one_part_and_test_additions_may_not_leak() {
+        // the rule itself, worked by hand: SHA-256("$ - # gold pieces.") starts with an even or
+        // odd byte, and every caption with that key must follow it
+        use sha2::{Digest, Sha256};
+        let gold_part = if Sha256::digest(b"$ - # gold pieces.")[0] & 1 == 1 { Part::Test } else { Part::Dev };
+        let s = parse(
+            "goal keyroom\nsplit key-hash\nunhelpful\t$ - 12 gold pieces.\nunhelpful\t$ - 7 gold pieces.\n\
+             helpful\tYou unlock the door.\nunhelpful\tIt's a wall.\nunhelpful\tYou hear a door open.\n\
+             helpful\tk - a brass key.\nhelpful\tYou descend the stairs.\nunhelpful\tThe newt bites!\n",
+        )
+        .unwrap();
+        assert_eq!((s.captions[0].part, s.captions[1].part), (gold_part, gold_part));
+        for g in &s.captions {
+            assert_eq!(g.part, Part::by_key_hash(&set_key(&g.caption)), "{}", g.caption);
+        }
+        let parts: std::collections::HashSet<Part> = s.captions.iter().map(|g| g.part).collect();
+        assert_eq!(parts.len(), 2, "eight questions all in one part: the rule is not splitting");
+        // without the split line everything is dev
+        let all_dev = parse("goal keyroom\nhelpful\tYou unlock the door.\nunhelpful\tIt's a wall.\n").unwrap();
+        assert!(all_dev.captions.iter().all(|g| g.part == Part::Dev));
+        // `part test` forces test, but not for a question a dev caption already asks
+        let fresh = parse("goal keyroom\nsplit key-hash\npart test\nhelpful\tYou kill the newt!\n").unwrap();
+        assert_eq!(fresh.captions[0].part, Part::Test);
+        let numbered =
+            ["$ - 12 gold pieces.", "You see here 5 gold pieces.", "You have 3 arrows.", "You hear 2 doors."];
+        let dev = numbered.iter().find(|c| Part::by_key_hash(&set_key(c)) == Part::Dev).expect("a dev caption");
+        let same_question = dev.replace(char::is_numeric, "9");
+        let e =
+            parse(&format!("goal keyroom\nsplit key-hash\nunhelpful\t{dev}\npart test\nunhelpful\t{same_question}\n"))
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("set.tsv:5:") && e.contains("same question as dev caption on line 3"), "{e}");
+        let e = parse("goal keyroom\nsplit halves\nhelpful\ta\n").unwrap_err().to_string();
+        assert!(e.contains("unknown split rule"), "{e}");
+        let e = parse("goal keyroom\npart test\nhelpful\ta\n").unwrap_err().to_string();
+        assert!(e.contains("needs `split key-hash`"), "{e}");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use crate::judge::{Rule, DEFAULT_KEYWORDS};
 use crate::Common;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use oni_annotator::judging::{self, Agreement, CaptionSet};
+use oni_annotator::judging::{self, Agreement, CaptionSet, Part};
 use oni_annotator::{Label, LlmClient, Preference, PromptConfig};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -128,44 +128,54 @@ pub async fn bench_judge(b: JudgeBench) -> Result<()> {
         let ranked = client.rank(&prompts, &texts).await;
         let secs = t0.elapsed().as_secs_f64();
 
-        let scored: Vec<(bool, Label)> = gold.iter().zip(&verdicts).map(|(g, v)| (g.helpful, v.label)).collect();
-        let agree = judging::agreement(&scored);
-        let prefs: Vec<(Preference, Preference)> = pairs
-            .iter()
-            .zip(&ranked)
-            .map(|(g, r)| (g.better, r.as_ref().map_or(Preference::Unknown, |a| a.label)))
-            .collect();
-        let (pair_agreement, pair_unknown) = judging::pair_agreement(&prefs);
         if let Some(f) = answers_out.as_mut() {
             for (g, v) in gold.iter().zip(&verdicts) {
-                let line = json!({"set": set.name, "caption": g.caption, "gold": if g.helpful {"helpful"} else {"unhelpful"},
+                let line = json!({"set": set.name, "part": g.part, "caption": g.caption, "gold": if g.helpful {"helpful"} else {"unhelpful"},
                                   "answer": v.label.name(), "raw": v.raw});
                 writeln!(f, "{line}")?;
             }
         }
         let asked = client.prompts_sent().max(1) as f64;
         let (pt, ct) = client.tokens();
-        let row = row_json(&name, &model, &api, split, set, &agree);
-        let mut row = row.as_object().cloned().unwrap_or_default();
-        for (k, v) in [
-            ("pairs", json!(pairs.len())),
-            ("pair_agreement", json!(pair_agreement)),
-            ("pair_unknown_rate", json!(pair_unknown)),
-            ("seconds", json!(secs)),
-            ("labels_per_sec", json!((gold.len() + pairs.len()) as f64 / secs.max(1e-9))),
-            ("prompts", json!(client.prompts_sent())),
-            ("prompt_tokens_per_label", json!(pt as f64 / asked)),
-            ("completion_tokens_per_label", json!(ct as f64 / asked)),
-        ] {
-            row.insert(k.into(), v);
+        // one row per part: dev is what prompts may be tuned on, test is what is reported
+        for part in [Part::Dev, Part::Test] {
+            let scored: Vec<(bool, Label)> =
+                gold.iter().zip(&verdicts).filter(|(g, _)| g.part == part).map(|(g, v)| (g.helpful, v.label)).collect();
+            let prefs: Vec<(Preference, Preference)> = pairs
+                .iter()
+                .zip(&ranked)
+                .filter(|(g, _)| g.part == part)
+                .map(|(g, r)| (g.better, r.as_ref().map_or(Preference::Unknown, |a| a.label)))
+                .collect();
+            if scored.is_empty() && prefs.is_empty() {
+                continue;
+            }
+            let agree = judging::agreement(&scored);
+            let (pair_agreement, pair_unknown) = judging::pair_agreement(&prefs);
+            let row = row_json(&name, &model, &api, split, set, &agree);
+            let mut row = row.as_object().cloned().unwrap_or_default();
+            for (k, v) in [
+                ("part", json!(part.name())),
+                ("pairs", json!(prefs.len())),
+                ("pair_agreement", json!(pair_agreement)),
+                ("pair_unknown_rate", json!(pair_unknown)),
+                ("seconds", json!(secs)),
+                ("labels_per_sec", json!((gold.len() + pairs.len()) as f64 / secs.max(1e-9))),
+                ("prompts", json!(client.prompts_sent())),
+                ("prompt_tokens_per_label", json!(pt as f64 / asked)),
+                ("completion_tokens_per_label", json!(ct as f64 / asked)),
+                ("prompt_hash", json!(prompts.classification_hash())),
+            ] {
+                row.insert(k.into(), v);
+            }
+            let row = Value::Object(row);
+            println!("{row}");
+            if let Some(p) = &b.out {
+                let mut f = std::fs::OpenOptions::new().create(true).append(true).open(p)?;
+                writeln!(f, "{row}")?;
+            }
+            rows.push(row);
         }
-        let row = Value::Object(row);
-        println!("{row}");
-        if let Some(p) = &b.out {
-            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(p)?;
-            writeln!(f, "{row}")?;
-        }
-        rows.push(row);
     }
     println!();
     print!("{}", markdown(&rows));
@@ -182,7 +192,7 @@ fn row_json(name: &str, model: &str, api: &str, split: &str, set: &CaptionSet, a
 /// One Markdown table of result rows (as `bench judge` prints them).
 pub fn markdown(rows: &[Value]) -> String {
     let mut s = String::from(
-        "| judge | set | n | accuracy | balanced acc. | κ | helpful (gold) | unknown | pairs agree | labels/s | tokens/label (prompt+completion) |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| judge | set | part | n | accuracy | balanced acc. | κ | helpful (gold) | unknown | pairs agree | labels/s | tokens/label (prompt+completion) |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
@@ -200,9 +210,11 @@ pub fn markdown(rows: &[Value]) -> String {
             format!("– | – | – | – | {:.2}", f("pair_unknown_rate"))
         };
         s += &format!(
-            "| {} | {} | {} | {captions} | {} | {:.2} | {:.0}+{:.1} |\n",
+            "| {} | {} | {} | {} | {captions} | {} | {:.2} | {:.0}+{:.1} |\n",
             r["judge"].as_str().unwrap_or(""),
             r["set"].as_str().unwrap_or(""),
+            // rows saved before the dev/test split scored the whole set
+            r["part"].as_str().unwrap_or("all"),
             r["n"].as_u64().unwrap_or(0).max(r["pairs"].as_u64().unwrap_or(0)),
             if r["pairs"].as_u64().unwrap_or(0) > 0 { format!("{:.3}", f("pair_agreement")) } else { "–".into() },
             f("labels_per_sec"),
