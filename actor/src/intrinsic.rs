@@ -6,7 +6,8 @@
 pub use oni_reward_model::pull::{accept, pull_reward_models, RewardSlot};
 use oni_reward_model::{normalise, CachedRewards, EpisodeCounts};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IntrinsicConfig {
@@ -19,6 +20,66 @@ pub struct IntrinsicConfig {
 /// Steps between updates of the intrinsic-reward gauges.
 const GAUGE_EVERY: u64 = 20_000;
 
+/// Most distinct captions a ledger names; the rest are summed under `OTHER`.
+const LEDGER_CAPTIONS: usize = 4096;
+pub const OTHER: &str = "(other captions)";
+
+/// What the intrinsic reward paid for, and how much of what the agents met the LLM had
+/// judged: the diagnosis of an online ONI run. The stepping threads add to one ledger per
+/// process every `GAUGE_EVERY` steps; `oni run` writes it into each metrics.jsonl row, a
+/// lone actor logs its top captions.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Ledger {
+    /// Steps whose observation carried a message.
+    pub captioned: u64,
+    /// Of those, steps whose caption the reward model's labels cover.
+    pub labelled: u64,
+    /// Per caption: steps paid, and the intrinsic reward paid (`r_int · N_ep^(−β)`, before α_int).
+    pub paid: HashMap<String, (u64, f64)>,
+}
+
+impl Ledger {
+    /// Books `n` paid steps worth `r` to a caption (to `OTHER` once the ledger names
+    /// `LEDGER_CAPTIONS`); allocates only for a caption new to the ledger.
+    fn add(&mut self, caption: &str, n: u64, r: f64) {
+        let key = if self.paid.contains_key(caption) || self.paid.len() < LEDGER_CAPTIONS { caption } else { OTHER };
+        match self.paid.get_mut(key) {
+            Some(e) => *e = (e.0 + n, e.1 + r),
+            None => {
+                self.paid.insert(key.to_string(), (n, r));
+            }
+        }
+    }
+
+    fn merge(&mut self, other: Ledger) {
+        self.captioned += other.captioned;
+        self.labelled += other.labelled;
+        for (c, (n, r)) in other.paid {
+            self.add(&c, n, r);
+        }
+    }
+
+    /// The share of captioned steps the LLM had judged; `None` without any.
+    pub fn labelled_share(&self) -> Option<f64> {
+        (self.captioned > 0).then(|| self.labelled as f64 / self.captioned as f64)
+    }
+
+    /// The `n` captions paid the most, most first.
+    pub fn top(&self, n: usize) -> Vec<(String, u64, f64)> {
+        let mut v: Vec<(String, u64, f64)> = self.paid.iter().map(|(c, &(k, r))| (c.clone(), k, r)).collect();
+        v.sort_by(|a, b| b.2.total_cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+        v.truncate(n);
+        v
+    }
+}
+
+static LEDGER: Mutex<Option<Ledger>> = Mutex::new(None);
+
+/// This process's ledger since the last take.
+pub fn take_ledger() -> Ledger {
+    LEDGER.lock().unwrap().take().unwrap_or_default()
+}
+
 /// Rewards the steps of one group of envs; lives on the stepping thread.
 pub struct Rewarder {
     rewards: CachedRewards,
@@ -26,6 +87,7 @@ pub struct Rewarder {
     counts: Vec<EpisodeCounts>,
     episode_sum: Vec<f32>,
     window: (u64, u64, f64),
+    ledger: Ledger,
 }
 
 impl Rewarder {
@@ -36,6 +98,7 @@ impl Rewarder {
             counts: vec![EpisodeCounts::default(); envs],
             episode_sum: vec![0.0; envs],
             window: (0, 0, 0.0),
+            ledger: Ledger::default(),
         }
     }
 
@@ -57,6 +120,13 @@ impl Rewarder {
         for (i, key) in keys.iter().enumerate() {
             let decay = key.as_ref().map_or(0.0, |k| self.counts[i].observe(k, self.beta));
             let r = key.as_ref().map_or(0.0, |k| self.rewards.get(k) * decay);
+            if let Some(k) = key {
+                self.ledger.captioned += 1;
+                self.ledger.labelled += self.rewards.is_labelled(k) as u64;
+                if r > 0.0 {
+                    self.ledger.add(k, 1, r as f64);
+                }
+            }
             self.episode_sum[i] += r;
             rewards.push(r);
             decays.push(decay);
@@ -72,6 +142,11 @@ impl Rewarder {
             let (n, pos, sum) = std::mem::take(&mut self.window);
             metrics::gauge!(crate::metric_names::INTRINSIC_REWARD_MEAN).set(sum / n as f64);
             metrics::gauge!(crate::metric_names::INTRINSIC_REWARDED_FRACTION).set(pos as f64 / n as f64);
+            let ledger = std::mem::take(&mut self.ledger);
+            if let Some(share) = ledger.labelled_share() {
+                metrics::gauge!(crate::metric_names::INTRINSIC_LABELLED_FRACTION).set(share);
+            }
+            LEDGER.lock().unwrap().get_or_insert_with(Ledger::default).merge(ledger);
         }
         StepRewards { rewards, decays, finished }
     }
@@ -135,6 +210,35 @@ mod tests {
         let s = rw.step(&caps(KEY, KEY), &[false, true]);
         assert_eq!(s.rewards, vec![1.0, 0.125]);
         assert_eq!(rw.version(), 1);
+    }
+
+    #[test]
+    fn the_ledger_books_what_was_paid_and_how_much_the_judge_had_seen() {
+        let slot = Arc::new(RewardSlot::default());
+        accept("actor", &slot, &model(1, &[KEY], &[NEWT]), 1);
+        let mut rw = Rewarder::new(slot, 3.0, 2);
+        let caps = |a: &str, b: &str| vec![a.to_string(), b.to_string()];
+        rw.step(&caps(KEY, NEWT), &[false, false]);
+        rw.step(&caps(KEY, "It's a wall."), &[false, false]);
+        rw.step(&caps("", KEY), &[false, false]);
+        let l = &rw.ledger;
+        // five steps with a message, four of them judged (the wall was never labelled)
+        assert_eq!((l.captioned, l.labelled), (5, 4));
+        assert_eq!(l.labelled_share(), Some(0.8));
+        let top = l.top(5);
+        assert_eq!(top.len(), 1, "only the key was paid: {top:?}");
+        assert_eq!((top[0].0.as_str(), top[0].1), (KEY, 3));
+        assert!((top[0].2 - (1.0 + 0.125 + 1.0)).abs() < 1e-6, "env 0 paid 1 then 1/8, env 1 paid 1: {}", top[0].2);
+
+        // bounded: past LEDGER_CAPTIONS distinct captions the rest are summed as one
+        let mut big = Ledger::default();
+        for i in 0..LEDGER_CAPTIONS + 10 {
+            big.add(&format!("caption {i}"), 1, 1.0);
+        }
+        big.add("caption 0", 1, 1.0);
+        assert_eq!(big.paid.len(), LEDGER_CAPTIONS + 1);
+        assert_eq!(big.paid[OTHER], (10, 10.0));
+        assert_eq!(big.paid["caption 0"], (2, 2.0), "a caption already named keeps its own line");
     }
 
     #[test]

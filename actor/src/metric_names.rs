@@ -32,4 +32,6 @@ oni_proto::metric_names! {
     gauge INTRINSIC_REWARD_MEAN = "oni_intrinsic_reward_mean";
     /// Fraction of steps with a positive intrinsic reward over the last window.
     gauge INTRINSIC_REWARDED_FRACTION = "oni_intrinsic_rewarded_fraction";
+    /// Fraction of steps with a message whose caption the reward model's labels cover, last window.
+    gauge INTRINSIC_LABELLED_FRACTION = "oni_intrinsic_labelled_step_fraction";
 }

@@ -45,6 +45,8 @@ pub struct Core {
     pub(crate) prompts: PromptConfig,
     pub(crate) prompt_hash: String,
     pub(crate) ranking_hash: String,
+    /// `derivation_rule(&cfg)`, stamped on every answer derived from another's.
+    pub(crate) rule: String,
     pub(crate) llm: LlmClient,
     pub(crate) bank: Arc<dyn LabelBank>,
     pub(crate) state: Mutex<State>,
@@ -76,7 +78,28 @@ impl Core {
         let mut pool = Vec::new();
         let mut by_key = HashMap::new();
         let model = &llm.config().model;
-        for r in bank.all()?.into_iter().filter(|r| r.prompt_hash == prompt_hash && &r.model == model) {
+        let rule = derivation_rule(&cfg);
+        let (usable, apart): (Vec<LabelRecord>, Vec<LabelRecord>) =
+            bank.all()?.into_iter().partition(|r| usable_answer(r, &prompt_hash, model, &rule));
+        if !apart.is_empty() {
+            let mut why: std::collections::BTreeMap<String, usize> = Default::default();
+            for r in &apart {
+                let what = if r.prompt_hash != prompt_hash || &r.model != model {
+                    format!("prompt {} / model {:?}", r.prompt_hash, r.model)
+                } else {
+                    format!("derived under caption rule {:?}", r.rule.as_deref().unwrap_or(""))
+                };
+                *why.entry(what).or_default() += 1;
+            }
+            let why: Vec<String> = why.into_iter().map(|(w, n)| format!("{n} of {w}")).collect();
+            tracing::warn!(
+                "{}: {} answers kept apart, not used by this run (which asks prompt {prompt_hash} of model {model:?} under caption rule {rule:?}): {}",
+                bank.location(),
+                apart.len(),
+                why.join("; ")
+            );
+        }
+        for r in usable {
             if cfg.pairs_per_caption > 0 && pool.len() < cfg.pair_pool {
                 pool.push(r.caption.clone());
             }
@@ -97,6 +120,7 @@ impl Core {
             prompts,
             prompt_hash,
             ranking_hash,
+            rule,
             llm,
             bank,
             work: Notify::new(),
@@ -114,6 +138,11 @@ impl Core {
             prompt_hash: self.prompt_hash.clone(),
             model: self.llm.config().model.clone(),
         }
+    }
+
+    /// Whether a stored answer is this run's (`usable_answer`).
+    pub(crate) fn usable(&self, r: &LabelRecord) -> bool {
+        usable_answer(r, &self.prompt_hash, &self.llm.config().model, &self.rule)
     }
 
     /// The question a caption asks: captions with equal questions get one answer
@@ -134,7 +163,7 @@ impl Core {
             by_key.entry(key.clone()).or_insert_with(|| r.clone());
             for w in st.waiting.remove(&key).unwrap_or_default() {
                 if self.question(&w) == key {
-                    out.push(r.for_alike(&w, now_ms()));
+                    out.push(r.for_alike(&w, now_ms(), &self.rule));
                     continue;
                 }
                 // a caption of several messages: done once every message has its answer
@@ -143,7 +172,7 @@ impl Core {
                     parts.iter().map(|m| by_key.get(&self.question(m)).cloned()).collect();
                 if let Some(answers) = answers {
                     st.composites.remove(&w);
-                    out.push(combine(&w, &answers, now_ms()));
+                    out.push(combine(&w, &answers, now_ms(), &self.rule));
                 }
             }
         }
@@ -168,17 +197,29 @@ impl Core {
         &self,
         kind: oni_reward_model::Kind,
         cfg: oni_reward_model::DistillConfig,
+        stop: watch::Receiver<bool>,
+    ) -> Result<std::thread::JoinHandle<()>, crate::BankError> {
+        self.start_scored_distiller(kind, cfg, Vec::new(), stop)
+    }
+
+    /// `start_distiller`, scoring every snapshot against `gold` (caption, helpful) too.
+    pub fn start_scored_distiller(
+        &self,
+        kind: oni_reward_model::Kind,
+        cfg: oni_reward_model::DistillConfig,
+        gold: Vec<(String, bool)>,
         mut stop: watch::Receiver<bool>,
     ) -> Result<std::thread::JoinHandle<()>, crate::BankError> {
         let filter = AnswerFilter {
             classification_hash: self.prompt_hash.clone(),
             ranking_hash: self.ranking_hash.clone(),
             model: self.llm.config().model.clone(),
+            rule: self.rule.clone(),
         };
         let (tx, rx) = std::sync::mpsc::channel();
         // subscribe before loading, so nothing stored in between is missed
         self.listeners.lock().unwrap().push(tx);
-        let lp = DistillLoop::new(kind, cfg, filter, self.bank.clone(), self.served.clone())?;
+        let lp = DistillLoop::new(kind, cfg, filter, self.bank.clone(), self.served.clone())?.scored_against(gold);
         self.distilling.store(true, std::sync::atomic::Ordering::Release);
         let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let f = flag.clone();
@@ -200,6 +241,11 @@ impl Core {
     /// Answers stored by this process so far.
     pub fn answered(&self) -> u64 {
         self.answered.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How right the served reward model is (all `None` before the first).
+    pub fn reward_model_accuracy(&self) -> crate::distill::Accuracy {
+        self.served.lock().unwrap().as_ref().map(|p| p.accuracy).unwrap_or_default()
     }
 
     /// The version of the reward model being served (0: none yet).
@@ -232,7 +278,8 @@ impl Core {
                 metrics::counter!(crate::metric_names::CAPTIONS, "outcome" => "rejected").increment(1);
                 continue;
             };
-            let known = self.bank.get(&self.key(&c)).map_err(unreachable_bank)?;
+            // an answer derived under another caption rule is not this run's: asked again
+            let known = self.bank.get(&self.key(&c)).map_err(unreachable_bank)?.filter(|r| self.usable(r));
             if known.is_some() {
                 ack.known += 1;
                 metrics::counter!(crate::metric_names::BANK_HITS).increment(1);
@@ -240,7 +287,7 @@ impl Core {
             }
             let mut parts = Vec::new();
             for m in self.messages_of(&c) {
-                let r = self.bank.get(&self.key(&m)).map_err(unreachable_bank)?;
+                let r = self.bank.get(&self.key(&m)).map_err(unreachable_bank)?.filter(|r| self.usable(r));
                 parts.push((m, r));
             }
             fresh.push((c, parts));
@@ -266,7 +313,7 @@ impl Core {
             drop(by_key);
             if answers.iter().all(Option::is_some) {
                 let answers: Vec<LabelRecord> = answers.into_iter().flatten().collect();
-                alike.push(combine(&c, &answers, now_ms()));
+                alike.push(combine(&c, &answers, now_ms(), &self.rule));
                 ack.known += 1;
                 metrics::counter!(crate::metric_names::CAPTIONS, "outcome" => "same_question").increment(1);
                 continue;
@@ -329,7 +376,7 @@ impl Core {
         let key = self.question(question);
         if question == waiter {
             if let Some(r) = self.by_key.lock().unwrap().get(&key) {
-                alike.push(r.for_alike(waiter, now_ms()));
+                alike.push(r.for_alike(waiter, now_ms(), &self.rule));
                 ack.known += 1;
                 metrics::counter!(crate::metric_names::CAPTIONS, "outcome" => "same_question").increment(1);
                 return;
@@ -379,7 +426,7 @@ impl Core {
 
     pub fn label_of(&self, caption: &str) -> Result<Option<Label>, Refusal> {
         let Some(c) = normalise(caption) else { return Ok(None) };
-        Ok(self.bank.get(&self.key(&c)).map_err(unreachable_bank)?.map(|r| r.label))
+        Ok(self.bank.get(&self.key(&c)).map_err(unreachable_bank)?.filter(|r| self.usable(r)).map(|r| r.label))
     }
 }
 
@@ -387,7 +434,7 @@ impl Core {
 type Part = (String, Option<LabelRecord>);
 
 /// A caption's record from the answers about each of its messages (`Label::of_messages`).
-fn combine(caption: &str, answers: &[LabelRecord], time_ms: u64) -> LabelRecord {
+fn combine(caption: &str, answers: &[LabelRecord], time_ms: u64, rule: &str) -> LabelRecord {
     let label = Label::of_messages(answers.iter().map(|a| a.label));
     let join = |f: &dyn Fn(&LabelRecord) -> String| answers.iter().map(f).collect::<Vec<_>>().join(" | ");
     LabelRecord {
@@ -400,7 +447,26 @@ fn combine(caption: &str, answers: &[LabelRecord], time_ms: u64) -> LabelRecord 
         time_ms,
         tokens: None,
         asked_as: Some(join(&|a| a.asked_as.clone().unwrap_or_else(|| a.caption.clone()))),
+        rule: Some(rule.into()),
     }
+}
+
+/// What decides which captions share an answer: the caption-key rules and whether captions
+/// are judged message by message. Stamped on derived answers so a run with another rule
+/// does not take them for its own.
+pub fn derivation_rule(cfg: &AnnotatorConfig) -> String {
+    let keys: Vec<String> = cfg
+        .caption_key
+        .iter()
+        .map(|k| serde_json::to_value(k).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default())
+        .collect();
+    format!("key={}{}", keys.join(","), if cfg.split_messages { ";messages" } else { "" })
+}
+
+/// Whether a stored answer belongs to this run: asked with its prompt and model, and, if
+/// derived from another caption's answer, derived under its rule.
+pub fn usable_answer(r: &LabelRecord, prompt_hash: &str, model: &str, rule: &str) -> bool {
+    r.prompt_hash == prompt_hash && r.model == model && r.rule.as_deref().is_none_or(|x| x == rule)
 }
 
 /// The bank could not be read: the caller may try again once it is back.

@@ -96,6 +96,10 @@ pub trait LabelBank: Send + Sync {
     }
     /// Every record, oldest first.
     fn all(&self) -> Result<Vec<LabelRecord>, BankError>;
+    /// Where the bank is, for messages (a directory, or a Redis URL and prefix).
+    fn location(&self) -> String {
+        "the label bank".into()
+    }
 
     fn get_pair(&self, key: &PairKey) -> Result<Option<PairRecord>, BankError>;
     fn put_pairs(&self, records: &[PairRecord]) -> Result<(), BankError>;
@@ -223,6 +227,10 @@ impl FileBank {
 }
 
 impl LabelBank for FileBank {
+    fn location(&self) -> String {
+        format!("label bank {}", self.dir.join("labels.jsonl").display())
+    }
+
     fn get(&self, key: &LabelKey) -> Result<Option<LabelRecord>, BankError> {
         Ok(self.labels.lock().unwrap().get(&(key.prompt_hash.clone(), key.model.clone(), key.caption.clone())))
     }
@@ -312,6 +320,7 @@ mod tests {
             time_ms: 1,
             tokens: None,
             asked_as: None,
+            rule: None,
         }
     }
 

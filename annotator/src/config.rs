@@ -11,8 +11,11 @@ pub struct AnnotatorConfig {
     pub listen: String,
     /// Captions waiting for the LLM; when full the oldest are dropped (counted).
     pub backlog_capacity: usize,
-    /// Captions a worker takes from the backlog at once (ONI: the 100 newest); their
-    /// prompts go to the server as fast as the LLM client's concurrency limit lets them.
+    /// Captions a worker takes from the backlog at once; their answers are stored when the
+    /// last of them is in. With the chat API every caption is its own request, so 1 (the
+    /// default) stores each answer the moment it arrives: on a slow CPU judge a batch of 8
+    /// held finished answers back for seconds, the cold start's costliest wait. With
+    /// `llm.api = completions` a worker takes at least `llm.batch` (one request's prompts).
     pub batch: usize,
     /// Pause after a failed batch before trying again.
     pub retry_pause_ms: u64,
@@ -37,6 +40,10 @@ pub struct AnnotatorConfig {
     /// Qwen2.5-Coder-1.5B it found every keyroom progress caption but, on NetHack, where a
     /// step prints many messages, called nearly every caption helpful (docs/results/judges.md).
     pub split_messages: bool,
+    /// A labelled caption set (the `data/judging/*.tsv` format) to score every published
+    /// reward model against (`oni_reward_model_accuracy{against="gold"}`, the run's
+    /// metrics.jsonl): how right the reward is while the bank fills. Never trained on.
+    pub gold: Option<std::path::PathBuf>,
 }
 
 impl Default for AnnotatorConfig {
@@ -45,7 +52,7 @@ impl Default for AnnotatorConfig {
             enabled: false,
             listen: "127.0.0.1:50052".into(),
             backlog_capacity: 100_000,
-            batch: 8,
+            batch: 1,
             retry_pause_ms: 1000,
             max_captions_per_call: 4096,
             drain_secs: 60,
@@ -54,6 +61,7 @@ impl Default for AnnotatorConfig {
             pair_pool: 50_000,
             caption_key: vec![KeyRule::Numbers, KeyRule::Letters, KeyRule::Pets],
             split_messages: false,
+            gold: None,
         }
     }
 }

@@ -24,6 +24,20 @@ pub struct Published {
     pub version: u64,
     pub kind: Kind,
     pub bytes: Arc<Vec<u8>>,
+    pub accuracy: Accuracy,
+}
+
+/// How right a published reward model is: the share of labelled captions it pays exactly
+/// when they are helpful, against three references (each `None` where there is nothing
+/// to score against).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Accuracy {
+    /// Labels it was not trained on (`distill.heldout_fraction`).
+    pub heldout: Option<f32>,
+    /// Every label the distillation dataset holds.
+    pub bank: Option<f32>,
+    /// The hand-labelled set `annotator.gold`.
+    pub gold: Option<f32>,
 }
 
 /// What the distiller reads answers as: only those of the current prompts and model.
@@ -32,6 +46,8 @@ pub struct AnswerFilter {
     pub classification_hash: String,
     pub ranking_hash: String,
     pub model: String,
+    /// `annotator::derivation_rule`: derived answers of another rule are not this run's.
+    pub rule: String,
 }
 
 impl AnswerFilter {
@@ -41,7 +57,7 @@ impl AnswerFilter {
             Label::Unhelpful => false,
             Label::Unknown => return None,
         };
-        (r.prompt_hash == self.classification_hash && r.model == self.model)
+        crate::annotator::usable_answer(r, &self.classification_hash, &self.model, &self.rule)
             .then(|| Example { caption: r.caption.clone(), helpful })
     }
 
@@ -61,6 +77,8 @@ pub struct DistillLoop {
     bank: Arc<dyn LabelBank>,
     served: Arc<Mutex<Option<Published>>>,
     version: u64,
+    /// `annotator.gold`: (caption, helpful) to score each snapshot against.
+    gold: Vec<(String, bool)>,
 }
 
 impl DistillLoop {
@@ -82,7 +100,8 @@ impl DistillLoop {
                     if let Err(e) = distiller.resume(&snap) {
                         tracing::warn!("stored reward model v{v} does not fit, training afresh: {e}");
                     }
-                    *served.lock().unwrap() = Some(Published { version: v, kind, bytes: Arc::new(bytes) });
+                    let accuracy = Accuracy { heldout: snap.heldout_accuracy, ..Accuracy::default() };
+                    *served.lock().unwrap() = Some(Published { version: v, kind, bytes: Arc::new(bytes), accuracy });
                     metrics::gauge!(oni_reward_model::metric_names::REWARD_MODEL_VERSION, "role" => "annotator")
                         .set(v as f64);
                 }
@@ -102,7 +121,13 @@ impl DistillLoop {
             version,
             "reward-model distillation starting"
         );
-        Ok(DistillLoop { distiller, filter, bank, served, version })
+        Ok(DistillLoop { distiller, filter, bank, served, version, gold: Vec::new() })
+    }
+
+    /// Scores every published snapshot against these labelled captions too.
+    pub fn scored_against(mut self, gold: Vec<(String, bool)>) -> Self {
+        self.gold = gold;
+        self
     }
 
     fn add(&mut self, a: Answered) -> usize {
@@ -166,13 +191,23 @@ impl DistillLoop {
         if let Err(e) = self.bank.put_snapshot(self.version, &bytes) {
             tracing::warn!("could not store reward model v{}: {e}", self.version);
         }
+        let gold = match (self.gold.is_empty(), oni_reward_model::RewardModel::from_snapshot(snap.clone())) {
+            (false, Ok(m)) => m.agreement(self.gold.iter().map(|(c, h)| (c.as_str(), *h))),
+            _ => None,
+        };
+        let accuracy = Accuracy { heldout: snap.heldout_accuracy, bank: self.distiller.bank_accuracy_of(&snap), gold };
         if let Some(acc) = snap.heldout_accuracy {
             metrics::gauge!(crate::metric_names::HELDOUT_ACCURACY).set(acc as f64);
+        }
+        for (against, acc) in [("heldout", accuracy.heldout), ("bank", accuracy.bank), ("gold", accuracy.gold)] {
+            if let Some(a) = acc {
+                metrics::gauge!(crate::metric_names::ACCURACY, "against" => against).set(a as f64);
+            }
         }
         metrics::gauge!(oni_reward_model::metric_names::REWARD_MODEL_VERSION, "role" => "annotator")
             .set(self.version as f64);
         tracing::debug!(version = self.version, trained_on = snap.trained_on, accuracy = ?snap.heldout_accuracy, "reward model published");
         *self.served.lock().unwrap() =
-            Some(Published { version: self.version, kind: snap.kind, bytes: Arc::new(bytes) });
+            Some(Published { version: self.version, kind: snap.kind, bytes: Arc::new(bytes), accuracy });
     }
 }

@@ -30,13 +30,19 @@ pub struct LabelRecord {
     /// of its own (same question key, `annotator.caption_key`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub asked_as: Option<String>,
+    /// For an answer given without a question of its own: the rule that derived it
+    /// (`Core::derivation_rule`: the caption-key rules, and whether captions are judged
+    /// message by message). A run with another rule keeps such answers apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
 }
 
 impl LabelRecord {
     /// This answer, given to `caption`, which asks the same question.
-    pub fn for_alike(&self, caption: &str, time_ms: u64) -> LabelRecord {
+    pub fn for_alike(&self, caption: &str, time_ms: u64, rule: &str) -> LabelRecord {
         LabelRecord {
             caption: caption.into(),
+            rule: Some(rule.into()),
             asked_as: Some(self.asked_as.clone().unwrap_or_else(|| self.caption.clone())),
             latency_ms: 0,
             time_ms,

@@ -19,7 +19,7 @@ pub mod serve;
 pub mod service;
 mod workers;
 
-pub use annotator::Core;
+pub use annotator::{derivation_rule, usable_answer, Core};
 pub use bank::{BankError, FileBank, LabelBank, LabelKey, PairKey};
 pub use config::AnnotatorConfig;
 pub use label::{parse_label, parse_preference, Label, LabelRecord, PairRecord, Preference};

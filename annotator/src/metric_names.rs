@@ -54,6 +54,8 @@ oni_proto::metric_names! {
     gauge DATASET_SIZE = "oni_reward_model_dataset_size";
     /// Accuracy of the reward model on held-out labels.
     gauge HELDOUT_ACCURACY = "oni_reward_model_heldout_accuracy";
+    /// Share of labelled captions the reward model pays exactly when helpful, by reference (heldout, bank, gold).
+    gauge ACCURACY = "oni_reward_model_accuracy";
     /// Distillation loss, last round.
     gauge REWARD_MODEL_LOSS = "oni_reward_model_loss";
     /// Seconds per LLM request.

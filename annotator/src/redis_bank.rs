@@ -112,6 +112,10 @@ impl RedisBank {
 }
 
 impl LabelBank for RedisBank {
+    fn location(&self) -> String {
+        format!("label bank {} (prefix {:?})", self.url, self.prefix)
+    }
+
     fn get(&self, key: &LabelKey) -> Result<Option<LabelRecord>, BankError> {
         self.get_rec(&key.prompt_hash, &key.model, &key.caption)
     }

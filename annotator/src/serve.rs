@@ -21,6 +21,8 @@ pub enum StartError {
     Transport(#[from] TransportError),
     #[error(transparent)]
     Bank(#[from] BankError),
+    #[error("annotator.gold: {0}")]
+    Gold(#[from] crate::judging::SetError),
 }
 
 /// Where and how the annotator serves.
@@ -37,7 +39,11 @@ pub struct Serving<'a> {
 pub async fn start(core: Arc<Core>, s: Serving<'_>, stop: watch::Receiver<bool>) -> Result<SocketAddr, StartError> {
     core.spawn_workers(stop.clone());
     if let Some((kind, cfg)) = s.distill {
-        core.start_distiller(kind, cfg, stop.clone())?;
+        let gold = match &core.cfg.gold {
+            Some(path) => crate::judging::read_labelled(path)?.into_iter().map(|g| (g.caption, g.helpful)).collect(),
+            None => Vec::new(),
+        };
+        core.start_scored_distiller(kind, cfg, gold, stop.clone())?;
     }
     let bind = |source| StartError::Bind { addr: s.listen.to_string(), source };
     let listener = tokio::net::TcpListener::bind(s.listen).await.map_err(bind)?;

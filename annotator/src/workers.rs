@@ -18,7 +18,10 @@ impl Core {
     /// the LLM, stores the answers.
     async fn work_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         while !*stop.borrow() {
-            let n = self.cfg.batch.max(1);
+            let llm = self.llm.config();
+            let n =
+                if llm.api == crate::llm::Api::Completions { self.cfg.batch.max(llm.batch) } else { self.cfg.batch };
+            let n = n.max(1);
             let (captions, pairs) = {
                 let mut st = self.state.lock().unwrap();
                 let b = st.backlog.take_newest(n);
@@ -69,6 +72,7 @@ impl Core {
             time_ms: now_ms(),
             tokens,
             asked_as: None,
+            rule: None,
         };
         let (records, mut retry) = sort_answers(&batch, results, Label::Unknown, record);
         let stored = self.store(records.is_empty(), stop, || self.bank.put(&records)).await;

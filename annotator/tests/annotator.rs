@@ -255,3 +255,41 @@ async fn captions_are_judged_message_by_message() {
     }
     assert_eq!(prompts_asked(&script), 3);
 }
+
+/// `annotator.batch` = 1 (the default): a worker takes one caption at a time, so a fast
+/// answer is stored while a slow one is still out. (With 8, one worker took all three and
+/// stored none until the slowest answered: on a CPU judge, seconds of finished answers held
+/// back at a cold start.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_answer_is_stored_when_it_arrives_not_when_its_batch_is_done() {
+    let script = Arc::new(Mutex::new(Script { auto: true, ..Default::default() }));
+    // whichever caption is asked first waits 4 s for its answer
+    script.lock().unwrap().replies.push_back(Reply(200, completions(&[(0, r#"{"helpful": false}"#)]), 4000));
+    let url = serve(script.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let bank: Arc<dyn LabelBank> = Arc::new(FileBank::open(dir.path()).unwrap());
+    let llm = LlmClient::new(LlmConfig {
+        base_url: url,
+        api: Api::Completions,
+        concurrency: 2,
+        adaptive: false,
+        timeout_ms: 20_000,
+        ..Default::default()
+    })
+    .unwrap();
+    let cfg = AnnotatorConfig { retry_pause_ms: 100, ..Default::default() };
+    assert_eq!(cfg.batch, 1);
+    let c = Core::new(cfg, PromptConfig::default(), llm, bank.clone()).unwrap();
+    let (_stop_tx, stop) = watch::channel(false);
+    let _w = c.spawn_workers(stop);
+    c.submit(&["You hit the newt.".into(), "You see here a brass key.".into(), "It's a wall.".into()]).unwrap();
+    let t = Instant::now();
+    while !(bank.len().unwrap() == 2 && script.lock().unwrap().in_flight == 1) {
+        assert!(t.elapsed() < Duration::from_secs(20), "the fast answers were not stored while the slow one was out");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    while bank.len().unwrap() < 3 {
+        assert!(t.elapsed() < Duration::from_secs(20), "the slow answer never came");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -15,6 +15,7 @@ fn rec(caption: &str, label: Label, model: &str, t: u64) -> LabelRecord {
         time_ms: t,
         tokens: Some(57),
         asked_as: None,
+        rule: None,
     }
 }
 

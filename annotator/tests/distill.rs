@@ -163,3 +163,68 @@ async fn an_annotator_without_a_reward_model_says_so() {
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
     assert!(e.message().contains("reward.kind"), "{}", e.message());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_published_model_is_scored_against_the_bank_and_a_gold_set() {
+    let script = Arc::new(Mutex::new(Script { auto: true, ..Default::default() }));
+    let url = serve(script.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let bank: Arc<dyn LabelBank> = Arc::new(FileBank::open(dir.path()).unwrap());
+    let c = core(&url, bank, 0);
+    let (_stop_tx, stop) = watch::channel(false);
+    let _w = c.spawn_workers(stop.clone());
+    assert_eq!(c.reward_model_accuracy(), Default::default(), "no model, no accuracy");
+    // unseen captions of the same kinds: the classifier must generalise to be right on them
+    let gold = vec![("You see here a silver key.".to_string(), true), ("You hit the gnome.".to_string(), false)];
+    let _t = c.start_scored_distiller(Kind::Classification, distill(), gold, stop).unwrap();
+    c.submit(&captions()).unwrap();
+    until("a model right on the bank and on the gold set", 60, || {
+        let a = c.reward_model_accuracy();
+        a.bank == Some(1.0) && a.gold == Some(1.0)
+    })
+    .await;
+    assert_eq!(c.reward_model_accuracy().heldout, None, "nothing held out (heldout_fraction 0)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_of_another_prompt_or_caption_rule_are_kept_apart_and_asked_again() {
+    let script = Arc::new(Mutex::new(Script { auto: true, ..Default::default() }));
+    let url = serve(script.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let bank: Arc<dyn LabelBank> = Arc::new(FileBank::open(dir.path()).unwrap());
+    let hash = PromptConfig::default().classification_hash();
+    let model = LlmConfig::default().model;
+    let rec = |caption: &str, label, prompt_hash: &str, rule: Option<&str>| oni_annotator::LabelRecord {
+        caption: caption.into(),
+        label,
+        prompt_hash: prompt_hash.into(),
+        model: model.clone(),
+        raw_answer: String::new(),
+        latency_ms: 0,
+        time_ms: 1,
+        tokens: None,
+        asked_as: rule.map(|_| "You see here a brass key.".into()),
+        rule: rule.map(String::from),
+    };
+    use oni_annotator::Label::*;
+    // wrong on purpose, so that using them would show
+    bank.put(&[
+        rec("You hit the newt.", Helpful, "0123456789abcdef", None),
+        rec("You see here an old key.", Unhelpful, &hash, Some("key=letters")),
+        rec("You hit the rat.", Unhelpful, &hash, None),
+    ])
+    .unwrap();
+    let c = core(&url, bank.clone(), 0);
+    assert_eq!(c.label_of("You hit the rat.").unwrap(), Some(Unhelpful), "this run's own answer is used");
+    assert_eq!(c.label_of("You hit the newt.").unwrap(), None, "another prompt's answer is not");
+    assert_eq!(c.label_of("You see here an old key.").unwrap(), None, "another caption rule's derived answer is not");
+    let (_stop_tx, stop) = watch::channel(false);
+    let _w = c.spawn_workers(stop);
+    let ack =
+        c.submit(&["You hit the newt.".into(), "You see here an old key.".into(), "You hit the rat.".into()]).unwrap();
+    assert_eq!((ack.queued, ack.known), (2, 1));
+    until("both asked again", 20, || c.label_of("You see here an old key.").unwrap().is_some()).await;
+    until("both asked again", 20, || c.label_of("You hit the newt.").unwrap().is_some()).await;
+    assert_eq!(c.label_of("You see here an old key.").unwrap(), Some(Helpful));
+    assert_eq!(c.label_of("You hit the newt.").unwrap(), Some(Unhelpful));
+}

@@ -161,6 +161,22 @@ pub fn labels(cmd: LabelsCmd) -> Result<()> {
                 pairs.iter().filter(|r| dest.get_pair(&PairKey::of(r)).is_ok_and(|x| x.is_none())).cloned().collect();
             dest.put(&new_labels)?;
             dest.put_pairs(&new_pairs)?;
+            // answers of another prompt, model or caption rule stay apart (their keys differ);
+            // say how many, so nobody believes a warm bank that this config will not use
+            let cfg = crate::config::load(a.common.config.as_deref(), &a.common.set)?;
+            let (hash, rule) = (cfg.prompts.classification_hash(), oni_annotator::derivation_rule(&cfg.annotator));
+            let apart =
+                labels.iter().filter(|r| !oni_annotator::usable_answer(r, &hash, &cfg.llm.model, &rule)).count();
+            if apart > 0 {
+                eprintln!(
+                    "note: {apart} of the {} labels from {} were asked with another prompt or model, or derived under another \
+                     caption rule, than this config's (prompt {hash}, model {:?}, rule {rule:?}); they are kept apart and a run \
+                     with this config will not use them",
+                    labels.len(),
+                    a.from,
+                    cfg.llm.model
+                );
+            }
             println!(
                 "imported {} labels and {} pairs from {} ({} and {} were here already)",
                 new_labels.len(),

@@ -12,7 +12,28 @@ struct Row<'a> {
     steps_per_second: f64,
     #[serde(flatten)]
     stats: &'a StatsSnapshot,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    oni: Option<OniRow>,
 }
+
+/// How an online ONI run stands at a row: what the judge has answered, how right the
+/// reward model is, how much of what the agents meet is judged, and what was paid for
+/// (since the previous row). The diagnosis of a cold start.
+#[derive(Serialize)]
+struct OniRow {
+    /// Answers stored by the annotator so far, and captions waiting for the LLM.
+    labels: u64,
+    label_backlog: usize,
+    rm_version: u64,
+    rm_accuracy: oni_annotator::distill::Accuracy,
+    /// Share of the steps with a message whose caption the served model's labels cover.
+    labelled_share: Option<f64>,
+    /// The captions paid the most since the previous row: (caption, steps paid, sum paid).
+    paid_top: Vec<(String, u64, f64)>,
+}
+
+/// Captions named in each row's `paid_top`.
+const PAID_TOP: usize = 8;
 
 pub struct Progress {
     jsonl: Option<std::fs::File>,
@@ -108,7 +129,18 @@ impl Progress {
             snap.approx_kl,
         );
         if let Some(f) = &mut self.jsonl {
-            let row = Row { wall_seconds: wall, steps_per_second: self.sps, stats: &snap };
+            let oni = self.annotator.as_ref().map(|a| {
+                let ledger = oni_actor::intrinsic::take_ledger();
+                OniRow {
+                    labels: a.answered(),
+                    label_backlog: a.backlog(),
+                    rm_version: a.reward_model_version(),
+                    rm_accuracy: a.reward_model_accuracy(),
+                    labelled_share: ledger.labelled_share(),
+                    paid_top: ledger.top(PAID_TOP),
+                }
+            });
+            let row = Row { wall_seconds: wall, steps_per_second: self.sps, stats: &snap, oni };
             let _ = writeln!(f, "{}", serde_json::to_string(&row).unwrap());
         }
     }

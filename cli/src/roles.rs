@@ -307,6 +307,9 @@ pub async fn actor(c: Common) -> Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let counters = Arc::new(ActorCounters::default());
     let handle = spawn_actor(&p.cfg, p.cfg.actor.learner.clone(), 0, counters, stop_rx)?;
+    if p.cfg.reward.kind.is_some() {
+        tokio::spawn(log_paid_captions());
+    }
     tokio::pin!(handle);
     tokio::select! {
         r = &mut handle => return r?.map_err(Into::into),
@@ -314,6 +317,21 @@ pub async fn actor(c: Common) -> Result<()> {
     }
     let _ = stop_tx.send(true);
     handle.await?.map_err(Into::into)
+}
+
+/// Every minute, what this actor's intrinsic reward paid for most (the diagnosis that `oni
+/// run` writes into metrics.jsonl; a lone actor has only its log).
+async fn log_paid_captions() {
+    loop {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let ledger = oni_actor::intrinsic::take_ledger();
+        let top: Vec<String> = ledger.top(5).into_iter().map(|(c, n, r)| format!("{c:?} ×{n} ({r:.1})")).collect();
+        tracing::info!(
+            labelled_share = ?ledger.labelled_share(),
+            "intrinsic reward paid most for: {}",
+            if top.is_empty() { "nothing".into() } else { top.join(", ") }
+        );
+    }
 }
 
 /// The label bank `cfg` names: Redis, or the file bank (under the run directory unless

@@ -13,7 +13,8 @@ const CAPACITY: usize = 100_000;
 pub struct CachedRewards {
     slot: Arc<RewardSlot>,
     model: Option<Arc<RewardModel>>,
-    memo: HashMap<String, f32>,
+    /// Per caption: `r_int`, and whether the LLM has judged it.
+    memo: HashMap<String, (f32, bool)>,
 }
 
 impl CachedRewards {
@@ -52,12 +53,17 @@ impl CachedRewards {
             self.memo.clear();
         }
         for (k, r) in missing.iter().zip(model.rewards(&missing)) {
-            self.memo.insert(k.to_string(), r);
+            self.memo.insert(k.to_string(), (r, model.is_labelled(k)));
         }
     }
 
     /// `r_int` of a normalised caption that `prepare` saw (0 otherwise, or without a model).
     pub fn get(&self, key: &str) -> f32 {
-        self.memo.get(key).copied().unwrap_or(0.0)
+        self.memo.get(key).map_or(0.0, |m| m.0)
+    }
+
+    /// Whether the LLM had judged a caption that `prepare` saw when this model was made.
+    pub fn is_labelled(&self, key: &str) -> bool {
+        self.memo.get(key).is_some_and(|m| m.1)
     }
 }

@@ -16,6 +16,9 @@ enum Inner {
 pub struct RewardModel {
     snapshot: Snapshot,
     inner: Inner,
+    labelled: std::collections::HashSet<u64>,
+    /// `Snapshot::bank_labels`: captions paid their LLM label rather than the network's.
+    bank: HashMap<u64, bool>,
 }
 
 /// Captions scored per forward pass.
@@ -38,7 +41,9 @@ impl RewardModel {
                 Inner::Net(oni_policy::weights::load_bytes(net, &snapshot.weights)?)
             }
         };
-        Ok(RewardModel { snapshot, inner })
+        let labelled = snapshot.labelled.iter().copied().collect();
+        let bank = snapshot.bank_labels.iter().copied().collect();
+        Ok(RewardModel { snapshot, inner, labelled, bank })
     }
 
     /// Decodes and loads an encoded snapshot (checksum and kind checked).
@@ -87,6 +92,23 @@ impl RewardModel {
         }
     }
 
+    /// Share of labelled captions the model pays exactly when their label is helpful;
+    /// `None` without any.
+    pub fn agreement<'a>(&self, labelled: impl IntoIterator<Item = (&'a str, bool)>) -> Option<f32> {
+        let (captions, labels): (Vec<&str>, Vec<bool>) = labelled.into_iter().unzip();
+        if captions.is_empty() {
+            return None;
+        }
+        let right = self.rewards(&captions).iter().zip(&labels).filter(|(r, &h)| (**r > 0.0) == h).count();
+        Some(right as f32 / captions.len() as f32)
+    }
+
+    /// Whether the LLM has judged this (normalised) caption: it is among the labels the
+    /// model was distilled from.
+    pub fn is_labelled(&self, caption: &str) -> bool {
+        self.labelled.contains(&crate::snapshot::caption_hash(caption))
+    }
+
     /// `r_int` of each caption: 1 where the model judges it progress, else 0. An empty
     /// caption (no message this step) earns 0.
     pub fn rewards(&self, captions: &[&str]) -> Vec<f32> {
@@ -95,6 +117,10 @@ impl RewardModel {
             Kind::Hashing => 0.5,
             _ => self.snapshot.threshold,
         };
-        captions.iter().zip(scores).map(|(c, s)| if !c.is_empty() && s > tau { 1.0 } else { 0.0 }).collect()
+        let paid = |c: &str, s: f32| match self.bank.get(&crate::snapshot::caption_hash(c)) {
+            Some(&helpful) => helpful,
+            None => s > tau,
+        };
+        captions.iter().zip(scores).map(|(c, s)| if !c.is_empty() && paid(c, s) { 1.0 } else { 0.0 }).collect()
     }
 }

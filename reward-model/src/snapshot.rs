@@ -40,6 +40,19 @@ pub struct Snapshot {
     /// Labels or pairs the model was trained on, and its held-out accuracy when measured.
     pub trained_on: u64,
     pub heldout_accuracy: Option<f32>,
+    /// Every caption the model's labels cover (`caption_hash` of each): which steps the LLM
+    /// has already judged, for the labelled-share diagnosis. Never used to reward.
+    pub labelled: Vec<u64>,
+    /// Classification with `distill.bank_first`: the training labels (`caption_hash`,
+    /// helpful). A caption the LLM has judged is paid its label; the network judges only the
+    /// rest, so an early model fitted to a handful of labels cannot pay a frequent caption the
+    /// LLM already called unhelpful.
+    pub bank_labels: Vec<(u64, bool)>,
+}
+
+/// The 64-bit FNV-1a hash a snapshot's `labelled` list holds for a (normalised) caption.
+pub fn caption_hash(caption: &str) -> u64 {
+    caption.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -53,6 +66,10 @@ struct Header {
     table: Vec<(String, bool)>,
     trained_on: u64,
     heldout_accuracy: Option<f32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    labelled: Vec<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    bank_labels: Vec<(u64, bool)>,
 }
 
 impl Snapshot {
@@ -67,6 +84,8 @@ impl Snapshot {
             table: self.table.clone(),
             trained_on: self.trained_on,
             heldout_accuracy: self.heldout_accuracy,
+            labelled: self.labelled.clone(),
+            bank_labels: self.bank_labels.clone(),
         };
         let h = serde_json::to_vec(&header).expect("header serialises");
         let mut out = Vec::with_capacity(h.len() + self.weights.len() + 20);
@@ -118,6 +137,8 @@ impl Snapshot {
             weights: weights.to_vec(),
             trained_on: header.trained_on,
             heldout_accuracy: header.heldout_accuracy,
+            labelled: header.labelled,
+            bank_labels: header.bank_labels,
         })
     }
 }

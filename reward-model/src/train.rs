@@ -48,6 +48,11 @@ pub struct DistillConfig {
     /// Examples of each class (classification), or decisive pairs (ranking), needed before
     /// a first snapshot is published.
     pub min_per_class: usize,
+    /// Classification: pay each caption the LLM has judged its label, and let the network
+    /// judge only captions without one. Off is ONI's way (the network judges everything);
+    /// on, the labels that arrive in the first seconds of a cold run are paid exactly
+    /// instead of through a network fitted to a handful of them (docs/results/oni-online.md).
+    pub bank_first: bool,
     /// Least time between two published snapshots.
     pub publish_interval_ms: u64,
     /// τ on p(helpful) (classification).
@@ -68,6 +73,7 @@ impl Default for DistillConfig {
             learning_rate: 1e-3,
             heldout_fraction: 0.1,
             min_per_class: 2,
+            bank_first: true,
             publish_interval_ms: 1000,
             threshold: 0.5,
             rank_threshold: 0.5,
@@ -123,9 +129,7 @@ impl<T> Split<T> {
     }
 }
 
-fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
-}
+use crate::snapshot::caption_hash as fnv;
 
 pub struct Distiller {
     kind: Kind,
@@ -327,6 +331,8 @@ impl Distiller {
             weights: Vec::new(),
             trained_on: self.dataset_len() as u64,
             heldout_accuracy: None,
+            labelled: self.labelled_hashes(),
+            bank_labels: Vec::new(),
         };
         match self.kind {
             Kind::Hashing => {
@@ -340,6 +346,10 @@ impl Distiller {
                 snap.table.sort();
             }
             Kind::Classification | Kind::Ranking => {
+                if self.kind == Kind::Classification && self.cfg.bank_first {
+                    snap.bank_labels = self.labels.train.iter().map(|e| (fnv(&e.caption), e.helpful)).collect();
+                    snap.bank_labels.sort_unstable();
+                }
                 let net = self.inference_net().expect("network");
                 snap.weights = oni_policy::weights::to_bytes(&net);
                 if self.kind == Kind::Ranking {
@@ -381,6 +391,34 @@ impl Distiller {
 
     /// Accuracy on the held-out split: labels predicted right (classification), or the
     /// better message of decisive pairs scored higher (ranking).
+    /// The captions the labels (or pairs) cover, hashed, sorted.
+    fn labelled_hashes(&self) -> Vec<u64> {
+        let mut out: Vec<u64> = match self.kind {
+            Kind::Ranking => self
+                .pairs
+                .train
+                .iter()
+                .chain(&self.pairs.heldout)
+                .flat_map(|p| [fnv(&p.first), fnv(&p.second)])
+                .collect(),
+            _ => self.labels.train.iter().chain(&self.labels.heldout).map(|e| fnv(&e.caption)).collect(),
+        };
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// How often the snapshot pays exactly the captions the bank calls helpful, over every
+    /// labelled caption the dataset holds (at most `BANK_SAMPLE` of them, spread evenly):
+    /// the distillation's own fidelity, which the held-out accuracy only samples.
+    pub fn bank_accuracy_of(&self, snap: &Snapshot) -> Option<f32> {
+        const BANK_SAMPLE: usize = 1024;
+        let model = crate::RewardModel::from_snapshot(snap.clone()).ok()?;
+        let all: Vec<&Example> = self.labels.train.iter().chain(&self.labels.heldout).collect();
+        let step = all.len().div_ceil(BANK_SAMPLE).max(1);
+        model.agreement(all.iter().step_by(step).map(|e| (e.caption.as_str(), e.helpful)))
+    }
+
     fn heldout_accuracy_of(&self, snap: &Snapshot) -> Option<f32> {
         let model = crate::RewardModel::from_snapshot(snap.clone()).ok()?;
         match self.kind {

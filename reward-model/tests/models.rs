@@ -52,7 +52,8 @@ fn hashing_is_exact_and_unlabelled_is_zero() {
 
 #[test]
 fn classifier_learns_and_generalises_to_held_out_captions() {
-    let mut d = Distiller::new(Kind::Classification, cfg(), 2);
+    // the network alone (ONI's way), so every caption below is its judgement
+    let mut d = Distiller::new(Kind::Classification, DistillConfig { bank_first: false, ..cfg() }, 2);
     d.add_labels([Example { caption: "You hit the newt.".into(), helpful: false }]);
     assert!(d.ready().unwrap_err().contains("helpful"), "one class only must not publish");
     let data = captions();
@@ -73,6 +74,33 @@ fn classifier_learns_and_generalises_to_held_out_captions() {
     let caps: Vec<&str> = data.iter().map(|(c, _)| c.as_str()).collect();
     let right = data.iter().zip(m.rewards(&caps)).filter(|((_, h), r)| *h == (*r > 0.5)).count();
     assert!(right as f32 / data.len() as f32 >= 0.95, "{right}/{} right overall", data.len());
+}
+
+#[test]
+fn bank_first_pays_judged_captions_their_label_and_the_network_the_rest() {
+    let labels = [("You see no objects here.", false), ("You see here a brass key.", true), ("It's a wall.", false)];
+    let snapshot_of = |bank_first: bool| {
+        let mut d =
+            Distiller::new(Kind::Classification, DistillConfig { bank_first, heldout_fraction: 0.0, ..cfg() }, 4);
+        d.add_labels(labels.iter().map(|(c, h)| Example { caption: c.to_string(), helpful: *h }));
+        d.add_labels([Example { caption: "k - a brass key.".into(), helpful: true }]);
+        let mut snap = d.snapshot(1);
+        // a network fitted to nothing yet, made to pay every caption: what an early model
+        // trained on a handful of labels can do
+        snap.threshold = -1.0;
+        RewardModel::decode(&snap.encode()).unwrap()
+    };
+    let caps = ["You see no objects here.", "You see here a brass key.", "It's a wall.", "You hear a door open.", ""];
+    let with = snapshot_of(true);
+    assert_eq!(
+        with.rewards(&caps),
+        vec![0.0, 1.0, 0.0, 1.0, 0.0],
+        "judged captions paid their label, the rest by the network"
+    );
+    assert!(with.is_labelled("It's a wall.") && !with.is_labelled("You hear a door open."));
+    let without = snapshot_of(false);
+    assert_eq!(without.rewards(&caps), vec![1.0, 1.0, 1.0, 1.0, 0.0], "ONI's way: the network judges everything");
+    assert!(without.is_labelled("It's a wall."), "the labelled set is there either way, for the diagnosis");
 }
 
 #[test]
