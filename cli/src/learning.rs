@@ -50,6 +50,11 @@ pub struct LearningBench {
     /// judge's earlier answers are reused instead of asked again.
     #[arg(long, value_name = "RUN_DIR")]
     bank_from: Option<PathBuf>,
+    /// Train nothing: rebuild the table, curves and plot from the run directories an earlier
+    /// call left in `--out`/runs (same presets, seeds and name), keeping that call's
+    /// provenance from its `<name>.json`.
+    #[arg(long)]
+    from_runs: bool,
 }
 
 #[derive(Deserialize)]
@@ -63,6 +68,20 @@ struct Row {
     mean_extrinsic_return: f64,
     #[serde(default)]
     mean_score: Option<f64>,
+    /// An ONI run's diagnosis (`oni run` with an annotator): answers stored, share of steps
+    /// judged, and the reward model's accuracy.
+    #[serde(default)]
+    labels: Option<u64>,
+    #[serde(default)]
+    labelled_share: Option<f64>,
+    #[serde(default)]
+    rm_accuracy: Option<RmAccuracy>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+struct RmAccuracy {
+    bank: Option<f64>,
+    gold: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -104,6 +123,79 @@ fn warm_bank(from_run: &Path, dest: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Where a results file came from, so it can be checked and rerun: the commit, the exact
+/// command, each preset as resolved (its file, overrides and the hash of the resolved
+/// config), the seeds, the budget, the judge (model and prompt hashes) and the bank.
+fn provenance(b: &LearningBench, llm: &str) -> Result<serde_json::Value> {
+    use sha2::{Digest, Sha256};
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let commit = git(&["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown (not a git checkout)".into());
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    let mut presets = Vec::new();
+    for config in &b.configs {
+        let cfg = crate::config::load(Some(config), &b.set)?;
+        let resolved = toml::to_string(&cfg).context("resolving a preset")?;
+        let judge = cfg.reward.kind.map(|_| {
+            json!({"classification_prompt_hash": cfg.prompts.classification_hash(), "ranking_prompt_hash": cfg.prompts.ranking_hash(),
+                   "goal": cfg.prompts.goal, "temperature": cfg.llm.temperature, "api": format!("{:?}", cfg.llm.api).to_lowercase(),
+                   "split_messages": cfg.annotator.split_messages, "caption_key": cfg.annotator.caption_key})
+        });
+        presets.push(json!({"config": config.display().to_string(), "name": cfg.name, "reward": cfg.reward.kind.map(|k| k.name()),
+                            "config_sha256": format!("{:x}", Sha256::digest(resolved.as_bytes())), "judge": judge}));
+    }
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().map(|t| {
+        let model = t
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string());
+        // the machine's cores, and those this process may run on (a `taskset` shows here)
+        let cores = t.lines().filter(|l| l.starts_with("processor")).count();
+        json!({"model": model, "avx512": t.contains(" avx512f"), "cores": cores,
+               "cores_allowed": std::thread::available_parallelism().map_or(0, |n| n.get())})
+    });
+    let binary_sha256 = std::env::current_exe()
+        .and_then(std::fs::read)
+        .map(|b| format!("{:x}", Sha256::digest(&b)))
+        .unwrap_or_default();
+    Ok(json!({
+        "commit": commit,
+        "dirty": dirty,
+        "binary_sha256": binary_sha256,
+        "command": std::env::args().map(|a| if a.contains([' ', '"', '\'']) { format!("'{a}'") } else { a }).collect::<Vec<_>>().join(" "),
+        "presets": presets,
+        "overrides": b.set,
+        "seeds": (1..=b.seeds).collect::<Vec<_>>(),
+        "budget_env_steps": b.steps,
+        "judge": match &b.llm { Some(url) => json!({"kind": "llm", "url": url, "model": b.model}), None => json!({"kind": "rule", "url": llm}) },
+        "bank": match &b.bank_from { Some(p) => json!({"from": p.display().to_string()}), None => json!("cold") },
+        "cpu": cpu,
+        "date_unix": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+    }))
+}
+
+/// The provenance of the call whose runs `--from-runs` reads: its results file must say.
+fn earlier_provenance(b: &LearningBench) -> Result<serde_json::Value> {
+    let path = b.out.join(format!("{}.json", b.name));
+    let earlier: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("--from-runs: {}", path.display()))?)
+            .with_context(|| format!("--from-runs: {}", path.display()))?;
+    match earlier.get("provenance") {
+        Some(p) if PROVENANCE_KEYS.iter().all(|k| !p[*k].is_null()) => Ok(p.clone()),
+        _ => bail!("--from-runs: {} has no provenance; its runs cannot be traced, rerun them", path.display()),
+    }
+}
+
+/// The provenance fields every results file must carry (`scripts/plot_learning.py` checks
+/// the same list).
+pub const PROVENANCE_KEYS: [&str; 7] = ["commit", "command", "presets", "seeds", "budget_env_steps", "judge", "bank"];
+
 pub async fn bench_learning(b: LearningBench) -> Result<()> {
     let llm = match &b.llm {
         Some(url) => url.clone(),
@@ -116,6 +208,7 @@ pub async fn bench_learning(b: LearningBench) -> Result<()> {
         }
     };
     std::fs::create_dir_all(b.out.join("runs")).with_context(|| format!("--out {}", b.out.display()))?;
+    let provenance = if b.from_runs { earlier_provenance(&b)? } else { provenance(&b, &llm)? };
     let exe = std::env::current_exe()?;
     let mut outcomes = Vec::new();
     for config in &b.configs {
@@ -126,6 +219,13 @@ pub async fn bench_learning(b: LearningBench) -> Result<()> {
         };
         for seed in 1..=b.seeds {
             let run_dir = b.out.join("runs").join(format!("{}-{variant}-s{seed}", b.name));
+            if b.from_runs {
+                outcomes.push(
+                    read_outcome(&run_dir, &variant, seed)
+                        .with_context(|| format!("--from-runs: {}", run_dir.display()))?,
+                );
+                continue;
+            }
             if run_dir.exists() {
                 std::fs::remove_dir_all(&run_dir)?;
             }
@@ -171,7 +271,7 @@ pub async fn bench_learning(b: LearningBench) -> Result<()> {
             outcomes.push(outcome);
         }
     }
-    let report = write_report(&b, &llm, &outcomes)?;
+    let report = write_report(&b, &llm, &outcomes, provenance)?;
     println!("{report}");
     Ok(())
 }
@@ -184,23 +284,34 @@ fn read_outcome(run_dir: &Path, variant: &str, seed: u64) -> Result<Outcome> {
 }
 
 /// Writes `<name>.csv` (curves), `<name>.json` and `<name>.md` (table), and the plot.
-fn write_report(b: &LearningBench, llm: &str, outcomes: &[Outcome]) -> Result<serde_json::Value> {
+fn write_report(
+    b: &LearningBench,
+    llm: &str,
+    outcomes: &[Outcome],
+    mut provenance: serde_json::Value,
+) -> Result<serde_json::Value> {
     let mut csv = String::from(
-        "variant,seed,env_steps,episodes,success_rate,mean_intrinsic_return,mean_extrinsic_return,mean_score\n",
+        "variant,seed,env_steps,episodes,success_rate,mean_intrinsic_return,mean_extrinsic_return,mean_score,labels,labelled_share,rm_accuracy_bank,rm_accuracy_gold\n",
     );
+    let opt = |x: Option<f64>| x.map(|v| format!("{v:.4}")).unwrap_or_default();
     for o in outcomes {
         for r in &o.rows {
             let score = r.mean_score.map(|s| format!("{s:.2}")).unwrap_or_default();
+            let acc = r.rm_accuracy.unwrap_or_default();
             writeln!(
                 csv,
-                "{},{},{},{},{:.4},{:.4},{:.4},{score}",
+                "{},{},{},{},{:.4},{:.4},{:.4},{score},{},{},{},{}",
                 o.variant,
                 o.seed,
                 r.env_steps,
                 r.episodes,
                 r.success_rate,
                 r.mean_intrinsic_return,
-                r.mean_extrinsic_return
+                r.mean_extrinsic_return,
+                r.labels.map(|l| l.to_string()).unwrap_or_default(),
+                opt(r.labelled_share),
+                opt(acc.bank),
+                opt(acc.gold),
             )?;
         }
     }
@@ -252,22 +363,44 @@ fn write_report(b: &LearningBench, llm: &str, outcomes: &[Outcome]) -> Result<se
     if scored {
         md.push_str(&score_md);
     }
+    // the budget a run actually had (a preset's own run.max_env_steps where --steps is absent)
+    provenance["budget_env_steps"] = json!(outcomes.iter().map(|o| o.summary.env_steps).max().unwrap_or(0));
+    if let Some(k) = PROVENANCE_KEYS.iter().find(|k| provenance[**k].is_null()) {
+        bail!("internal: the results' provenance lacks `{k}`");
+    }
     let png = b.out.join(format!("{}.png", b.name));
+    let json_path = b.out.join(format!("{}.json", b.name));
+    let mut report = json!({"benchmark": "learning", "name": b.name, "judge": judge, "seeds": b.seeds, "variants": table,
+                            "provenance": provenance, "plot": null});
+    std::fs::write(&json_path, serde_json::to_vec_pretty(&report)?)?;
     let columns = if scored { "mean_extrinsic_return,mean_score" } else { "success_rate" };
     let plotted = std::process::Command::new(project_python())
-        .args([Path::new("scripts/plot_learning.py"), &csv_path, &png, Path::new(columns)])
+        .args([Path::new("scripts/plot_learning.py"), &json_path, &png, Path::new(columns)])
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
     if plotted {
         let what = if scored { "return and in-game score" } else { "success rate" };
         writeln!(md, "\n![{what} against env steps]({}.png)", b.name)?;
+        report["plot"] = json!(png.display().to_string());
+        std::fs::write(&json_path, serde_json::to_vec_pretty(&report)?)?;
     } else {
         eprintln!("note: no plot written (scripts/plot_learning.py needs python3 with matplotlib)");
     }
+    let p = &report["provenance"];
+    writeln!(
+        md,
+        "\nProvenance: commit `{}`{}; budget {} env steps per run; bank {}; seeds {}. Command:\n\n```\n{}\n```\n\nPer-seed figures, presets (config hashes) and the judge's prompt hashes: [{}.json]({}.json).",
+        p["commit"].as_str().unwrap_or(""),
+        if p["dirty"].as_bool() == Some(true) { " (with uncommitted changes)" } else { "" },
+        p["budget_env_steps"],
+        p["bank"],
+        b.seeds,
+        p["command"].as_str().unwrap_or(""),
+        b.name,
+        b.name
+    )?;
     std::fs::write(b.out.join(format!("{}.md", b.name)), md)?;
-    let report = json!({"benchmark": "learning", "name": b.name, "judge": judge, "seeds": b.seeds, "variants": table, "plot": plotted.then(|| png.display().to_string())});
-    std::fs::write(b.out.join(format!("{}.json", b.name)), serde_json::to_vec_pretty(&report)?)?;
     Ok(report)
 }
 
