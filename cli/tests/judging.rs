@@ -27,25 +27,40 @@ fn the_rule_judge_is_scored_on_every_shipped_set() {
     {
         assert!(sets.contains(&want), "no row for set {want}: {sets:?}");
     }
-    let keyroom = rows.iter().find(|r| r["set"] == "keyroom").unwrap();
-    assert!(keyroom["n"].as_u64().unwrap() >= 150, "{keyroom}");
-    assert_eq!(keyroom["unknown_rate"], 0.0);
-    // the keyword rule calls "This door is locked." helpful, which the rubric does not:
-    // good, but not perfect
-    let kappa = keyroom["kappa"].as_f64().unwrap();
-    assert!(kappa > 0.5 && kappa < 1.0, "κ {kappa}");
-    let pairs = rows.iter().find(|r| r["set"] == "keyroom-pairs").unwrap();
-    assert!(pairs["pairs"].as_u64().unwrap() >= 100 && pairs["pair_agreement"].as_f64().unwrap() > 0.5, "{pairs}");
-    assert!(keyroom["prompt_tokens_per_label"].as_f64().unwrap() > 10.0, "usage not counted: {keyroom}");
+    // each set is scored on its dev and its test part, one row each
+    let row = |set: &str, part: &str| {
+        rows.iter().find(|r| r["set"] == set && r["part"] == part).unwrap_or_else(|| panic!("no {set} {part} row"))
+    };
+    let (dev, test) = (row("keyroom", "dev"), row("keyroom", "test"));
+    let n = |r: &Value| r["n"].as_u64().unwrap();
+    assert_eq!(n(dev) + n(test), 243, "every keyroom caption is in one part");
+    assert!(n(dev) >= 50 && n(test) >= 50, "{dev} {test}");
+    assert_eq!((dev["unknown_rate"].as_f64(), test["unknown_rate"].as_f64()), (Some(0.0), Some(0.0)));
+    // the keyword rule calls "This door is locked." (a dev caption) helpful, which the rubric
+    // does not: good, but not perfect
+    let kappa = dev["kappa"].as_f64().unwrap();
+    assert!(kappa > 0.5 && kappa < 1.0, "dev κ {kappa}");
+    assert!(test["kappa"].as_f64().unwrap() > 0.5, "{test}");
+    let (pdev, ptest) = (row("keyroom-pairs", "dev"), row("keyroom-pairs", "test"));
+    assert!(pdev["pairs"].as_u64().unwrap() + ptest["pairs"].as_u64().unwrap() >= 100, "{pdev} {ptest}");
+    for p in [pdev, ptest] {
+        assert!(p["pair_agreement"].as_f64().unwrap() > 0.5, "{p}");
+    }
+    assert!(dev["prompt_tokens_per_label"].as_f64().unwrap() > 10.0, "usage not counted: {dev}");
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(
-        table.contains("| judge | set | n | accuracy |") && table.contains("| rule-judge (rule, whole) | keyroom |")
+        table.contains("| judge | set | part | n | accuracy |")
+            && table.contains("| rule-judge (rule, whole) | keyroom | dev |")
+            && table.contains("| rule-judge (rule, whole) | keyroom | test |")
     );
 
     // asking about each message of a caption gives the rule the same answers here (no
     // caption mixes a keyword message with another), but through more distinct questions
     let each = rows_of(&bench(&["--llm", "rule", "--sets", "keyroom", "--split", "each"]));
-    assert_eq!(each[0]["accuracy"], keyroom["accuracy"]);
+    for part in [dev, test] {
+        let same = each.iter().find(|r| r["part"] == part["part"]).unwrap();
+        assert_eq!(same["accuracy"], part["accuracy"], "{}", part["part"]);
+    }
 }
 
 fn rows_of(out: &Output) -> Vec<Value> {
@@ -89,15 +104,21 @@ fn fake_llm(reply: Option<&'static str>) -> String {
 fn garbage_and_silent_judges_count_as_unknown() {
     let garbage = fake_llm(Some(r#"{"choices": [{"index": 0, "message": {"content": "I like turtles."}}]}"#));
     let out = bench(&["--llm", &garbage, "--sets", "keyroom", "--limit", "12"]);
-    let r = &rows_of(&out)[0];
-    assert_eq!((r["n"].as_u64(), r["unknown_rate"].as_f64(), r["accuracy"].as_f64()), (Some(12), Some(1.0), Some(0.0)));
+    let rows = rows_of(&out);
+    assert_eq!(rows.iter().map(|r| r["n"].as_u64().unwrap()).sum::<u64>(), 12, "12 captions over dev and test");
+    for r in &rows {
+        assert_eq!((r["unknown_rate"].as_f64(), r["accuracy"].as_f64()), (Some(1.0), Some(0.0)), "{r}");
+    }
 
     let silent = fake_llm(None);
     let quick = ["--set", "llm.timeout_ms=300", "--set", "llm.retries=0", "--set", "llm.adaptive=false"];
     let mut args = vec!["--llm", silent.as_str(), "--sets", "keyroom", "--limit", "4"];
     args.extend(quick);
-    let r = &rows_of(&bench(&args))[0];
-    assert_eq!((r["unknown_rate"].as_f64(), r["kappa"].as_f64()), (Some(1.0), Some(0.0)), "{r}");
+    let rows = rows_of(&bench(&args));
+    assert!(!rows.is_empty());
+    for r in &rows {
+        assert_eq!((r["unknown_rate"].as_f64(), r["kappa"].as_f64()), (Some(1.0), Some(0.0)), "{r}");
+    }
 }
 
 #[test]
