@@ -30,6 +30,15 @@ fn captions() -> Vec<(String, bool)> {
     out
 }
 
+/// A distiller seeds the backend's generator, which is global to the process, and then draws
+/// its network's initial weights from it: tests that build networks at the same time would
+/// draw each other's numbers. Each takes this lock, so every network starts from its seed.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn cfg() -> DistillConfig {
     DistillConfig { heldout_fraction: 0.25, min_per_class: 2, ..Default::default() }
 }
@@ -52,6 +61,7 @@ fn hashing_is_exact_and_unlabelled_is_zero() {
 
 #[test]
 fn classifier_learns_and_generalises_to_held_out_captions() {
+    let _seeded = one_at_a_time();
     // the network alone (ONI's way), so every caption below is its judgement
     let mut d = Distiller::new(Kind::Classification, DistillConfig { bank_first: false, ..cfg() }, 2);
     d.add_labels([Example { caption: "You hit the newt.".into(), helpful: false }]);
@@ -78,6 +88,7 @@ fn classifier_learns_and_generalises_to_held_out_captions() {
 
 #[test]
 fn bank_first_pays_judged_captions_their_label_and_the_network_the_rest() {
+    let _seeded = one_at_a_time();
     let labels = [("You see no objects here.", false), ("You see here a brass key.", true), ("It's a wall.", false)];
     let snapshot_of = |bank_first: bool| {
         let mut d =
@@ -105,6 +116,7 @@ fn bank_first_pays_judged_captions_their_label_and_the_network_the_rest() {
 
 #[test]
 fn ranker_learns_preferences_with_ties() {
+    let _seeded = one_at_a_time();
     let mut d = Distiller::new(Kind::Ranking, cfg(), 3);
     let data = captions();
     let mut pairs = Vec::new();
@@ -145,6 +157,7 @@ fn ranker_learns_preferences_with_ties() {
 
 #[test]
 fn snapshots_round_trip_bit_exactly_and_damage_is_refused() {
+    let _seeded = one_at_a_time();
     let mut d = Distiller::new(Kind::Classification, cfg(), 4);
     d.add_labels(captions().into_iter().map(|(caption, helpful)| Example { caption, helpful }));
     d.train(5);
