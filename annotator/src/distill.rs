@@ -191,11 +191,13 @@ impl DistillLoop {
         if let Err(e) = self.bank.put_snapshot(self.version, &bytes) {
             tracing::warn!("could not store reward model v{}: {e}", self.version);
         }
-        let gold = match (self.gold.is_empty(), oni_reward_model::RewardModel::from_snapshot(snap.clone())) {
-            (false, Ok(m)) => m.agreement(self.gold.iter().map(|(c, h)| (c.as_str(), *h))),
-            _ => None,
+        // one model for both scores (the held-out one came with the snapshot)
+        let model = oni_reward_model::RewardModel::from_snapshot(snap.clone()).ok();
+        let accuracy = Accuracy {
+            heldout: snap.heldout_accuracy,
+            bank: model.as_ref().and_then(|m| self.distiller.bank_accuracy(m)),
+            gold: model.as_ref().and_then(|m| m.agreement(self.gold.iter().map(|(c, h)| (c.as_str(), *h)))),
         };
-        let accuracy = Accuracy { heldout: snap.heldout_accuracy, bank: self.distiller.bank_accuracy_of(&snap), gold };
         if let Some(acc) = snap.heldout_accuracy {
             metrics::gauge!(crate::metric_names::HELDOUT_ACCURACY).set(acc as f64);
         }

@@ -389,8 +389,6 @@ impl Distiller {
         (mean, var.sqrt().max(1e-3))
     }
 
-    /// Accuracy on the held-out split: labels predicted right (classification), or the
-    /// better message of decisive pairs scored higher (ranking).
     /// The captions the labels (or pairs) cover, hashed, sorted.
     fn labelled_hashes(&self) -> Vec<u64> {
         let mut out: Vec<u64> = match self.kind {
@@ -408,25 +406,23 @@ impl Distiller {
         out
     }
 
-    /// How often the snapshot pays exactly the captions the bank calls helpful, over every
+    /// How often `model` pays exactly the captions the bank calls helpful, over every
     /// labelled caption the dataset holds (at most `BANK_SAMPLE` of them, spread evenly):
     /// the distillation's own fidelity, which the held-out accuracy only samples.
-    pub fn bank_accuracy_of(&self, snap: &Snapshot) -> Option<f32> {
+    pub fn bank_accuracy(&self, model: &crate::RewardModel) -> Option<f32> {
         const BANK_SAMPLE: usize = 1024;
-        let model = crate::RewardModel::from_snapshot(snap.clone()).ok()?;
         let all: Vec<&Example> = self.labels.train.iter().chain(&self.labels.heldout).collect();
         let step = all.len().div_ceil(BANK_SAMPLE).max(1);
         model.agreement(all.iter().step_by(step).map(|e| (e.caption.as_str(), e.helpful)))
     }
 
+    /// Accuracy on the held-out split: labels predicted right (classification), or the
+    /// better message of decisive pairs scored higher (ranking).
     fn heldout_accuracy_of(&self, snap: &Snapshot) -> Option<f32> {
         let model = crate::RewardModel::from_snapshot(snap.clone()).ok()?;
         match self.kind {
-            Kind::Classification if !self.labels.heldout.is_empty() => {
-                let captions: Vec<&str> = self.labels.heldout.iter().map(|e| e.caption.as_str()).collect();
-                let r = model.rewards(&captions);
-                let right = self.labels.heldout.iter().zip(r).filter(|(e, r)| e.helpful == (*r > 0.5)).count();
-                Some(right as f32 / captions.len() as f32)
+            Kind::Classification => {
+                model.agreement(self.labels.heldout.iter().map(|e| (e.caption.as_str(), e.helpful)))
             }
             Kind::Ranking => {
                 let decisive: Vec<&Pair> = self.pairs.heldout.iter().filter(|p| p.target != 0.5).collect();
