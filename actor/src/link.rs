@@ -101,7 +101,17 @@ pub async fn send_rollouts(
 ) -> Result<(), Refused> {
     let mut learner = to_learner(&cfg, &transport, learner_client).expect("checked by the weights poller");
     let max_in_flight = cfg.max_in_flight.max(1);
+    // the stream opens with a rollout in hand: the learner ends a stream whose first message
+    // is late (transport.first_message_timeout_ms), and the first one can take long (an
+    // attached env not connected yet)
+    let mut first: Option<Rollout> = None;
     'reconnect: loop {
+        if first.is_none() {
+            first = tokio::select! {
+                _ = stop.changed() => return Ok(()),
+                r = rx.recv() => match r { Some(r) => Some(r), None => return Ok(()) },
+            };
+        }
         if *stop.borrow() {
             return Ok(());
         }
@@ -123,6 +133,14 @@ pub async fn send_rollouts(
         };
         learner.ok();
         let window = Arc::new(Semaphore::new(max_in_flight));
+        if let Some(r) = first.take() {
+            window.try_acquire().expect("a fresh window").forget();
+            if out_tx.send(r).await.is_err() {
+                metrics::counter!(oni_proto::metric_names::ROLLOUTS_DROPPED, "reason" => "disconnect").increment(1);
+                pause(learner.broken("stream closed"), &mut stop).await;
+                continue 'reconnect;
+            }
+        }
         let ack_timeout = Duration::from_millis(cfg.ack_timeout_ms);
         let mut paused = false;
         loop {

@@ -51,7 +51,8 @@ pub async fn start(core: Arc<Core>, s: Serving<'_>, stop: watch::Receiver<bool>)
     let check = TokenCheck::new(s.transport.token())?;
     let llm = core.llm().config().clone();
     let svc = tonic::service::interceptor::InterceptedService::new(AnnotatorService::server(core), check);
-    spawn_server(server_builder(&s.transport.tls)?.add_service(svc), listener, stop, "annotator");
+    let router = server_builder(s.transport, crate::service::MESSAGE_LIMIT, "annotator")?.add_service(svc);
+    spawn_server(router, listener, stop, "annotator", s.transport)?;
     tracing::info!(%addr, llm = %llm.base_url, model = %llm.model, "annotator serving");
     Ok(addr)
 }

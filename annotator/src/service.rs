@@ -11,6 +11,13 @@ use oni_proto::Refusal;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
+/// The largest request the annotator reads (tonic's default decoding limit, which its
+/// server keeps).
+pub const MESSAGE_LIMIT: oni_proto::framing::MessageLimit = oni_proto::framing::MessageLimit {
+    bytes: 4 << 20,
+    key: "the annotator's 4 MiB message limit; send fewer captions per call",
+};
+
 pub struct AnnotatorService {
     core: Arc<Core>,
 }

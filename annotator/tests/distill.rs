@@ -116,10 +116,12 @@ async fn labels_are_distilled_served_over_grpc_and_resumed_after_a_restart() {
         // served over gRPC: a snapshot when asked since 0, "unchanged" when up to date
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let router = oni_proto::transport::server_builder(&Default::default())
-            .unwrap()
-            .add_service(AnnotatorService::server(c.clone()));
-        oni_proto::transport::spawn_server(router, listener, stop.clone(), "annotator");
+        let transport = Default::default();
+        let router =
+            oni_proto::transport::server_builder(&transport, oni_annotator::service::MESSAGE_LIMIT, "annotator")
+                .unwrap()
+                .add_service(AnnotatorService::server(c.clone()));
+        oni_proto::transport::spawn_server(router, listener, stop.clone(), "annotator", &transport).unwrap();
         let mut client = AnnotatorClient::connect(format!("http://{addr}")).await.unwrap();
         let r = client.get_reward_model(RewardModelRequest { since_version: 0 }).await.unwrap().into_inner();
         assert!(!r.unchanged && r.kind == "classification" && r.version >= 1);
@@ -155,9 +157,11 @@ async fn an_annotator_without_a_reward_model_says_so() {
     let (_stop_tx, stop) = watch::channel(false);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let router =
-        oni_proto::transport::server_builder(&Default::default()).unwrap().add_service(AnnotatorService::server(c));
-    oni_proto::transport::spawn_server(router, listener, stop, "annotator");
+    let t = Default::default();
+    let router = oni_proto::transport::server_builder(&t, oni_annotator::service::MESSAGE_LIMIT, "annotator")
+        .unwrap()
+        .add_service(AnnotatorService::server(c));
+    oni_proto::transport::spawn_server(router, listener, stop, "annotator", &t).unwrap();
     let mut client = AnnotatorClient::connect(format!("http://{addr}")).await.unwrap();
     let e = client.get_reward_model(RewardModelRequest { since_version: 0 }).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);

@@ -26,6 +26,7 @@ pub const MAX_GROUP_ENVS: u32 = 4096;
 /// A running batcher and what requests are checked against.
 pub struct Running {
     tx: Sender<Msg>,
+    budget: Arc<oni_proto::budget::Budget>,
     spec: ObsSpec,
     fingerprint: String,
     next_key: AtomicU64,
@@ -60,8 +61,16 @@ impl InferenceSlot {
         sink: RolloutSink,
     ) -> std::io::Result<()> {
         let stop = Arc::new(AtomicBool::new(false));
+        let budget = oni_proto::budget::Budget::new(oni_proto::budget::Caps {
+            streams_per_peer: (cfg.max_groups_per_peer, "inference.max_groups_per_peer"),
+            units_per_peer: (cfg.max_envs_per_peer, "inference.max_envs_per_peer"),
+            streams: (cfg.max_groups, "inference.max_groups"),
+            units: (cfg.max_envs, "inference.max_envs"),
+            unit: "envs",
+        });
         let tx = batcher::spawn::<B>(policy, spec, device, cfg, rollout_len, board, sink, stop.clone())?;
-        let _ = self.running.set(Running { tx, spec: spec.clone(), fingerprint, next_key: AtomicU64::new(0), stop });
+        let running = Running { tx, budget, spec: spec.clone(), fingerprint, next_key: AtomicU64::new(0), stop };
+        let _ = self.running.set(running);
         Ok(())
     }
 
@@ -165,12 +174,17 @@ impl Drop for Membership<'_> {
 
 async fn serve_stream(
     r: &Running,
+    peer: Option<std::net::IpAddr>,
     mut inbound: Streaming<ActRequest>,
     out: &mpsc::Sender<Result<ActReply, Status>>,
 ) -> Result<(), Refusal> {
     let Some(first) = next(&mut inbound).await? else { return Ok(()) };
     let hello = check_hello(first.hello.as_ref(), r)?;
     let n = hello.num_envs as usize;
+    let _share = r.budget.reserve(peer, n).map_err(|(refusal, key)| {
+        metrics::counter!(crate::metric_names::REFUSED, "field" => key).increment(1);
+        refusal
+    })?;
     let first_slot = hello.first_slot as usize;
     let key = r.next_key.fetch_add(1, Ordering::Relaxed);
     let (jtx, jrx) = oneshot::channel();
@@ -211,15 +225,12 @@ async fn serve_stream(
     Ok(())
 }
 
-/// The stream's next request: `None` when the actor closed it or went away; an error only
-/// for bytes that are not a request.
+/// The stream's next request: `None` when the actor closed it; an error for a stream that
+/// broke (bad framing or bytes, a missed deadline), with the code the framing layer gave it.
 async fn next(inbound: &mut Streaming<ActRequest>) -> Result<Option<ActRequest>, Refusal> {
     match inbound.next().await {
         Some(Ok(r)) => Ok(Some(r)),
-        Some(Err(st)) => match oni_proto::serve::inbound_refusal(&st, "the learner's message limit") {
-            Some(bad) => Err(refused(bad)),
-            None => Ok(None),
-        },
+        Some(Err(st)) => Err(refused(oni_proto::refusal::inbound(&st))),
         None => Ok(None),
     }
 }
@@ -229,6 +240,7 @@ impl Inference for InferenceService {
     type ActStream = ReceiverStream<Result<ActReply, Status>>;
 
     async fn act(&self, request: Request<Streaming<ActRequest>>) -> Result<Response<Self::ActStream>, Status> {
+        let peer = oni_proto::serve::peer_of(&request);
         let inbound = request.into_inner();
         let slot = self.slot.clone();
         if slot.running.get().is_none() {
@@ -241,7 +253,7 @@ impl Inference for InferenceService {
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
             let r = slot.running.get().expect("checked above");
-            if let Err(refused) = serve_stream(r, inbound, &tx).await {
+            if let Err(refused) = serve_stream(r, peer, inbound, &tx).await {
                 tracing::debug!("inference stream ended: {refused}");
                 let _ = tx.send(Err(refused.into())).await;
             }

@@ -63,7 +63,9 @@ pub async fn spawn_learner<B: TrainingBackend>(
         .await
         .map_err(|source| LearnerError::Bind { addr: setup.cfg.listen.clone(), source })?;
     let addr = listener.local_addr().map_err(|source| LearnerError::Bind { addr: setup.cfg.listen.clone(), source })?;
-    let mut builder = server_builder(&setup.transport.tls)?;
+    let limit = oni_proto::framing::MessageLimit { bytes: MAX_MESSAGE_BYTES, key: "the learner's message limit" };
+    let mut builder = server_builder(&setup.transport, limit, "learner")?;
+    let transport = setup.transport.clone();
     let check = TokenCheck::new(setup.transport.token())?;
 
     let (queue_tx, queue_rx) = bounded::<Rollout>(setup.cfg.queue_capacity.max(1));
@@ -120,7 +122,8 @@ pub async fn spawn_learner<B: TrainingBackend>(
     let svc = LearnerService::server(shared, MAX_MESSAGE_BYTES);
     let svc = tonic::service::interceptor::InterceptedService::new(svc, check.clone());
     let infer = tonic::service::interceptor::InterceptedService::new(inference.server(MAX_MESSAGE_BYTES), check);
-    let server = spawn_server(builder.add_service(svc).add_service(infer), listener, stop_rx.clone(), "learner");
+    let server =
+        spawn_server(builder.add_service(svc).add_service(infer), listener, stop_rx.clone(), "learner", &transport)?;
     tracing::info!(%addr, version, "learner serving");
     Ok(LearnerHandle {
         addr,

@@ -81,14 +81,13 @@ impl Learner for LearnerService {
                         }
                     }
                     Err(st) => {
-                        // Bytes that are not a rollout end the stream with a status saying so;
-                        // otherwise the actor went away mid-message. Nothing of it was enqueued.
-                        if let Some(bad) = oni_proto::serve::inbound_refusal(&st, "the learner's message limit") {
-                            metrics::counter!(crate::metric_names::ROLLOUTS_REJECTED, "field" => bad.label())
-                                .increment(1);
-                            let _ = tx.send(Err(bad.into())).await;
-                        }
+                        // A broken stream ends with the status the framing layer gave it
+                        // (bad bytes, a cut message, a missed deadline). Nothing of it was
+                        // enqueued.
+                        let bad = oni_proto::refusal::inbound(&st);
+                        metrics::counter!(crate::metric_names::ROLLOUTS_REJECTED, "field" => bad.label()).increment(1);
                         tracing::debug!("rollout stream ended: {st}");
+                        let _ = tx.send(Err(bad.into())).await;
                         break;
                     }
                 };

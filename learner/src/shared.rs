@@ -100,7 +100,8 @@ impl Shared {
             .map_err(Refusal::from)
             .and_then(|()| self.runs.lock().unwrap().admit(r));
         if let Err(e) = &checked {
-            tracing::warn!(actor = %r.actor_id, run = %r.run_id, field = e.label().as_str(), "rejected rollout: {e}");
+            let who = format_args!("{e} (actor {:?}, run {:?})", r.actor_id, r.run_id);
+            oni_proto::throttle::warn_limited("learner rejected a rollout", &who);
             metrics::counter!(crate::metric_names::ROLLOUTS_REJECTED, "field" => e.label()).increment(1);
             self.stats.update(|x| x.rollouts_rejected += 1);
         }

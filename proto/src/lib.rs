@@ -3,7 +3,10 @@
 //! retry backoff.
 
 pub mod backoff;
+pub mod budget;
+pub mod codec;
 pub mod field;
+pub mod framing;
 pub mod metric_names;
 pub mod off;
 pub mod raw;

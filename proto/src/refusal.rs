@@ -87,6 +87,21 @@ impl Refusal {
     }
 }
 
+/// A failed read of a request stream as the refusal that ends it. The framing layer and the
+/// codec gave the status its code from what broke (`framing`), so the code is all that is
+/// read here, never the message's wording.
+pub fn inbound(st: &Status) -> Refusal {
+    let msg = st.message().to_string();
+    match st.code() {
+        Code::InvalidArgument => Refusal::Unreadable(msg),
+        Code::ResourceExhausted => Refusal::Exhausted(msg),
+        Code::DeadlineExceeded => Refusal::TimedOut(msg),
+        Code::Cancelled => Refusal::Cancelled(msg),
+        Code::Unimplemented | Code::Unauthenticated | Code::FailedPrecondition => Refusal::Mismatch(msg),
+        _ => Refusal::Internal(msg),
+    }
+}
+
 impl From<Refusal> for Status {
     fn from(r: Refusal) -> Self {
         Status::new(r.code(), r.to_string())

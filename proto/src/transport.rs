@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Status};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,12 +43,27 @@ fn read(path: &Option<PathBuf>, what: &str) -> Result<Vec<u8>, TransportError> {
 }
 
 impl TlsConfig {
-    pub fn server(&self) -> Result<Option<ServerTlsConfig>, TransportError> {
+    /// The servers' side: our accept loop runs the handshake itself (under its own
+    /// deadline), offering HTTP/2 only.
+    pub fn acceptor(&self) -> Result<Option<tokio_rustls::TlsAcceptor>, TransportError> {
+        use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
         if !self.enabled {
             return Ok(None);
         }
-        let identity = Identity::from_pem(read(&self.cert, "cert")?, read(&self.key, "key")?);
-        Ok(Some(ServerTlsConfig::new().identity(identity).timeout(crate::serve::HANDSHAKE_TIMEOUT)))
+        let (cert_pem, key_pem) = (read(&self.cert, "cert")?, read(&self.key, "key")?);
+        let certs = CertificateDer::pem_slice_iter(&cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TransportError::Tls(format!("tls.cert: {e}")))?;
+        if certs.is_empty() {
+            return Err(TransportError::Tls("tls.cert holds no PEM certificate".into()));
+        }
+        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TransportError::Tls(format!("tls.key: {e}")))?;
+        let mut config = tokio_rustls::rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| TransportError::Tls(e.to_string()))?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Some(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))))
     }
 
     pub fn client(&self) -> Result<Option<ClientTlsConfig>, TransportError> {
@@ -84,6 +99,22 @@ pub struct TransportConfig {
     pub keepalive_interval_ms: u64,
     /// A peer that does not answer a keepalive ping within this is dropped.
     pub keepalive_timeout_ms: u64,
+    /// Servers: a TLS handshake not finished within this closes the connection.
+    pub handshake_timeout_ms: u64,
+    /// Servers: a connection that has not sent the HTTP/2 preface and its first frame
+    /// within this (after TLS) is closed.
+    pub preface_timeout_ms: u64,
+    /// Servers: a stream whose first whole message does not arrive within this ends with
+    /// DEADLINE_EXCEEDED.
+    pub first_message_timeout_ms: u64,
+    /// Servers: a connection with no stream open for this long is closed (pings do not
+    /// count); clients reconnect when they next call.
+    pub idle_timeout_ms: u64,
+    /// Servers: connections one peer address may hold on each server; more are refused, so
+    /// one host cannot lock out the others.
+    pub max_connections_per_peer: usize,
+    /// Servers: streams one connection may have open at once.
+    pub max_streams_per_connection: u32,
 }
 
 impl Default for TransportConfig {
@@ -95,6 +126,12 @@ impl Default for TransportConfig {
             request_timeout_ms: 10_000,
             keepalive_interval_ms: 5000,
             keepalive_timeout_ms: 10_000,
+            handshake_timeout_ms: 10_000,
+            preface_timeout_ms: 10_000,
+            first_message_timeout_ms: 60_000,
+            idle_timeout_ms: 300_000,
+            max_connections_per_peer: 256,
+            max_streams_per_connection: 256,
         }
     }
 }
@@ -163,28 +200,26 @@ impl ClientOptions {
     }
 }
 
-/// Our gRPC servers' builder and router types (with the decode-status mapping layer).
-pub type ServerBuilder = tonic::transport::Server<
-    tower::layer::util::Stack<tower::util::MapResponseLayer<crate::serve::ResponseMap>, tower::layer::util::Identity>,
->;
+/// Our gRPC servers' builder and router types (with the framing layer).
+pub type ServerBuilder =
+    tonic::transport::Server<tower::layer::util::Stack<crate::framing::FramingLayer, tower::layer::util::Identity>>;
 pub type Router = tonic::transport::server::Router<
-    tower::layer::util::Stack<tower::util::MapResponseLayer<crate::serve::ResponseMap>, tower::layer::util::Identity>,
+    tower::layer::util::Stack<crate::framing::FramingLayer, tower::layer::util::Identity>,
 >;
 
-/// Serves `router` on `listener` until `stop` turns true.
+/// Serves `router` on `listener` until `stop` turns true, accepting connections as `t`'s
+/// caps, deadlines and TLS say (a TLS identity that cannot be loaded fails here).
 pub fn spawn_server(
     router: Router,
     listener: tokio::net::TcpListener,
     mut stop: tokio::sync::watch::Receiver<bool>,
     what: &'static str,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::ReceiverStream::new(crate::serve::guarded_incoming(
-            listener,
-            crate::serve::max_connections(),
-            crate::serve::HANDSHAKE_TIMEOUT,
-            what,
-        ));
+    t: &TransportConfig,
+) -> Result<tokio::task::JoinHandle<()>, TransportError> {
+    let policy = crate::serve::AcceptPolicy::new(t)?;
+    Ok(tokio::spawn(async move {
+        let incoming =
+            tokio_stream::wrappers::ReceiverStream::new(crate::serve::guarded_incoming(listener, policy, what));
         let mut stopped = stop.clone();
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -207,23 +242,30 @@ pub fn spawn_server(
                 tracing::info!("{what}: streams still open {SHUTDOWN_GRACE:?} after shutdown began; closing them");
             }
         }
-    })
+    }))
 }
 
 /// How long a stopping server waits for open calls and streams to finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
-/// Server settings every gRPC server of ours uses.
-pub fn server_builder(tls: &TlsConfig) -> Result<ServerBuilder, TransportError> {
-    let mut b = tonic::transport::Server::builder()
+/// Server settings every gRPC server of ours uses; `limit` is the largest request message
+/// (the services' own decoding limits should match it). TLS is done by the accept loop
+/// (`spawn_server`), not by tonic.
+pub fn server_builder(
+    t: &TransportConfig,
+    limit: crate::framing::MessageLimit,
+    what: &'static str,
+) -> Result<ServerBuilder, TransportError> {
+    let policy = crate::framing::Policy {
+        limit,
+        first_message: Duration::from_millis(t.first_message_timeout_ms.max(1)),
+        server: what,
+    };
+    Ok(tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .max_concurrent_streams(crate::serve::MAX_STREAMS_PER_CONNECTION);
-    if let Some(t) = tls.server()? {
-        b = b.tls_config(t).map_err(|e| TransportError::Tls(e.to_string()))?;
-    }
-    let map: crate::serve::ResponseMap = crate::serve::decode_failures_are_invalid_argument;
-    Ok(b.layer(tower::util::MapResponseLayer::new(map)))
+        .max_concurrent_streams(t.max_streams_per_connection.max(1))
+        .layer(crate::framing::FramingLayer::new(policy)))
 }
 
 /// Compares a presented secret with the expected one in time that depends on their lengths

@@ -34,8 +34,14 @@ async fn start(
     let addr = listener.local_addr().map_err(|e| hub_err(e.to_string()))?;
     let (events_tx, events) = crossbeam_channel::unbounded();
     let state = HubState::new(cfg.clone(), transport.token.clone(), actor_id.to_string(), events_tx);
-    let mut builder = oni_proto::transport::server_builder(&transport.tls).map_err(|e| hub_err(e.to_string()))?;
-    oni_proto::transport::spawn_server(builder.add_service(state.server()), listener, stop, "env hub");
+    let limit = oni_proto::framing::MessageLimit {
+        bytes: cfg.max_message_bytes.max(1024),
+        key: "actor.hub.max_message_bytes; attach fewer envs per stream",
+    };
+    let mut builder =
+        oni_proto::transport::server_builder(transport, limit, "env hub").map_err(|e| hub_err(e.to_string()))?;
+    oni_proto::transport::spawn_server(builder.add_service(state.server()), listener, stop, "env hub", transport)
+        .map_err(|e| hub_err(e.to_string()))?;
     Ok(Started { addr, state, events })
 }
 

@@ -64,15 +64,9 @@ impl Drop for Reservation {
     }
 }
 
-/// A failed read of the client's stream: bad bytes (answered with a status that says so), or
-/// the connection broke (None).
-fn inbound_error(st: Status) -> Option<Refusal> {
-    oni_proto::serve::inbound_refusal(&st, "actor.hub.max_message_bytes; attach fewer envs per stream")
-}
-
 /// Logs and counts a refusal, as the status that ends the client's stream.
 pub(crate) fn refuse(r: Refusal) -> Status {
-    tracing::warn!(code = ?r.code(), "refused an environment client: {r}");
+    oni_proto::throttle::warn_limited("env hub refused a client", &format_args!("{:?}: {r}", r.code()));
     metrics::counter!(crate::metric_names::HUB_REFUSED, "code" => format!("{:?}", r.code())).increment(1);
     r.into()
 }
@@ -195,7 +189,7 @@ impl EnvHub for Hub {
             Ok(Ok(None)) => {
                 return Err(Refusal::Cancelled("the client closed the stream before its Hello".into()).into())
             }
-            Ok(Err(st)) => return Err(inbound_error(st.clone()).map_or(st, refuse)),
+            Ok(Err(st)) => return Err(refuse(oni_proto::refusal::inbound(&st))),
             Err(_) => return Err(refuse(Refusal::TimedOut("no Hello within the idle timeout".into()))),
         };
         let reservation = state.admit(&hello).map_err(refuse)?;
@@ -241,14 +235,12 @@ impl EnvHub for Hub {
                         break "protocol error".into();
                     }
                     Ok(Ok(None)) => break "client closed the stream".into(),
-                    Ok(Err(st)) => match inbound_error(st.clone()) {
-                        Some(bad) => {
-                            let why = format!("bad message: {bad}");
-                            tell(&tx, Err(refuse(bad)), idle).await;
-                            break why;
-                        }
-                        None => break format!("client gone: {}", st.message()),
-                    },
+                    Ok(Err(st)) => {
+                        let bad = oni_proto::refusal::inbound(&st);
+                        let why = format!("stream broke: {bad}");
+                        tell(&tx, Err(refuse(bad)), idle).await;
+                        break why;
+                    }
                     Err(_) => {
                         let late = Refusal::TimedOut(format!("no step for {} ms", idle.as_millis()));
                         tell(&tx, Err(refuse(late)), idle).await;

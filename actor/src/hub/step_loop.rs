@@ -25,7 +25,7 @@ struct Client<G> {
 
 /// Logs and counts a refusal of one client, as the status that ends its stream.
 fn refuse(client: u64, r: Refusal) -> tonic::Status {
-    tracing::warn!(client, "dropping an environment client");
+    tracing::debug!(client, "dropping an environment client");
     super::service::refuse(r)
 }
 
