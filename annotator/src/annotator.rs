@@ -3,15 +3,17 @@
 //! (`workers.rs`) and the ranking pairs (`pairs.rs`) extend it; the gRPC surface is
 //! `service.rs`.
 
-use crate::bank::{LabelBank, LabelKey, PairKey};
+use crate::bank::{LabelBank, LabelKey, PairKey, DEFAULT_MEMORY_RECORDS};
 use crate::config::AnnotatorConfig;
 use crate::distill::{AnswerFilter, Answered, DistillLoop, Published};
 use crate::intake::{normalise, question_key, Backlog};
 use crate::label::{Label, LabelRecord};
 use crate::llm::LlmClient;
 use crate::prompts::PromptConfig;
+use crate::waiting::Waiting;
 use oni_proto::v1::SubmitAck;
 use oni_proto::Refusal;
+use oni_reward_model::fifo::FifoMap;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -30,11 +32,11 @@ pub(crate) struct State {
     /// Earlier captions, partners for new pairs.
     pub(crate) pool: Vec<String>,
     /// Question keys waiting or in flight (their caption in the backlog or at the LLM), with
-    /// the captions that wait for that answer (of the same key, or of several messages one
-    /// of which asks it).
-    pub(crate) waiting: HashMap<String, Vec<String>>,
-    /// Captions of several messages waiting for the answers about their messages.
-    pub(crate) composites: HashMap<String, Vec<String>>,
+    /// the captions that wait for that answer: at most `annotator.backlog_capacity`.
+    pub(crate) waiting: Waiting,
+    /// Captions of several messages waiting for the answers about their messages, with
+    /// those in so far. Each waits in `waiting`, and goes when it goes from there.
+    pub(crate) composites: HashMap<String, Vec<Part>>,
 }
 
 /// Seconds between two checks that the LLM keeps up with the captions.
@@ -62,8 +64,9 @@ pub struct Core {
     /// New captions queued for the LLM by this process.
     pub(crate) queued: std::sync::atomic::AtomicU64,
     /// The answer of each question key (`annotator.caption_key`), for captions that ask the
-    /// same question as one already answered.
-    pub(crate) by_key: Mutex<HashMap<String, LabelRecord>>,
+    /// same question as one already answered: as many keys as the bank keeps records in memory
+    /// (`DEFAULT_MEMORY_RECORDS` for Redis), the oldest forgotten first (and asked again).
+    pub(crate) by_key: Mutex<FifoMap<String, LabelRecord>>,
 }
 
 impl Core {
@@ -76,7 +79,7 @@ impl Core {
         let prompt_hash = prompts.classification_hash();
         let ranking_hash = prompts.ranking_hash();
         let mut pool = Vec::new();
-        let mut by_key = HashMap::new();
+        let mut by_key = FifoMap::new(bank.memory_records().unwrap_or(DEFAULT_MEMORY_RECORDS));
         let model = &llm.config().model;
         let rule = derivation_rule(&cfg);
         let (usable, apart): (Vec<LabelRecord>, Vec<LabelRecord>) =
@@ -103,7 +106,7 @@ impl Core {
             if cfg.pairs_per_caption > 0 && pool.len() < cfg.pair_pool {
                 pool.push(r.caption.clone());
             }
-            by_key.entry(question_key(&r.caption, &cfg.caption_key)).or_insert(r);
+            remember(&mut by_key, question_key(&r.caption, &cfg.caption_key), r);
         }
         Ok(Arc::new(Core {
             state: Mutex::new(State {
@@ -112,7 +115,7 @@ impl Core {
                 pair_backlog: VecDeque::new(),
                 pairs_pending: HashSet::new(),
                 pool,
-                waiting: HashMap::new(),
+                waiting: Waiting::new(cfg.backlog_capacity),
                 composites: HashMap::new(),
             }),
             by_key: Mutex::new(by_key),
@@ -160,16 +163,20 @@ impl Core {
         let mut by_key = self.by_key.lock().unwrap();
         for r in records {
             let key = self.question(&r.caption);
-            by_key.entry(key.clone()).or_insert_with(|| r.clone());
-            for w in st.waiting.remove(&key).unwrap_or_default() {
+            remember(&mut by_key, key.clone(), r.clone());
+            for w in st.waiting.close(&key) {
                 if self.question(&w) == key {
                     out.push(r.for_alike(&w, now_ms(), &self.rule));
                     continue;
                 }
                 // a caption of several messages: done once every message has its answer
-                let Some(parts) = st.composites.get(&w) else { continue };
-                let answers: Option<Vec<LabelRecord>> =
-                    parts.iter().map(|m| by_key.get(&self.question(m)).cloned()).collect();
+                let Some(parts) = st.composites.get_mut(&w) else { continue };
+                for (m, answer) in parts.iter_mut() {
+                    if answer.is_none() && self.question(m) == key {
+                        *answer = Some(r.clone());
+                    }
+                }
+                let answers: Option<Vec<LabelRecord>> = parts.iter().map(|(_, a)| a.clone()).collect();
                 if let Some(answers) = answers {
                     st.composites.remove(&w);
                     out.push(combine(&w, &answers, now_ms(), &self.rule));
@@ -177,6 +184,26 @@ impl Core {
             }
         }
         out
+    }
+
+    /// Forgets questions dropped from the backlog, and the captions waiting for them.
+    pub(crate) fn dropped(&self, st: &mut State, questions: Vec<String>) {
+        for q in questions {
+            let lost = st.waiting.close(&self.question(&q));
+            for w in &lost {
+                st.composites.remove(w);
+            }
+            metrics::counter!(crate::metric_names::DROPPED, "reason" => "backlog_full")
+                .increment(1 + lost.len() as u64);
+        }
+    }
+
+    /// `waiter` waits for the answer to `key`; the oldest waiting caption goes at the cap.
+    fn wait(&self, st: &mut State, key: &str, waiter: &str) {
+        if let Some((_, old)) = st.waiting.add(key, waiter) {
+            st.composites.remove(&old);
+            metrics::counter!(crate::metric_names::DROPPED, "reason" => "waiting_full").increment(1);
+        }
     }
 
     pub(crate) fn pair_key(&self, a: &str, b: &str) -> PairKey {
@@ -306,21 +333,26 @@ impl Core {
             }
             // several messages: the caption waits for an answer about each
             let by_key = self.by_key.lock().unwrap();
-            let answers: Vec<Option<LabelRecord>> = parts
-                .iter()
-                .map(|(m, banked)| banked.clone().or_else(|| by_key.get(&self.question(m)).cloned()))
+            let parts: Vec<Part> = parts
+                .into_iter()
+                .map(|(m, banked)| {
+                    let a = banked.or_else(|| by_key.get(&self.question(&m)).cloned());
+                    (m, a)
+                })
                 .collect();
             drop(by_key);
-            if answers.iter().all(Option::is_some) {
-                let answers: Vec<LabelRecord> = answers.into_iter().flatten().collect();
+            if parts.iter().all(|(_, a)| a.is_some()) {
+                let answers: Vec<LabelRecord> = parts.into_iter().filter_map(|(_, a)| a).collect();
                 alike.push(combine(&c, &answers, now_ms(), &self.rule));
                 ack.known += 1;
                 metrics::counter!(crate::metric_names::CAPTIONS, "outcome" => "same_question").increment(1);
                 continue;
             }
             self.add_pairs(&mut st, &c);
+            // in before it waits, so that a wait that goes at the cap takes it along
+            st.composites.insert(c.clone(), parts.clone());
             let mut asked = SubmitAck::default();
-            for ((m, _), a) in parts.iter().zip(&answers) {
+            for (m, a) in &parts {
                 if a.is_none() {
                     self.ask_or_wait(&mut st, m, &c, &mut asked, &mut alike);
                 }
@@ -331,7 +363,6 @@ impl Core {
             } else {
                 ack.known += 1;
             }
-            st.composites.insert(c, parts.into_iter().map(|(m, _)| m).collect());
         }
         ack.backlog = st.backlog.len() as u64;
         ack.backpressure = st.backlog.is_nearly_full();
@@ -382,27 +413,22 @@ impl Core {
                 return;
             }
         }
-        if let Some(w) = st.waiting.get_mut(&key) {
-            if !w.iter().any(|x| x == waiter) {
-                w.push(waiter.to_string());
-            }
+        if st.waiting.is_pending(&key) {
+            self.wait(st, &key, waiter);
             if question == waiter {
                 ack.known += 1;
                 metrics::counter!(crate::metric_names::CAPTIONS, "outcome" => "same_question").increment(1);
             }
             return;
         }
-        st.waiting.insert(key, if question == waiter { Vec::new() } else { vec![waiter.to_string()] });
+        st.waiting.open(key.clone());
         if question == waiter {
             self.add_pairs(st, question);
+        } else {
+            self.wait(st, &key, waiter);
         }
         if let Some(dropped) = st.backlog.push(question.to_string()) {
-            let lost = st.waiting.remove(&self.question(&dropped)).unwrap_or_default();
-            for w in &lost {
-                st.composites.remove(w);
-            }
-            metrics::counter!(crate::metric_names::DROPPED, "reason" => "backlog_full")
-                .increment(1 + lost.len() as u64);
+            self.dropped(st, vec![dropped]);
         }
         ack.queued += 1;
         self.queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -424,14 +450,59 @@ impl Core {
         st.in_flight.len() + st.pairs_pending.len() - st.pair_backlog.len()
     }
 
+    /// How many entries each map of captions holds now.
+    pub fn map_sizes(&self) -> MapSizes {
+        let st = self.state.lock().unwrap();
+        MapSizes {
+            answers_by_question: self.by_key.lock().unwrap().len(),
+            backlog: st.backlog.len(),
+            in_flight: st.in_flight.len(),
+            waiting_questions: st.waiting.questions(),
+            waiting_captions: st.waiting.captions(),
+            composites: st.composites.len(),
+            pair_backlog: st.pair_backlog.len(),
+            pairs_pending: st.pairs_pending.len(),
+            pair_pool: st.pool.len(),
+        }
+    }
+
     pub fn label_of(&self, caption: &str) -> Result<Option<Label>, Refusal> {
         let Some(c) = normalise(caption) else { return Ok(None) };
         Ok(self.bank.get(&self.key(&c)).map_err(unreachable_bank)?.filter(|r| self.usable(r)).map(|r| r.label))
     }
 }
 
-/// One message of a caption judged message by message, with its answer if the bank has one.
-type Part = (String, Option<LabelRecord>);
+/// Entries in the core's maps of captions (`Core::map_sizes`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MapSizes {
+    /// Answers remembered by question key (`by_key`).
+    pub answers_by_question: usize,
+    pub backlog: usize,
+    pub in_flight: usize,
+    /// Question keys waiting or in flight.
+    pub waiting_questions: usize,
+    /// Captions waiting for the answer to another caption's question.
+    pub waiting_captions: usize,
+    pub composites: usize,
+    pub pair_backlog: usize,
+    pub pairs_pending: usize,
+    pub pair_pool: usize,
+}
+
+/// One message of a caption judged message by message, with its answer once known.
+pub(crate) type Part = (String, Option<LabelRecord>);
+
+/// Keeps the first answer to a question; the oldest key goes at the cap (counted).
+fn remember(by_key: &mut FifoMap<String, LabelRecord>, key: String, r: LabelRecord) {
+    if by_key.get(&key).is_some() {
+        return;
+    }
+    let evicted = by_key.evicted();
+    by_key.put(key, r);
+    if by_key.evicted() > evicted {
+        metrics::counter!(crate::metric_names::EVICTIONS, "map" => "answers_by_question").increment(1);
+    }
+}
 
 /// A caption's record from the answers about each of its messages (`Label::of_messages`).
 fn combine(caption: &str, answers: &[LabelRecord], time_ms: u64, rule: &str) -> LabelRecord {

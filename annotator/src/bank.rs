@@ -101,6 +101,12 @@ pub trait LabelBank: Send + Sync {
         "the label bank".into()
     }
 
+    /// Most records of a kind it holds in this process's memory (`None`: it holds them
+    /// elsewhere). The annotator remembers answers by question key for as many.
+    fn memory_records(&self) -> Option<usize> {
+        None
+    }
+
     fn get_pair(&self, key: &PairKey) -> Result<Option<PairRecord>, BankError>;
     fn put_pairs(&self, records: &[PairRecord]) -> Result<(), BankError>;
     /// Every ranking record, oldest first.
@@ -197,6 +203,7 @@ pub const DEFAULT_MEMORY_RECORDS: usize = 1_000_000;
 
 pub struct FileBank {
     dir: PathBuf,
+    memory_records: usize,
     labels: Mutex<Table<LabelRecord>>,
     pairs: Mutex<Table<PairRecord>>,
 }
@@ -218,6 +225,7 @@ impl FileBank {
             labels: Mutex::new(Table::open(dir, memory_records)?),
             pairs: Mutex::new(Table::open(dir, memory_records)?),
             dir: dir.into(),
+            memory_records,
         })
     }
 
@@ -229,6 +237,10 @@ impl FileBank {
 impl LabelBank for FileBank {
     fn location(&self) -> String {
         format!("label bank {}", self.dir.join("labels.jsonl").display())
+    }
+
+    fn memory_records(&self) -> Option<usize> {
+        Some(self.memory_records)
     }
 
     fn get(&self, key: &LabelKey) -> Result<Option<LabelRecord>, BankError> {

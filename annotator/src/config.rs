@@ -9,7 +9,9 @@ pub struct AnnotatorConfig {
     pub enabled: bool,
     /// gRPC listen address.
     pub listen: String,
-    /// Captions waiting for the LLM; when full the oldest are dropped (counted).
+    /// Captions waiting for the LLM; when full the oldest are dropped (counted). Captions
+    /// waiting for the answer to a question already asked (the same question key, or one of
+    /// their messages) are held apart, as many at most.
     pub backlog_capacity: usize,
     /// Captions a worker takes from the backlog at once; their answers are stored when the
     /// last of them is in. With the chat API every caption is its own request, so 1 (the

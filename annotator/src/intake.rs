@@ -149,13 +149,21 @@ impl Backlog {
         out
     }
 
-    /// Puts captions back (the server failed); they keep their place as the newest.
-    pub fn requeue(&mut self, captions: Vec<String>) {
+    /// Puts captions back (the server failed); they keep their place as the newest. Returns
+    /// the oldest, dropped to make room.
+    pub fn requeue(&mut self, captions: Vec<String>) -> Vec<String> {
         for c in captions.into_iter().rev() {
             if self.members.insert(c.clone()) {
                 self.queue.push_back(c);
             }
         }
+        let mut dropped = Vec::new();
+        while self.queue.len() > self.capacity {
+            let old = self.queue.pop_front().expect("over capacity, so not empty");
+            self.members.remove(&old);
+            dropped.push(old);
+        }
+        dropped
     }
 
     pub fn len(&self) -> usize {
@@ -209,8 +217,13 @@ mod tests {
         assert_eq!(b.push("d".into()).as_deref(), Some("a"));
         assert!(!b.contains("a") && b.contains("d"));
         assert_eq!(b.take_newest(2), vec!["d".to_string(), "c".to_string()]);
-        b.requeue(vec!["d".into(), "c".into()]);
+        assert_eq!(b.requeue(vec!["d".into(), "c".into()]), Vec::<String>::new());
         assert_eq!(b.take_newest(3), vec!["d".to_string(), "c".to_string(), "b".to_string()]);
         assert!(b.is_empty());
+        for c in ["a", "b"] {
+            b.push(c.into());
+        }
+        assert_eq!(b.requeue(vec!["y".into(), "z".into()]), vec!["a".to_string()], "full: the oldest goes");
+        assert_eq!(b.take_newest(3), vec!["y".to_string(), "z".to_string(), "b".to_string()]);
     }
 }

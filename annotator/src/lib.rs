@@ -17,9 +17,10 @@ pub mod prompts;
 pub mod redis_bank;
 pub mod serve;
 pub mod service;
+mod waiting;
 mod workers;
 
-pub use annotator::{derivation_rule, usable_answer, Core};
+pub use annotator::{derivation_rule, usable_answer, Core, MapSizes};
 pub use bank::{BankError, FileBank, LabelBank, LabelKey, PairKey};
 pub use config::AnnotatorConfig;
 pub use label::{parse_label, parse_preference, Label, LabelRecord, PairRecord, Preference};

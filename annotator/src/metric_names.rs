@@ -4,8 +4,10 @@
 oni_proto::metric_names! {
     /// Captions received, by outcome (queued, duplicate, rejected).
     counter CAPTIONS = "oni_annotator_captions_total";
-    /// Questions dropped, by reason (backlog_full, pair_backlog_full, shutdown).
+    /// Questions dropped, by reason (backlog_full, waiting_full, pair_backlog_full, shutdown).
     counter DROPPED = "oni_annotator_dropped_total";
+    /// Entries forgotten at a map's cap, by map (answers_by_question: that question is asked again).
+    counter EVICTIONS = "oni_annotator_evictions_total";
     /// Questions put back to be asked again after a failed request.
     counter REQUEUED = "oni_annotator_requeued_total";
     /// Captions already in the label bank when they arrived.

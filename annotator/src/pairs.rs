@@ -26,14 +26,9 @@ impl Core {
             }
             // which comes first is random, so the model's position bias averages out
             let pair = if rng.random_bool(0.5) { (c.to_string(), other) } else { (other, c.to_string()) };
-            if st.pair_backlog.len() >= self.cfg.pair_backlog_capacity.max(1) {
-                if let Some((a, b)) = st.pair_backlog.pop_front() {
-                    st.pairs_pending.remove(&self.pair_key(&a, &b));
-                }
-                metrics::counter!(crate::metric_names::DROPPED, "reason" => "pair_backlog_full").increment(1);
-            }
             st.pair_backlog.push_back(pair);
             st.pairs_pending.insert(key);
+            self.trim_pairs(st);
             added += 1;
         }
         if st.pool.len() < self.cfg.pair_pool {
@@ -41,6 +36,15 @@ impl Core {
         } else {
             let i = rng.random_range(0..st.pool.len());
             st.pool[i] = c.to_string();
+        }
+    }
+
+    /// Drops the oldest pairs beyond `annotator.pair_backlog_capacity` (counted).
+    pub(crate) fn trim_pairs(&self, st: &mut State) {
+        while st.pair_backlog.len() > self.cfg.pair_backlog_capacity.max(1) {
+            let (a, b) = st.pair_backlog.pop_front().expect("over capacity, so not empty");
+            st.pairs_pending.remove(&self.pair_key(&a, &b));
+            metrics::counter!(crate::metric_names::DROPPED, "reason" => "pair_backlog_full").increment(1);
         }
     }
 }

@@ -97,7 +97,8 @@ impl Core {
         }
         let failed = retry.len();
         if !retry.is_empty() {
-            st.backlog.requeue(retry);
+            let dropped = st.backlog.requeue(retry);
+            self.dropped(&mut st, dropped);
         }
         metrics::gauge!(crate::metric_names::LLM_BACKLOG).set(st.backlog.len() as f64);
         failed
@@ -136,6 +137,7 @@ impl Core {
         }
         let failed = retry.len();
         st.pair_backlog.extend(retry);
+        self.trim_pairs(&mut st);
         metrics::gauge!(crate::metric_names::LLM_PAIR_BACKLOG).set(st.pair_backlog.len() as f64);
         failed
     }

@@ -28,6 +28,8 @@ pub struct Script {
     pub overloaded: usize,
     /// Prompts answered with 200, by prompt text.
     pub answered: std::collections::HashMap<String, usize>,
+    /// Keep neither `requests` nor `answered` (a flood that measures the annotator's memory).
+    pub forget: bool,
 }
 
 /// The rule `auto` answers with, on prompts made from the default templates.
@@ -57,23 +59,30 @@ pub async fn serve_on(script: Arc<Mutex<Script>>, port: u16) -> String {
             let script = script.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
+                let mut chunk = [0u8; 65536];
+                // (end of the headers, body length), once the headers are in: a large body is
+                // not searched again on every read
+                let mut head: Option<(usize, usize)> = None;
                 let body = loop {
                     let n = sock.read(&mut chunk).await.unwrap_or(0);
                     if n == 0 {
                         return;
                     }
                     buf.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&buf).to_string();
-                    if let Some(h) = text.find("\r\n\r\n") {
-                        let len = text[..h]
-                            .lines()
-                            .find_map(|l| {
-                                l.to_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().parse::<usize>().unwrap())
-                            })
-                            .unwrap_or(0);
+                    if head.is_none() {
+                        if let Some(h) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let len = String::from_utf8_lossy(&buf[..h])
+                                .lines()
+                                .find_map(|l| {
+                                    l.to_lowercase()
+                                        .strip_prefix("content-length:")
+                                        .map(|v| v.trim().parse::<usize>().unwrap())
+                                })
+                                .unwrap_or(0);
+                            head = Some((h, len));
+                        }
+                    }
+                    if let Some((h, len)) = head {
                         if buf.len() >= h + 4 + len {
                             break buf[h + 4..h + 4 + len].to_vec();
                         }
@@ -93,7 +102,9 @@ pub async fn serve_on(script: Arc<Mutex<Script>>, port: u16) -> String {
                         Value::Array(a) => a.iter().map(|p| p.as_str().unwrap_or("").to_string()).collect(),
                         p => vec![p.as_str().unwrap_or("").to_string()],
                     };
-                    s.requests.push(req);
+                    if !s.forget {
+                        s.requests.push(req);
+                    }
                     if s.capacity.is_some_and(|c| s.in_flight >= c) {
                         s.overloaded += 1;
                         Reply(429, "busy".into(), 0)
@@ -110,7 +121,7 @@ pub async fn serve_on(script: Arc<Mutex<Script>>, port: u16) -> String {
                             }
                             None => Reply(500, "script exhausted".into(), 0),
                         };
-                        if r.0 == 200 {
+                        if r.0 == 200 && !s.forget {
                             for p in &prompts {
                                 *s.answered.entry(p.clone()).or_default() += 1;
                             }
