@@ -36,6 +36,10 @@ pub enum BenchCmd {
     /// A long run of the whole loop with the process's memory, fds, threads and label bank
     /// sampled: growth after the warm-up is a leak.
     Soak(crate::soak::SoakBench),
+    /// A hostile client speaking the wire protocol against running servers: broken framing,
+    /// mutated messages, resets, raw HTTP/2 frames; checks every status and that the servers
+    /// live on within their memory.
+    Fuzz(crate::fuzz::FuzzBench),
 }
 
 #[derive(Args)]
@@ -120,6 +124,7 @@ pub async fn run(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Judge(b) => crate::judge_bench::bench_judge(b).await,
         BenchCmd::Attach(b) => bench_attach(b).await,
         BenchCmd::Soak(b) => crate::soak::bench_soak(b).await,
+        BenchCmd::Fuzz(b) => crate::fuzz::run(b).await,
     }
 }
 

@@ -6,6 +6,7 @@ mod bench;
 mod certs;
 mod config;
 mod device;
+mod fuzz;
 mod heap;
 mod judge;
 mod judge_bench;

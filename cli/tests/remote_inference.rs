@@ -214,6 +214,53 @@ async fn bad_requests_are_refused_by_field_and_other_actors_go_on() {
     assert!(actor.alive(), "the remote actor died:\n{}", actor.log_text());
 }
 
+/// One peer's groups and envs are capped (and all peers' together): what does not fit is
+/// refused with RESOURCE_EXHAUSTED naming the setting, and a closed stream gives its share
+/// back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_past_its_share_of_groups_or_envs_is_refused_naming_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let caps = ["--set", "inference.max_groups_per_peer=2", "--set", "inference.max_envs_per_peer=64"];
+    let largs = learner_args(port, &dir.path().join("run"), &caps);
+    let _learner = Proc::start("learner", dir.path(), &as_strs(&largs));
+    wait_for("the learner", Duration::from_secs(60), || async { info(&addr, None).await }).await;
+    let (policy, spec) = keyroom();
+    let fp = oni_policy::fingerprint(&policy, &spec);
+    let open = |run: &'static str, n: usize| {
+        let (addr, spec, fp) = (addr.clone(), spec.clone(), fp.clone());
+        async move {
+            let mut s = Stream::open(&addr).await;
+            let mut r = request(&spec, 0, &fixed_batch(&spec, n, 1), n);
+            r.hello = Some(hello(run, 0, n as u32, &fp));
+            let got = s.call(r).await;
+            (s, got)
+        }
+    };
+    let (a, got) = open("a", 40).await;
+    got.expect("40 envs fit");
+    let (_b, got) = open("b", 30).await;
+    let st = got.expect_err("70 envs from one peer");
+    assert_eq!(st.code(), tonic::Code::ResourceExhausted, "{st:?}");
+    assert!(st.message().contains("inference.max_envs_per_peer"), "{}", st.message());
+    let (_c, got) = open("c", 10).await;
+    got.expect("50 envs fit");
+    let (_d, got) = open("d", 1).await;
+    let st = got.expect_err("a third group from one peer");
+    assert!(st.message().contains("inference.max_groups_per_peer"), "{}", st.message());
+    drop(a);
+    let start = std::time::Instant::now();
+    loop {
+        let (_e, got) = open("e", 20).await;
+        if got.is_ok() {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "a closed stream's share was not given back: {got:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// kill -9 of a remote actor drops its partial rollouts (counted) and training goes on with
 /// the other; kill -9 of the learner, restarted on its run directory: the actors reconnect by
 /// themselves and start their episodes over. No half-assembled rollout reaches training.
