@@ -79,7 +79,8 @@ async fn the_fuzzer_gets_a_true_status_for_every_broken_request_and_the_servers_
         wait_for_steps("the learner to train", Duration::from_secs(120), &learner_addr, Some(TOKEN), 20_000).await;
     wait_port(hub);
     let rss_before = rss_kb(a.child.id());
-    let log_before = std::fs::metadata(&a.log).unwrap().len();
+    let log_size = |p: &Proc| std::fs::metadata(&p.log).unwrap().len();
+    let (log_a, log_b) = (log_size(&a), log_size(&b));
 
     let report = dir.path().join("fuzz.json");
     let started = Instant::now();
@@ -111,13 +112,20 @@ async fn the_fuzzer_gets_a_true_status_for_every_broken_request_and_the_servers_
         wait_for_steps("training after the fuzzer", Duration::from_secs(60), &learner_addr, Some(TOKEN), before + 1)
             .await;
     let rss_after = rss_kb(a.child.id());
-    let log_rate = (std::fs::metadata(&a.log).unwrap().len() - log_before) as f64 / minutes;
+    let rate = |p: &Proc, before: u64| (log_size(p) - before) as f64 / minutes;
+    let (rate_a, rate_b) = (rate(&a, log_a), rate(&b, log_b));
     eprintln!(
-        "fuzzed: {} cases ({:.0}/s); learner steps {before} -> {after}; RSS {rss_before} -> {rss_after} kB; log {:.1} kB/min",
-        r["cases"], r["cases_per_s"].as_f64().unwrap(), log_rate / 1e3
+        "fuzzed: {} cases ({:.0}/s); learner steps {before} -> {after}; RSS {rss_before} -> {rss_after} kB; \
+         log {:.1} kB/min (learner and annotator), {:.1} kB/min (hub)",
+        r["cases"],
+        r["cases_per_s"].as_f64().unwrap(),
+        rate_a / 1e3,
+        rate_b / 1e3
     );
     assert!(rss_after < rss_before * 2, "RSS {rss_before} -> {rss_after} kB");
-    assert!(log_rate < 100e3, "the log grew {log_rate:.0} bytes a minute under the fuzzer");
+    for (who, r) in [("learner and annotator", rate_a), ("hub", rate_b)] {
+        assert!(r < 100e3, "the {who}'s log grew {r:.0} bytes a minute under the fuzzer");
+    }
 }
 
 /// A hostile peer's connections: `n` of one kind from 127.0.0.2, held until dropped.

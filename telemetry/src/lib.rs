@@ -3,6 +3,8 @@
 
 pub mod metric_names;
 
+mod endpoint;
+
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Renders the process's metrics as Prometheus text.
@@ -44,36 +46,22 @@ pub fn init_metrics(listen: Option<&str>, buckets: &[Buckets<'_>]) -> Result<Pro
             .set_buckets_for_metric(Matcher::Full((*name).to_string()), buckets)
             .map_err(|e| TelemetryError::Exporter(name.to_string(), e.to_string()))?;
     }
-    let handle = match listen {
-        Some(addr) => {
-            let sock: SocketAddr = addr.parse().map_err(|_| TelemetryError::BadAddress(addr.into()))?;
-            let (recorder, exporter) =
-                b.with_http_listener(sock).build().map_err(|e| TelemetryError::Exporter(addr.into(), e.to_string()))?;
-            let handle = recorder.handle();
-            metrics::set_global_recorder(recorder).map_err(|e| TelemetryError::Exporter(addr.into(), e.to_string()))?;
-            tokio_spawn(exporter);
-            handle
-        }
-        None => {
-            let recorder = b.build_recorder();
-            let handle = recorder.handle();
-            metrics::set_global_recorder(recorder).map_err(|e| TelemetryError::Exporter("-".into(), e.to_string()))?;
-            // Without the exporter nothing drains the histograms' sample buffers: they grew by
-            // every recorded value (about 8 MB a minute in a keyroom run) until upkeep ran.
-            spawn_process_metrics(Some(handle.clone()));
-            return Ok(handle);
-        }
-    };
-    spawn_process_metrics(None);
+    let recorder = b.build_recorder();
+    let handle = recorder.handle();
+    if let Some(addr) = listen {
+        let sock: SocketAddr = addr.parse().map_err(|_| TelemetryError::BadAddress(addr.into()))?;
+        let std_listener = std::net::TcpListener::bind(sock)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|e| TelemetryError::Exporter(addr.into(), e.to_string()))?;
+        let listener = tokio::net::TcpListener::from_std(std_listener)
+            .map_err(|e| TelemetryError::Exporter(addr.into(), e.to_string()))?;
+        endpoint::spawn(listener, handle.clone());
+    }
+    metrics::set_global_recorder(recorder).map_err(|e| TelemetryError::Exporter("-".into(), e.to_string()))?;
+    // Nothing else drains the histograms' sample buffers: they grew by every recorded value
+    // (about 8 MB a minute in a keyroom run) until upkeep ran.
+    spawn_process_metrics(Some(handle.clone()));
     Ok(handle)
-}
-
-fn tokio_spawn<F>(fut: F)
-where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    tokio::spawn(fut);
 }
 
 /// Resident memory and CPU time of this process from /proc, every 5 s; and the recorder's
