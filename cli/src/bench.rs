@@ -530,17 +530,74 @@ fn torch_python() -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// Debian's jemalloc, preloaded into the reference so that PyTorch gets the allocator
+/// treatment `oni` gives itself (glibc's malloc hands big buffers back to the kernel and
+/// faults them in again every update).
+const JEMALLOC: &str = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2";
+
+/// The PyTorch variants `oni bench learner --reference torch` runs: ONI's way (the image and
+/// `Conv2d`), the first layer as our lookup, and the fused `nn.GRU` over reset segments.
+fn torch_variants(network: &str) -> Vec<(&'static str, [&'static str; 4])> {
+    let mut v = vec![("oni_way", ["--screen", "image", "--core", "cell"])];
+    if network == "oni" {
+        v.push(("lookup", ["--screen", "lookup", "--core", "cell"]));
+    }
+    v.push(("gru_segments", ["--screen", "image", "--core", "gru"]));
+    v
+}
+
 /// One run of the PyTorch reference on the batch in `dir`.
-fn torch_round(dir: &std::path::Path, updates: usize, device: &str) -> Result<serde_json::Value> {
+fn torch_round(dir: &std::path::Path, updates: usize, device: &str, args: &[&str]) -> Result<serde_json::Value> {
     let python = torch_python()?;
-    let out = std::process::Command::new(&python)
-        .arg("scripts/bench_learner_torch.py")
+    let mut cmd = std::process::Command::new(&python);
+    cmd.arg("scripts/bench_learner_torch.py")
         .arg(dir)
         .args(["--updates", &updates.max(1).to_string(), "--device", device])
-        .output()?;
+        .args(args);
+    if std::path::Path::new(JEMALLOC).exists() {
+        // oni's own settings (cli/src/main.rs): keep freed pages for reuse
+        cmd.env("LD_PRELOAD", JEMALLOC).env("MALLOC_CONF", "oversize_threshold:0,dirty_decay_ms:-1,muzzy_decay_ms:-1");
+    }
+    let out = cmd.output()?;
     anyhow::ensure!(out.status.success(), "the PyTorch reference failed: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     Ok(serde_json::from_str(text.lines().last().unwrap_or(""))?)
+}
+
+/// The machine a figure was measured on: the CPU's model, the instruction-set extensions
+/// that matter to matrix kernels, its cores and those this process may use (a `taskset`
+/// shows here).
+pub fn cpu_info() -> serde_json::Value {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let flags = field("flags");
+    let flags: std::collections::HashSet<&str> = flags.split_whitespace().collect();
+    let features: Vec<&str> =
+        ["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16"]
+            .into_iter()
+            .filter(|f| flags.contains(f))
+            .collect();
+    json!({"model": field("model name"), "cpu_features": features, "avx512": flags.contains("avx512f"),
+           "cores": info.lines().filter(|l| l.starts_with("processor")).count(),
+           "cores_allowed": std::thread::available_parallelism().map_or(0, |n| n.get())})
+}
+
+/// The matrix kernels gemm picks at run time on this CPU (it is built with its AVX-512
+/// kernels, `x86-v4`, and dispatches on what the CPU reports).
+fn gemm_kernel() -> &'static str {
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        "avx512f"
+    } else if std::arch::is_x86_feature_detected!("fma") {
+        "avx2+fma"
+    } else {
+        "scalar"
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -567,6 +624,7 @@ fn bench_learner(b: LearnerBench) -> Result<()> {
     let memory = p.cfg.policy.update_memory(&spec, (p.cfg.learner.rollout_len + 1) * p.cfg.learner.batch_rollouts);
     let rollouts = synthetic_rollouts(&p, p.cfg.learner.batch_rollouts)?;
     let head = json!({"bench": "learner", "device": p.cfg.learner.device, "env": p.cfg.env.name,
+        "cpu": cpu_info(),
         "network": p.cfg.policy.network, "batch_rollouts": p.cfg.learner.batch_rollouts,
         "rollout_len": p.cfg.learner.rollout_len, "updates": b.updates,
         "memory_estimate_mib": memory.bytes() >> 20});
@@ -586,27 +644,46 @@ fn bench_learner(b: LearnerBench) -> Result<()> {
         Some("torch") => {
             let dir = p.run_dir.join("reference-batch");
             write_reference_batch(&p, &rollouts, &dir)?;
-            let (mut burn, mut torch, mut params, mut last) = (vec![], vec![], 0, json!(null));
+            let variants = torch_variants(&p.cfg.policy.network.to_string());
+            let (mut burn, mut params) = (vec![], 0);
+            let mut torch: Vec<Vec<f64>> = vec![vec![]; variants.len()];
+            let mut last = vec![json!(null); variants.len()];
             for round in 0..b.rounds.max(1) {
                 let (secs, samples, n) = burn_learner_round(&p, &rollouts, b.updates)?;
                 params = n;
                 burn.push(samples as f64 / secs);
-                last = torch_round(&dir, b.updates, p.cfg.learner.device.name())?;
-                torch.push(last["samples_per_sec"].as_f64().unwrap_or(0.0));
-                eprintln!(
-                    "round {}: burn {:.0} samples/s, torch {:.0} samples/s",
-                    round + 1,
-                    burn[round],
-                    torch[round]
+                let mut line = format!("round {}: burn {:.0}", round + 1, burn[round]);
+                for (i, (name, args)) in variants.iter().enumerate() {
+                    last[i] = torch_round(&dir, b.updates, p.cfg.learner.device.name(), args)?;
+                    torch[i].push(last[i]["samples_per_sec"].as_f64().unwrap_or(0.0));
+                    line.push_str(&format!(", torch {name} {:.0}", torch[i][round]));
+                }
+                eprintln!("{line} samples/s");
+            }
+            let bm = median(burn.clone());
+            let mut refs = serde_json::Map::new();
+            for (i, (name, _)) in variants.iter().enumerate() {
+                let tm = median(torch[i].clone());
+                let l = &last[i];
+                refs.insert(
+                    name.to_string(),
+                    json!({"samples_per_sec": tm, "rounds": torch[i], "ratio": bm / tm.max(1e-9),
+                           "screen": l["screen"], "core": l["core"], "params": l["params"]}),
                 );
             }
-            let (bm, tm) = (median(burn.clone()), median(torch.clone()));
+            let first = &last[0];
+            let oni_way = median(torch[0].clone());
             let mut v = head;
             v.as_object_mut().unwrap().extend(
-                json!({"params": params, "samples_per_sec": bm, "steps_per_sec": bm,
-                "reference": {"framework": "torch", "version": last["torch"], "threads": last["threads"],
-                              "params": last["params"], "samples_per_sec": tm, "rounds": torch},
-                "rounds": burn, "ratio_vs_reference": bm / tm.max(1e-9)})
+                json!({"params": params, "samples_per_sec": bm, "steps_per_sec": bm, "rounds": burn,
+                "ratio_vs_reference": bm / oni_way.max(1e-9),
+                "burn": {"version": "0.21", "backend": p.cfg.learner.device.name(),
+                         "threads": rayon::current_num_threads(), "gemm_kernel": gemm_kernel(),
+                         "allocator": "jemalloc (built in; oversize_threshold:0, decay off)"},
+                "reference": {"framework": "torch", "version": first["torch"], "threads": first["threads"],
+                              "allocator": first["allocator"], "malloc_conf": first["malloc_conf"],
+                              "cpu_capability": first["cpu_capability"], "mkldnn": first["mkldnn"],
+                              "samples_per_sec": oni_way, "variants": refs}})
                 .as_object()
                 .unwrap()
                 .clone(),

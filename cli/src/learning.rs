@@ -150,16 +150,7 @@ fn provenance(b: &LearningBench, llm: &str) -> Result<serde_json::Value> {
         presets.push(json!({"config": config.display().to_string(), "name": cfg.name, "reward": cfg.reward.kind.map(|k| k.name()),
                             "config_sha256": format!("{:x}", Sha256::digest(resolved.as_bytes())), "judge": judge}));
     }
-    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().map(|t| {
-        let model = t
-            .lines()
-            .find_map(|l| l.strip_prefix("model name"))
-            .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string());
-        // the machine's cores, and those this process may run on (a `taskset` shows here)
-        let cores = t.lines().filter(|l| l.starts_with("processor")).count();
-        json!({"model": model, "avx512": t.contains(" avx512f"), "cores": cores,
-               "cores_allowed": std::thread::available_parallelism().map_or(0, |n| n.get())})
-    });
+    let cpu = crate::bench::cpu_info();
     let binary_sha256 = std::env::current_exe()
         .and_then(std::fs::read)
         .map(|b| format!("{:x}", Sha256::digest(&b)))
