@@ -273,8 +273,10 @@ async fn bench_e2e(b: E2eBench) -> Result<()> {
     let actor_steps = || counters.iter().map(|c| c.env_steps.load(Ordering::Relaxed)).sum::<u64>();
     let (l0, a0, t0) = (learner.stats.snapshot().env_steps, actor_steps(), Instant::now());
     let m0 = InferenceFigures::read(&metrics.render());
+    let cpu0 = thread_cpu_seconds();
     tokio::time::sleep(Duration::from_secs_f64(b.seconds)).await;
     let secs = t0.elapsed().as_secs_f64();
+    let cpu = cpu_shares(&cpu0, &thread_cpu_seconds(), secs);
     let snap = learner.stats.snapshot();
     let (l1, a1) = (snap.env_steps, actor_steps());
     let inference = InferenceFigures::read(&metrics.render()).since(&m0);
@@ -294,9 +296,45 @@ async fn bench_e2e(b: E2eBench) -> Result<()> {
                "batch_rollouts": p.cfg.learner.batch_rollouts, "rollout_len": p.cfg.learner.rollout_len,
                "inference": format!("{:?}", p.cfg.actor.inference).to_lowercase(),
                "mean_inference_batch_envs": inference.mean_batch(),
-               "inference_bytes_per_env_step": inference.bytes_per_step()})
+               "inference_bytes_per_env_step": inference.bytes_per_step(),
+               "cpu": cpu_info(), "cpu_share_by_thread": cpu})
     );
     Ok(())
+}
+
+/// CPU seconds (user + system) of this process's threads, summed by thread name with a
+/// trailing number dropped (`actor-3` counts as `actor`).
+fn thread_cpu_seconds() -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return out };
+    for t in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else { continue };
+        // "tid (name) state ..." — the name may hold spaces and parentheses
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let name = stat[open + 1..close].trim_end_matches(|c: char| c.is_ascii_digit() || c == '-').to_string();
+        let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        *out.entry(name).or_insert(0.0) += (ticks(11) + ticks(12)) / 100.0; // USER_HZ
+    }
+    out
+}
+
+/// Each thread group's share of the machine's CPU over `secs` (1.0: every core all the
+/// time). The burn/rayon pool's threads carry the process's own name: the learner's matrix
+/// products and the actors' batched inference both run there.
+fn cpu_shares(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+    secs: f64,
+) -> serde_json::Value {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let shares: serde_json::Map<String, serde_json::Value> = after
+        .iter()
+        .map(|(name, t)| (name.clone(), t - before.get(name).copied().unwrap_or(0.0)))
+        .filter(|(_, used)| *used > 0.005 * secs)
+        .map(|(name, used)| (name, json!((used / (secs * cores) * 1000.0).round() / 1000.0)))
+        .collect();
+    serde_json::Value::Object(shares)
 }
 
 /// The central inference service's counters (zero with local inference).

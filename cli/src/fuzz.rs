@@ -372,7 +372,6 @@ async fn call(
     authority: &str,
     path: &str,
     token: Option<&str>,
-    compressed: bool,
     body: Vec<u8>,
     reset: bool,
     rng: &mut StdRng,
@@ -384,9 +383,6 @@ async fn call(
         .header("te", "trailers");
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
-    }
-    if compressed {
-        req = req.header("grpc-encoding", "gzip");
     }
     let ready =
         tokio::time::timeout(Duration::from_secs(5), send.clone().ready()).await.context("no stream slot")??;
@@ -477,7 +473,7 @@ async fn alive(d: &Dialer, role: Role, addr: &str, token: Option<&str>, rng: &mu
         Role::Hub => 0,
     }];
     let b = frame(0, &(m.sample)(rng, token.unwrap_or("")));
-    match call(&mut send, addr, m.path, token, false, b, false, rng).await? {
+    match call(&mut send, addr, m.path, token, b, false, rng).await? {
         Ending::Status(_) => Ok(()),
         other => bail!("{} at {addr} gave a good call no status: {other:?}", role.name()),
     }
@@ -572,7 +568,7 @@ pub async fn run(a: FuzzBench) -> Result<()> {
                 }
             };
             let tok = if case == Case::NoToken { None } else { token };
-            let r = call(send, &addr, m.path, tok, false, b, case == Case::Reset, &mut rng).await;
+            let r = call(send, &addr, m.path, tok, b, case == Case::Reset, &mut rng).await;
             if r.is_err() || rng.random_bool(0.05) {
                 conns.remove(&addr); // a broken connection, or now and then a fresh one
             }

@@ -468,7 +468,8 @@ mod tests {
         let mut buf = [0u8; 64];
         let start = Instant::now();
         while start.elapsed() < Duration::from_millis(700) {
-            s.read(&mut buf).await.expect("an open stream keeps the connection");
+            let n = s.read(&mut buf).await.expect("an open stream keeps the connection");
+            assert!(n > 0, "the client is still sending");
         }
         drop(stream);
         let closed = Instant::now();
