@@ -42,7 +42,8 @@ pub struct FuzzBench {
     /// Dial over TLS, trusting this CA (PEM).
     #[arg(long)]
     ca: Option<PathBuf>,
-    /// Streams opened that never send: each must end with DEADLINE_EXCEEDED within the
+    /// Calls that never finish, over every method in turn (a stream that sends nothing, a
+    /// unary call that never ends its body): each must end with DEADLINE_EXCEEDED within the
     /// servers' `transport.first_message_timeout_ms` (give it here, in ms).
     #[arg(long, default_value_t = 0)]
     silent_streams: usize,
@@ -507,25 +508,24 @@ pub async fn run(a: FuzzBench) -> Result<()> {
     let mut rss_max = rss_start.clone();
 
     // streams that open and never send, checked at the end
+    // every method of every target in turn: a stream that sends nothing, or a unary call
+    // that sends its message but never ends its body
     let mut silent = Vec::new();
-    let streaming: Vec<(Role, String, Method)> = a
-        .targets
-        .iter()
-        .filter_map(|(r, addr)| methods(*r).into_iter().find(|m| m.stream).map(|m| (*r, addr.clone(), m)))
-        .collect();
-    if a.silent_streams > 0 && streaming.is_empty() {
-        bail!("--silent-streams needs a target with a streaming method (learner or hub)");
-    }
+    let all: Vec<(String, Method)> =
+        a.targets.iter().flat_map(|(r, addr)| methods(*r).into_iter().map(|m| (addr.clone(), m))).collect();
     for i in 0..a.silent_streams {
-        let (_, addr, m) = &streaming[i % streaming.len()];
-        let (addr, m) = (addr.clone(), Method { path: m.path, stream: true, sample: m.sample });
+        let (addr, m) = &all[i % all.len()];
+        let (addr, m) = (addr.clone(), Method { path: m.path, stream: m.stream, sample: m.sample });
         let mut send = dialer.h2(&addr).await?;
         let mut req = http::Request::builder().method("POST").uri(format!("http://{addr}{}", m.path));
         req = req.header("content-type", "application/grpc").header("te", "trailers");
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
-        let (resp, out) = send.send_request(req.body(())?, false)?;
+        let (resp, mut out) = send.send_request(req.body(())?, false)?;
+        if !m.stream {
+            let _ = out.send_data(Bytes::from(frame(0, &(m.sample)(&mut rng, token.unwrap_or("")))), false);
+        }
         let limit = Duration::from_millis(a.first_message_timeout_ms + 10_000);
         silent.push(tokio::spawn(async move {
             let _keep = (out, send);

@@ -85,7 +85,7 @@ async fn the_fuzzer_gets_a_true_status_for_every_broken_request_and_the_servers_
     let report = dir.path().join("fuzz.json");
     let started = Instant::now();
     let out = Command::new(oni())
-        .args(["bench", "fuzz", "--seconds", "20", "--token", TOKEN, "--silent-streams", "6"])
+        .args(["bench", "fuzz", "--seconds", "20", "--token", TOKEN, "--silent-streams", "9"])
         .args(["--first-message-timeout-ms", "2000", "--json"])
         .arg(&report)
         .args(["--target", &format!("learner={learner_addr}")])
@@ -105,7 +105,7 @@ async fn the_fuzzer_gets_a_true_status_for_every_broken_request_and_the_servers_
         let codes = r["by_case"][case].as_object().unwrap_or_else(|| panic!("no {case} case ran"));
         assert!(!codes.contains_key("Ok") && !codes.contains_key("Internal"), "{case}: {codes:?}");
     }
-    assert_eq!(r["silent_streams"]["DeadlineExceeded"], 6, "every silent stream: {}", r["silent_streams"]);
+    assert_eq!(r["silent_streams"]["DeadlineExceeded"], 9, "every silent stream: {}", r["silent_streams"]);
 
     assert!(a.alive() && b.alive(), "a server died under the fuzzer");
     let after =
@@ -274,6 +274,7 @@ async fn floods_of_connections_from_one_peer_lock_no_one_out() {
             format!("transport.token=\"{TOKEN}\""),
             "transport.idle_timeout_ms=4000".into(),
             "transport.preface_timeout_ms=10000".into(),
+            "learner.max_rollout_streams_per_peer=2".into(),
         ];
         if tls {
             extra.push("transport.tls.enabled=true".into());
@@ -320,6 +321,23 @@ async fn floods_of_connections_from_one_peer_lock_no_one_out() {
                 eprintln!("tls={tls}: idle HTTP/2 connections closed after {:?}", start.elapsed());
             }
             drop(held);
+        }
+        if !tls {
+            // rollout streams: an actor holds one for its life, one peer at most two here
+            let ch = ClientOptions::default().connect(&format!("127.0.0.1:{port}")).await.unwrap();
+            let mut c = LearnerClient::new(tonic::service::interceptor::InterceptedService::new(
+                ch,
+                AuthInterceptor::new(Some(TOKEN)).unwrap(),
+            ));
+            let mut held = Vec::new();
+            for _ in 0..2 {
+                let (tx, rx) = tokio::sync::mpsc::channel::<oni_proto::v1::Rollout>(1);
+                held.push((tx, c.stream_rollouts(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap()));
+            }
+            let (_tx, rx) = tokio::sync::mpsc::channel::<oni_proto::v1::Rollout>(1);
+            let st = c.stream_rollouts(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap_err();
+            assert_eq!(st.code(), tonic::Code::ResourceExhausted, "{st:?}");
+            assert!(st.message().contains("learner.max_rollout_streams_per_peer"), "{}", st.message());
         }
         assert!(learner.alive());
         learner.kill9();

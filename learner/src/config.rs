@@ -38,6 +38,10 @@ pub struct LearnerConfig {
     pub max_policy_lag: u64,
     /// Bounded queue of received rollouts; actors are asked to pause when it is 3/4 full.
     pub queue_capacity: usize,
+    /// Rollout streams (one per actor) open at once, over all actors.
+    pub max_rollout_streams: usize,
+    /// Rollout streams one peer address may hold open.
+    pub max_rollout_streams_per_peer: usize,
     /// Seconds between checkpoints (one is also written at a clean stop).
     pub checkpoint_interval_secs: u64,
     /// Checkpoints kept; older ones are removed.
@@ -70,6 +74,8 @@ impl Default for LearnerConfig {
             epochs: 1,
             max_policy_lag: 20,
             queue_capacity: 128,
+            max_rollout_streams: 1024,
+            max_rollout_streams_per_peer: 256,
             checkpoint_interval_secs: 60,
             keep_checkpoints: 3,
             seed: 1,

@@ -17,6 +17,8 @@ use tonic::{Request, Response, Status, Streaming};
 #[derive(Clone)]
 pub(crate) struct LearnerService {
     pub shared: Arc<Shared>,
+    /// Rollout streams per peer and in all: an actor holds one for its life.
+    streams: Arc<oni_proto::budget::Budget>,
 }
 
 impl LearnerService {
@@ -59,10 +61,15 @@ impl Learner for LearnerService {
         &self,
         request: Request<Streaming<Rollout>>,
     ) -> Result<Response<Self::StreamRolloutsStream>, Status> {
+        let share = self.streams.reserve(oni_proto::serve::peer_of(&request), 0).map_err(|(refusal, key)| {
+            metrics::counter!(crate::metric_names::ROLLOUTS_REJECTED, "field" => key).increment(1);
+            Status::from(refusal)
+        })?;
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let svc = self.clone();
         tokio::spawn(async move {
+            let _share = share;
             while let Some(item) = inbound.next().await {
                 let ack = match item {
                     Ok(r) => {
@@ -141,7 +148,15 @@ impl Learner for LearnerService {
 
 impl LearnerService {
     pub(crate) fn server(shared: Arc<Shared>, max_message_bytes: usize) -> LearnerServer<LearnerService> {
-        LearnerServer::new(LearnerService { shared })
+        let c = &shared.learner_cfg;
+        let streams = oni_proto::budget::Budget::new(oni_proto::budget::Caps {
+            streams_per_peer: (c.max_rollout_streams_per_peer.max(1), "learner.max_rollout_streams_per_peer"),
+            units_per_peer: (usize::MAX, "-"),
+            streams: (c.max_rollout_streams.max(1), "learner.max_rollout_streams"),
+            units: (usize::MAX, "-"),
+            unit: "streams",
+        });
+        LearnerServer::new(LearnerService { shared, streams })
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes)
     }

@@ -7,7 +7,8 @@
 //! | a flag byte other than 0 or 1, or 1 without a `grpc-encoding` header | INVALID_ARGUMENT |
 //! | a length prefix above the server's limit | RESOURCE_EXHAUSTED naming the setting |
 //! | the body ended inside a message (a cut stream) | INVALID_ARGUMENT |
-//! | no whole message within `transport.first_message_timeout_ms` of the stream opening | DEADLINE_EXCEEDED |
+//! | no whole message within `transport.first_message_timeout_ms` of the stream opening (for a unary call: not the whole request) | DEADLINE_EXCEEDED |
+//! | a second message on a unary call | INVALID_ARGUMENT |
 //! | the client reset the stream, or its connection broke | CANCELLED |
 //!
 //! Bytes inside a well-framed message that are not the method's protobuf are the codec's
@@ -30,6 +31,12 @@ use tonic::Status;
 
 /// gRPC's message header: the compressed flag, then a big-endian u32 length.
 const HEADER: usize = 5;
+
+/// The methods whose client sends a stream of messages (from the protos); every other method
+/// takes exactly one, and tonic calls its handler only once the body has ended, so for those
+/// the deadline runs until the end of the body.
+const CLIENT_STREAMING: [&str; 3] =
+    ["/oni.v1.Learner/StreamRollouts", "/oni.v1.Inference/Act", "/oni.v1.EnvHub/Attach"];
 
 /// What one server accepts in a request body.
 #[derive(Debug, Clone)]
@@ -67,6 +74,9 @@ pub struct FramedBody {
     first: Option<Pin<Box<Sleep>>>,
     /// Set when the body ended cleanly without a single message.
     empty: Arc<AtomicBool>,
+    /// A unary call: one message, and the deadline holds until the body ends.
+    unary: bool,
+    messages: usize,
     _stream: Option<crate::serve::OpenStream>,
 }
 
@@ -74,7 +84,17 @@ impl FramedBody {
     fn new(inner: Body, policy: Arc<Policy>, compressed_ok: bool, stream: Option<crate::serve::OpenStream>) -> Self {
         let first = Some(Box::pin(tokio::time::sleep(policy.first_message)));
         let state = State::Header { buf: [0; HEADER], got: 0 };
-        FramedBody { inner, policy, compressed_ok, state, first, empty: Arc::default(), _stream: stream }
+        FramedBody {
+            inner,
+            policy,
+            compressed_ok,
+            state,
+            first,
+            empty: Arc::default(),
+            unary: false,
+            messages: 0,
+            _stream: stream,
+        }
     }
 
     /// Whether the body ended cleanly without a message, readable after it is gone.
@@ -103,6 +123,10 @@ impl FramedBody {
                         continue;
                     }
                     let (flag, len) = (buf[0], u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize);
+                    if self.unary && self.messages > 0 {
+                        let st = Status::invalid_argument("a unary call carries one message; this one sent more");
+                        return Err(self.fail("second_message", st));
+                    }
                     match flag {
                         0 => {}
                         1 if self.compressed_ok => {}
@@ -131,7 +155,7 @@ impl FramedBody {
                         return Err(self.fail("too_large", Status::resource_exhausted(msg)));
                     }
                     self.state = if len == 0 {
-                        self.first = None;
+                        self.message_done();
                         State::Header { buf: [0; HEADER], got: 0 }
                     } else {
                         State::Message { left: len, len }
@@ -142,8 +166,8 @@ impl FramedBody {
                     *left -= take;
                     data = &data[take..];
                     if *left == 0 {
-                        self.first = None;
                         self.state = State::Header { buf: [0; HEADER], got: 0 };
+                        self.message_done();
                     }
                 }
                 State::Failed => return Ok(()),
@@ -152,11 +176,21 @@ impl FramedBody {
         Ok(())
     }
 
+    /// A whole message arrived: a stream's deadline is met; a unary call's holds until its
+    /// body ends.
+    fn message_done(&mut self) {
+        self.messages += 1;
+        if !self.unary {
+            self.first = None;
+        }
+    }
+
     /// The body ended: fine between messages, a cut stream inside one.
     fn at_end(&mut self) -> Option<Status> {
         let cut = match self.state {
             State::Header { got: 0, .. } => {
-                self.empty.store(self.first.is_some(), Ordering::Release);
+                self.empty.store(self.messages == 0, Ordering::Release);
+                self.first = None;
                 return None;
             }
             State::Failed => return None,
@@ -194,8 +228,9 @@ impl HttpBody for FramedBody {
             Poll::Pending => {
                 if let Some(deadline) = this.first.as_mut() {
                     if deadline.as_mut().poll(cx).is_ready() {
+                        let what = if this.unary { "the whole request" } else { "no whole message" };
                         let msg = format!(
-                            "no whole message within {:?} of opening the stream (transport.first_message_timeout_ms)",
+                            "{what} within {:?} of opening the stream (transport.first_message_timeout_ms)",
                             this.policy.first_message
                         );
                         return Poll::Ready(Some(Err(this.fail("first_message", Status::deadline_exceeded(msg)))));
@@ -265,7 +300,8 @@ where
         let compressed_ok = req.headers().get("grpc-encoding").is_some_and(|v| v != "identity");
         let policy = self.policy.clone();
         let (parts, body) = req.into_parts();
-        let body = FramedBody::new(body, policy, compressed_ok, stream);
+        let mut body = FramedBody::new(body, policy, compressed_ok, stream);
+        body.unary = !CLIENT_STREAMING.contains(&parts.uri.path());
         let empty = body.empty_flag();
         let req = http::Request::from_parts(parts, Body::new(body));
         let fut = self.inner.call(req);
@@ -364,6 +400,20 @@ mod tests {
         let mut half_header = body(64);
         half_header.check(&[0, 0]).unwrap();
         assert_eq!(half_header.at_end().unwrap().message(), "the request ended 2 bytes into a message header");
+    }
+
+    #[tokio::test]
+    async fn a_unary_call_takes_one_message_and_its_deadline_holds_until_the_body_ends() {
+        let mut b = body(64);
+        b.unary = true;
+        b.check(&msg(0, b"one")).unwrap();
+        assert!(b.first.is_some(), "a unary call's deadline runs until the body ends");
+        let st = b.check(&msg(0, b"two")).unwrap_err();
+        assert_eq!(st.code(), tonic::Code::InvalidArgument);
+        let mut ok = body(64);
+        ok.unary = true;
+        ok.check(&msg(0, b"one")).unwrap();
+        assert!(ok.at_end().is_none() && ok.first.is_none());
     }
 
     #[tokio::test]

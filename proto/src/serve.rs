@@ -172,12 +172,12 @@ impl Conn {
     /// The idle rule: with no stream open for `policy_idle` the connection is cut, whatever
     /// else (pings, settings) it sends.
     fn check_idle(&mut self, cx: &mut Context<'_>) -> Option<Poll<io::Result<()>>> {
+        // registered first, so that the close of the last stream always wakes this reader
+        *self.info.conn.reader.lock().unwrap() = Some(cx.waker().clone());
         if self.info.conn.open.load(Ordering::Acquire) > 0 {
             self.idle_since = None;
             return None;
         }
-        *self.info.conn.reader.lock().unwrap() = Some(cx.waker().clone());
-        // a stream may have closed between the load and the registration
         let now = Instant::now();
         let since = *self.idle_since.get_or_insert(now);
         let deadline = since + self.policy_idle;
@@ -218,11 +218,12 @@ impl AsyncRead for Conn {
                 r
             }
             Phase::Serving => {
-                if matches!(r, Poll::Ready(Err(_))) || (got == 0 && r.is_ready()) {
-                    return r; // an error or the end of the connection: nothing to time
-                }
-                if let Some(cut) = this.check_idle(cx) {
-                    return cut;
+                // only while nothing is to be read: bytes that came in (a new stream's
+                // HEADERS, say) are handed on, never dropped by the cut
+                if r.is_pending() {
+                    if let Some(cut) = this.check_idle(cx) {
+                        return cut;
+                    }
                 }
                 r
             }
@@ -338,7 +339,7 @@ pub fn guarded_incoming(
             let peer_slot = match refusal {
                 None => PeerSlot { peers: peers.clone(), ip: peer.ip() },
                 Some((reason, why)) => {
-                    refuse(&io, what, reason, &why, &mut refused_log);
+                    refuse(&io, policy.tls.is_none(), what, reason, &why, &mut refused_log);
                     continue;
                 }
             };
@@ -346,7 +347,7 @@ pub fn guarded_incoming(
                 Ok(s) => s,
                 Err(_) => {
                     let why = format!("{} connections are open already (from {peer})", policy.max_connections);
-                    refuse(&io, what, "total", &why, &mut refused_log);
+                    refuse(&io, policy.tls.is_none(), what, "total", &why, &mut refused_log);
                     continue;
                 }
             };
@@ -385,10 +386,13 @@ pub fn guarded_incoming(
     rx
 }
 
-/// Closes a connection the server has no room for, telling a plaintext client why.
-fn refuse(io: &TcpStream, what: &'static str, reason: &'static str, why: &str, log: &mut Throttled) {
+/// Closes a connection the server has no room for, telling a plaintext client why (a TLS
+/// client could not read plain bytes: it just sees the close).
+fn refuse(io: &TcpStream, plaintext: bool, what: &'static str, reason: &'static str, why: &str, log: &mut Throttled) {
     metrics::counter!(crate::metric_names::GRPC_CONNECTIONS_REFUSED, "server" => what, "reason" => reason).increment(1);
-    let _ = io.try_write(&goaway(why));
+    if plaintext {
+        let _ = io.try_write(&goaway(why));
+    }
     log.warn(&format!("{what} refused a connection"), &why);
 }
 
