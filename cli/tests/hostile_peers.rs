@@ -163,6 +163,8 @@ impl Flood {
 async fn from_peer(port: u16) -> std::io::Result<tokio::net::TcpStream> {
     let sock = tokio::net::TcpSocket::new_v4()?;
     sock.bind("127.0.0.2:0".parse().unwrap())?;
+    // a reset on close: 30 000 connections must not hold ephemeral ports in TIME_WAIT
+    sock.set_zero_linger()?;
     sock.connect(([127, 0, 0, 1], port).into()).await
 }
 
