@@ -370,6 +370,44 @@ fn grpc_status(h: &http::HeaderMap) -> Option<i32> {
     h.get("grpc-status")?.to_str().ok()?.parse().ok()
 }
 
+/// The headers of a gRPC call to `path`, with the token when one is given.
+fn grpc_request(authority: &str, path: &str, token: Option<&str>) -> http::request::Builder {
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{authority}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    match token {
+        Some(t) => req.header("authorization", format!("Bearer {t}")),
+        None => req,
+    }
+}
+
+/// How a call ended: its status (trailers-only, or after the body), or why there was none.
+async fn ending(resp: h2::client::ResponseFuture) -> Ending {
+    let resp = match resp.await {
+        Ok(r) => r,
+        Err(e) => return Ending::NoStatus(e.to_string()),
+    };
+    if let Some(c) = grpc_status(resp.headers()) {
+        return Ending::Status(c); // trailers-only
+    }
+    let mut body = resp.into_body();
+    while let Some(chunk) = body.data().await {
+        match chunk {
+            Ok(b) => {
+                let _ = body.flow_control().release_capacity(b.len());
+            }
+            Err(e) => return Ending::NoStatus(e.to_string()),
+        }
+    }
+    match body.trailers().await {
+        Ok(Some(t)) => grpc_status(&t).map_or(Ending::NoStatus("trailers without grpc-status".into()), Ending::Status),
+        Ok(None) => Ending::NoStatus("no trailers".into()),
+        Err(e) => Ending::NoStatus(e.to_string()),
+    }
+}
+
 /// One gRPC call with hand-made bytes: the body is sent in random chunks, then END_STREAM
 /// (or RST_STREAM for `reset`).
 async fn call(
@@ -381,14 +419,7 @@ async fn call(
     reset: bool,
     rng: &mut StdRng,
 ) -> Result<Ending> {
-    let mut req = http::Request::builder()
-        .method("POST")
-        .uri(format!("http://{authority}{path}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers");
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
+    let req = grpc_request(authority, path, token);
     let ready =
         tokio::time::timeout(Duration::from_secs(5), send.clone().ready()).await.context("no stream slot")??;
     *send = ready;
@@ -410,32 +441,7 @@ async fn call(
     if sent {
         let _ = out.send_data(Bytes::new(), true);
     }
-    let fin = async move {
-        let resp = match resp.await {
-            Ok(r) => r,
-            Err(e) => return Ending::NoStatus(e.to_string()),
-        };
-        if let Some(c) = grpc_status(resp.headers()) {
-            return Ending::Status(c); // trailers-only
-        }
-        let mut body = resp.into_body();
-        while let Some(chunk) = body.data().await {
-            match chunk {
-                Ok(b) => {
-                    let _ = body.flow_control().release_capacity(b.len());
-                }
-                Err(e) => return Ending::NoStatus(e.to_string()),
-            }
-        }
-        match body.trailers().await {
-            Ok(Some(t)) => {
-                grpc_status(&t).map_or(Ending::NoStatus("trailers without grpc-status".into()), Ending::Status)
-            }
-            Ok(None) => Ending::NoStatus("no trailers".into()),
-            Err(e) => Ending::NoStatus(e.to_string()),
-        }
-    };
-    Ok(tokio::time::timeout(Duration::from_secs(10), fin).await.unwrap_or(Ending::TimedOut))
+    Ok(tokio::time::timeout(Duration::from_secs(10), ending(resp)).await.unwrap_or(Ending::TimedOut))
 }
 
 /// Preface, SETTINGS, then random frames on a fresh connection; reads what comes back for a
@@ -521,29 +527,18 @@ pub async fn run(a: FuzzBench) -> Result<()> {
         let (addr, m) = &all[i % all.len()];
         let (addr, m) = (addr.clone(), Method { path: m.path, stream: m.stream, sample: m.sample });
         let mut send = dialer.h2(&addr).await?;
-        let mut req = http::Request::builder().method("POST").uri(format!("http://{addr}{}", m.path));
-        req = req.header("content-type", "application/grpc").header("te", "trailers");
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let (resp, mut out) = send.send_request(req.body(())?, false)?;
+        let (resp, mut out) = send.send_request(grpc_request(&addr, m.path, token).body(())?, false)?;
         if !m.stream {
             let _ = out.send_data(Bytes::from(frame(0, &(m.sample)(&mut rng, token.unwrap_or("")))), false);
         }
         let limit = Duration::from_millis(a.first_message_timeout_ms + 10_000);
         silent.push(tokio::spawn(async move {
             let _keep = (out, send);
-            let got = tokio::time::timeout(limit, async {
-                let r = resp.await.ok()?;
-                if let Some(c) = grpc_status(r.headers()) {
-                    return Some(c);
-                }
-                let mut b = r.into_body();
-                while b.data().await.is_some() {}
-                grpc_status(&b.trailers().await.ok()??)
-            })
-            .await;
-            (m.path, got.ok().flatten())
+            let got = match tokio::time::timeout(limit, ending(resp)).await {
+                Ok(Ending::Status(c)) => Some(c),
+                _ => None,
+            };
+            (m.path, got)
         }));
     }
 

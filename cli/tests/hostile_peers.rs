@@ -179,6 +179,21 @@ fn tls_connector(ca: &Path) -> tokio_rustls::TlsConnector {
     tokio_rustls::TlsConnector::from(Arc::new(cfg))
 }
 
+/// A legal HTTP/2 connection over `io` that opens no stream (its task answers the server's
+/// pings); `None` when the handshake did not finish.
+async fn idle_h2<T>(io: T) -> Option<(h2::client::SendRequest<bytes::Bytes>, tokio::task::JoinHandle<()>)>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, conn) = tokio::time::timeout(Duration::from_millis(500), h2::client::handshake(io)).await.ok()?.ok()?;
+    Some((
+        send,
+        tokio::spawn(async move {
+            let _ = conn.await;
+        }),
+    ))
+}
+
 /// `n` connections of `kind` (silent, half-preface, h2-idle) from 127.0.0.2; those the
 /// server refuses are dropped at once.
 async fn flood(port: u16, kind: &str, tls: Option<&tokio_rustls::TlsConnector>, n: usize) -> Flood {
@@ -193,18 +208,7 @@ async fn flood(port: u16, kind: &str, tls: Option<&tokio_rustls::TlsConnector>, 
                     tcp.push(s);
                 }
             }
-            ("h2-idle", None) => {
-                if let Ok(Ok((send, conn))) =
-                    tokio::time::timeout(Duration::from_millis(500), h2::client::handshake(s)).await
-                {
-                    h2s.push((
-                        send,
-                        tokio::spawn(async move {
-                            let _ = conn.await;
-                        }),
-                    ));
-                }
-            }
+            ("h2-idle", None) => h2s.extend(idle_h2(s).await),
             (_, Some(c)) => {
                 let Ok(Ok(mut t)) = tokio::time::timeout(Duration::from_millis(500), c.connect(name.clone(), s)).await
                 else {
@@ -217,18 +221,7 @@ async fn flood(port: u16, kind: &str, tls: Option<&tokio_rustls::TlsConnector>, 
                             over_tls.push(t);
                         }
                     }
-                    _ => {
-                        if let Ok(Ok((send, conn))) =
-                            tokio::time::timeout(Duration::from_millis(500), h2::client::handshake(t)).await
-                        {
-                            h2s.push((
-                                send,
-                                tokio::spawn(async move {
-                                    let _ = conn.await;
-                                }),
-                            ));
-                        }
-                    }
+                    _ => h2s.extend(idle_h2(t).await),
                 }
             }
             _ => unreachable!(),
