@@ -111,7 +111,12 @@ fn every_dashboard_panel_has_data_from_a_loopback_cluster() {
     let (lport, aport, llm, redis, prom) = (free_port(), free_port(), free_port(), free_port(), free_port());
     let (m_learner, m_annotator, m_a1, m_a2) = (free_port(), free_port(), free_port(), free_port());
     let _redis = redis_server("127.0.0.1", redis, d, Persistence::None);
-    let _llm = llama_server(llm);
+    // The rule judge, not a small LLM: a sampled model may answer every one of keyroom's
+    // dozen questions alike, and then no classifier is ever published and the reward-model
+    // panels stay empty. The rule calls "This door is locked." progress and "You see no
+    // objects here." not, so both classes arrive within seconds. The LLM client itself is
+    // tested against a real llama-server in the annotator tests.
+    let _llm = Proc::start("judge", d, &["judge", "--listen", &format!("127.0.0.1:{llm}")]);
     let metrics = |p: u16| format!("telemetry.metrics_listen=\"127.0.0.1:{p}\"");
     let reward = [
         "--set",
@@ -137,9 +142,6 @@ fn every_dashboard_panel_has_data_from_a_loopback_cluster() {
         "distill.publish_interval_ms=500",
         "distill.heldout_fraction=0.5",
         "distill.min_per_class=1",
-        // sampled answers, so that keyroom's dozen captions get both labels and a classifier
-        // is published whatever this small model prefers
-        "llm.temperature=1.0",
         "annotator.drain_secs=0",
         &metrics_at,
     ];
