@@ -140,8 +140,15 @@ impl<B: Backend> ModuleMapper<B> for Load<'_> {
         let values = std::mem::take(&mut self.parsed.values[i]);
         let shape = self.parsed.shapes[i].clone();
         param.map(|t| {
-            let device = t.device();
-            Tensor::from_data(TensorData::new(values, shape), &device)
+            // a trainable network stays trainable: the loaded tensor is a new leaf, which
+            // autodiff tracks only when asked
+            let tracked = t.is_require_grad();
+            let loaded = Tensor::from_data(TensorData::new(values, shape), &t.device());
+            if tracked {
+                loaded.require_grad()
+            } else {
+                loaded
+            }
         })
     }
 }
@@ -198,5 +205,29 @@ mod tests {
         let other = Policy::<CpuBackend>::new(&PolicyConfig { core_hidden: 8, ..cfg.clone() }, &spec(), &dev);
         assert!(matches!(load_bytes(other, &bytes), Err(WeightsError::Shape { .. })));
         assert_ne!(fingerprint(&cfg, &spec()), fingerprint(&PolicyConfig::default(), &spec()));
+    }
+
+    /// Weights loaded into a network being trained (a resumed reward model, a learner) keep
+    /// receiving gradients.
+    #[test]
+    fn loaded_weights_stay_trainable() {
+        struct Tracked(Vec<bool>);
+        impl<B: Backend> ModuleVisitor<B> for Tracked {
+            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<B, D>>) {
+                self.0.push(p.val().is_require_grad());
+            }
+        }
+        let dev = Default::default();
+        let cfg = PolicyConfig { core_hidden: 16, glyph_hidden: 16, ..Default::default() };
+        let bytes = to_bytes(&Policy::<CpuBackend>::new(&cfg, &spec(), &dev));
+        let trained = load_bytes(Policy::<crate::CpuAutodiff>::new(&cfg, &spec(), &dev), &bytes).unwrap();
+        let mut tracked = Tracked(Vec::new());
+        trained.visit(&mut tracked);
+        assert!(!tracked.0.is_empty() && tracked.0.iter().all(|t| *t), "{:?}", tracked.0);
+        // and a network used only for inference stays untracked
+        let plain = load_bytes(Policy::<CpuBackend>::new(&cfg, &spec(), &dev), &bytes).unwrap();
+        let mut tracked = Tracked(Vec::new());
+        plain.visit(&mut tracked);
+        assert!(tracked.0.iter().all(|t| !*t));
     }
 }

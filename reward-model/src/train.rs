@@ -466,4 +466,22 @@ mod tests {
         d.add_pairs((0..500).map(pair));
         assert!(d.dataset_len() <= 50, "{} pairs", d.dataset_len());
     }
+
+    /// A distiller resumed from a snapshot (a restarted annotator) goes on learning: its
+    /// loaded weights still receive gradients, so training moves them.
+    #[test]
+    fn a_resumed_distiller_keeps_learning() {
+        let cfg = DistillConfig { heldout_fraction: 0.0, ..Default::default() };
+        let example = |i: usize| Example { caption: format!("caption {i} {}", i % 2), helpful: i.is_multiple_of(2) };
+        let mut first = Distiller::new(Kind::Classification, cfg.clone(), 1);
+        first.add_labels((0..40).map(example));
+        first.train(5);
+        let snap = first.snapshot(1);
+        let mut resumed = Distiller::new(Kind::Classification, cfg, 2);
+        resumed.resume(&snap).unwrap();
+        assert_eq!(resumed.snapshot(1).weights, snap.weights, "resumed from the snapshot's weights");
+        resumed.add_labels((0..40).map(example));
+        resumed.train(5);
+        assert_ne!(resumed.snapshot(2).weights, snap.weights, "training after a resume changed nothing");
+    }
 }
