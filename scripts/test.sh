@@ -29,6 +29,10 @@ command -v munged >/dev/null || need+=(munge)
 command -v slurmctld >/dev/null || need+=(slurmctld)
 command -v slurmd >/dev/null || need+=(slurmd)
 command -v sbatch >/dev/null || need+=(slurm-client)
+# Mesa's lavapipe, a Vulkan driver that runs on the CPU, and the Vulkan loader: the GPU
+# code path (burn's wgpu backend) is checked against the CPU backend without a GPU.
+[ -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] || need+=(mesa-vulkan-drivers)
+ldconfig -p | grep -q 'libvulkan.so.1 ' || need+=(libvulkan1)
 if [ ${#need[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" = 0 ] || sudo=sudo
@@ -48,3 +52,6 @@ fi
 scripts/llm-server.sh build
 scripts/llm-server.sh model smollm2 >/dev/null
 cargo test --release --workspace -- --test-threads 2
+# One learner update on burn's wgpu backend (the CubeCL kernels and fusion that CUDA runs)
+# on lavapipe, against the CPU backend.
+cargo test --release -p oni-learner --features wgpu --test cross_backend

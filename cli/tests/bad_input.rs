@@ -179,6 +179,12 @@ fn bad_configs_fail_at_start_naming_the_key() {
     assert!(e.contains("env.name") && e.contains("mazeworld"), "{e}");
     let e = oni_err(&["run", "--config", "configs/keyroom.toml", "--set", "learner.device=\"tpu\""]);
     assert!(e.contains("learner.device"), "{e}");
+    // a GPU backend this build lacks: the key, the feature that adds it, and the way back
+    for (key, device) in [("learner.device", "wgpu"), ("actor.device", "cuda")] {
+        let e = oni_err(&["run", "--config", "configs/keyroom.toml", "--set", &format!("{key}=\"{device}\"")]);
+        assert!(e.contains(&format!("`{key}` = \"{device}\" needs oni built with the {device} feature")), "{e}");
+        assert!(e.contains(&format!("--features {device}")) && e.contains("set it to \"cpu\""), "{e}");
+    }
     // NetHack settings: NLE's seed pair, the grid, the crop
     let nethack = |set: &str| oni_err(&["run", "--config", "configs/nethack-score.toml", "--set", set]);
     let e = nethack("env.nethack.seeds=[-1, 2]");

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 pub struct LearnerConfig {
     /// gRPC listen address.
     pub listen: String,
-    /// `cpu`, or `cuda` (needs the `cuda` build feature).
+    /// `cpu`; `cuda` (NVIDIA GPUs) or `wgpu` (any GPU with a Vulkan, Metal or DX12 driver), each
+    /// needing oni built with the feature of that name.
     pub device: oni_policy::Device,
     /// Rollouts per gradient update (ONI: 4096 samples = 128 × 32).
     pub batch_rollouts: usize,

@@ -44,6 +44,8 @@ fn elu_plain<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 impl PolicyBackend for burn::backend::Flex {}
 #[cfg(feature = "cuda")]
 impl PolicyBackend for burn::backend::Cuda<f32, i32> {}
+#[cfg(feature = "wgpu")]
+impl PolicyBackend for burn::backend::Wgpu<f32, i32> {}
 
 fn inner<B: Backend, const D: usize>(t: Tensor<Autodiff<B, impl CheckpointStrategy>, D>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t.into_primitive().tensor().primitive))

@@ -2,15 +2,16 @@ use crate::screen::Geometry;
 use oni_env::{GridKind, ObsSpec, MESSAGE_LEN};
 use serde::{Deserialize, Serialize};
 
-/// Which network the policy is.
-/// Where a network runs (`learner.device`, `actor.device`): burn's ndarray backend on the
-/// CPU, or CUDA (needs oni built with the `cuda` feature).
+/// Where a network runs (`learner.device`, `actor.device`): burn's Flex backend on the CPU,
+/// CUDA on an NVIDIA GPU (the `cuda` build feature), or wgpu on any GPU with a Vulkan, Metal
+/// or DX12 driver (the `wgpu` build feature).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Device {
     #[default]
     Cpu,
     Cuda,
+    Wgpu,
 }
 
 impl Device {
@@ -18,10 +19,12 @@ impl Device {
         match self {
             Device::Cpu => "cpu",
             Device::Cuda => "cuda",
+            Device::Wgpu => "wgpu",
         }
     }
 }
 
+/// Which network the policy is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Network {

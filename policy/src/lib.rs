@@ -15,6 +15,7 @@ pub mod memory;
 pub mod network;
 pub mod obs;
 pub mod patches;
+pub mod probe;
 pub mod sampling;
 pub mod screen;
 pub mod weights;
@@ -23,6 +24,7 @@ pub use backend::{PolicyBackend, TrainingBackend};
 pub use config::{Device, Network, PolicyConfig, PolicyConfigError};
 pub use network::{Policy, PolicyOutput};
 pub use obs::ObsBatch;
+pub use probe::{probe, DeviceError};
 pub use weights::{fingerprint, WeightsError};
 
 /// The CPU inference backend: burn's Flex (gemm-based matrix products and convolutions,
@@ -34,3 +36,8 @@ pub type CpuAutodiff = burn::backend::Autodiff<CpuBackend>;
 pub type CudaBackend = burn::backend::Cuda<f32, i32>;
 #[cfg(feature = "cuda")]
 pub type CudaAutodiff = burn::backend::Autodiff<CudaBackend>;
+/// The GPU backend the tests can run without a GPU (see the `wgpu` feature).
+#[cfg(feature = "wgpu")]
+pub type WgpuBackend = burn::backend::Wgpu<f32, i32>;
+#[cfg(feature = "wgpu")]
+pub type WgpuAutodiff = burn::backend::Autodiff<WgpuBackend>;
