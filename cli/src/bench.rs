@@ -616,12 +616,25 @@ pub fn cpu_info() -> serde_json::Value {
     };
     let flags = field("flags");
     let flags: std::collections::HashSet<&str> = flags.split_whitespace().collect();
-    let features: Vec<&str> =
-        ["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16"]
-            .into_iter()
-            .filter(|f| flags.contains(f))
-            .collect();
-    json!({"model": field("model name"), "cpu_features": features, "avx512": flags.contains("avx512f"),
+    let features: Vec<&str> = [
+        "avx2",
+        "fma",
+        "avx512f",
+        "avx512bw",
+        "avx512vl",
+        "avx512_vnni",
+        "avx512_bf16",
+        "avx512_fp16",
+        "amx_tile",
+        "amx_bf16",
+    ]
+    .into_iter()
+    .filter(|f| flags.contains(f))
+    .collect();
+    // family/model tell CPU generations apart where a VM's model name is generic
+    // ("Intel(R) Xeon(R) Processor"): 6/143 Sapphire Rapids, 6/207 Emerald Rapids, 25/17 Zen 4
+    let family_model = format!("{}/{}", field("cpu family"), field("model\t"));
+    json!({"model": field("model name"), "family_model": family_model, "cpu_features": features, "avx512": flags.contains("avx512f"),
            "cores": info.lines().filter(|l| l.starts_with("processor")).count(),
            "cores_allowed": std::thread::available_parallelism().map_or(0, |n| n.get())})
 }
