@@ -7,8 +7,9 @@ scripts/setup.sh
 VENV="$ONI_CACHE/venv"
 # The Python client (clients/python, `oni_env`) with what its tests use: Gymnasium,
 # MiniHack on the nle above, grpcio-tools to check the shipped stubs; matplotlib for the
-# plots of `oni bench learning`.
-"$VENV/bin/pip" install -q --disable-pip-version-check "./clients/python[dev,minihack]" "matplotlib>=3.8"
+# plots of `oni bench learning`; TensorBoard, whose own reader checks a run's event files.
+"$VENV/bin/pip" install -q --disable-pip-version-check "./clients/python[dev,minihack]" "matplotlib>=3.8" \
+    "tensorboard>=2.16"
 
 # Debian packages the tests use: redis-server (label-bank tests), prometheus and promtool
 # (a real server scraping a loopback cluster), debootstrap (the compose test's base image),

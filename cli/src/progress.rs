@@ -1,6 +1,7 @@
 //! The live progress line, `metrics.jsonl` rows and `summary.json` of a run directory.
 
 use oni_learner::{LearnerStats, StatsSnapshot};
+use oni_telemetry::tensorboard::EventWriter;
 use serde::Serialize;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,7 @@ const PAID_TOP: usize = 8;
 
 pub struct Progress {
     jsonl: Option<std::fs::File>,
+    tensorboard: Option<EventWriter>,
     last_steps: u64,
     last_time: Instant,
     started: Instant,
@@ -79,6 +81,7 @@ impl Progress {
         let s = stats.snapshot().env_steps;
         Progress {
             jsonl,
+            tensorboard: None,
             last_steps: s,
             last_time: Instant::now(),
             started: Instant::now(),
@@ -87,6 +90,12 @@ impl Progress {
             annotator: None,
             last_answered: 0,
         }
+    }
+
+    /// Also writes each row's numbers as TensorBoard scalars in `<run_dir>/tensorboard`.
+    pub fn add_tensorboard(&mut self, run_dir: &Path) -> Result<(), oni_telemetry::tensorboard::TensorBoardError> {
+        self.tensorboard = Some(EventWriter::create(&run_dir.join("tensorboard"))?);
+        Ok(())
     }
 
     /// Adds the annotator's labels and reward-model version to the progress line.
@@ -128,20 +137,32 @@ impl Progress {
             snap.entropy,
             snap.approx_kl,
         );
+        if self.jsonl.is_none() && self.tensorboard.is_none() {
+            return;
+        }
+        let oni = self.annotator.as_ref().map(|a| {
+            let ledger = oni_actor::intrinsic::take_ledger();
+            OniRow {
+                labels: a.answered(),
+                label_backlog: a.backlog(),
+                rm_version: a.reward_model_version(),
+                rm_accuracy: a.reward_model_accuracy(),
+                labelled_share: ledger.labelled_share(),
+                paid_top: ledger.top(PAID_TOP),
+            }
+        });
+        let row = serde_json::to_value(Row { wall_seconds: wall, steps_per_second: self.sps, stats: &snap, oni })
+            .expect("a row is plain data");
         if let Some(f) = &mut self.jsonl {
-            let oni = self.annotator.as_ref().map(|a| {
-                let ledger = oni_actor::intrinsic::take_ledger();
-                OniRow {
-                    labels: a.answered(),
-                    label_backlog: a.backlog(),
-                    rm_version: a.reward_model_version(),
-                    rm_accuracy: a.reward_model_accuracy(),
-                    labelled_share: ledger.labelled_share(),
-                    paid_top: ledger.top(PAID_TOP),
-                }
-            });
-            let row = Row { wall_seconds: wall, steps_per_second: self.sps, stats: &snap, oni };
-            let _ = writeln!(f, "{}", serde_json::to_string(&row).unwrap());
+            let _ = writeln!(f, "{row}");
+        }
+        if let Some(tb) = &mut self.tensorboard {
+            let mut scalars = Vec::new();
+            numbers(&row, &mut String::new(), &mut scalars);
+            if let Err(e) = tb.scalars(snap.env_steps, &scalars) {
+                tracing::warn!("{e}; no more TensorBoard scalars this run");
+                self.tensorboard = None;
+            }
         }
     }
 
@@ -169,6 +190,26 @@ impl Progress {
             rollouts_dropped: s.rollouts_dropped,
             rollouts_rejected: s.rollouts_rejected,
         }
+    }
+}
+
+/// Every number in `v` with its path of keys joined by `/` (`rm_accuracy/gold`): the scalars a
+/// row gives TensorBoard. Lists (the captions paid) and text have no curve and are left out.
+fn numbers(v: &serde_json::Value, path: &mut String, out: &mut Vec<(String, f64)>) {
+    match v {
+        serde_json::Value::Number(n) => out.extend(n.as_f64().map(|x| (path.clone(), x))),
+        serde_json::Value::Object(map) => {
+            for (k, child) in map {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('/');
+                }
+                path.push_str(k);
+                numbers(child, path, out);
+                path.truncate(len);
+            }
+        }
+        _ => {}
     }
 }
 

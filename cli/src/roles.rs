@@ -191,6 +191,11 @@ async fn supervise(
     mut extra_done: impl FnMut() -> bool,
 ) -> Progress {
     let mut progress = Progress::new(Some(&p.run_dir), &learner.stats).with_annotator(annotator);
+    if p.cfg.learner.tensorboard {
+        if let Err(e) = progress.add_tensorboard(&p.run_dir) {
+            tracing::warn!("learner.tensorboard: {e}; the run goes on without it");
+        }
+    }
     let interval = Duration::from_secs_f64(p.cfg.run.progress_interval_secs.max(0.1));
     let deadline = (p.cfg.run.max_seconds > 0).then(|| Instant::now() + Duration::from_secs(p.cfg.run.max_seconds));
     let signal = shutdown_signal();

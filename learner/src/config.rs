@@ -53,6 +53,9 @@ pub struct LearnerConfig {
     /// time with the newest reward model, pulled from the annotator at `actor.annotator`,
     /// instead of using the values the actors computed.
     pub relabel: bool,
+    /// Also writes the run's scalars (every number of a `metrics.jsonl` row, at its env step)
+    /// as TensorBoard event files in `<run_dir>/tensorboard`.
+    pub tensorboard: bool,
 }
 
 impl Default for LearnerConfig {
@@ -81,6 +84,7 @@ impl Default for LearnerConfig {
             keep_checkpoints: 3,
             seed: 1,
             relabel: false,
+            tensorboard: false,
         }
     }
 }

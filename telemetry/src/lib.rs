@@ -2,6 +2,7 @@
 //! Prometheus `/metrics` endpoint with histogram buckets chosen per metric family.
 
 pub mod metric_names;
+pub mod tensorboard;
 
 mod endpoint;
 
