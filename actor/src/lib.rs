@@ -7,6 +7,7 @@
 
 pub mod captions;
 pub mod config;
+pub mod eval;
 pub mod hub;
 pub mod intrinsic;
 pub mod link;

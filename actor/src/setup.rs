@@ -19,12 +19,16 @@ pub enum ActorError {
     Refused(#[from] oni_proto::retry::Refused),
     #[error("annotator address or token: {0}")]
     Annotator(#[from] oni_proto::transport::TransportError),
+    /// An evaluation cannot play the checkpoint it was given (`oni eval`).
+    #[error("{0}")]
+    Eval(String),
     #[error("stepping thread panicked")]
     Panicked,
     #[error("cannot serve attached environments on {addr}: {reason}")]
     Hub { addr: String, reason: String },
 }
 
+#[derive(Clone)]
 pub struct ActorSetup {
     pub cfg: ActorConfig,
     pub env: EnvConfig,

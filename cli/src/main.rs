@@ -7,6 +7,7 @@ mod bench;
 mod certs;
 mod config;
 mod device;
+mod eval;
 mod fuzz;
 mod heap;
 mod judge;
@@ -68,6 +69,9 @@ enum Cmd {
     Actor(Common),
     /// The annotator service: asks the LLM about captions and keeps the label bank.
     Annotator(Common),
+    /// Plays a run's checkpoint for N episodes and reports return, score and success with
+    /// 95 % confidence intervals.
+    Eval(eval::EvalArgs),
     /// Inspect and export a label bank.
     #[command(subcommand)]
     Labels(labels::LabelsCmd),
@@ -139,6 +143,7 @@ fn main() -> Result<()> {
             Cmd::Annotator(c) => labels::annotator(c).await,
             Cmd::Labels(l) => labels::labels(l),
             Cmd::Judge(a) => judge::judge(a).await,
+            Cmd::Eval(a) => eval::eval(a).await,
             Cmd::Bench(b) => bench::run(b).await,
             Cmd::Health(a) => health(a),
             Cmd::Certs(a) => certs::certs(a),

@@ -6,7 +6,7 @@
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use oni_env::ObsSpec;
-use oni_policy::sampling::sample_actions;
+use oni_policy::sampling::{greedy_actions, sample_actions};
 use oni_policy::{weights, ObsBatch, Policy, PolicyBackend, PolicyConfig, WeightsError};
 use rand::SeedableRng;
 
@@ -62,6 +62,19 @@ impl<B: PolicyBackend> Acting<B> {
     /// One step for `n` envs: `glyphs` [n · crop], `stats` [n · stats_dim], `messages`
     /// [n · 256], `hidden` [n · H].
     pub fn choose(&mut self, glyphs: &[u16], stats: &[f32], messages: &[u8], hidden: &[f32]) -> Chosen {
+        self.choose_with(glyphs, stats, messages, hidden, false)
+    }
+
+    /// As `choose`; `greedy` takes each env's most likely action instead of a sample
+    /// (evaluation).
+    pub fn choose_with(
+        &mut self,
+        glyphs: &[u16],
+        stats: &[f32],
+        messages: &[u8],
+        hidden: &[f32],
+        greedy: bool,
+    ) -> Chosen {
         let n = stats.len() / self.spec.stats_dim.max(1);
         let h = self.cfg.core_hidden;
         let batch = ObsBatch::<B>::from_host(&self.spec, &self.cfg, glyphs, stats, messages, &self.device);
@@ -69,6 +82,11 @@ impl<B: PolicyBackend> Acting<B> {
         let (out, next) = self.policy.act(batch, state);
         let hidden = next.into_data().convert::<f32>().to_vec().expect("f32 state");
         let logits: Vec<f32> = out.logits.into_data().convert::<f32>().to_vec().expect("f32 logits");
-        Chosen { actions: sample_actions(&logits, self.spec.num_actions, &mut self.rng), hidden }
+        let actions = if greedy {
+            greedy_actions(&logits, self.spec.num_actions)
+        } else {
+            sample_actions(&logits, self.spec.num_actions, &mut self.rng)
+        };
+        Chosen { actions, hidden }
     }
 }

@@ -6,7 +6,8 @@ use crate::trainer::Trainer;
 use burn::module::Module;
 use burn::optim::Optimizer;
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
-use oni_policy::TrainingBackend;
+use oni_env::ObsSpec;
+use oni_policy::{CpuBackend, Policy, PolicyConfig, TrainingBackend};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -166,6 +167,27 @@ pub fn load<B: TrainingBackend>(path: &Path, trainer: &mut Trainer<B>) -> Result
     rng.set_word_pos(state.rng_word_pos);
     trainer.rng = rng;
     Ok(state)
+}
+
+/// The state (version, env steps, network fingerprint) of one checkpoint directory.
+pub fn read_state(path: &Path) -> Result<CheckpointState, CheckpointError> {
+    let state_path = path.join("state.json");
+    let bytes = fs::read(&state_path).map_err(io(&state_path))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| CheckpointError::Corrupt { path: path.to_path_buf(), reason: e.to_string() })
+}
+
+/// The policy weights of one checkpoint, in the wire format of `oni_policy::weights` (what
+/// actors load), for a network built from `cfg` and `spec`. The caller checks the
+/// fingerprint first (`read_state`): this only fails on files that do not load.
+pub fn load_policy_weights(path: &Path, cfg: &PolicyConfig, spec: &ObsSpec) -> Result<Vec<u8>, CheckpointError> {
+    let device = Default::default();
+    let model = Policy::<CpuBackend>::new(cfg, spec, &device);
+    // burn's bincode loader panics on malformed files; turn that into an error.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.load_file(path.join("model"), &recorder(), &device)))
+        .map_err(|_| CheckpointError::Corrupt { path: path.to_path_buf(), reason: "malformed model file".into() })?
+        .map(|m| oni_policy::weights::to_bytes(&m))
+        .map_err(|e| CheckpointError::Corrupt { path: path.to_path_buf(), reason: e.to_string() })
 }
 
 /// Resumes from the newest checkpoint that loads; broken ones are skipped with a warning.

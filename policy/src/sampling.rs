@@ -27,15 +27,15 @@ pub fn sample_actions<R: Rng>(logits: &[f32], num_actions: usize, rng: &mut R) -
         .collect()
 }
 
-/// The most likely action per row (for evaluation).
-pub fn greedy_actions(logits: &[f32], num_actions: usize) -> Vec<usize> {
+/// The most likely action per row (for evaluation), with its log π(action).
+pub fn greedy_actions(logits: &[f32], num_actions: usize) -> Vec<(usize, f32)> {
     logits
         .chunks_exact(num_actions)
         .map(|row| {
-            row.iter()
-                .enumerate()
-                .fold((0, f32::NEG_INFINITY), |best, (a, &l)| if l > best.1 { (a, l) } else { best })
-                .0
+            let (best, max) =
+                row.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (a, &l)| if l > b.1 { (a, l) } else { b });
+            let log_z = max + row.iter().map(|l| (l - max).exp()).sum::<f32>().ln();
+            (best, max - log_z)
         })
         .collect()
 }
@@ -59,6 +59,8 @@ mod tests {
         assert_eq!(counts[2], 0, "zero-probability action sampled");
         let frac = counts[1] as f64 / 20_000.0;
         assert!((frac - 0.75).abs() < 0.02, "p(1) = {frac}");
-        assert_eq!(greedy_actions(&logits, 3), vec![1]);
+        let (a, lp) = greedy_actions(&logits, 3)[0];
+        assert_eq!(a, 1);
+        assert!((lp - 0.75f32.ln()).abs() < 1e-6, "log-prob {lp}");
     }
 }

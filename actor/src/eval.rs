@@ -1,0 +1,269 @@
+//! Playing a fixed policy to measure it (`oni eval`): the same stepping loops, observation
+//! path and intrinsic reward as training, but the weights come from a checkpoint, nothing is
+//! sent to a learner or an annotator, and every finished episode is kept.
+//!
+//! Stopping after the first N episodes to end would favour short ones (an env whose
+//! episodes are short finishes more of them), so each env slot plays a fixed quota and its
+//! later episodes are ignored: the N episodes are the first ones of every slot.
+
+use crate::intrinsic::Rewarder;
+use crate::setup::{ActorError, ActorSetup};
+use crate::source::{Acted, ActionSource};
+use oni_env::BatchView;
+use oni_inference::act::Acting;
+use oni_inference::rollout::step_captions;
+use oni_policy::PolicyBackend;
+use oni_reward_model::pull::RewardSlot;
+use oni_reward_model::RewardModel;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+/// What to play and how.
+pub struct EvalPlan {
+    /// Episodes to play in all.
+    pub episodes: usize,
+    /// The most likely action instead of a sample from the policy.
+    pub greedy: bool,
+    /// Stepping loops run side by side, each with `cfg.num_envs` envs (built-in envs).
+    pub loops: usize,
+    /// Seed of the samplers.
+    pub seed: u64,
+    /// The run's reward model and β of its count decay: the intrinsic return it pays.
+    pub reward: Option<(Arc<RewardModel>, f32)>,
+}
+
+/// One finished episode.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalEpisode {
+    /// Which stepping loop and env slot played it.
+    pub env: (usize, usize),
+    pub extrinsic_return: f32,
+    /// What the run's reward model paid (`r_int · N_ep^(−β)` summed), without α_int.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intrinsic_return: Option<f32>,
+    pub length: u32,
+    pub success: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<f32>,
+}
+
+/// Episodes of each slot, until every slot has its quota.
+struct Tally {
+    /// Quota of a slot, `None` where slots come and go (attached envs): the first
+    /// `episodes` to end are kept.
+    quota: Option<Box<dyn Fn(usize, usize) -> usize + Send + Sync>>,
+    episodes: usize,
+    kept: BTreeMap<(usize, usize), Vec<EvalEpisode>>,
+    count: usize,
+}
+
+impl Tally {
+    fn add(&mut self, ep: EvalEpisode) -> bool {
+        let quota = self.quota.as_ref().map_or(self.episodes, |q| q(ep.env.0, ep.env.1));
+        let slot = self.kept.entry(ep.env).or_default();
+        if slot.len() < quota && self.count < self.episodes {
+            slot.push(ep);
+            self.count += 1;
+        }
+        self.count >= self.episodes
+    }
+}
+
+/// The policy's weights (the wire format of `oni_policy::weights`) for a network over this
+/// observation layout, or why there are none (the checkpoint was made for another).
+pub type WeightsFor = Box<dyn FnOnce(&oni_env::ObsSpec) -> Result<Vec<u8>, String> + Send>;
+
+/// Plays `plan.episodes` episodes. Built-in envs when `setup.spec` is set; otherwise serves
+/// the env hub and plays the environments attached to it, once the first client has
+/// declared their layout. `weights` is asked once the layout is known.
+pub async fn evaluate<B: PolicyBackend>(
+    setup: ActorSetup,
+    device: B::Device,
+    weights: WeightsFor,
+    plan: EvalPlan,
+    stop: watch::Receiver<bool>,
+) -> Result<Vec<EvalEpisode>, ActorError> {
+    let halt = Arc::new(AtomicBool::new(false));
+    let n_envs = setup.cfg.num_envs.max(1);
+    let loops = plan.loops.max(1);
+    let slots = loops * n_envs;
+    let per = plan.episodes / slots;
+    let extra = plan.episodes % slots;
+    let quota: Option<Box<dyn Fn(usize, usize) -> usize + Send + Sync>> = match setup.spec {
+        // the first `extra` slots play one more so that the quotas add up to `episodes`
+        Some(_) => Some(Box::new(move |l, i| per + usize::from(l * n_envs + i < extra))),
+        None => None,
+    };
+    let tally = Arc::new(Mutex::new(Tally { quota, episodes: plan.episodes, kept: BTreeMap::new(), count: 0 }));
+    let slot = Arc::new(RewardSlot::default());
+    if let Some((model, _)) = &plan.reward {
+        *slot.latest.lock().unwrap() = Some(model.clone());
+    }
+    let source = |index: usize, spec: &oni_env::ObsSpec, bytes: &[u8]| -> Result<EvalSource<B>, ActorError> {
+        let mut acting = Acting::new(&setup.policy, spec, device.clone(), Some(plan.seed.wrapping_add(index as u64)));
+        acting.update(0, bytes)?;
+        Ok(EvalSource {
+            acting,
+            greedy: plan.greedy,
+            loop_index: index,
+            beta: plan.reward.as_ref().map(|(_, beta)| *beta),
+            slot: slot.clone(),
+            tally: tally.clone(),
+            halt: halt.clone(),
+        })
+    };
+    let mut threads = Vec::new();
+    match &setup.spec {
+        Some(spec) => {
+            let bytes = weights(spec).map_err(ActorError::Eval)?;
+            for index in 0..loops {
+                let mut s = ActorSetup { index, ..setup.clone() };
+                s.env.seed = setup.env.seed.wrapping_add(index as u64);
+                let src = source(index, spec, &bytes)?;
+                let name = format!("eval-{index}");
+                threads.push(
+                    std::thread::Builder::new()
+                        .name(name)
+                        .spawn(move || crate::stepping::step_loop(s, src))
+                        .map_err(|_| ActorError::Panicked)?,
+                );
+            }
+        }
+        None => {
+            let Some((layout, events)) = crate::hub::serve(&setup, "eval", stop.clone()).await? else {
+                return Ok(Vec::new());
+            };
+            let bytes = weights(&layout.spec).map_err(ActorError::Eval)?;
+            let src = source(0, &layout.spec, &bytes)?;
+            threads.push(
+                std::thread::Builder::new()
+                    .name("eval-hub".into())
+                    .spawn(move || crate::hub::step_loop::hub_loop(layout, events, src))
+                    .map_err(|_| ActorError::Panicked)?,
+            );
+        }
+    }
+    let mut stop_wait = stop.clone();
+    while !threads.iter().all(|t| t.is_finished()) {
+        if *stop_wait.borrow() {
+            halt.store(true, Ordering::Release);
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(100), stop_wait.changed()).await;
+    }
+    for t in threads {
+        t.join().map_err(|_| ActorError::Panicked)??;
+    }
+    let kept = std::mem::take(&mut tally.lock().unwrap().kept);
+    Ok(kept.into_values().flatten().collect())
+}
+
+struct EvalSource<B: PolicyBackend> {
+    acting: Acting<B>,
+    greedy: bool,
+    loop_index: usize,
+    beta: Option<f32>,
+    slot: Arc<RewardSlot>,
+    tally: Arc<Mutex<Tally>>,
+    halt: Arc<AtomicBool>,
+}
+
+struct EvalGroup {
+    offset: usize,
+    hidden: Vec<f32>,
+    rewarder: Option<Rewarder>,
+}
+
+impl<B: PolicyBackend> ActionSource for EvalSource<B> {
+    type Group = EvalGroup;
+
+    fn group(&mut self, size: usize, offset: usize) -> EvalGroup {
+        EvalGroup {
+            offset,
+            hidden: vec![0.0; size * self.acting.hidden_size()],
+            rewarder: self.beta.map(|beta| Rewarder::new(self.slot.clone(), beta, size)),
+        }
+    }
+
+    fn act(&mut self, g: &mut EvalGroup, obs: BatchView<'_>) -> Result<Acted, ActorError> {
+        if self.stopping() {
+            return Ok(Acted::Halted);
+        }
+        let chosen = self.acting.choose_with(obs.glyphs, obs.stats, obs.messages, &g.hidden, self.greedy);
+        g.hidden = chosen.hidden;
+        Ok(Acted::Actions(chosen.actions.into_iter().map(|(a, _)| a).collect()))
+    }
+
+    fn stepped(&mut self, g: &mut EvalGroup, view: BatchView<'_>) {
+        let paid = g.rewarder.as_mut().map(|rw| rw.step(&step_captions(&view), &view.last.dones).finished);
+        let h = self.acting.hidden_size();
+        for (i, &done) in view.last.dones.iter().enumerate() {
+            if done {
+                g.hidden[i * h..(i + 1) * h].fill(0.0);
+            }
+        }
+        let mut tally = self.tally.lock().unwrap();
+        for e in &view.last.episodes {
+            let local = e.env_index - g.offset;
+            let done = tally.add(EvalEpisode {
+                env: (self.loop_index, e.env_index),
+                extrinsic_return: e.extrinsic_return,
+                intrinsic_return: paid.as_ref().map(|p| p[local]),
+                length: e.length,
+                success: e.success,
+                score: e.score,
+            });
+            if done {
+                self.halt.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    fn version(&self) -> u64 {
+        self.acting.version
+    }
+
+    fn stopping(&self) -> bool {
+        self.halt.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(env: (usize, usize), ret: f32) -> EvalEpisode {
+        EvalEpisode { env, extrinsic_return: ret, intrinsic_return: None, length: 1, success: false, score: None }
+    }
+
+    #[test]
+    fn each_slot_plays_its_quota_so_short_episodes_are_not_favoured() {
+        // 5 episodes over 2 loops × 2 slots: slot (0, 0) plays 2, the others 1
+        let (n_envs, per, extra) = (2, 1, 1);
+        let quota: Box<dyn Fn(usize, usize) -> usize + Send + Sync> =
+            Box::new(move |l, i| per + usize::from(l * n_envs + i < extra));
+        let mut t = Tally { quota: Some(quota), episodes: 5, kept: BTreeMap::new(), count: 0 };
+        // slot (1, 1) has short episodes and ends three before anyone else ends one
+        assert!(!t.add(ep((1, 1), 1.0)));
+        assert!(!t.add(ep((1, 1), 2.0)));
+        assert!(!t.add(ep((1, 1), 3.0)));
+        assert!(!t.add(ep((0, 0), 10.0)));
+        assert!(!t.add(ep((0, 1), 20.0)));
+        assert!(!t.add(ep((0, 0), 11.0)));
+        assert!(!t.add(ep((0, 0), 12.0)), "past its quota");
+        assert!(t.add(ep((1, 0), 30.0)));
+        let kept: Vec<f32> = t.kept.values().flatten().map(|e| e.extrinsic_return).collect();
+        assert_eq!(kept, vec![10.0, 11.0, 20.0, 30.0, 1.0]);
+    }
+
+    #[test]
+    fn without_quotas_the_first_episodes_to_end_are_kept() {
+        let mut t = Tally { quota: None, episodes: 2, kept: BTreeMap::new(), count: 0 };
+        assert!(!t.add(ep((0, 3), 1.0)));
+        assert!(t.add(ep((0, 3), 2.0)));
+        assert!(t.add(ep((0, 1), 3.0)));
+        assert_eq!(t.count, 2);
+    }
+}
