@@ -110,7 +110,7 @@ impl Core {
         }
         Ok(Arc::new(Core {
             state: Mutex::new(State {
-                backlog: Backlog::new(cfg.backlog_capacity),
+                backlog: Backlog::new(cfg.backlog_capacity, cfg.ask_order, cfg.caption_key.clone()),
                 in_flight: HashSet::new(),
                 pair_backlog: VecDeque::new(),
                 pairs_pending: HashSet::new(),
@@ -289,6 +289,29 @@ impl Core {
         for a in answers {
             l.retain(|tx| tx.send(a.clone()).is_ok());
         }
+    }
+
+    /// The actors met these captions this many more times: the questions they wait on move
+    /// up the backlog (`annotator.ask_order = "frequent"`). Captions already answered, or
+    /// never submitted, are ignored; nothing here reads the bank. Returns how many counts
+    /// found a waiting question.
+    pub fn met(&self, counts: &[(String, u64)]) -> usize {
+        let questions: Vec<(Vec<String>, u64)> = counts
+            .iter()
+            .filter_map(|(c, n)| {
+                let c = normalise(c)?;
+                let parts = self.messages_of(&c);
+                Some((if parts.is_empty() { vec![c] } else { parts }, *n))
+            })
+            .collect();
+        let mut st = self.state.lock().unwrap();
+        let mut found = 0;
+        for (qs, n) in questions {
+            for q in qs {
+                found += usize::from(st.backlog.met(&q, n));
+            }
+        }
+        found
     }
 
     /// Queues the captions not yet labelled, waiting or in flight. A caption asking the same

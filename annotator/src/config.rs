@@ -42,6 +42,12 @@ pub struct AnnotatorConfig {
     /// Qwen2.5-Coder-1.5B it found every keyroom progress caption but, on NetHack, where a
     /// step prints many messages, called nearly every caption helpful (docs/results/judges.md).
     pub split_messages: bool,
+    /// Which waiting question is asked next: `frequent` (the one whose captions the actors
+    /// met most often; they report how often) or `newest` (ONI's order). On NetHack, newest
+    /// first left the failed-action messages met on most steps ("You can't go up here.")
+    /// unasked for the whole run while thousands of rarer ones came after them, so the
+    /// network judged them alone (docs/results/oni-online.md).
+    pub ask_order: crate::intake::AskOrder,
     /// A labelled caption set (the `data/judging/*.tsv` format) to score every published
     /// reward model against (`oni_reward_model_accuracy{against="gold"}`, the run's
     /// metrics.jsonl): how right the reward is while the bank fills. Never trained on.
@@ -63,6 +69,7 @@ impl Default for AnnotatorConfig {
             pair_pool: 50_000,
             caption_key: vec![KeyRule::Numbers, KeyRule::Letters, KeyRule::Pets],
             split_messages: false,
+            ask_order: crate::intake::AskOrder::Frequent,
             gold: None,
         }
     }

@@ -1,5 +1,5 @@
 //! Caption intake: normalisation, global de-duplication against the bank, the backlog and
-//! the requests in flight, and the bounded newest-first backlog.
+//! the requests in flight, and the bounded backlog of questions, asked most met first.
 //!
 //! Normalisation (`oni_reward_model::caption`, shared with the reward models): control
 //! characters become spaces, whitespace runs collapse, the ends are trimmed, and the result
@@ -8,7 +8,7 @@
 //! whole.
 
 use serde::{Deserialize, Serialize};
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 
 pub use oni_reward_model::caption::{normalise, MAX_CAPTION_BYTES};
 
@@ -106,76 +106,143 @@ fn replace_words(s: &str, words: &[&str], with: &str) -> String {
     out
 }
 
-/// Captions waiting for the LLM. Full: the oldest is dropped (ONI labels the newest first).
+/// Which waiting question the LLM is asked next (`annotator.ask_order`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AskOrder {
+    /// The one whose captions the actors met most often (they report how often), newest
+    /// first among equals: the answers that cover the most steps come first.
+    #[default]
+    Frequent,
+    /// The newest (ONI's order). A caption met from the first steps on is soon buried under
+    /// rarer, newer ones.
+    Newest,
+}
+
+struct Entry {
+    caption: String,
+    met: u64,
+    arrival: u64,
+}
+
+/// Questions waiting for the LLM, one per question key, each with how often the actors met
+/// its captions. Full: the least met (the oldest among equals) is dropped.
 pub struct Backlog {
-    queue: VecDeque<String>,
-    members: HashSet<String>,
     capacity: usize,
+    order: AskOrder,
+    rules: Vec<KeyRule>,
+    entries: HashMap<String, Entry>,
+    /// (priority, arrival, key), asked from the end
+    queue: BTreeSet<(u64, u64, String)>,
+    arrivals: u64,
+    /// How often the questions taken (in flight) were met, so a failed question goes back
+    /// with its count; bounded, as most never come back.
+    lent: HashMap<String, u64>,
 }
 
 impl Backlog {
-    pub fn new(capacity: usize) -> Self {
-        Backlog { queue: VecDeque::new(), members: HashSet::new(), capacity: capacity.max(1) }
+    pub fn new(capacity: usize, order: AskOrder, rules: Vec<KeyRule>) -> Self {
+        Backlog {
+            capacity: capacity.max(1),
+            order,
+            rules,
+            entries: HashMap::new(),
+            queue: BTreeSet::new(),
+            arrivals: 0,
+            lent: HashMap::new(),
+        }
     }
 
+    fn priority(&self, met: u64) -> u64 {
+        match self.order {
+            AskOrder::Frequent => met,
+            AskOrder::Newest => 0,
+        }
+    }
+
+    /// Whether this exact caption waits here.
     pub fn contains(&self, c: &str) -> bool {
-        self.members.contains(c)
+        self.entries.get(&question_key(c, &self.rules)).is_some_and(|e| e.caption == c)
     }
 
-    /// Adds a caption; returns the one dropped to make room, if any.
-    pub fn push(&mut self, c: String) -> Option<String> {
-        let dropped = if self.queue.len() >= self.capacity {
-            let old = self.queue.pop_front();
-            if let Some(o) = &old {
-                self.members.remove(o);
-            }
-            old
-        } else {
-            None
-        };
-        self.members.insert(c.clone());
-        self.queue.push_back(c);
+    fn insert(&mut self, key: String, caption: String, met: u64) {
+        self.arrivals += 1;
+        self.queue.insert((self.priority(met), self.arrivals, key.clone()));
+        self.entries.insert(key, Entry { caption, met, arrival: self.arrivals });
+    }
+
+    /// Drops the lowest entries beyond the capacity; returns their captions.
+    fn trim(&mut self) -> Vec<String> {
+        let mut dropped = Vec::new();
+        while self.entries.len() > self.capacity {
+            let (_, _, key) = self.queue.pop_first().expect("over capacity, so not empty");
+            dropped.push(self.entries.remove(&key).expect("queued, so an entry").caption);
+        }
         dropped
     }
 
-    /// Up to `n` captions, newest first.
-    pub fn take_newest(&mut self, n: usize) -> Vec<String> {
+    /// Adds a question (a caption with a key of its own); returns the one dropped to make
+    /// room, if any.
+    pub fn push(&mut self, c: String) -> Option<String> {
+        let key = question_key(&c, &self.rules);
+        if self.entries.contains_key(&key) {
+            return None;
+        }
+        self.insert(key, c, 0);
+        self.trim().pop()
+    }
+
+    /// The actors met `caption` `n` more times: its question, if it waits here, moves up.
+    pub fn met(&mut self, caption: &str, n: u64) -> bool {
+        let key = question_key(caption, &self.rules);
+        let order = self.order;
+        let Some(e) = self.entries.get_mut(&key) else { return false };
+        let old = (if order == AskOrder::Frequent { e.met } else { 0 }, e.arrival, key);
+        e.met = e.met.saturating_add(n);
+        let new_priority = if order == AskOrder::Frequent { e.met } else { 0 };
+        self.queue.remove(&old);
+        self.queue.insert((new_priority, old.1, old.2));
+        true
+    }
+
+    /// Up to `n` questions, the next to ask first.
+    pub fn take_next(&mut self, n: usize) -> Vec<String> {
         let mut out = Vec::with_capacity(n);
         while out.len() < n {
-            let Some(c) = self.queue.pop_back() else { break };
-            self.members.remove(&c);
-            out.push(c);
+            let Some((_, _, key)) = self.queue.pop_last() else { break };
+            let e = self.entries.remove(&key).expect("queued, so an entry");
+            if self.lent.len() >= self.capacity {
+                self.lent.clear();
+            }
+            self.lent.insert(key, e.met);
+            out.push(e.caption);
         }
         out
     }
 
-    /// Puts captions back (the server failed); they keep their place as the newest. Returns
-    /// the oldest, dropped to make room.
+    /// Puts questions back (the server failed) with their counts, as the newest among
+    /// equals. Returns those dropped to make room.
     pub fn requeue(&mut self, captions: Vec<String>) -> Vec<String> {
         for c in captions.into_iter().rev() {
-            if self.members.insert(c.clone()) {
-                self.queue.push_back(c);
+            let key = question_key(&c, &self.rules);
+            let met = self.lent.remove(&key).unwrap_or(0);
+            if !self.entries.contains_key(&key) {
+                self.insert(key, c, met);
             }
         }
-        let mut dropped = Vec::new();
-        while self.queue.len() > self.capacity {
-            let old = self.queue.pop_front().expect("over capacity, so not empty");
-            self.members.remove(&old);
-            dropped.push(old);
-        }
-        dropped
+        self.trim()
     }
 
     pub fn len(&self) -> usize {
-        self.queue.len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.entries.is_empty()
     }
 
     pub fn is_nearly_full(&self) -> bool {
-        self.queue.len() * 4 >= self.capacity * 3
+        self.entries.len() * 4 >= self.capacity * 3
     }
 }
 
@@ -209,21 +276,50 @@ mod tests {
     }
 
     #[test]
-    fn backlog_is_newest_first_and_drops_the_oldest() {
-        let mut b = Backlog::new(3);
+    fn backlog_in_oni_order_is_newest_first_and_drops_the_oldest() {
+        let mut b = Backlog::new(3, AskOrder::Newest, vec![]);
         for c in ["a", "b", "c"] {
             assert_eq!(b.push(c.into()), None);
         }
         assert_eq!(b.push("d".into()).as_deref(), Some("a"));
         assert!(!b.contains("a") && b.contains("d"));
-        assert_eq!(b.take_newest(2), vec!["d".to_string(), "c".to_string()]);
+        assert!(b.met("b", 100), "counted, but the order ignores counts");
+        assert_eq!(b.take_next(2), vec!["d".to_string(), "c".to_string()]);
         assert_eq!(b.requeue(vec!["d".into(), "c".into()]), Vec::<String>::new());
-        assert_eq!(b.take_newest(3), vec!["d".to_string(), "c".to_string(), "b".to_string()]);
+        assert_eq!(b.take_next(3), vec!["d".to_string(), "c".to_string(), "b".to_string()]);
         assert!(b.is_empty());
         for c in ["a", "b"] {
             b.push(c.into());
         }
         assert_eq!(b.requeue(vec!["y".into(), "z".into()]), vec!["a".to_string()], "full: the oldest goes");
-        assert_eq!(b.take_newest(3), vec!["y".to_string(), "z".to_string(), "b".to_string()]);
+        assert_eq!(b.take_next(3), vec!["y".to_string(), "z".to_string(), "b".to_string()]);
+    }
+
+    #[test]
+    fn backlog_asks_the_most_met_question_first_and_drops_the_least_met() {
+        let mut b = Backlog::new(3, AskOrder::Frequent, vec![KeyRule::Numbers]);
+        for c in ["You can't go up here.", "You see here 5 gold pieces.", "The newt bites!"] {
+            assert_eq!(b.push(c.into()), None);
+        }
+        // met from the first steps on, and more often than what came after it
+        assert!(b.met("You can't go up here.", 900));
+        // a caption with another number counts for the question that waits
+        assert!(b.met("You see here 7 gold pieces.", 40));
+        assert!(!b.met("It's a wall.", 5), "not waiting here");
+        assert!(!b.contains("You see here 7 gold pieces."), "only the caption asked is contained");
+        // full: the least met goes, not the oldest
+        assert_eq!(b.push("A rare message.".into()).as_deref(), Some("The newt bites!"));
+        assert_eq!(b.take_next(1), vec!["You can't go up here.".to_string()]);
+        // a failed question goes back with its count, ahead of the rarer ones
+        assert!(b.requeue(vec!["You can't go up here.".into()]).is_empty());
+        assert_eq!(
+            b.take_next(3),
+            vec!["You can't go up here.".to_string(), "You see here 5 gold pieces.".into(), "A rare message.".into()]
+        );
+        // among equals, the newest first
+        for c in ["x", "y"] {
+            b.push(c.into());
+        }
+        assert_eq!(b.take_next(2), vec!["y".to_string(), "x".to_string()]);
     }
 }

@@ -38,10 +38,19 @@ impl Annotator for AnnotatorService {
                 Refusal::field("captions", format!("{} in one call, at most {limit}", batch.captions.len())).into()
             );
         }
+        if batch.counts.len() > self.core.cfg.max_captions_per_call {
+            let limit = self.core.cfg.max_captions_per_call;
+            return Err(Refusal::field("counts", format!("{} in one call, at most {limit}", batch.counts.len())).into());
+        }
         let core = self.core.clone();
-        let ack = tokio::task::spawn_blocking(move || core.submit(&batch.captions))
-            .await
-            .map_err(|e| Refusal::Internal(e.to_string()))??;
+        let ack = tokio::task::spawn_blocking(move || {
+            // new captions first, so that their own counts find them waiting
+            let ack = core.submit(&batch.captions)?;
+            core.met(&batch.counts.into_iter().map(|c| (c.caption, c.count)).collect::<Vec<_>>());
+            Ok::<_, Refusal>(ack)
+        })
+        .await
+        .map_err(|e| Refusal::Internal(e.to_string()))??;
         Ok(Response::new(ack))
     }
 

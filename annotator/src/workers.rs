@@ -14,7 +14,7 @@ use tokio::sync::watch;
 const SLOTS_CHECK_SECS: u64 = 60;
 
 impl Core {
-    /// One worker: takes the newest captions (or, when none wait, the newest pairs), asks
+    /// One worker: takes the next questions (`annotator.ask_order`; when none wait, the newest pairs), asks
     /// the LLM, stores the answers.
     async fn work_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         while !*stop.borrow() {
@@ -24,7 +24,7 @@ impl Core {
             let n = n.max(1);
             let (captions, pairs) = {
                 let mut st = self.state.lock().unwrap();
-                let b = st.backlog.take_newest(n);
+                let b = st.backlog.take_next(n);
                 st.in_flight.extend(b.iter().cloned());
                 let mut p = Vec::new();
                 while b.is_empty() && p.len() < n {

@@ -293,3 +293,45 @@ async fn each_answer_is_stored_when_it_arrives_not_when_its_batch_is_done() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The question whose captions the actors met most is asked first, however long ago it
+/// arrived (on NetHack, failed-action messages met from the first steps on); with
+/// `annotator.ask_order = "newest"` (ONI's order), the newest is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_most_met_waiting_caption_is_asked_first() {
+    use oni_annotator::intake::AskOrder;
+    for (order, first, second) in [
+        (AskOrder::Frequent, "You can't go up here.", "Rare message three."),
+        (AskOrder::Newest, "Rare message nine.", "Rare message eight."),
+    ] {
+        let script = Arc::new(Mutex::new(Script { auto: true, ..Default::default() }));
+        let url = serve(script.clone()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let bank: Arc<dyn LabelBank> = Arc::new(FileBank::open(dir.path()).unwrap());
+        let llm = LlmClient::new(LlmConfig {
+            base_url: url,
+            api: Api::Completions,
+            batch: 1,
+            concurrency: 1,
+            adaptive: false,
+            timeout_ms: 5000,
+            ..Default::default()
+        })
+        .unwrap();
+        let cfg = AnnotatorConfig { ask_order: order, ..Default::default() };
+        let c = Core::new(cfg, PromptConfig::default(), llm, bank.clone()).unwrap();
+        let words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"];
+        let mut captions = vec!["You can't go up here.".to_string()];
+        captions.extend(words.iter().map(|w| format!("Rare message {w}.")));
+        assert_eq!(c.submit(&captions).unwrap().queued, 11);
+        let met = [("You can't go up here.".into(), 500), ("Rare message three.".into(), 2), ("Not sent.".into(), 9)];
+        assert_eq!(c.met(&met), 2, "only waiting captions are counted");
+        let (_stop_tx, stop) = watch::channel(false);
+        let _w = c.spawn_workers(stop);
+        until("every caption answered", 20, || bank.len().unwrap() == 11).await;
+        let asked: Vec<String> = script.lock().unwrap().requests.iter().map(|r| r["prompt"].to_string()).collect();
+        assert_eq!(asked.len(), 11);
+        assert!(asked[0].contains(first), "{order:?}: asked first: {}", asked[0]);
+        assert!(asked[1].contains(second), "{order:?}: asked second: {}", asked[1]);
+    }
+}

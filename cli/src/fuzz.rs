@@ -177,7 +177,7 @@ fn methods(role: Role) -> Vec<Method> {
                 stream: false,
                 sample: |r, _| {
                     let captions = (0..r.random_range(0..4)).map(|_| format!("You see a {}.", word(r, 10))).collect();
-                    v1::CaptionBatch { actor_id: word(r, 8), captions }.encode_to_vec()
+                    v1::CaptionBatch { actor_id: word(r, 8), captions, counts: vec![] }.encode_to_vec()
                 },
             },
             Method {

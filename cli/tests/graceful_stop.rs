@@ -124,7 +124,7 @@ async fn sigterm_to_the_annotator_labels_what_it_received_first() {
     let mut client = wait_for("the annotator", Duration::from_secs(60), connect).await;
     // distinct questions (captions differing only in a number would share one)
     let captions: Vec<String> = ITEMS.iter().map(|w| format!("You read the {w}.")).collect();
-    let batch = CaptionBatch { actor_id: "test".into(), captions: captions.clone() };
+    let batch = CaptionBatch { actor_id: "test".into(), captions: captions.clone(), counts: vec![] };
     assert_eq!(client.submit_captions(batch).await.unwrap().into_inner().queued, 12);
     let (st, took) = annotator.terminate(Duration::from_secs(60)).expect("the annotator stops within its drain time");
     assert!(st.success(), "{}", annotator.log_text());

@@ -111,7 +111,7 @@ async fn the_annotator_comes_back_from_partitions_from_redis_and_the_llm() {
         async move { AnnotatorClient::connect(e).await.ok() }
     })
     .await;
-    let submit = |captions: Vec<String>| CaptionBatch { actor_id: "test".into(), captions };
+    let submit = |captions: Vec<String>| CaptionBatch { actor_id: "test".into(), captions, counts: vec![] };
 
     // Redis cut off while the LLM thinks about a batch
     // distinct questions (captions differing only in a number would share one)
