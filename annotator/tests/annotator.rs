@@ -33,6 +33,20 @@ fn core(url: &str, bank: Arc<dyn LabelBank>) -> Arc<Core> {
     Core::new(cfg, PromptConfig::default(), llm(url), bank).unwrap()
 }
 
+/// One caption per request, `concurrency` requests at once, no adaptive limit.
+fn one_per_request(url: String, concurrency: usize, timeout_ms: u64) -> LlmClient {
+    let cfg = LlmConfig {
+        base_url: url,
+        api: Api::Completions,
+        concurrency,
+        adaptive: false,
+        timeout_ms,
+        ..Default::default()
+    };
+    assert_eq!(cfg.batch, 1);
+    LlmClient::new(cfg).unwrap()
+}
+
 async fn until(what: &str, secs: u64, f: impl Fn() -> bool) {
     let t = Instant::now();
     while !f() {
@@ -268,15 +282,7 @@ async fn each_answer_is_stored_when_it_arrives_not_when_its_batch_is_done() {
     let url = serve(script.clone()).await;
     let dir = tempfile::tempdir().unwrap();
     let bank: Arc<dyn LabelBank> = Arc::new(FileBank::open(dir.path()).unwrap());
-    let llm = LlmClient::new(LlmConfig {
-        base_url: url,
-        api: Api::Completions,
-        concurrency: 2,
-        adaptive: false,
-        timeout_ms: 20_000,
-        ..Default::default()
-    })
-    .unwrap();
+    let llm = one_per_request(url, 2, 20_000);
     let cfg = AnnotatorConfig { retry_pause_ms: 100, ..Default::default() };
     assert_eq!(cfg.batch, 1);
     let c = Core::new(cfg, PromptConfig::default(), llm, bank.clone()).unwrap();
@@ -308,16 +314,7 @@ async fn the_most_met_waiting_caption_is_asked_first() {
         let url = serve(script.clone()).await;
         let dir = tempfile::tempdir().unwrap();
         let bank: Arc<dyn LabelBank> = Arc::new(FileBank::open(dir.path()).unwrap());
-        let llm = LlmClient::new(LlmConfig {
-            base_url: url,
-            api: Api::Completions,
-            batch: 1,
-            concurrency: 1,
-            adaptive: false,
-            timeout_ms: 5000,
-            ..Default::default()
-        })
-        .unwrap();
+        let llm = one_per_request(url, 1, 5000);
         let cfg = AnnotatorConfig { ask_order: order, ..Default::default() };
         let c = Core::new(cfg, PromptConfig::default(), llm, bank.clone()).unwrap();
         let words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"];
