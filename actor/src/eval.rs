@@ -50,11 +50,29 @@ pub struct EvalEpisode {
     pub score: Option<f32>,
 }
 
+/// How many episodes each slot of `loops` × `n_envs` plays so that they add up to
+/// `episodes`: an equal share, and one more for the first `episodes mod slots` slots.
+struct Quota {
+    n_envs: usize,
+    per: usize,
+    extra: usize,
+}
+
+impl Quota {
+    fn new(episodes: usize, loops: usize, n_envs: usize) -> Self {
+        let slots = loops * n_envs;
+        Quota { n_envs, per: episodes / slots, extra: episodes % slots }
+    }
+
+    fn of(&self, loop_index: usize, env: usize) -> usize {
+        self.per + usize::from(loop_index * self.n_envs + env < self.extra)
+    }
+}
+
 /// Episodes of each slot, until every slot has its quota.
 struct Tally {
-    /// Quota of a slot, `None` where slots come and go (attached envs): the first
-    /// `episodes` to end are kept.
-    quota: Option<Box<dyn Fn(usize, usize) -> usize + Send + Sync>>,
+    /// `None` where slots come and go (attached envs): the first `episodes` to end are kept.
+    quota: Option<Quota>,
     episodes: usize,
     kept: BTreeMap<(usize, usize), Vec<EvalEpisode>>,
     count: usize,
@@ -62,7 +80,7 @@ struct Tally {
 
 impl Tally {
     fn add(&mut self, ep: EvalEpisode) -> bool {
-        let quota = self.quota.as_ref().map_or(self.episodes, |q| q(ep.env.0, ep.env.1));
+        let quota = self.quota.as_ref().map_or(self.episodes, |q| q.of(ep.env.0, ep.env.1));
         let slot = self.kept.entry(ep.env).or_default();
         if slot.len() < quota && self.count < self.episodes {
             slot.push(ep);
@@ -87,16 +105,8 @@ pub async fn evaluate<B: PolicyBackend>(
     stop: watch::Receiver<bool>,
 ) -> Result<Vec<EvalEpisode>, ActorError> {
     let halt = Arc::new(AtomicBool::new(false));
-    let n_envs = setup.cfg.num_envs.max(1);
     let loops = plan.loops.max(1);
-    let slots = loops * n_envs;
-    let per = plan.episodes / slots;
-    let extra = plan.episodes % slots;
-    let quota: Option<Box<dyn Fn(usize, usize) -> usize + Send + Sync>> = match setup.spec {
-        // the first `extra` slots play one more so that the quotas add up to `episodes`
-        Some(_) => Some(Box::new(move |l, i| per + usize::from(l * n_envs + i < extra))),
-        None => None,
-    };
+    let quota = setup.spec.as_ref().map(|_| Quota::new(plan.episodes, loops, setup.cfg.num_envs.max(1)));
     let tally = Arc::new(Mutex::new(Tally { quota, episodes: plan.episodes, kept: BTreeMap::new(), count: 0 }));
     let slot = Arc::new(RewardSlot::default());
     if let Some((model, _)) = &plan.reward {
@@ -120,8 +130,8 @@ pub async fn evaluate<B: PolicyBackend>(
         Some(spec) => {
             let bytes = weights(spec).map_err(ActorError::Eval)?;
             for index in 0..loops {
-                let mut s = ActorSetup { index, ..setup.clone() };
-                s.env.seed = setup.env.seed.wrapping_add(index as u64);
+                // step_loop gives each index its own seeds
+                let s = ActorSetup { index, ..setup.clone() };
                 let src = source(index, spec, &bytes)?;
                 let name = format!("eval-{index}");
                 threads.push(
@@ -241,9 +251,8 @@ mod tests {
     #[test]
     fn each_slot_plays_its_quota_so_short_episodes_are_not_favoured() {
         // 5 episodes over 2 loops × 2 slots: slot (0, 0) plays 2, the others 1
-        let (n_envs, per, extra) = (2, 1, 1);
-        let quota: Box<dyn Fn(usize, usize) -> usize + Send + Sync> =
-            Box::new(move |l, i| per + usize::from(l * n_envs + i < extra));
+        let quota = Quota::new(5, 2, 2);
+        assert_eq!([quota.of(0, 0), quota.of(0, 1), quota.of(1, 0), quota.of(1, 1)], [2, 1, 1, 1]);
         let mut t = Tally { quota: Some(quota), episodes: 5, kept: BTreeMap::new(), count: 0 };
         // slot (1, 1) has short episodes and ends three before anyone else ends one
         assert!(!t.add(ep((1, 1), 1.0)));

@@ -173,9 +173,8 @@ fn reward_model(cfg: &Config, run_dir: &Path) -> Result<Option<StoredModel>> {
     if cfg.reward.kind.is_none() {
         return Ok(None);
     }
-    let file_bank = matches!(cfg.label_bank.kind, config::BankKind::File);
-    let dir = cfg.label_bank.path.clone().unwrap_or_else(|| run_dir.join("labels"));
-    if file_bank && !dir.exists() {
+    let dir = crate::roles::file_bank_dir(cfg, run_dir);
+    if matches!(cfg.label_bank.kind, config::BankKind::File) && !dir.exists() {
         eprintln!("note: no label bank at {}: the intrinsic return is not measured", dir.display());
         return Ok(None);
     }

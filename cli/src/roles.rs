@@ -349,10 +349,14 @@ pub fn open_bank(cfg: &Config, run_dir: &std::path::Path) -> Result<Arc<dyn oni_
                 .with_context(|| format!("label_bank.redis_url {}", cfg.label_bank.redis_url))?,
         ),
         BankKind::File => {
-            let dir = cfg.label_bank.path.clone().unwrap_or_else(|| run_dir.join("labels"));
-            Arc::new(oni_annotator::FileBank::open_with(&dir, cfg.label_bank.memory_records)?)
+            Arc::new(oni_annotator::FileBank::open_with(&file_bank_dir(cfg, run_dir), cfg.label_bank.memory_records)?)
         }
     })
+}
+
+/// Where the file bank lives: `label_bank.path`, else `labels/` in the run directory.
+pub fn file_bank_dir(cfg: &Config, run_dir: &std::path::Path) -> PathBuf {
+    cfg.label_bank.path.clone().unwrap_or_else(|| run_dir.join("labels"))
 }
 
 /// Starts an annotator for `p`'s config; returns the bound address and its core.
