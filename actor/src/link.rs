@@ -4,9 +4,11 @@
 
 use crate::config::ActorConfig;
 use crate::setup::ActorError;
-use oni_proto::retry::{is_fatal, pause, Authed, Reconnecting, Refused};
+use oni_proto::refusal::fault;
+use oni_proto::retry::{pause, Authed, Reconnecting, Refused};
 use oni_proto::v1::learner_client::LearnerClient;
 use oni_proto::v1::{GetPolicyRequest, Rollout};
+use oni_proto::Fault;
 use oni_proto::TransportConfig;
 use oni_proto::{Backoff, MAX_MESSAGE_BYTES};
 use std::sync::{Arc, Mutex};
@@ -56,38 +58,28 @@ pub async fn poll_weights(
 ) -> Result<(), ActorError> {
     let mut learner = to_learner(&cfg, &transport, learner_client)?;
     let timeout = Duration::from_millis(transport.request_timeout_ms);
-    while !*stop.borrow() {
-        let client = match learner.client().await {
-            Ok(c) => c,
-            Err(wait) => {
-                pause(wait, &mut stop).await;
-                continue;
-            }
-        };
+    loop {
         let have = slot.latest.lock().unwrap().as_ref().map(|(v, _)| *v);
-        let mut req = tonic::Request::new(GetPolicyRequest {
-            have_version: have,
-            model_fingerprint: fingerprint.clone(),
-            obs_spec: declared_spec.clone().unwrap_or_default(),
-        });
-        req.set_timeout(timeout);
-        match client.get_policy(req).await {
-            Ok(resp) => {
-                learner.ok();
-                let w = resp.into_inner();
-                if !w.unchanged && !w.weights.is_empty() {
-                    *slot.latest.lock().unwrap() = Some((w.version, Arc::new(w.weights)));
-                }
-            }
-            Err(st) => {
-                let wait = learner.failed("GetPolicy", &st)?;
-                pause(wait, &mut stop).await;
-                continue;
-            }
+        let polled = learner
+            .call("GetPolicy", &mut stop, |mut client| {
+                let mut req = tonic::Request::new(GetPolicyRequest {
+                    have_version: have,
+                    model_fingerprint: fingerprint.clone(),
+                    obs_spec: declared_spec.clone().unwrap_or_default(),
+                });
+                req.set_timeout(timeout);
+                async move { client.get_policy(req).await }
+            })
+            .await?;
+        let Some(resp) = polled else { return Ok(()) };
+        let w = resp.into_inner();
+        if !w.unchanged && !w.weights.is_empty() {
+            *slot.latest.lock().unwrap() = Some((w.version, Arc::new(w.weights)));
         }
-        let _ = tokio::time::timeout(Duration::from_millis(cfg.weights_poll_ms), stop.changed()).await;
+        if pause(Duration::from_millis(cfg.weights_poll_ms), &mut stop).await {
+            return Ok(());
+        }
     }
-    Ok(())
 }
 
 /// Streams rollouts from `rx` to the learner until `rx` closes or `stop`. Rollouts in
@@ -112,26 +104,16 @@ pub async fn send_rollouts(
                 r = rx.recv() => match r { Some(r) => Some(r), None => return Ok(()) },
             };
         }
-        if *stop.borrow() {
-            return Ok(());
-        }
-        let client = match learner.client().await {
-            Ok(c) => c,
-            Err(wait) => {
-                pause(wait, &mut stop).await;
-                continue;
-            }
-        };
-        let (out_tx, out_rx) = mpsc::channel::<Rollout>(max_in_flight);
-        let mut acks = match client.stream_rollouts(ReceiverStream::new(out_rx)).await {
-            Ok(r) => r.into_inner(),
-            Err(st) => {
-                let wait = learner.failed("StreamRollouts", &st)?;
-                pause(wait, &mut stop).await;
-                continue;
-            }
-        };
-        learner.ok();
+        let opened =
+            learner
+                .call("StreamRollouts", &mut stop, |mut client| {
+                    let (out_tx, out_rx) = mpsc::channel::<Rollout>(max_in_flight);
+                    async move {
+                        client.stream_rollouts(ReceiverStream::new(out_rx)).await.map(|r| (out_tx, r.into_inner()))
+                    }
+                })
+                .await?;
+        let Some((out_tx, mut acks)) = opened else { return Ok(()) };
         let window = Arc::new(Semaphore::new(max_in_flight));
         if let Some(r) = first.take() {
             window.try_acquire().expect("a fresh window").forget();
@@ -154,9 +136,10 @@ pub async fn send_rollouts(
                         if !a.accepted {
                             metrics::counter!(crate::metric_names::ROLLOUTS_REJECTED).increment(1);
                             tracing::warn!(code = a.code, "learner rejected rollout {}: {}", a.sequence, a.message);
+                            // the rollout is gone whatever the fault; only the setup's stops the stream
                             let st = tonic::Status::new(a.code.into(), a.message);
-                            if is_fatal(&st) {
-                                learner.failed("StreamRollouts", &st)?;
+                            if fault(&st) == Fault::Setup {
+                                return Err(learner.refused("StreamRollouts", &st));
                             }
                         }
                         if a.backpressure && !paused {
@@ -203,27 +186,18 @@ pub async fn declare_spec(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ActorError> {
     let mut learner = to_learner(cfg, transport, learner_client)?;
-    while !*stop.borrow() {
-        let client = match learner.client().await {
-            Ok(c) => c,
-            Err(wait) => {
-                pause(wait, &mut stop).await;
-                continue;
-            }
-        };
-        let mut req = tonic::Request::new(GetPolicyRequest {
-            have_version: None,
-            model_fingerprint: fingerprint.to_string(),
-            obs_spec: spec_json.to_string(),
-        });
-        req.set_timeout(Duration::from_millis(transport.request_timeout_ms.max(130_000)));
-        match client.get_policy(req).await {
-            Ok(_) => return Ok(()),
-            Err(st) => {
-                let wait = learner.failed("GetPolicy", &st)?;
-                pause(wait, &mut stop).await;
-            }
-        }
-    }
+    // the learner may wait for its first layout before it answers
+    let timeout = Duration::from_millis(transport.request_timeout_ms.max(130_000));
+    learner
+        .call("GetPolicy", &mut stop, |mut client| {
+            let mut req = tonic::Request::new(GetPolicyRequest {
+                have_version: None,
+                model_fingerprint: fingerprint.to_string(),
+                obs_spec: spec_json.to_string(),
+            });
+            req.set_timeout(timeout);
+            async move { client.get_policy(req).await }
+        })
+        .await?;
     Ok(())
 }

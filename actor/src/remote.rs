@@ -7,9 +7,11 @@
 use crate::config::ActorConfig;
 use crate::link::to_learner;
 use oni_inference::wire::wire_bytes;
-use oni_proto::retry::{count_rpc_error, is_fatal, pause, Authed};
+use oni_proto::refusal::fault;
+use oni_proto::retry::{count_rpc_error, Authed};
 use oni_proto::v1::inference_client::InferenceClient;
 use oni_proto::v1::{ActReply, ActRequest};
+use oni_proto::Fault;
 use oni_proto::TransportConfig;
 use oni_proto::MAX_MESSAGE_BYTES;
 use std::time::Duration;
@@ -90,33 +92,22 @@ async fn run_link(
     let mut stream: Option<Stream> = None;
     while let Some(req) = requests.recv().await {
         if req.hello.is_some() {
-            stream = None;
-            while stream.is_none() {
-                if *stop.borrow() {
+            let opened = learner
+                .call("Act", &mut stop, |mut client| {
+                    let (out, out_rx) = mpsc::channel(2);
+                    async move {
+                        client.act(ReceiverStream::new(out_rx)).await.map(|r| Stream { out, replies: r.into_inner() })
+                    }
+                })
+                .await;
+            stream = match opened {
+                Ok(Some(s)) => Some(s),
+                Ok(None) => return,
+                Err(refused) => {
+                    let _ = replies.send(LinkReply::Fatal(refused.to_string()));
                     return;
                 }
-                let client = match learner.client().await {
-                    Ok(c) => c,
-                    Err(wait) => {
-                        pause(wait, &mut stop).await;
-                        continue;
-                    }
-                };
-                let (out, out_rx) = mpsc::channel(2);
-                match client.act(ReceiverStream::new(out_rx)).await {
-                    Ok(r) => stream = Some(Stream { out, replies: r.into_inner() }),
-                    Err(st) => match learner.failed("Act", &st) {
-                        Ok(wait) => {
-                            pause(wait, &mut stop).await;
-                        }
-                        Err(refused) => {
-                            let _ = replies.send(LinkReply::Fatal(refused.to_string()));
-                            return;
-                        }
-                    },
-                }
-            }
-            learner.ok();
+            };
         }
         let answer = match stream.as_mut() {
             None => LinkReply::Lost("no stream".into()),
@@ -145,8 +136,8 @@ async fn round_trip(s: &mut Stream, req: ActRequest) -> LinkReply {
         }
         Ok(Some(Err(st))) => {
             count_rpc_error("Act", &st);
-            // a request the service cannot read would fail the same way on a new stream
-            if is_fatal(&st) || st.code() == tonic::Code::InvalidArgument {
+            // the retry rule: only the service's own trouble is worth a new stream
+            if fault(&st) != Fault::Peer {
                 LinkReply::Fatal(format!("learner refused this actor's inference request: {}", st.message()))
             } else {
                 LinkReply::Lost(st.message().to_string())

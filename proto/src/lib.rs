@@ -27,7 +27,7 @@ pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
 
 pub use backoff::Backoff;
 pub use field::FieldError;
-pub use refusal::Refusal;
+pub use refusal::{Fault, Refusal};
 pub use transport::{AuthInterceptor, ClientOptions, TlsConfig, TokenCheck, TransportConfig};
 
 #[doc(hidden)]

@@ -1,9 +1,11 @@
 //! How every long-lived client treats its peer, in one place: connect when needed, and after
-//! a failed call drop the connection and wait a backoff delay before the next try; but stop
-//! for good, naming the peer, on the refusals retrying cannot fix (a wrong or missing token,
-//! a network or configuration the peer does not serve).
+//! a failed call follow the one retry rule (`refusal::Fault`): the peer's fault drops the
+//! connection and waits a backoff delay before the next try; the request's or the setup's
+//! fault (a wrong token, a network the peer does not serve, a request it cannot take) stops
+//! the client for good, naming the peer.
 
 use crate::metric_names::{RECONNECTS, RPC_ERRORS};
+use crate::refusal::{fault, Fault};
 use crate::transport::TransportError;
 use crate::{AuthInterceptor, Backoff, ClientOptions};
 use std::time::Duration;
@@ -14,11 +16,6 @@ use tonic::{Code, Status};
 
 /// A channel that adds the token to every call: what every client is built on.
 pub type Authed = InterceptedService<Channel, AuthInterceptor>;
-
-/// Refusals that retrying cannot fix: the operator must change the setup.
-pub fn is_fatal(st: &Status) -> bool {
-    matches!(st.code(), Code::Unauthenticated | Code::PermissionDenied | Code::FailedPrecondition)
-}
 
 /// A peer refused this process in a way retrying cannot fix.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -99,21 +96,55 @@ impl<C> Reconnecting<C> {
         self.backoff.reset();
     }
 
-    /// A call failed: `Err` when retrying cannot help, else the connection is dropped and
-    /// the delay before the next try returned.
+    /// A call failed: `Err` when retrying cannot help (`Fault::Request`, `Fault::Setup`),
+    /// else the connection is dropped and the delay before the next try returned.
     pub fn failed(&mut self, method: &'static str, st: &Status) -> Result<Duration, Refused> {
         count_rpc_error(method, st);
-        if is_fatal(st) {
-            return Err(Refused {
-                peer: self.peer,
-                addr: self.addr.clone(),
-                method,
-                code: st.code(),
-                message: st.message().to_string(),
-            });
+        if fault(st) != Fault::Peer {
+            return Err(self.refused(method, st));
         }
         self.client = None;
         Ok(self.trouble(&format!("{method} failed ({:?}): {}", st.code(), st.message())))
+    }
+
+    /// The refusal that stops this client, naming the peer.
+    pub fn refused(&self, method: &'static str, st: &Status) -> Refused {
+        Refused { peer: self.peer, addr: self.addr.clone(), method, code: st.code(), message: st.message().to_string() }
+    }
+
+    /// One call (unary, or the opening of a stream), made again after each failure that the
+    /// retry rule retries: connects when needed and waits the backoff delay between tries
+    /// (cut short by `stop`). `call` gets its own handle on the connection (a tonic client is
+    /// a cheap clone of its channel). `Ok(None)` when stopped; `Err` when the peer refused
+    /// this client for good.
+    pub async fn call<T, F>(
+        &mut self,
+        method: &'static str,
+        stop: &mut watch::Receiver<bool>,
+        mut call: impl FnMut(C) -> F,
+    ) -> Result<Option<T>, Refused>
+    where
+        C: Clone,
+        F: std::future::Future<Output = Result<T, Status>>,
+    {
+        loop {
+            if *stop.borrow() {
+                return Ok(None);
+            }
+            let wait = match self.client().await {
+                Err(wait) => wait,
+                Ok(client) => match call(client.clone()).await {
+                    Ok(v) => {
+                        self.ok();
+                        return Ok(Some(v));
+                    }
+                    Err(st) => self.failed(method, &st)?,
+                },
+            };
+            if pause(wait, stop).await {
+                return Ok(None);
+            }
+        }
     }
 
     /// Drops the connection (a stream broke) and returns the delay before the next try.
@@ -151,6 +182,8 @@ mod tests {
         assert_eq!(e.to_string(), "the learner at 127.0.0.1:9 refused GetPolicy (Unauthenticated): wrong token");
         assert!(c.failed("GetPolicy", &Status::failed_precondition("another network")).is_err());
         assert!(c.failed("GetPolicy", &Status::permission_denied("no")).is_err());
+        // the same request would be refused again: a bad obs_spec is not retried forever
+        assert!(c.failed("GetPolicy", &Status::invalid_argument("field `obs_spec`: not JSON")).is_err());
         for st in [Status::unavailable("x"), Status::deadline_exceeded("x"), Status::resource_exhausted("x")] {
             let d = c.failed("GetPolicy", &st).expect("retried");
             assert!(d <= Duration::from_millis(40));
@@ -164,6 +197,47 @@ mod tests {
         assert!(r.is_err());
         let r = Reconnecting::new("x", "not a url with spaces", ClientOptions::default(), None, bo, |c| c);
         assert!(r.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_call_stops_with_the_caller_and_ends_on_an_answer_or_a_refusal() {
+        let mut c = conn();
+        let (_keep, mut stop) = watch::channel(false);
+        // nothing listens: tries until stopped
+        let (tx, mut stopped) = watch::channel(false);
+        let stopper = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let _ = tx.send(true);
+        });
+        let r = c.call("GetPolicy", &mut stopped, |_c| async { Ok::<_, Status>(1) }).await;
+        assert!(matches!(r, Ok(None)), "{r:?}");
+        stopper.await.unwrap();
+        // a connected client: an answer ends the streak of failures, the request's fault
+        // stops the client (the peer's faults go through `failed`, tested above)
+        let mut served = Reconnecting::new(
+            "annotator",
+            "127.0.0.1:9",
+            ClientOptions::default(),
+            None,
+            Backoff::new(Duration::from_millis(1), Duration::from_millis(2)),
+            |c| c,
+        )
+        .unwrap();
+        served.client = Some(lazy_channel());
+        served.failures = 3;
+        let r = served.call("GetRewardModel", &mut stop, |_c| async { Ok::<_, Status>(7) }).await;
+        assert!(matches!(r, Ok(Some(7))) && served.failures == 0, "{r:?}");
+        served.client = Some(lazy_channel());
+        let no = |_c| async { Err::<u8, _>(Status::invalid_argument("no")) };
+        let r = served.call("GetRewardModel", &mut stop, no).await;
+        let e = r.unwrap_err();
+        assert_eq!((e.peer, e.method, e.code), ("annotator", "GetRewardModel", Code::InvalidArgument));
+    }
+
+    /// A client whose channel connects on first use (no call here reaches the wire).
+    fn lazy_channel() -> Authed {
+        let ch = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+        InterceptedService::new(ch, AuthInterceptor::new(None).unwrap())
     }
 
     #[tokio::test]

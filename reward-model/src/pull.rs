@@ -38,27 +38,20 @@ pub async fn pull_reward_models(
     let every = Duration::from_millis(pull_ms.max(10));
     loop {
         let version = slot.latest.lock().unwrap().as_ref().map_or(0, |m| m.version());
-        let wait = match annotator.client().await {
-            Err(wait) => wait.max(every),
-            Ok(c) => {
+        let pulled = annotator
+            .call("GetRewardModel", &mut stop, |mut c| {
                 let mut req = tonic::Request::new(RewardModelRequest { since_version: version });
                 req.set_timeout(timeout);
-                match c.get_reward_model(req).await {
-                    Ok(reply) => {
-                        annotator.ok();
-                        let reply = reply.into_inner();
-                        metrics::gauge!(crate::metric_names::REWARD_MODEL_PULL_TIMESTAMP, "role" => role)
-                            .set(now_secs());
-                        if !reply.unchanged {
-                            accept(role, &slot, &reply.snapshot, reply.version);
-                        }
-                        every
-                    }
-                    Err(st) => annotator.failed("GetRewardModel", &st)?.max(every),
-                }
-            }
-        };
-        if pause(wait, &mut stop).await {
+                async move { c.get_reward_model(req).await }
+            })
+            .await?;
+        let Some(reply) = pulled else { return Ok(()) };
+        let reply = reply.into_inner();
+        metrics::gauge!(crate::metric_names::REWARD_MODEL_PULL_TIMESTAMP, "role" => role).set(now_secs());
+        if !reply.unchanged {
+            accept(role, &slot, &reply.snapshot, reply.version);
+        }
+        if pause(every, &mut stop).await {
             return Ok(());
         }
     }
