@@ -13,7 +13,7 @@ VENV="$ONI_CACHE/venv"
 
 # Debian packages the tests use: redis-server (label-bank tests), prometheus and promtool
 # (a real server scraping a loopback cluster), debootstrap (the compose test's base image),
-# Slurm.
+# Slurm, ttyrec.
 # The tests start their own servers on 127.0.0.1, so the packages' own services are kept
 # from starting (policy-rc.d) instead of being killed afterwards, which would also kill a
 # server of the user's.
@@ -24,6 +24,8 @@ command -v debootstrap >/dev/null || need+=(debootstrap)
 # iproute2 and iptables: the partition tests cut links between network namespaces.
 command -v ip >/dev/null || need+=(iproute2)
 command -v iptables >/dev/null || need+=(iptables)
+# ttyrec: ttyplay and ttytime read the NetHack recordings a run makes.
+command -v ttyplay >/dev/null || need+=(ttyrec)
 # munge, slurmctld, slurmd and slurm-client: the Slurm test runs deploy/slurm/oni.sbatch on
 # a one-node cluster it configures and starts itself.
 command -v munged >/dev/null || need+=(munge)

@@ -148,10 +148,11 @@ pub async fn evaluate<B: PolicyBackend>(
             };
             let bytes = weights(&layout.spec).map_err(ActorError::Eval)?;
             let src = source(0, &layout.spec, &bytes)?;
+            let rec = setup.recorder();
             threads.push(
                 std::thread::Builder::new()
                     .name("eval-hub".into())
-                    .spawn(move || crate::hub::step_loop::hub_loop(layout, events, src))
+                    .spawn(move || crate::hub::step_loop::hub_loop(layout, events, src, rec))
                     .map_err(|_| ActorError::Panicked)?,
             );
         }
@@ -233,6 +234,10 @@ impl<B: PolicyBackend> ActionSource for EvalSource<B> {
 
     fn version(&self) -> u64 {
         self.acting.version
+    }
+
+    fn rewarder<'a>(&self, g: &'a EvalGroup) -> Option<&'a Rewarder> {
+        g.rewarder.as_ref()
     }
 
     fn stopping(&self) -> bool {

@@ -88,6 +88,17 @@ pub struct Rewarder {
     episode_sum: Vec<f32>,
     window: (u64, u64, f64),
     ledger: Ledger,
+    /// The last step's normalised captions and rewards (recordings read them).
+    last_keys: Vec<Option<String>>,
+    last_rewards: Vec<f32>,
+}
+
+/// What one env's last step was paid, and what the judge said about its caption.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Paid {
+    pub reward: f32,
+    pub judged: bool,
+    pub label: Option<bool>,
 }
 
 impl Rewarder {
@@ -99,12 +110,25 @@ impl Rewarder {
             episode_sum: vec![0.0; envs],
             window: (0, 0, 0.0),
             ledger: Ledger::default(),
+            last_keys: Vec::new(),
+            last_rewards: Vec::new(),
         }
     }
 
     /// The model version rewards are computed with (0: none yet, every reward is 0).
     pub fn version(&self) -> u64 {
         self.rewards.version()
+    }
+
+    /// Env `i`'s last step: its reward and its caption's label; `None` before any step.
+    pub fn paid(&self, i: usize) -> Option<Paid> {
+        let reward = *self.last_rewards.get(i)?;
+        let key = self.last_keys.get(i)?.as_deref();
+        Some(Paid {
+            reward,
+            judged: key.is_some_and(|k| self.rewards.is_labelled(k)),
+            label: key.and_then(|k| self.rewards.label(k)),
+        })
     }
 
     /// `r_int(m) · N_ep(m)^(−β)` for each env's caption of this step, with the decay
@@ -148,6 +172,8 @@ impl Rewarder {
             }
             LEDGER.lock().unwrap().get_or_insert_with(Ledger::default).merge(ledger);
         }
+        self.last_keys = keys;
+        self.last_rewards.clone_from(&rewards);
         StepRewards { rewards, decays, finished }
     }
 }

@@ -12,6 +12,7 @@ pub mod hub;
 pub mod intrinsic;
 pub mod link;
 pub mod metric_names;
+pub mod record;
 pub(crate) mod remote;
 pub mod setup;
 pub(crate) mod source;

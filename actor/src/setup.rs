@@ -43,6 +43,16 @@ pub struct ActorSetup {
     pub index: usize,
     /// Intrinsic reward from the annotator's reward model (needs `cfg.annotator`).
     pub intrinsic: Option<IntrinsicConfig>,
+    /// Episode recordings; `None`: off.
+    pub record: Option<crate::record::RecordPlan>,
+}
+
+impl ActorSetup {
+    /// The recorder of this actor's stepping loop, where recordings are on.
+    pub(crate) fn recorder(&self) -> Option<crate::record::Recorder> {
+        let who = self.cfg.actor_id.clone().unwrap_or_else(|| format!("actor{}", self.index));
+        self.record.clone().map(|plan| crate::record::Recorder::new(plan, &who, &self.env.name))
+    }
 }
 
 /// Counters the caller may read while the actor runs.

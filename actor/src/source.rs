@@ -46,6 +46,10 @@ pub(crate) trait ActionSource: Send + 'static {
     /// The policy version the latest actions came from.
     fn version(&self) -> u64;
     fn stopping(&self) -> bool;
+    /// The group's intrinsic reward, where this source computes one (recordings read it).
+    fn rewarder<'a>(&self, _g: &'a Self::Group) -> Option<&'a Rewarder> {
+        None
+    }
 }
 
 /// What every source with a policy shares: identity, counters, the intrinsic reward and the
@@ -219,6 +223,10 @@ impl<B: PolicyBackend> ActionSource for LocalSource<B> {
     fn stopping(&self) -> bool {
         self.common.stopping()
     }
+
+    fn rewarder<'a>(&self, g: &'a LocalGroup) -> Option<&'a Rewarder> {
+        g.rewarder.as_ref()
+    }
 }
 
 /// The learner's central inference service: observations out, actions back, one stream
@@ -355,6 +363,10 @@ impl ActionSource for RemoteSource {
 
     fn stopping(&self) -> bool {
         self.common.stopping()
+    }
+
+    fn rewarder<'a>(&self, g: &'a RemoteGroup) -> Option<&'a Rewarder> {
+        g.rewarder.as_ref()
     }
 }
 

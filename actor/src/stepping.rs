@@ -5,6 +5,7 @@
 use crate::config::Placement;
 use crate::intrinsic::{pull_reward_models, RewardSlot};
 use crate::link::{declare_spec, poll_weights, send_rollouts, WeightsSlot};
+use crate::record::Recorder;
 use crate::setup::{ActorCounters, ActorError, ActorSetup};
 use crate::source::{Acted, ActionSource, Common, LocalSource, RemoteSource};
 use oni_env::vec_env::{EnvFactory, StepWorker};
@@ -157,7 +158,10 @@ fn drive<S: ActionSource>(
     source: S,
 ) -> Result<(), ActorError> {
     match hub {
-        Some((layout, events)) => crate::hub::step_loop::hub_loop(layout, events, source),
+        Some((layout, events)) => {
+            let rec = setup.recorder();
+            crate::hub::step_loop::hub_loop(layout, events, source, rec)
+        }
         None => step_loop(setup, source),
     }
 }
@@ -168,14 +172,24 @@ fn actions_for<S: ActionSource>(
     st: &mut S,
     g: &mut S::Group,
     envs: &mut VecEnv,
+    rec: &mut Option<Recorder>,
+    offset: usize,
 ) -> Result<Option<Vec<usize>>, ActorError> {
     loop {
         match st.act(g, envs.view())? {
-            Acted::Actions(a) => return Ok(Some(a)),
+            Acted::Actions(a) => {
+                if let Some(r) = rec {
+                    r.chose(offset, &envs.view(), &a, st.version());
+                }
+                return Ok(Some(a));
+            }
             Acted::Halted => return Ok(None),
             Acted::Restart => {
                 metrics::counter!(crate::metric_names::EPISODE_RESTARTS).increment(envs.num_envs() as u64);
                 envs.restart_episodes()?;
+                if let Some(r) = rec {
+                    r.abandon();
+                }
             }
         }
     }
@@ -189,24 +203,32 @@ pub(crate) fn step_loop<S: ActionSource>(setup: ActorSetup, mut st: S) -> Result
     let seed = setup.env.seed.wrapping_add((setup.index as u64) << 32).wrapping_add(rand::random::<u32>() as u64);
     let mut groups = Vec::new();
     let mut envs = Vec::new();
+    let mut offsets = Vec::new();
     let mut offset = 0;
     for &size in &halves {
         let env_cfg = setup.env.clone();
         let factory: EnvFactory = Box::new(move || make_env(&env_cfg));
         envs.push(Some(VecEnv::new(factory, size, seed, offset)?));
         groups.push(st.group(size, offset));
+        offsets.push(offset);
         offset += size;
+    }
+    let mut rec = setup.recorder();
+    if rec.is_some() {
+        envs[0].as_mut().expect("home").watch(Some(0));
     }
     let worker = StepWorker::new();
 
     let count = groups.len();
-    let Some(first) = actions_for(&mut st, &mut groups[0], envs[0].as_mut().expect("home"))? else { return Ok(()) };
+    let home = envs[0].as_mut().expect("home");
+    let Some(first) = actions_for(&mut st, &mut groups[0], home, &mut rec, 0)? else { return Ok(()) };
     worker.submit(envs[0].take().unwrap(), first);
     let mut cur = 0;
     while !st.stopping() {
         let next = (cur + 1) % count;
         let mut actions = if count > 1 {
-            match actions_for(&mut st, &mut groups[next], envs[next].as_mut().expect("home"))? {
+            let home = envs[next].as_mut().expect("home");
+            match actions_for(&mut st, &mut groups[next], home, &mut rec, offsets[next])? {
                 Some(a) => Some(a),
                 None => break, // halted while waiting; the worker still holds the other half
             }
@@ -215,9 +237,13 @@ pub(crate) fn step_loop<S: ActionSource>(setup: ActorSetup, mut st: S) -> Result
         };
         let stepped = worker.wait().map_err(|(_, e)| ActorError::Env(e))?;
         st.stepped(&mut groups[cur], stepped.view());
+        if let Some(r) = rec.as_mut() {
+            r.stepped(offsets[cur], &stepped.view(), st.rewarder(&groups[cur]));
+        }
         envs[cur] = Some(stepped);
         if actions.is_none() {
-            match actions_for(&mut st, &mut groups[cur], envs[cur].as_mut().expect("home"))? {
+            let home = envs[cur].as_mut().expect("home");
+            match actions_for(&mut st, &mut groups[cur], home, &mut rec, offsets[cur])? {
                 Some(a) => actions = Some(a),
                 None => return Ok(()), // halted; the worker is idle
             }

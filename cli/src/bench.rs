@@ -263,7 +263,9 @@ async fn bench_e2e(b: E2eBench) -> Result<()> {
     for i in 0..p.cfg.actor.count.max(1) {
         let c = Arc::new(ActorCounters::default());
         counters.push(c.clone());
-        actors.push(roles::spawn_actor(&p.cfg, learner.addr.to_string(), i, c, stop_rx.clone())?);
+        // as `oni run` records: `--set record.mode=off` measures without
+        let record = p.cfg.record_plan(Some(&p.run_dir)).filter(|_| i == 0);
+        actors.push(roles::spawn_actor(&p.cfg, learner.addr.to_string(), i, c, stop_rx.clone(), record)?);
     }
     // Warm up until the first update went through, then measure.
     let warm = Instant::now();

@@ -3,6 +3,7 @@
 //! a wrong type fails at start, naming the key).
 
 use anyhow::{anyhow, bail, Context, Result};
+use oni_actor::record::{RecordConfig, RecordMode};
 use oni_actor::ActorConfig;
 use oni_annotator::AnnotatorConfig;
 use oni_annotator::{LlmConfig, PromptConfig};
@@ -30,6 +31,8 @@ pub struct Config {
     /// The learner's central inference service (`actor.inference = "remote"`).
     pub inference: InferenceConfig,
     pub actor: ActorConfig,
+    /// Episodes the actors record (`oni eval --record` records too).
+    pub record: RecordConfig,
     pub reward: RewardConfig,
     pub run: RunConfig,
     pub telemetry: TelemetryConfig,
@@ -92,6 +95,7 @@ impl Default for Config {
             learner: LearnerConfig::default(),
             inference: InferenceConfig::default(),
             actor: ActorConfig::default(),
+            record: RecordConfig::default(),
             reward: RewardConfig::default(),
             run: RunConfig::default(),
             telemetry: TelemetryConfig::default(),
@@ -309,6 +313,13 @@ fn validate(cfg: &Config) -> Result<()> {
     if cfg.reward.kind == Some(Kind::Ranking) && cfg.annotator.pairs_per_caption == 0 {
         bail!("config key `annotator.pairs_per_caption` must be at least 1 with reward.kind = ranking (it learns from pairs)");
     }
+    let r = &cfg.record;
+    if !(r.every_seconds >= 0.0 && r.every_seconds.is_finite()) {
+        bail!("config key `record.every_seconds` must be a number of seconds, 0 or more");
+    }
+    if r.mode != RecordMode::Off && r.max_files == 0 {
+        bail!("config key `record.max_files` must be at least 1 while recording (record.mode = \"off\" turns it off)");
+    }
     if !(0.0..1.0).contains(&cfg.distill.heldout_fraction) {
         bail!("config key `distill.heldout_fraction` must be in [0, 1)");
     }
@@ -320,6 +331,22 @@ fn validate(cfg: &Config) -> Result<()> {
 impl Config {
     pub fn run_dir(&self, explicit: Option<&Path>) -> PathBuf {
         explicit.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("runs").join(&self.name))
+    }
+
+    /// What the actors record: `in_run` for `oni run` (recordings go to the run directory
+    /// and `auto` means on), else a cluster actor (`auto` means off).
+    pub fn record_plan(&self, in_run: Option<&Path>) -> Option<oni_actor::record::RecordPlan> {
+        let on = match self.record.mode {
+            RecordMode::On => true,
+            RecordMode::Off => false,
+            RecordMode::Auto => in_run.is_some(),
+        };
+        let dir = match (self.record.dir.as_str(), in_run) {
+            ("", Some(run_dir)) => run_dir.join("recordings"),
+            ("", None) => PathBuf::from("recordings"),
+            (d, _) => PathBuf::from(d),
+        };
+        on.then(|| oni_actor::record::RecordPlan { cfg: self.record.clone(), dir })
     }
 
     /// The resolved config as TOML, as written into the run directory and checkpoints:

@@ -41,6 +41,10 @@ pub struct EvalArgs {
     /// Also write the report as JSON to this file (`-`: stdout, instead of the text).
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Record the episodes the first env of each loop plays into this directory (ttyrec
+    /// where the env has a picture, a JSON line per step, a summary), as training does.
+    #[arg(long, value_name = "DIR")]
+    record: Option<PathBuf>,
 }
 
 /// The checkpoint to play: the one named, else the newest whose state reads.
@@ -128,6 +132,16 @@ pub async fn eval(a: EvalArgs) -> Result<()> {
         transport: cfg.transport.clone(),
         index: 0,
         intrinsic: None,
+        record: a.record.clone().map(|dir| oni_actor::record::RecordPlan {
+            cfg: oni_actor::record::RecordConfig {
+                every_seconds: 0.0,
+                every_episodes: 1,
+                max_files: usize::MAX,
+                max_bytes: u64::MAX,
+                ..cfg.record.clone()
+            },
+            dir,
+        }),
     };
     let plan = EvalPlan {
         episodes: a.episodes,

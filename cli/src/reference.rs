@@ -84,11 +84,25 @@ fn values(v: &Value) -> Vec<String> {
         return e.iter().map(|x| format!("`{}`", x.as_str().unwrap_or_default())).collect();
     }
     let Some(alts) = v.get("oneOf").and_then(Value::as_array) else { return Vec::new() };
+    // documented variants come one per alternative; undocumented ones share an `enum`
     alts.iter()
-        .filter_map(|a| {
-            let name = a.get("const").or_else(|| a.get("enum").and_then(|e| e.get(0)))?.as_str()?;
+        .flat_map(|a| {
+            let names: Vec<&str> = match (a.get("const"), a.get("enum").and_then(Value::as_array)) {
+                (Some(c), _) => c.as_str().into_iter().collect(),
+                (None, Some(e)) => e.iter().filter_map(Value::as_str).collect(),
+                (None, None) => Vec::new(),
+            };
             let about = text(a, "description");
-            Some(if about.is_empty() { format!("`{name}`") } else { format!("`{name}`: {about}") })
+            let about = about.trim_end_matches('.').to_string();
+            names.into_iter().map(
+                move |name| {
+                    if about.is_empty() {
+                        format!("`{name}`")
+                    } else {
+                        format!("`{name}`: {about}")
+                    }
+                },
+            )
         })
         .collect()
 }

@@ -138,6 +138,7 @@ pub fn spawn_actor(
     index: usize,
     counters: Arc<ActorCounters>,
     stop: watch::Receiver<bool>,
+    record: Option<oni_actor::record::RecordPlan>,
 ) -> Result<tokio::task::JoinHandle<Result<(), oni_actor::ActorError>>> {
     let spec = oni_env::registry::known_spec(&cfg.env)?;
     if spec.is_none() && cfg.actor.count > 1 {
@@ -161,6 +162,7 @@ pub fn spawn_actor(
             .reward
             .kind
             .map(|_| oni_actor::intrinsic::IntrinsicConfig { beta: cfg.reward.beta, pull_ms: cfg.reward.pull_ms }),
+        record,
     };
     Ok(tokio::spawn(async move {
         with_backend!(kind, inference, |B, dev| oni_actor::run_actor::<B>(setup, dev, counters, stop).await)
@@ -252,9 +254,14 @@ pub async fn run(c: Common) -> Result<()> {
     let mut actors = Vec::new();
     for i in 0..p.cfg.actor.count.max(1) {
         let counters = Arc::new(ActorCounters::default());
-        actors.push(spawn_actor(&p.cfg, learner.addr.to_string(), i, counters, stop_rx.clone())?);
+        // one actor records: a recording per `record.every_*` whatever the actor count
+        let record = p.cfg.record_plan(Some(&p.run_dir)).filter(|_| i == 0);
+        actors.push(spawn_actor(&p.cfg, learner.addr.to_string(), i, counters, stop_rx.clone(), record)?);
     }
     tracing::info!(env = %p.cfg.env.name, actors = actors.len(), run_dir = %p.run_dir.display(), "run started");
+    if let Some(plan) = p.cfg.record_plan(Some(&p.run_dir)) {
+        tracing::info!(dir = %plan.dir.display(), every_seconds = plan.cfg.every_seconds, "recording episodes (ttyplay replays them)");
+    }
     let progress = supervise(&p, &learner, annotator.clone(), || actors.iter().all(|a| a.is_finished())).await;
     // actors stop first; the annotator (own stop signal) then finishes its backlog
     let _ = stop_tx.send(true);
@@ -311,7 +318,8 @@ pub async fn actor(c: Common) -> Result<()> {
     init_metrics(&p.cfg)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let counters = Arc::new(ActorCounters::default());
-    let handle = spawn_actor(&p.cfg, p.cfg.actor.learner.clone(), 0, counters, stop_rx)?;
+    let record = p.cfg.record_plan(None);
+    let handle = spawn_actor(&p.cfg, p.cfg.actor.learner.clone(), 0, counters, stop_rx, record)?;
     if p.cfg.reward.kind.is_some() {
         tokio::spawn(log_paid_captions());
     }

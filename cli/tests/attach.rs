@@ -125,6 +125,23 @@ fn cartpole_trains(extra: &[&str]) {
     // with 100 episodes already reflects a few updates, more of them the faster the learner.
     assert!(last >= 100.0 && last > early, "return did not rise: {early:.1} -> {last:.1}");
     assert_eq!(s["rollouts_rejected"].as_u64(), Some(0));
+
+    // `oni run` recorded the first client's first env: lines and a summary, no picture
+    let recorded = oni_actor::record::list(&dir.path().join("run/recordings"));
+    assert!(!recorded.is_empty(), "no recording of the attached env");
+    let path = |ext: &str| PathBuf::from(format!("{}{ext}", recorded[0].display()));
+    let summary: oni_actor::record::Summary = serde_json::from_slice(&std::fs::read(path(".json")).unwrap()).unwrap();
+    assert_eq!((summary.env.as_str(), summary.ttyrec), ("attached", false));
+    assert!(!path(".ttyrec").exists());
+    let lines = std::fs::read_to_string(path(".steps.jsonl")).unwrap();
+    assert_eq!(lines.lines().count() as u64, summary.steps);
+    let rewards: f64 =
+        lines.lines().map(|l| serde_json::from_str::<oni_actor::record::StepLine>(l).unwrap().reward as f64).sum();
+    assert_eq!(rewards, summary.extrinsic_return);
+    assert!(
+        summary.steps >= 1 && summary.extrinsic_return == summary.steps as f64,
+        "CartPole pays 1 a step: {summary:?}"
+    );
 }
 
 #[test]

@@ -79,3 +79,55 @@ fn missing_nle_fails_at_start_saying_how_to_install_it() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("libnethack.so") && err.contains("nle==1.3.0") && err.contains("scripts/setup.sh"), "{err}");
 }
+
+/// `oni run` records episodes by default: NetHack's screen as a ttyrec that Debian's
+/// `ttyplay`/`ttytime` read (and our terminal replays to NetHack's bottom line), one JSON
+/// line per step, and a summary.
+#[test]
+fn a_nethack_run_records_episodes_that_ttyplay_replays() {
+    use oni_actor::record::{list, ttyrec, StepLine, Summary};
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().display().to_string();
+    let mut args =
+        vec!["run", "--config", "configs/nethack-score.toml", "--run-dir", &run_dir, "--max-env-steps", "4096"];
+    args.extend_from_slice(SMALL);
+    args.extend_from_slice(&["--set", "env.nethack.max_episode_steps=150", "--set", "record.every_episodes=1"]);
+    let out = Command::new(oni()).args(&args).current_dir(repo_root()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let recordings = list(&dir.path().join("recordings"));
+    assert!(recordings.len() >= 2, "env 0 played 3 or more 150-step episodes: {recordings:?}");
+    let with = |stem: &std::path::Path, ext: &str| std::path::PathBuf::from(format!("{}{ext}", stem.display()));
+    for stem in &recordings {
+        let summary: Summary = serde_json::from_slice(&std::fs::read(with(stem, ".json")).unwrap()).unwrap();
+        assert_eq!(summary.env, "nethack-score");
+        assert!(summary.ttyrec && summary.steps >= 1 && summary.steps <= 150, "{summary:?}");
+        let lines: Vec<StepLine> = std::fs::read_to_string(with(stem, ".steps.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len() as u64, summary.steps);
+        assert!(lines.iter().all(|l| l.action < 28));
+
+        let tty = with(stem, ".ttyrec");
+        let frames = ttyrec::read_frames(&std::fs::read(&tty).unwrap()).unwrap();
+        assert_eq!(frames.len() as u64, summary.steps + 1, "a frame per step and the first");
+        let mut term = ttyrec::Terminal::new(24, 80);
+        for f in &frames {
+            term.feed(&f.data);
+        }
+        let screen = term.screen.text();
+        assert!(screen.contains("Dlvl:") && screen.contains("HP:"), "NetHack's bottom lines:\n{screen}");
+
+        // Debian's ttyrec tools read the file: its length at 100 ms a frame
+        let out = Command::new("ttytime").arg(&tty).output().expect("ttytime (Debian's ttyrec package)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let secs: f64 = text.split_whitespace().next().and_then(|s| s.parse().ok()).unwrap_or(-1.0);
+        assert!(out.status.success(), "ttytime: {text}");
+        assert!((secs - summary.steps as f64 * 0.1).abs() <= 1.0, "ttytime says {secs} s for {} steps", summary.steps);
+        let out = Command::new("ttyplay").arg("-n").arg(&tty).stdin(std::process::Stdio::null()).output().unwrap();
+        assert!(out.status.success(), "ttyplay: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Dlvl:"), "ttyplay replays the screens");
+    }
+}

@@ -81,7 +81,7 @@ fn fixed_batch(spec: &ObsSpec, n: usize, seed: u64) -> (Vec<u16>, Vec<f32>, Vec<
 
 fn request(spec: &ObsSpec, step: u64, batch: &(Vec<u16>, Vec<f32>, Vec<u8>), n: usize) -> ActRequest {
     let last = oni_env::VecStep::new(n);
-    let view = oni_env::BatchView { glyphs: &batch.0, stats: &batch.1, messages: &batch.2, last: &last };
+    let view = oni_env::BatchView { glyphs: &batch.0, stats: &batch.1, messages: &batch.2, last: &last, screen: None };
     oni_inference::wire::encode(spec, step, &view, step > 0, None, 0)
 }
 

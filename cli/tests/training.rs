@@ -164,6 +164,26 @@ fn eval_plays_the_checkpoint(run_dir: &std::path::Path) {
     let successes = report["per_episode"].as_array().unwrap().iter().filter(|e| e["success"] == true).count();
     assert_eq!(successes as f64 / 200.0, mean);
 
+    // --record: the episodes the first env of each loop played, each as long as its lines
+    let rec = run_dir.join("eval-recordings");
+    let out = std::process::Command::new(oni())
+        .args(["eval", "--run-dir", &rd, "--episodes", "20", "--loops", "1", "--record"])
+        .arg(&rec)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "oni eval --record failed: {}", String::from_utf8_lossy(&out.stderr));
+    let recorded = oni_actor::record::list(&rec);
+    assert!(!recorded.is_empty(), "nothing recorded");
+    for stem in &recorded {
+        let path = |ext: &str| std::path::PathBuf::from(format!("{}{ext}", stem.display()));
+        let summary: oni_actor::record::Summary =
+            serde_json::from_slice(&std::fs::read(path(".json")).unwrap()).unwrap();
+        let lines = std::fs::read_to_string(path(".steps.jsonl")).unwrap();
+        assert_eq!(lines.lines().count() as u64, summary.steps);
+        let frames = oni_actor::record::ttyrec::read_frames(&std::fs::read(path(".ttyrec")).unwrap()).unwrap();
+        assert_eq!(frames.len() as u64, summary.steps + 1);
+    }
+
     let refused = |set: &str, wants: &[&str]| {
         let out = std::process::Command::new(oni())
             .args(["eval", "--run-dir", &rd, "--episodes", "5", "--set", set])

@@ -915,6 +915,13 @@ impl Env for Keyroom {
         self.write_obs(obs, &msg);
         Ok(out)
     }
+
+    /// The map as NetHack would draw it, with a bottom line (the message is in the caption).
+    fn screen(&self) -> Option<crate::Screen> {
+        let key = if self.has_key { "  key" } else { "" };
+        let status = format!("HP:{}({MAX_HP}) $:{} T:{}{key}", self.hp, self.gold, self.steps);
+        Some(crate::Screen::from_text(&format!("{}{status}", self.map_text()), 80))
+    }
 }
 
 /// Steps one env with uniformly random actions for `steps` steps (resetting on episode end,

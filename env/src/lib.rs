@@ -8,11 +8,13 @@ pub mod episodes;
 pub mod keyroom;
 pub mod nethack;
 pub mod registry;
+pub mod screen;
 pub mod spec;
 pub mod vec_env;
 
 pub use episodes::{EpisodeRecord, EpisodeTracker};
 pub use registry::{make_env, EnvConfig};
+pub use screen::Screen;
 pub use spec::{GridKind, ObsBuf, ObsSpec, StepOutcome, MESSAGE_LEN, TTY_CELLS};
 pub use vec_env::{BatchView, VecEnv, VecStep};
 
@@ -37,4 +39,8 @@ pub trait Env: Send {
     fn reset(&mut self, seed: u64, obs: ObsBuf<'_>) -> Result<(), EnvError>;
     /// Applies `action` and writes the next observation (the terminal one when `done`).
     fn step(&mut self, action: usize, obs: ObsBuf<'_>) -> Result<StepOutcome, EnvError>;
+    /// What a person would see now (recordings); `None` for an env without a picture.
+    fn screen(&self) -> Option<Screen> {
+        None
+    }
 }

@@ -4,7 +4,7 @@
 
 use crate::episodes::{EpisodeRecord, EpisodeTracker};
 use crate::spec::{ObsBuf, ObsSpec, StepOutcome, MESSAGE_LEN};
-use crate::{Env, EnvError};
+use crate::{Env, EnvError, Screen};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::thread::JoinHandle;
 
@@ -61,6 +61,9 @@ pub struct VecStep {
     pub episodes: Vec<EpisodeRecord>,
     /// Envs that failed and were restarted during this step (their step counts as done).
     pub restarts: Vec<(usize, String)>,
+    /// The watched env's screen at the end of the episode it finished in this step (the
+    /// automatic reset then replaced it); see `VecEnv::watch`.
+    pub final_screen: Option<Screen>,
 }
 
 impl VecStep {
@@ -74,6 +77,7 @@ impl VecStep {
             captions: vec![0; n * MESSAGE_LEN],
             episodes: Vec::new(),
             restarts: Vec::new(),
+            final_screen: None,
         }
     }
 }
@@ -86,6 +90,9 @@ pub struct BatchView<'a> {
     pub stats: &'a [f32],
     pub messages: &'a [u8],
     pub last: &'a VecStep,
+    /// The watched env's screen now (`VecEnv::watch`); `None` when none is watched or it
+    /// has no picture.
+    pub screen: Option<&'a Screen>,
 }
 
 pub type EnvFactory = Box<dyn Fn() -> Result<Box<dyn Env>, EnvError> + Send>;
@@ -102,6 +109,9 @@ pub struct VecEnv {
     pub stats: Vec<f32>,
     pub messages: Vec<u8>,
     pub last: VecStep,
+    /// The env whose screens are kept (batch-local index), and its current one.
+    watched: Option<usize>,
+    screen: Option<Screen>,
 }
 
 /// Per-episode seed: distinct for every (base seed, env, episode) so that no two envs replay
@@ -151,6 +161,8 @@ impl VecEnv {
             spec,
             base_seed,
             first_index,
+            watched: None,
+            screen: None,
         };
         for i in 0..num_envs {
             v.reset_env(i)?;
@@ -167,7 +179,19 @@ impl VecEnv {
     }
 
     pub fn view(&self) -> BatchView<'_> {
-        BatchView { glyphs: &self.glyphs, stats: &self.stats, messages: &self.messages, last: &self.last }
+        BatchView {
+            glyphs: &self.glyphs,
+            stats: &self.stats,
+            messages: &self.messages,
+            last: &self.last,
+            screen: self.screen.as_ref(),
+        }
+    }
+
+    /// Keeps env `i`'s screen after every step (a recording reads it from the view), or none.
+    pub fn watch(&mut self, i: Option<usize>) {
+        self.watched = i.filter(|&i| i < self.envs.len());
+        self.screen = self.watched.and_then(|i| self.envs[i].screen());
     }
 
     fn reset_env(&mut self, i: usize) -> Result<(), EnvError> {
@@ -175,7 +199,11 @@ impl VecEnv {
         self.episode_counter[i] += 1;
         self.episodes.restart(i);
         let buf = obs_slot(&self.spec, &mut self.glyphs, &mut self.stats, &mut self.messages, i);
-        self.envs[i].reset(seed, buf)
+        let reset = self.envs[i].reset(seed, buf);
+        if self.watched == Some(i) {
+            self.screen = self.envs[i].screen();
+        }
+        reset
     }
 
     /// Starts a new episode in every env (their unfinished ones are abandoned, not recorded):
@@ -206,6 +234,7 @@ impl VecEnv {
         self.last.episodes.clear();
         self.last.restarts.clear();
         self.last.finals.clear();
+        self.last.final_screen = None;
         // Check every action first, so a bad batch leaves no env half-stepped.
         if let Some((i, &a)) = actions.iter().enumerate().find(|(_, &a)| a >= self.spec.num_actions) {
             return Err(EnvError::ActionOutOfRange {
@@ -229,6 +258,14 @@ impl VecEnv {
             self.last.truncated[i] = out.done && out.truncated;
             self.last.captions[i * MESSAGE_LEN..(i + 1) * MESSAGE_LEN]
                 .copy_from_slice(&self.messages[i * MESSAGE_LEN..(i + 1) * MESSAGE_LEN]);
+            if self.watched == Some(i) {
+                let now = if failed { None } else { self.envs[i].screen() };
+                if out.done {
+                    self.last.final_screen = now;
+                } else {
+                    self.screen = now;
+                }
+            }
             let finished = self.episodes.step(i, out.reward, out.done, out.success, out.score);
             let Some(finished) = finished else { continue };
             if failed {

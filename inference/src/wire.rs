@@ -129,7 +129,7 @@ impl Decoded {
     }
 
     pub fn view(&self) -> BatchView<'_> {
-        BatchView { glyphs: &self.glyphs, stats: &self.stats, messages: &self.messages, last: &self.last }
+        BatchView { glyphs: &self.glyphs, stats: &self.stats, messages: &self.messages, last: &self.last, screen: None }
     }
 }
 
@@ -346,7 +346,7 @@ mod tests {
         for (ids, width) in [(200usize, 1usize), (5977, 2)] {
             let s = spec(ids);
             let (glyphs, stats, messages, last) = batch(ids as u16);
-            let view = BatchView { glyphs: &glyphs, stats: &stats, messages: &messages, last: &last };
+            let view = BatchView { glyphs: &glyphs, stats: &stats, messages: &messages, last: &last, screen: None };
             let intrinsic = IntrinsicStep {
                 rewards: vec![0.25, 0.0],
                 decays: vec![0.5, 1.0],
@@ -378,7 +378,7 @@ mod tests {
     fn bad_requests_name_their_field() {
         let s = spec(200);
         let (glyphs, stats, messages, last) = batch(200);
-        let view = BatchView { glyphs: &glyphs, stats: &stats, messages: &messages, last: &last };
+        let view = BatchView { glyphs: &glyphs, stats: &stats, messages: &messages, last: &last, screen: None };
         let good = encode(&s, 1, &view, true, None, 4);
         let mut d = Decoded::new(2);
         let field = |f: &dyn Fn(&mut ActRequest), initial: bool| {

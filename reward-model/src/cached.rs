@@ -13,8 +13,9 @@ const CAPACITY: usize = 100_000;
 pub struct CachedRewards {
     slot: Arc<RewardSlot>,
     model: Option<Arc<RewardModel>>,
-    /// Per caption: `r_int`, and whether the LLM has judged it.
-    memo: HashMap<String, (f32, bool)>,
+    /// Per caption: `r_int`, whether the LLM has judged it, and its answer where the model
+    /// carries it.
+    memo: HashMap<String, (f32, bool, Option<bool>)>,
 }
 
 impl CachedRewards {
@@ -53,7 +54,7 @@ impl CachedRewards {
             self.memo.clear();
         }
         for (k, r) in missing.iter().zip(model.rewards(&missing)) {
-            self.memo.insert(k.to_string(), (r, model.is_labelled(k)));
+            self.memo.insert(k.to_string(), (r, model.is_labelled(k), model.label(k)));
         }
     }
 
@@ -65,5 +66,10 @@ impl CachedRewards {
     /// Whether the LLM had judged a caption that `prepare` saw when this model was made.
     pub fn is_labelled(&self, key: &str) -> bool {
         self.memo.get(key).is_some_and(|m| m.1)
+    }
+
+    /// The judge's answer for a caption that `prepare` saw, where the model carries it.
+    pub fn label(&self, key: &str) -> Option<bool> {
+        self.memo.get(key).and_then(|m| m.2)
     }
 }

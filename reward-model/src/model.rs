@@ -109,6 +109,15 @@ impl RewardModel {
         self.labelled.contains(&crate::snapshot::caption_hash(caption))
     }
 
+    /// The judge's answer for a (normalised) caption where the model carries it: the
+    /// hashing table's labels, or classification's bank labels (`distill.bank_first`).
+    pub fn label(&self, caption: &str) -> Option<bool> {
+        match &self.inner {
+            Inner::Hashing(t) => t.get(caption).copied(),
+            Inner::Net(_) => self.bank.get(&crate::snapshot::caption_hash(caption)).copied(),
+        }
+    }
+
     /// `r_int` of each caption: 1 where the model judges it progress, else 0. An empty
     /// caption (no message this step) earns 0.
     pub fn rewards(&self, captions: &[&str]) -> Vec<f32> {

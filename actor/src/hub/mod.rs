@@ -90,7 +90,7 @@ pub async fn serve_random(cfg: HubConfig, stop: watch::Receiver<bool>) -> Result
         let events = hub.events;
         let looping = tokio::task::spawn_blocking(move || {
             let random = crate::source::RandomSource { num_actions: layout.spec.num_actions, halt: h };
-            step_loop::hub_loop(layout, events, random)
+            step_loop::hub_loop(layout, events, random, None)
         });
         let mut stop = stop;
         let _ = stop.wait_for(|s| *s).await;

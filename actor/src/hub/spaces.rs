@@ -353,7 +353,7 @@ impl Batch {
     }
 
     pub fn view(&self) -> BatchView<'_> {
-        BatchView { glyphs: &self.glyphs, stats: &self.stats, messages: &self.messages, last: &self.last }
+        BatchView { glyphs: &self.glyphs, stats: &self.stats, messages: &self.messages, last: &self.last, screen: None }
     }
 
     /// How many envs the batch holds.

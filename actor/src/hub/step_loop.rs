@@ -4,6 +4,7 @@
 
 use super::service::{HubEvent, Reply};
 use super::spaces::{time_limited, Batch, Layout};
+use crate::record::Recorder;
 use crate::setup::ActorError;
 use crate::source::{Acted, ActionSource};
 use oni_proto::v1::{hub_message, Actions, HubMessage};
@@ -16,6 +17,7 @@ use tokio::sync::Semaphore;
 struct Client<G> {
     group: G,
     batch: Batch,
+    first_slot: usize,
     started: bool,
     /// Said once that the client's truncations come without final observations.
     warned_finals: bool,
@@ -46,6 +48,7 @@ pub(crate) fn hub_loop<S: ActionSource>(
     layout: Layout,
     events: crossbeam_channel::Receiver<HubEvent>,
     mut source: S,
+    mut rec: Option<Recorder>,
 ) -> Result<(), ActorError> {
     let spec = layout.spec.clone();
     let mut clients: HashMap<u64, Client<S::Group>> = HashMap::new();
@@ -59,10 +62,16 @@ pub(crate) fn hub_loop<S: ActionSource>(
             HubEvent::Joined { client, envs, first_slot, reply, permits } => {
                 let group = source.group(envs, first_slot);
                 let batch = Batch::new(&spec, envs, first_slot);
-                clients.insert(client, Client { group, batch, started: false, warned_finals: false, reply, permits });
+                clients.insert(
+                    client,
+                    Client { group, batch, first_slot, started: false, warned_finals: false, reply, permits },
+                );
             }
             HubEvent::Left { client, why } => {
                 if let Some(c) = clients.remove(&client) {
+                    if let Some(r) = rec.as_mut().filter(|_| c.first_slot == 0) {
+                        r.abandon();
+                    }
                     if c.started {
                         metrics::counter!(crate::metric_names::HUB_DISCARDED_PARTIAL_ROLLOUTS)
                             .increment(c.batch.len() as u64);
@@ -92,6 +101,9 @@ pub(crate) fn hub_loop<S: ActionSource>(
                 }
                 if !initial {
                     source.stepped(&mut c.group, c.batch.view());
+                    if let Some(r) = rec.as_mut() {
+                        r.stepped(c.first_slot, &c.batch.view(), source.rewarder(&c.group));
+                    }
                 }
                 // A lost inference stream cannot restart a client's episodes: its next stream
                 // starts from these observations with a fresh state.
@@ -103,6 +115,9 @@ pub(crate) fn hub_loop<S: ActionSource>(
                     }
                 };
                 let Some(actions) = actions else { break };
+                if let Some(r) = rec.as_mut() {
+                    r.chose(c.first_slot, &c.batch.view(), &actions, source.version());
+                }
                 let actions: Vec<u32> = actions.into_iter().map(|x| x as u32).collect();
                 let version = source.version();
                 let msg =

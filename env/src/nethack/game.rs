@@ -63,9 +63,9 @@ fn copy_cstr(dst: &mut [c_char], s: &str) -> Result<(), EnvError> {
 }
 
 impl Game {
-    /// `tty`, `cursor`: whether NetHack fills the terminal's cells and cursor (left out, the
-    /// library skips writing them on every step).
-    pub fn new(lib: &NleLibrary, options: &str, tty: bool, cursor: bool) -> Result<Game, EnvError> {
+    /// The library also fills the terminal's cells and cursor on every step: a copy of
+    /// 4 KB, read by the crop of `grid = "tty"`, the cursor stats and recordings.
+    pub fn new(lib: &NleLibrary, options: &str) -> Result<Game, EnvError> {
         // SAFETY: every field of Buffers and NleObs is valid when zeroed (numbers, null pointers).
         let mut buf: Box<Buffers> = unsafe { Box::new_zeroed().assume_init() };
         let mut obs: Box<NleObs> = unsafe { Box::new_zeroed().assume_init() };
@@ -75,13 +75,9 @@ impl Game {
         obs.program_state = buf.program_state.as_mut_ptr();
         obs.internal = buf.internal.as_mut_ptr();
         obs.misc = buf.misc.as_mut_ptr();
-        if tty {
-            obs.tty_chars = buf.tty_chars.as_mut_ptr();
-            obs.tty_colors = buf.tty_colors.as_mut_ptr();
-        }
-        if cursor {
-            obs.tty_cursor = buf.tty_cursor.as_mut_ptr();
-        }
+        obs.tty_chars = buf.tty_chars.as_mut_ptr();
+        obs.tty_colors = buf.tty_colors.as_mut_ptr();
+        obs.tty_cursor = buf.tty_cursor.as_mut_ptr();
         Ok(Game {
             loaded: None,
             copy: PrivateCopy::new(lib)?,

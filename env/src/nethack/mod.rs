@@ -175,7 +175,7 @@ impl NetHackEnv {
         }
         Ok(NetHackEnv {
             name: name.into(),
-            game: Game::new(&lib, &options, spec.grid == GridKind::Tty, cfg.cursor)?,
+            game: Game::new(&lib, &options)?,
             task: TaskState::new(task),
             keys: tasks::action_keys(oni_actions(cfg)),
             spec,
@@ -199,7 +199,7 @@ impl NetHackEnv {
         &self.game.buf.glyphs
     }
 
-    /// The terminal cursor `(row, column)` of the current frame (kept only with `cursor`).
+    /// The terminal cursor `(row, column)` of the current frame.
     pub fn tty_cursor(&self) -> (u8, u8) {
         (self.game.buf.tty_cursor[0], self.game.buf.tty_cursor[1])
     }
@@ -374,6 +374,18 @@ pub fn normalise_stats(bls: &[std::os::raw::c_long], out: &mut [f32]) {
 impl Env for NetHackEnv {
     fn spec(&self) -> &ObsSpec {
         &self.spec
+    }
+
+    /// NetHack's own 24×80 terminal.
+    fn screen(&self) -> Option<crate::Screen> {
+        let b = &self.game.buf;
+        Some(crate::Screen {
+            rows: ffi::TTY_ROWS,
+            cols: ffi::TTY_COLS,
+            chars: b.tty_chars.to_vec(),
+            colors: b.tty_colors.iter().map(|&c| c as u8 & 15).collect(),
+            cursor: Some((b.tty_cursor[0] as u16, b.tty_cursor[1] as u16)),
+        })
     }
 
     fn reset(&mut self, seed: u64, obs: ObsBuf<'_>) -> Result<(), EnvError> {
