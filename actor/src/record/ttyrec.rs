@@ -89,10 +89,8 @@ pub fn draw(prev: Option<&Screen>, cur: &Screen) -> Vec<u8> {
         let span = match prev.filter(|_| same_shape) {
             Some(p) => {
                 let differs = |c: usize| p.cell(r, c) != cur.cell(r, c);
-                match (0..cur.cols).find(|&c| differs(c)) {
-                    Some(first) => Some((first, (first..cur.cols).rev().find(|&c| differs(c)).expect("one differs"))),
-                    None => None,
-                }
+                let first = (0..cur.cols).find(|&c| differs(c));
+                first.map(|f| (f, (f..cur.cols).rev().find(|&c| differs(c)).expect("one differs")))
             }
             // after a clear: up to the last non-blank cell
             None => (0..cur.cols).rev().find(|&c| cur.cell(r, c) != (b' ', NO_COLOR)).map(|last| (0, last)),
