@@ -138,7 +138,7 @@ pub async fn evaluate<B: PolicyBackend>(
                     std::thread::Builder::new()
                         .name(name)
                         .spawn(move || crate::stepping::step_loop(s, src))
-                        .map_err(|_| ActorError::Panicked)?,
+                        .map_err(|e| ActorError::Spawn("evaluation", e))?,
                 );
             }
         }
@@ -153,7 +153,7 @@ pub async fn evaluate<B: PolicyBackend>(
                 std::thread::Builder::new()
                     .name("eval-hub".into())
                     .spawn(move || crate::hub::step_loop::hub_loop(layout, events, src, rec))
-                    .map_err(|_| ActorError::Panicked)?,
+                    .map_err(|e| ActorError::Spawn("evaluation", e))?,
             );
         }
     }

@@ -24,6 +24,9 @@ pub enum ActorError {
     Eval(String),
     #[error("stepping thread panicked")]
     Panicked,
+    /// The operating system would not start a thread (too many threads, no memory).
+    #[error("cannot start the {0} thread: {1}")]
+    Spawn(&'static str, std::io::Error),
     #[error("cannot serve attached environments on {addr}: {reason}")]
     Hub { addr: String, reason: String },
 }

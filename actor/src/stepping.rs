@@ -115,7 +115,7 @@ pub async fn run_actor<B: PolicyBackend>(
             thread.spawn(move || drive(setup, hub, source))
         }
     }
-    .map_err(|_| ActorError::Panicked)?;
+    .map_err(|e| ActorError::Spawn("stepping", e))?;
     let mut stop_main = stop.clone();
     loop {
         if *stop_main.borrow() || fatal.load(Ordering::Acquire) || stepping.is_finished() {
