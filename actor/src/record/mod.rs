@@ -135,9 +135,14 @@ fn with_suffix(stem: &Path, suffix: &str) -> PathBuf {
 
 const PART: &str = ".part";
 
+/// A recording's three files: `<stem>.ttyrec`, `<stem>.steps.jsonl`, `<stem>.json`.
+fn files(stem: &Path) -> [PathBuf; 3] {
+    [".ttyrec", ".steps.jsonl", ".json"].map(|s| with_suffix(stem, s))
+}
+
 impl Recording {
     fn paths(&self) -> [PathBuf; 3] {
-        [".ttyrec", ".steps.jsonl", ".json"].map(|s| with_suffix(&self.stem, s))
+        files(&self.stem)
     }
 
     fn discard(self) {
@@ -365,7 +370,6 @@ pub fn list(dir: &Path) -> Vec<PathBuf> {
 /// at most `max_bytes`.
 pub fn prune(dir: &Path, max_files: usize, max_bytes: u64) {
     let stems = list(dir);
-    let files = |stem: &Path| [".ttyrec", ".steps.jsonl", ".json"].map(|s| with_suffix(stem, s));
     let size = |stem: &Path| files(stem).iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum::<u64>();
     let sizes: Vec<u64> = stems.iter().map(|s| size(s)).collect();
     let mut total: u64 = sizes.iter().sum();
