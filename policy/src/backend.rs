@@ -12,7 +12,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::Autodiff;
 use burn::prelude::*;
-use burn::tensor::ops::FloatTensor;
+use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::TensorPrimitive;
 
 pub trait PolicyBackend: Backend {
@@ -33,6 +33,61 @@ pub trait PolicyBackend: Backend {
     fn elu<const D: usize>(x: Tensor<Self, D>) -> Tensor<Self, D> {
         elu_plain(x)
     }
+
+    /// The ELU's input gradient from its output `y` and output gradient `dy`: dy where
+    /// y > 0, dy (y + 1) otherwise.
+    fn elu_backward<const D: usize>(y: Tensor<Self, D>, dy: Tensor<Self, D>) -> Tensor<Self, D> {
+        let slope = y.clone().add_scalar(1.0).mask_fill(y.greater_elem(0.0), 1.0);
+        dy * slope
+    }
+
+    /// A linear layer on a batch of rows: x [m, k] · w [k, n] + b.
+    fn linear_2d(x: Tensor<Self, 2>, w: Tensor<Self, 2>, b: Option<Tensor<Self, 1>>) -> Tensor<Self, 2> {
+        let y = x.matmul(w);
+        match b {
+            Some(b) => y + b.unsqueeze(),
+            None => y,
+        }
+    }
+
+    /// `linear`'s gradients from dy [m, n]: (dx, dw, db), each computed only where `want`
+    /// says so.
+    fn linear_2d_backward(
+        x: Tensor<Self, 2>,
+        w: Tensor<Self, 2>,
+        dy: Tensor<Self, 2>,
+        want: [bool; 3],
+    ) -> LinearGrads<Self> {
+        let [dx, dw, db] = want;
+        LinearGrads {
+            dx: dx.then(|| dy.clone().matmul(w.transpose())),
+            dw: dw.then(|| x.transpose().matmul(dy.clone())),
+            db: db.then(|| dy.sum_dim(0).squeeze_dim::<1>(0)),
+        }
+    }
+
+    /// Rows of `x` [rows, c] picked by `index`: [len, c].
+    fn select_rows(x: Tensor<Self, 2>, index: Tensor<Self, 1, Int>) -> Tensor<Self, 2> {
+        x.select(0, index)
+    }
+
+    /// `select_rows`'s gradient: dy [len, c] added into zeros [rows, c] at `index`.
+    fn select_rows_backward(dy: Tensor<Self, 2>, index: Tensor<Self, 1, Int>, rows: usize) -> Tensor<Self, 2> {
+        let c = dy.dims()[1];
+        Tensor::zeros([rows, c], &dy.device()).select_assign(0, index, dy, burn::tensor::IndexingUpdateOp::Add)
+    }
+}
+
+/// The gradients of a linear layer with respect to its input, weight and bias.
+pub struct LinearGrads<B: Backend> {
+    pub dx: Option<Tensor<B, 2>>,
+    pub dw: Option<Tensor<B, 2>>,
+    pub db: Option<Tensor<B, 1>>,
+}
+
+/// `layer` applied to the rows of `x` through the backend's fused linear.
+pub fn linear<B: PolicyBackend>(layer: &burn::nn::Linear<B>, x: Tensor<B, 2>) -> Tensor<B, 2> {
+    B::linear_2d(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()))
 }
 
 fn elu_plain<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
@@ -41,7 +96,34 @@ fn elu_plain<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     x.mask_where(negative, curve)
 }
 
-impl PolicyBackend for burn::backend::Flex {}
+/// burn's CPU backend, with the fused kernels of `flex`.
+impl PolicyBackend for burn::backend::Flex {
+    fn elu<const D: usize>(x: Tensor<Self, D>) -> Tensor<Self, D> {
+        plain(crate::flex::elu(raw(x)))
+    }
+
+    fn elu_backward<const D: usize>(y: Tensor<Self, D>, dy: Tensor<Self, D>) -> Tensor<Self, D> {
+        plain(crate::flex::elu_backward(raw(y), raw(dy)))
+    }
+
+    fn linear_2d(x: Tensor<Self, 2>, w: Tensor<Self, 2>, b: Option<Tensor<Self, 1>>) -> Tensor<Self, 2> {
+        plain(crate::flex::linear(raw(x), raw(w), b.map(raw)))
+    }
+
+    fn linear_2d_backward(
+        x: Tensor<Self, 2>,
+        w: Tensor<Self, 2>,
+        dy: Tensor<Self, 2>,
+        want: [bool; 3],
+    ) -> LinearGrads<Self> {
+        let [dx, dw, db] = crate::flex::linear_backward(raw(x), raw(w), raw(dy), want);
+        LinearGrads { dx: dx.map(plain), dw: dw.map(plain), db: db.map(plain) }
+    }
+
+    fn select_rows_backward(dy: Tensor<Self, 2>, index: Tensor<Self, 1, Int>, rows: usize) -> Tensor<Self, 2> {
+        plain(crate::flex::select_rows_backward(raw(dy), &index.into_primitive(), rows))
+    }
+}
 #[cfg(feature = "cuda")]
 impl PolicyBackend for burn::backend::Cuda<f32, i32> {}
 #[cfg(feature = "wgpu")]
@@ -81,7 +163,7 @@ impl<B: Backend> Backward<B, 4> for GruBackward {
 #[derive(Debug)]
 struct EluBackward<const D: usize>;
 
-impl<B: Backend, const D: usize> Backward<B, 1> for EluBackward<D> {
+impl<B: PolicyBackend, const D: usize> Backward<B, 1> for EluBackward<D> {
     /// The output y: dy/dx = 1 where y > 0, else y + 1.
     type State = FloatTensor<B>;
 
@@ -89,9 +171,44 @@ impl<B: Backend, const D: usize> Backward<B, 1> for EluBackward<D> {
         let [x] = ops.parents;
         let grad = plain::<B, D>(grads.consume::<B>(&ops.node));
         if let Some(node) = x {
-            let y = plain::<B, D>(ops.state);
-            let slope = y.clone().add_scalar(1.0).mask_fill(y.greater_elem(0.0), 1.0);
-            grads.register::<B>(node.id, raw(grad * slope));
+            grads.register::<B>(node.id, raw(B::elu_backward(plain::<B, D>(ops.state), grad)));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct LinearBackward;
+
+impl<B: PolicyBackend> Backward<B, 3> for LinearBackward {
+    /// The input and the weight.
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [x, w, b] = ops.parents;
+        let (xv, wv) = ops.state;
+        let dy = plain::<B, 2>(grads.consume::<B>(&ops.node));
+        let g = B::linear_2d_backward(plain(xv), plain(wv), dy, [x.is_some(), w.is_some(), b.is_some()]);
+        for (node, grad) in [(x, g.dx.map(raw)), (w, g.dw.map(raw)), (b, g.db.map(raw))] {
+            if let (Some(node), Some(grad)) = (node, grad) {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SelectRowsBackward;
+
+impl<B: PolicyBackend> Backward<B, 1> for SelectRowsBackward {
+    /// The index and the source's number of rows.
+    type State = (IntTensor<B>, usize);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [x] = ops.parents;
+        let (index, rows) = ops.state;
+        let dy = plain::<B, 2>(grads.consume::<B>(&ops.node));
+        if let Some(node) = x {
+            grads.register::<B>(node.id, raw(B::select_rows_backward(dy, Tensor::from_primitive(index), rows)));
         }
     }
 }
@@ -121,6 +238,45 @@ impl<B: PolicyBackend, C: CheckpointStrategy> PolicyBackend for Autodiff<B, C> {
         Tensor::from_primitive(TensorPrimitive::Float(out))
     }
 
+    fn linear_2d(x: Tensor<Self, 2>, w: Tensor<Self, 2>, b: Option<Tensor<Self, 1>>) -> Tensor<Self, 2> {
+        let Some(b) = b else {
+            // no layer of the policy lacks a bias; burn's own ops differentiate this one
+            return x.matmul(w);
+        };
+        let node = |t: FloatTensor<Self>| t.node.clone();
+        let nodes = [node(x.clone().into_primitive().tensor()), node(w.clone().into_primitive().tensor())];
+        let bias_node = node(b.clone().into_primitive().tensor());
+        let (x, w, b) = (inner(x), inner(w), inner(b));
+        let out = match LinearBackward
+            .prepare::<C>([nodes[0].clone(), nodes[1].clone(), bias_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = B::linear_2d(x.clone(), w.clone(), Some(b));
+                prep.finish((raw(x), raw(w)), raw(y))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(raw(B::linear_2d(x, w, Some(b)))),
+        };
+        Tensor::from_primitive(TensorPrimitive::Float(out))
+    }
+
+    fn select_rows(x: Tensor<Self, 2>, index: Tensor<Self, 1, Int>) -> Tensor<Self, 2> {
+        let rows = x.dims()[0];
+        let node = x.clone().into_primitive().tensor().node.clone();
+        // an integer tensor of the autodiff backend is the inner backend's
+        let index = Tensor::<B, 1, Int>::from_primitive(index.into_primitive());
+        let x = inner(x);
+        let out = match SelectRowsBackward.prepare::<C>([node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let y = B::select_rows(x, index.clone());
+                prep.finish((index.into_primitive(), rows), raw(y))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(raw(B::select_rows(x, index))),
+        };
+        Tensor::from_primitive(TensorPrimitive::Float(out))
+    }
+
     fn elu<const D: usize>(x: Tensor<Self, D>) -> Tensor<Self, D> {
         let node = x.clone().into_primitive().tensor().node.clone();
         let y = B::elu(inner(x));
@@ -138,4 +294,86 @@ pub trait TrainingBackend: burn::tensor::backend::AutodiffBackend<InnerBackend: 
 impl<T> TrainingBackend for T where
     T: burn::tensor::backend::AutodiffBackend<InnerBackend: PolicyBackend> + PolicyBackend
 {
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CpuAutodiff, CpuBackend};
+    use burn::tensor::{Distribution, TensorData};
+
+    type B = CpuAutodiff;
+
+    fn normal<const D: usize>(shape: [usize; D]) -> Tensor<B, D> {
+        Tensor::<B, D>::random(shape, Distribution::Normal(0.0, 1.0), &Default::default()).require_grad()
+    }
+
+    fn close<const D: usize>(a: Tensor<CpuBackend, D>, b: Tensor<CpuBackend, D>, what: &str) {
+        assert_eq!(a.dims(), b.dims(), "{what}: shapes");
+        let d: f32 = (a - b).abs().max().into_scalar();
+        assert!(d < 1e-4, "{what} differs by {d}");
+    }
+
+    /// The fused linear layer (and its hand-written backward) equals burn's matmul + bias,
+    /// also for an input that is a transposed view, in values and in every gradient.
+    #[test]
+    fn fused_linear_matches_burns_ops() {
+        for transposed in [false, true] {
+            let x = if transposed { normal([19, 37]) } else { normal([37, 19]) };
+            let (w, b) = (normal([19, 23]), normal([23]));
+            // each pass gets its own view: a backward pass frees the graph it walked
+            let xin = || if transposed { x.clone().transpose() } else { x.clone() };
+            let weights = normal([37, 23]).detach();
+            let fused = B::linear_2d(xin(), w.clone(), Some(b.clone()));
+            let g1 = (fused.clone() * weights.clone()).sum().backward();
+            let plain = xin().matmul(w.clone()) + b.clone().unsqueeze();
+            let g2 = (plain.clone() * weights).sum().backward();
+            close(fused.inner(), plain.inner(), "output");
+            close(x.grad(&g1).unwrap(), x.grad(&g2).unwrap(), "d x");
+            close(w.grad(&g1).unwrap(), w.grad(&g2).unwrap(), "d w");
+            close(b.grad(&g1).unwrap(), b.grad(&g2).unwrap(), "d b");
+        }
+    }
+
+    /// The row gather's parallel scatter-add backward equals burn's, with repeated rows,
+    /// rows never picked, and enough work to split across threads.
+    #[test]
+    fn row_gather_matches_burns_select() {
+        let dev = Default::default();
+        for (rows, len, c) in [(7, 5, 3), (600, 9000, 8)] {
+            let x = normal([rows, c]);
+            let index: Vec<i32> = (0..len).map(|j| ((j * 7919 + j / 3) % (rows - 1)) as i32).collect();
+            let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [len]), &dev);
+            let weights = normal([len, c]).detach();
+            let fused = B::select_rows(x.clone(), index.clone());
+            let g1 = (fused.clone() * weights.clone()).sum().backward();
+            let plain = x.clone().select(0, index);
+            let g2 = (plain.clone() * weights).sum().backward();
+            close(fused.inner(), plain.inner(), "gathered rows");
+            let (d1, d2) = (x.grad(&g1).unwrap(), x.grad(&g2).unwrap());
+            close(d1.clone(), d2, "d x");
+            // the last row is never picked: its gradient is exactly zero
+            let last: f32 = d1.slice([rows - 1..rows, 0..c]).abs().sum().into_scalar();
+            assert_eq!(last, 0.0);
+        }
+    }
+
+    /// The in-place ELU equals burn's, leaves a tensor that something else still holds
+    /// untouched, and its gradient equals burn's.
+    #[test]
+    fn fused_elu_matches_burns_ops_and_keeps_shared_inputs() {
+        let x = normal([33, 17]).mul_scalar(3.0).detach().require_grad();
+        let weights = normal([33, 17]).detach();
+        let fused = B::elu(x.clone());
+        let g1 = (fused.clone() * weights.clone()).sum().backward();
+        let plain = elu_plain(x.clone());
+        let g2 = (plain.clone() * weights).sum().backward();
+        close(fused.inner(), plain.inner(), "ELU");
+        close(x.grad(&g1).unwrap(), x.grad(&g2).unwrap(), "d x");
+
+        let held = x.inner();
+        let before = held.clone().into_data();
+        let _ = CpuBackend::elu(held.clone());
+        assert_eq!(held.into_data(), before, "a shared input was overwritten");
+    }
 }

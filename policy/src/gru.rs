@@ -39,7 +39,7 @@ impl<B: PolicyBackend> GruCell<B> {
 
     /// W_i x + b_i for any batch of inputs: [N, input] → [N, 3H].
     pub fn project_input(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        self.input.forward(x)
+        crate::backend::linear(&self.input, x)
     }
 
     /// One step from a projected input `xi` [B, 3H] and state `h` [B, H].

@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod config;
+mod flex;
 pub mod font;
 pub mod gru;
 mod init;
@@ -22,6 +23,7 @@ pub mod weights;
 
 pub use backend::{PolicyBackend, TrainingBackend};
 pub use config::{Device, Network, PolicyConfig, PolicyConfigError};
+pub use flex::simd_level;
 pub use network::{Policy, PolicyOutput};
 pub use obs::ObsBatch;
 pub use probe::{probe, DeviceError};

@@ -1,4 +1,4 @@
-use crate::backend::PolicyBackend;
+use crate::backend::{linear, PolicyBackend};
 use crate::config::{Network, PolicyConfig};
 use crate::gru::GruCell;
 use crate::init::orthogonal_linear;
@@ -24,12 +24,12 @@ pub struct MessageEncoder<B: Backend> {
 const MSG_KERNEL: usize = 4;
 const MSG_STRIDE: usize = 2;
 
-impl<B: Backend> MessageEncoder<B> {
+impl<B: PolicyBackend> MessageEncoder<B> {
     fn forward(&self, bytes: Tensor<B, 2, Int>) -> Tensor<B, 2> {
         let x = self.embed.forward(bytes); // [N, L, E]
         let x = relu(Patches::strided1d(self.bytes, MSG_KERNEL, MSG_STRIDE).conv(&self.conv, x)); // [N, P, C]
         let x = x.max_dim(1).squeeze_dim::<2>(1); // [N, C]
-        relu(self.out.forward(x))
+        relu(linear(&self.out, x))
     }
 }
 
@@ -47,7 +47,7 @@ pub struct GlyphCropEncoder<B: Backend> {
     crop_cols: usize,
 }
 
-impl<B: Backend> GlyphCropEncoder<B> {
+impl<B: PolicyBackend> GlyphCropEncoder<B> {
     fn new(cfg: &PolicyConfig, spec: &ObsSpec, device: &B::Device) -> Self {
         let c = cfg.glyph_channels;
         let message = (cfg.message_bytes > 0).then(|| MessageEncoder {
@@ -87,13 +87,13 @@ impl<B: Backend> GlyphCropEncoder<B> {
         for conv in &self.convs {
             g = relu(grid.conv(conv, g)); // [N, R·C, channels]
         }
-        let g = relu(self.glyph_out.forward(g.flatten::<2>(1, 2)));
-        let s = relu(self.stats.forward(stats));
+        let g = relu(linear(&self.glyph_out, g.flatten::<2>(1, 2)));
+        let s = relu(linear(&self.stats, stats));
         let mut parts = vec![g, s];
         if let (Some(m), Some(bytes)) = (&self.message, message) {
             parts.push(m.forward(bytes));
         }
-        relu(self.torso.forward(Tensor::cat(parts, 1)))
+        relu(linear(&self.torso, Tensor::cat(parts, 1)))
     }
 }
 
@@ -126,7 +126,7 @@ impl<B: PolicyBackend> OniEncoder<B> {
     }
 
     fn forward(&self, screen: &ScreenInput<B>, stats: Tensor<B, 2>, message: Option<Tensor<B, 2>>) -> Tensor<B, 2> {
-        let mlp = |layers: &[Linear<B>; 2], x| B::elu(layers[1].forward(B::elu(layers[0].forward(x))));
+        let mlp = |layers: &[Linear<B>; 2], x| B::elu(linear(&layers[1], B::elu(linear(&layers[0], x))));
         let mut parts = vec![self.screen.forward(screen), mlp(&self.stats, stats.clone()), stats];
         if let (Some(layers), Some(m)) = (&self.message, message) {
             parts.push(mlp(layers, m));
@@ -200,8 +200,8 @@ impl<B: PolicyBackend> Policy<B> {
     }
 
     fn heads(&self, h: Tensor<B, 2>) -> PolicyOutput<B> {
-        let logits = self.actor.forward(h.clone());
-        let values = self.critic.forward(h).squeeze_dim::<1>(1);
+        let logits = linear(&self.actor, h.clone());
+        let values = linear(&self.critic, h).squeeze_dim::<1>(1);
         PolicyOutput { logits, values }
     }
 

@@ -63,17 +63,17 @@ impl Patches {
     /// [N, positions, C_out]. The product runs on the 2-D [N·positions, taps·C] patches, so
     /// the weight gradient is one matrix product too (a 3-D input would make burn compute
     /// one per observation and sum them).
-    pub fn conv<B: Backend>(&self, layer: &burn::nn::Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    pub fn conv<B: crate::PolicyBackend>(&self, layer: &burn::nn::Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [n, _, c] = x.dims();
         let cols = self.gather(x).reshape([n * self.positions, self.taps * c]);
-        let out = layer.forward(cols);
+        let out = crate::backend::linear(layer, cols);
         let c_out = out.dims()[1];
         out.reshape([n, self.positions, c_out])
     }
 
     /// [N, L, C] → [N, positions, taps·C]. Gathers rows of the flattened [N·L, C] input
     /// (a row gather and its row scatter-add backward are the fast paths of CPU backends).
-    pub fn gather<B: Backend>(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    pub fn gather<B: crate::PolicyBackend>(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [n, l, c] = x.dims();
         debug_assert_eq!(l, self.source_len);
         let device = x.device();
@@ -90,7 +90,7 @@ impl Patches {
         }
         let len = index.len();
         let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [len]), &device);
-        flat.select(0, idx).reshape([n, self.positions, self.taps * c])
+        B::select_rows(flat, idx).reshape([n, self.positions, self.taps * c])
     }
 }
 

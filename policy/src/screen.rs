@@ -203,10 +203,10 @@ impl<B: PolicyBackend> ScreenEncoder<B> {
         // T: [U, 36·32] → [U·36, 32], row u·36 + k
         let table = input.tiles.clone().matmul(parts.reshape([TILE_VALUES, PARTS * c1])).reshape([u * PARTS, c1]);
         let [l0, l1, l2, l3] = input.lookups.clone();
-        let sum = table.clone().select(0, l0)
-            + table.clone().select(0, l1)
-            + table.clone().select(0, l2)
-            + table.select(0, l3);
+        let sum = B::select_rows(table.clone(), l0)
+            + B::select_rows(table.clone(), l1)
+            + B::select_rows(table.clone(), l2)
+            + B::select_rows(table, l3);
         let bias = self.conv1.bias.as_ref().expect("conv1 bias").val().unsqueeze::<2>();
         let (h1, w1) = self.geometry().maps[0];
         B::elu(sum + bias).reshape([input.n, h1 * w1, c1])
@@ -220,7 +220,7 @@ impl<B: PolicyBackend> ScreenEncoder<B> {
         let [(h1, w1), (h2, w2), (h3, w3)] = geo.maps;
         let x = B::elu(Patches::strided2d(h1, w1, 4, 2).conv(&self.conv2, x)); // [N, h2·w2, 64]
         let x = B::elu(Patches::strided2d(h2, w2, 3, 2).conv(&self.conv3, x)); // [N, h3·w3, 128]
-        B::elu(self.out.forward(x.reshape([n, h3 * w3 * CHANNELS[2]])))
+        B::elu(crate::backend::linear(&self.out, x.reshape([n, h3 * w3 * CHANNELS[2]])))
     }
 }
 

@@ -51,7 +51,7 @@ pub struct ByteCnn<B: Backend> {
 /// Positions after the first convolution.
 const P1: usize = MAX_CAPTION_BYTES / KERNEL;
 
-impl<B: Backend> ByteCnn<B> {
+impl<B: oni_policy::PolicyBackend> ByteCnn<B> {
     pub fn new(cfg: &NetConfig, outputs: usize, device: &B::Device) -> Self {
         ByteCnn {
             embed: EmbeddingConfig::new(256, cfg.embed).init(device),
