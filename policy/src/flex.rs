@@ -205,6 +205,85 @@ pub(crate) fn select_rows_backward(dy: FloatTensor<Flex>, index: &FlexTensor, ro
     tensor(out, &[rows, c])
 }
 
+/// Row p of the result: ELU(bias + Σ_q table[lookups[q][p]]), one pass over the output
+/// (burn's ops would write four gathered copies and three sums first), split across threads.
+pub(crate) fn lookup_sum_elu(
+    table: FloatTensor<Flex>,
+    lookups: &[FlexTensor; 4],
+    bias: FloatTensor<Flex>,
+) -> FloatTensor<Flex> {
+    use rayon::prelude::*;
+    let (table, bias) = (contiguous(table), contiguous(bias));
+    let [rows, c] = dims2(&table);
+    let (t, b) = (data(&table), data(&bias));
+    assert_eq!(b.len(), c, "one bias per column");
+    let idx: Vec<Vec<usize>> = lookups.iter().map(row_indices).collect();
+    let len = idx[0].len();
+    assert!(idx.iter().all(|l| l.len() == len && l.iter().all(|&i| i < rows)), "lookups out of range");
+    let mut out = vec![0.0f32; len * c];
+    if c > 0 {
+        let per = len.div_ceil(4 * rayon::current_num_threads()).max(256);
+        out.par_chunks_mut(per * c).enumerate().for_each(|(k, part)| {
+            for (j, o) in part.chunks_exact_mut(c).enumerate() {
+                let p = k * per + j;
+                o.copy_from_slice(b);
+                for l in &idx {
+                    for (o, v) in o.iter_mut().zip(&t[l[p] * c..(l[p] + 1) * c]) {
+                        *o += v;
+                    }
+                }
+            }
+            elu_slice(part);
+        });
+    }
+    tensor(out, &[len, c])
+}
+
+/// `lookup_sum_elu`'s gradients from its output y and dy: g = dy ⊙ ELU'(y), the table's
+/// gradient Σ_q g scattered to lookups[q], the bias's Σ_p g. Threads take ranges of rows
+/// and sum into their own copy of the (small) table gradient; the copies are added at the end.
+pub(crate) fn lookup_sum_elu_backward(
+    y: FloatTensor<Flex>,
+    dy: FloatTensor<Flex>,
+    lookups: &[FlexTensor; 4],
+    table_rows: usize,
+) -> (FloatTensor<Flex>, FloatTensor<Flex>) {
+    use rayon::prelude::*;
+    let (y, dy) = (contiguous(y), contiguous(dy));
+    let [len, c] = dims2(&y);
+    let (yd, dyd) = (data(&y), data(&dy));
+    let idx: Vec<Vec<usize>> = lookups.iter().map(row_indices).collect();
+    assert!(idx.iter().all(|l| l.len() == len && l.iter().all(|&i| i < table_rows)), "lookups out of range");
+    let per = len.div_ceil(rayon::current_num_threads()).max(1);
+    let partial = |k: usize| {
+        let (lo, hi) = (k * per, ((k + 1) * per).min(len));
+        let mut dt = vec![0.0f32; table_rows * c];
+        let mut db = vec![0.0f32; c];
+        let mut g = vec![0.0f32; c];
+        for p in lo..hi {
+            g.copy_from_slice(&dyd[p * c..(p + 1) * c]);
+            elu_grad_slice(&mut g, &yd[p * c..(p + 1) * c]);
+            for (d, v) in db.iter_mut().zip(&g) {
+                *d += v;
+            }
+            for l in &idx {
+                for (d, v) in dt[l[p] * c..(l[p] + 1) * c].iter_mut().zip(&g) {
+                    *d += v;
+                }
+            }
+        }
+        (dt, db)
+    };
+    let parts: Vec<(Vec<f32>, Vec<f32>)> = (0..len.div_ceil(per)).into_par_iter().map(partial).collect();
+    let mut parts = parts.into_iter();
+    let (mut dt, mut db) = parts.next().unwrap_or_else(|| (vec![0.0; table_rows * c], vec![0.0; c]));
+    for (t, b) in parts {
+        dt.iter_mut().zip(&t).for_each(|(a, v)| *a += v);
+        db.iter_mut().zip(&b).for_each(|(a, v)| *a += v);
+    }
+    (tensor(dt, &[table_rows, c]), tensor(db, &[c]))
+}
+
 /// eˣ for x ≤ 0 within 2 ulp, branch-free so that the loops around it vectorise: x = n ln2
 /// + r with |r| ≤ ln2/2, eʳ by its degree-7 Taylor polynomial, 2ⁿ put into the exponent bits.
 /// Below −87 the result is 0 (eˣ is then under f32's smallest normal number).

@@ -202,14 +202,9 @@ impl<B: PolicyBackend> ScreenEncoder<B> {
         let [u, _] = input.tiles.dims();
         // T: [U, 36·32] → [U·36, 32], row u·36 + k
         let table = input.tiles.clone().matmul(parts.reshape([TILE_VALUES, PARTS * c1])).reshape([u * PARTS, c1]);
-        let [l0, l1, l2, l3] = input.lookups.clone();
-        let sum = B::select_rows(table.clone(), l0)
-            + B::select_rows(table.clone(), l1)
-            + B::select_rows(table.clone(), l2)
-            + B::select_rows(table, l3);
-        let bias = self.conv1.bias.as_ref().expect("conv1 bias").val().unsqueeze::<2>();
+        let bias = self.conv1.bias.as_ref().expect("conv1 bias").val();
         let (h1, w1) = self.geometry().maps[0];
-        B::elu(sum + bias).reshape([input.n, h1 * w1, c1])
+        B::lookup_sum_elu(table, input.lookups.clone(), bias).reshape([input.n, h1 * w1, c1])
     }
 
     /// [N, hidden] features of the screen.
