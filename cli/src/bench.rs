@@ -322,8 +322,8 @@ fn thread_cpu_seconds() -> std::collections::BTreeMap<String, f64> {
 }
 
 /// Each thread group's share of the machine's CPU over `secs` (1.0: every core all the
-/// time). The burn/rayon pool's threads carry the process's own name: the learner's matrix
-/// products and the actors' batched inference both run there.
+/// time). `compute-pool` is rayon's pool, where the large matrix products of both the
+/// learner and the actors' batched inference run (split across the cores).
 fn cpu_shares(
     before: &std::collections::BTreeMap<String, f64>,
     after: &std::collections::BTreeMap<String, f64>,
@@ -641,18 +641,6 @@ pub fn cpu_info() -> serde_json::Value {
            "cores_allowed": std::thread::available_parallelism().map_or(0, |n| n.get())})
 }
 
-/// The matrix kernels gemm picks at run time on this CPU (it is built with its AVX-512
-/// kernels, `x86-v4`, and dispatches on what the CPU reports).
-fn gemm_kernel() -> &'static str {
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        "avx512f"
-    } else if std::arch::is_x86_feature_detected!("fma") {
-        "avx2+fma"
-    } else {
-        "scalar"
-    }
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
@@ -677,7 +665,7 @@ fn bench_learner(b: LearnerBench) -> Result<()> {
     let memory = p.cfg.policy.update_memory(&spec, (p.cfg.learner.rollout_len + 1) * p.cfg.learner.batch_rollouts);
     let rollouts = synthetic_rollouts(&p, p.cfg.learner.batch_rollouts)?;
     let head = json!({"bench": "learner", "device": p.cfg.learner.device, "env": p.cfg.env.name,
-        "cpu": cpu_info(),
+        "cpu": cpu_info(), "cpu_kernels": oni_policy::simd_level(),
         "network": p.cfg.policy.network, "batch_rollouts": p.cfg.learner.batch_rollouts,
         "rollout_len": p.cfg.learner.rollout_len, "updates": b.updates,
         "memory_estimate_mib": memory.bytes() >> 20});
@@ -731,7 +719,7 @@ fn bench_learner(b: LearnerBench) -> Result<()> {
                 json!({"params": params, "samples_per_sec": bm, "steps_per_sec": bm, "rounds": burn,
                 "ratio_vs_reference": bm / oni_way.max(1e-9),
                 "burn": {"version": "0.21", "backend": p.cfg.learner.device.name(),
-                         "threads": rayon::current_num_threads(), "gemm_kernel": gemm_kernel(),
+                         "threads": rayon::current_num_threads(), "gemm_kernel": oni_policy::simd_level(),
                          "allocator": "jemalloc (built in; oversize_threshold:0, decay off)"},
                 "reference": {"framework": "torch", "version": first["torch"], "threads": first["threads"],
                               "allocator": first["allocator"], "malloc_conf": first["malloc_conf"],

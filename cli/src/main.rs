@@ -134,6 +134,9 @@ fn health(a: HealthArgs) -> Result<()> {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    // burn's CPU backend runs its large matrix products on rayon's global pool; named, its
+    // threads are told apart from whichever role happened to start the pool first
+    rayon::ThreadPoolBuilder::new().thread_name(|i| format!("compute-pool-{i}")).build_global()?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
         match cli.cmd {
