@@ -665,7 +665,7 @@ fn bench_learner(b: LearnerBench) -> Result<()> {
     let memory = p.cfg.policy.update_memory(&spec, (p.cfg.learner.rollout_len + 1) * p.cfg.learner.batch_rollouts);
     let rollouts = synthetic_rollouts(&p, p.cfg.learner.batch_rollouts)?;
     let head = json!({"bench": "learner", "device": p.cfg.learner.device, "env": p.cfg.env.name,
-        "cpu": cpu_info(), "cpu_kernels": oni_policy::simd_level(),
+        "cpu": cpu_info(), "gemm_kernel": oni_policy::cpu_level(), "fused_kernels": oni_policy::simd_level(),
         "network": p.cfg.policy.network, "batch_rollouts": p.cfg.learner.batch_rollouts,
         "rollout_len": p.cfg.learner.rollout_len, "updates": b.updates,
         "memory_estimate_mib": memory.bytes() >> 20});
@@ -719,7 +719,7 @@ fn bench_learner(b: LearnerBench) -> Result<()> {
                 json!({"params": params, "samples_per_sec": bm, "steps_per_sec": bm, "rounds": burn,
                 "ratio_vs_reference": bm / oni_way.max(1e-9),
                 "burn": {"version": "0.21", "backend": p.cfg.learner.device.name(),
-                         "threads": rayon::current_num_threads(), "gemm_kernel": oni_policy::simd_level(),
+                         "threads": rayon::current_num_threads(), "gemm_kernel": oni_policy::cpu_level(), "fused_kernels": oni_policy::simd_level(),
                          "allocator": "jemalloc (built in; oversize_threshold:0, decay off)"},
                 "reference": {"framework": "torch", "version": first["torch"], "threads": first["threads"],
                               "allocator": first["allocator"], "malloc_conf": first["malloc_conf"],

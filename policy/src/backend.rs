@@ -16,6 +16,12 @@ use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::TensorPrimitive;
 
 pub trait PolicyBackend: Backend {
+    /// Whether the backend has its own kernels for the linear layer, the row gather and the
+    /// image encoder's first layer, so that training records one graph node for each. A
+    /// backend without them (the GPU ones, whose kernel fusion already merges the
+    /// element-wise runs) trains on burn's own operations for those.
+    const FUSED_LAYERS: bool = false;
+
     /// The GRU time loop: projected inputs `xi` [T·B, 3H], state `h0` [B, H], `keep` [T, B]
     /// (0 zeroes the state before that step), hidden weights [H, 3H] and bias [3H]. Returns
     /// the state after each step, [T·B, H].
@@ -144,6 +150,8 @@ fn elu_plain<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 
 /// burn's CPU backend, with the fused kernels of `flex`.
 impl PolicyBackend for burn::backend::Flex {
+    const FUSED_LAYERS: bool = true;
+
     fn gru_forward(
         xi: Tensor<Self, 2>,
         h0: Tensor<Self, 2>,
@@ -355,9 +363,11 @@ impl<B: PolicyBackend, C: CheckpointStrategy> PolicyBackend for Autodiff<B, C> {
     }
 
     fn linear_2d(x: Tensor<Self, 2>, w: Tensor<Self, 2>, b: Option<Tensor<Self, 1>>) -> Tensor<Self, 2> {
-        let Some(b) = b else {
-            // no layer of the policy lacks a bias; burn's own ops differentiate this one
-            return x.matmul(w);
+        let b = match b {
+            Some(b) if B::FUSED_LAYERS => b,
+            // burn's own ops (every layer of the policy has a bias)
+            Some(b) => return x.matmul(w) + b.unsqueeze(),
+            None => return x.matmul(w),
         };
         let node = |t: FloatTensor<Self>| t.node.clone();
         let nodes = [node(x.clone().into_primitive().tensor()), node(w.clone().into_primitive().tensor())];
@@ -382,6 +392,10 @@ impl<B: PolicyBackend, C: CheckpointStrategy> PolicyBackend for Autodiff<B, C> {
         lookups: [Tensor<Self, 1, Int>; 4],
         bias: Tensor<Self, 1>,
     ) -> Tensor<Self, 2> {
+        if !B::FUSED_LAYERS {
+            let sum = lookups.into_iter().map(|l| table.clone().select(0, l)).reduce(|a, b| a + b);
+            return Self::elu(sum.expect("four lookups") + bias.unsqueeze());
+        }
         let rows = table.dims()[0];
         let nodes =
             [table.clone().into_primitive().tensor().node.clone(), bias.clone().into_primitive().tensor().node.clone()];
@@ -398,6 +412,9 @@ impl<B: PolicyBackend, C: CheckpointStrategy> PolicyBackend for Autodiff<B, C> {
     }
 
     fn select_rows(x: Tensor<Self, 2>, index: Tensor<Self, 1, Int>) -> Tensor<Self, 2> {
+        if !B::FUSED_LAYERS {
+            return x.select(0, index);
+        }
         let rows = x.dims()[0];
         let node = x.clone().into_primitive().tensor().node.clone();
         // an integer tensor of the autodiff backend is the inner backend's

@@ -16,9 +16,23 @@ use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Bytes, DType, Shape};
 use burn_flex::{FlexTensor, Layout};
 
-/// The instruction set the fused loops run with on this CPU; gemm's matrix kernels (built
-/// with `x86-v4`) choose by the same features.
+/// The instruction set the fused loops run with: the widest this CPU has, or a narrower one
+/// named by `ONI_SIMD` (`avx2` or `baseline`; to measure the variants on one machine). gemm's
+/// matrix kernels (built with `x86-v4`) choose by the CPU's features themselves.
 pub fn simd_level() -> &'static str {
+    static LEVEL: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+    LEVEL.get_or_init(|| {
+        let cpu = cpu_level();
+        match std::env::var("ONI_SIMD").as_deref() {
+            Ok("baseline") => "baseline",
+            Ok("avx2") if cpu != "baseline" => "avx2+fma",
+            _ => cpu,
+        }
+    })
+}
+
+/// The widest instruction set of this CPU that the kernels use (gemm's choice too).
+pub fn cpu_level() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
@@ -60,7 +74,7 @@ macro_rules! multiversion {
             pub(crate) fn at(level: &str, $($arg: $ty),*) {
                 #[cfg(target_arch = "x86_64")]
                 {
-                    assert!(level == "baseline" || super::simd_level() == "avx512f" || level == super::simd_level());
+                    assert!(level == "baseline" || super::cpu_level() == "avx512f" || level == super::cpu_level());
                     // SAFETY: the CPU has the variant's features (asserted above)
                     match level {
                         "avx512f" => return unsafe { avx512($($arg),*) },
@@ -668,7 +682,7 @@ mod tests {
 
     /// The instruction sets this CPU can run.
     fn levels() -> Vec<&'static str> {
-        match simd_level() {
+        match cpu_level() {
             "avx512f" => vec!["avx512f", "avx2+fma", "baseline"],
             "avx2+fma" => vec!["avx2+fma", "baseline"],
             _ => vec!["baseline"],

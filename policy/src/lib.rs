@@ -23,7 +23,7 @@ pub mod weights;
 
 pub use backend::{PolicyBackend, TrainingBackend};
 pub use config::{Device, Network, PolicyConfig, PolicyConfigError};
-pub use flex::simd_level;
+pub use flex::{cpu_level, simd_level};
 pub use network::{Policy, PolicyOutput};
 pub use obs::ObsBatch;
 pub use probe::{probe, DeviceError};
