@@ -562,8 +562,9 @@ multiversion! {
     }
 }
 
-/// eˣ for x ≤ 0 within 2 ulp, branch-free so that the loops around it vectorise: x = n ln2
-/// + r with |r| ≤ ln2/2, eʳ by its degree-7 Taylor polynomial, 2ⁿ put into the exponent bits.
+/// eˣ for x ≤ 0 within 2 ulp, branch-free so that the loops around it vectorise: with
+/// x = n ln2 + r and |r| ≤ ln2/2, eʳ by its degree-7 Taylor polynomial, 2ⁿ put into the
+/// exponent bits.
 /// Below −87 the result is 0 (eˣ is then under f32's smallest normal number).
 #[inline(always)]
 fn exp_nonpositive(x: f32) -> f32 {
