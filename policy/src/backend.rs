@@ -71,11 +71,7 @@ pub trait PolicyBackend: Backend {
 
     /// A linear layer on a batch of rows: x [m, k] · w [k, n] + b.
     fn linear_2d(x: Tensor<Self, 2>, w: Tensor<Self, 2>, b: Option<Tensor<Self, 1>>) -> Tensor<Self, 2> {
-        let y = x.matmul(w);
-        match b {
-            Some(b) => y + b.unsqueeze(),
-            None => y,
-        }
+        linear_plain(x, w, b)
     }
 
     /// `linear`'s gradients from dy [m, n]: (dx, dw, db), each computed only where `want`
@@ -101,8 +97,7 @@ pub trait PolicyBackend: Backend {
         lookups: [Tensor<Self, 1, Int>; 4],
         bias: Tensor<Self, 1>,
     ) -> Tensor<Self, 2> {
-        let sum = lookups.into_iter().map(|l| Self::select_rows(table.clone(), l)).reduce(|a, b| a + b);
-        Self::elu(sum.expect("four lookups") + bias.unsqueeze())
+        lookup_sum_elu_plain(table, lookups, bias)
     }
 
     /// `lookup_sum_elu`'s gradients (table, bias) from its output `y` and output gradient.
@@ -128,6 +123,25 @@ pub trait PolicyBackend: Backend {
         let c = dy.dims()[1];
         Tensor::zeros([rows, c], &dy.device()).select_assign(0, index, dy, burn::tensor::IndexingUpdateOp::Add)
     }
+}
+
+/// x · w + b in burn's own operations.
+fn linear_plain<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>, b: Option<Tensor<B, 1>>) -> Tensor<B, 2> {
+    let y = x.matmul(w);
+    match b {
+        Some(b) => y + b.unsqueeze(),
+        None => y,
+    }
+}
+
+/// ELU(bias + Σ_q table[lookups[q]]) through the backend's row gather and ELU.
+fn lookup_sum_elu_plain<B: PolicyBackend>(
+    table: Tensor<B, 2>,
+    lookups: [Tensor<B, 1, Int>; 4],
+    bias: Tensor<B, 1>,
+) -> Tensor<B, 2> {
+    let sum = lookups.into_iter().map(|l| B::select_rows(table.clone(), l)).reduce(|a, b| a + b);
+    B::elu(sum.expect("four lookups") + bias.unsqueeze())
 }
 
 /// The gradients of a linear layer with respect to its input, weight and bias.
@@ -366,8 +380,7 @@ impl<B: PolicyBackend, C: CheckpointStrategy> PolicyBackend for Autodiff<B, C> {
         let b = match b {
             Some(b) if B::FUSED_LAYERS => b,
             // burn's own ops (every layer of the policy has a bias)
-            Some(b) => return x.matmul(w) + b.unsqueeze(),
-            None => return x.matmul(w),
+            b => return linear_plain(x, w, b),
         };
         let node = |t: FloatTensor<Self>| t.node.clone();
         let nodes = [node(x.clone().into_primitive().tensor()), node(w.clone().into_primitive().tensor())];
@@ -393,8 +406,8 @@ impl<B: PolicyBackend, C: CheckpointStrategy> PolicyBackend for Autodiff<B, C> {
         bias: Tensor<Self, 1>,
     ) -> Tensor<Self, 2> {
         if !B::FUSED_LAYERS {
-            let sum = lookups.into_iter().map(|l| table.clone().select(0, l)).reduce(|a, b| a + b);
-            return Self::elu(sum.expect("four lookups") + bias.unsqueeze());
+            // select_rows is then burn's select, and elu the autodiff node above
+            return lookup_sum_elu_plain(table, lookups, bias);
         }
         let rows = table.dims()[0];
         let nodes =

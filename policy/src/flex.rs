@@ -6,10 +6,11 @@
 //! the outputs of the matrix products were zeroed and copied, and an ELU took four passes and
 //! four new tensors. Here a linear layer writes its product straight into a fresh buffer
 //! that starts as the broadcast bias, and an ELU (and its gradient) is one pass, in place
-//! when nothing else holds the tensor. The matrix products are the `gemm` crate's, as in
-//! burn-flex, which picks its AVX-512 or AVX2 kernels from what the CPU reports at run time;
-//! the ELU's loop is compiled for AVX-512 and AVX2 as well and chosen the same way, so the
-//! binary never executes an instruction the CPU lacks.
+//! when nothing else holds the tensor; the gathers, the image encoder's first layer and the
+//! GRU's time loop likewise. The matrix products are the `gemm` crate's, as in burn-flex,
+//! which picks its AVX-512 or AVX2 kernels from what the CPU reports at run time; the
+//! element-wise loops are compiled for AVX-512, AVX2 and the baseline and chosen the same
+//! way, so the binary never executes an instruction the CPU lacks.
 
 use burn::backend::Flex;
 use burn::tensor::ops::FloatTensor;
@@ -261,15 +262,7 @@ pub(crate) fn linear_backward(
     let (xm, wm, dym) = (Mat::new(data(&x), [m, k]), Mat::new(data(&w), [k, n]), Mat::new(data(&dy), [m, n]));
     let dx = want_dx.then(|| tensor(product(dym, wm.t(), None), &[m, k]));
     let dw = want_dw.then(|| tensor(product(xm.t(), dym, None), &[k, n]));
-    let db = want_db.then(|| {
-        let mut sums = vec![0.0f32; n];
-        for row in data(&dy).chunks_exact(n) {
-            for (s, v) in sums.iter_mut().zip(row) {
-                *s += v;
-            }
-        }
-        tensor(sums, &[n])
-    });
+    let db = want_db.then(|| tensor(column_sums(data(&dy), n), &[n]));
     [dx, dw, db]
 }
 
@@ -427,11 +420,7 @@ pub(crate) fn gru_forward(
     let (mut rs, mut zs, mut ns) = (vec![0.0f32; b * s], vec![0.0f32; b * s], vec![0.0f32; b * s]);
     let mut h = data(&h0).to_vec();
     for t in 0..steps {
-        for (row, &k) in h.chunks_exact_mut(s).zip(&kd[t * b..(t + 1) * b]) {
-            if k != 1.0 {
-                row.iter_mut().for_each(|v| *v *= k);
-            }
-        }
+        scale_rows(&mut h, &kd[t * b..(t + 1) * b]);
         let hh = product(Mat::new(&h, [b, s]), Mat::new(wd, [s, 3 * s]), Some(data(&bias)));
         let (lo, hi) = (t * b * s, (t + 1) * b * s);
         let xt = &x[t * b * 3 * s..(t + 1) * b * 3 * s];
@@ -477,18 +466,30 @@ pub(crate) fn gru_backward(
         gru_gates_backward::run(&mut dh, parts, &mut dxi[glo..ghi], &mut dhh[glo..ghi], s);
         // dh now holds the direct term dh ⊙ z; add the path through the hidden projection
         product_into(&mut dh, true, Mat::new(&dhh[glo..ghi], [b, 3 * s]), Mat::new(wd, [s, 3 * s]).t());
-        for (row, &k) in dh.chunks_exact_mut(s).zip(&kd[t * b..(t + 1) * b]) {
-            if k != 1.0 {
-                row.iter_mut().for_each(|v| *v *= k);
-            }
-        }
+        scale_rows(&mut dh, &kd[t * b..(t + 1) * b]);
     }
     let dw = product(Mat::new(data(&h_in), [steps * b, s]).t(), Mat::new(&dhh, [steps * b, 3 * s]), None);
-    let mut db = vec![0.0f32; 3 * s];
-    for row in dhh.chunks_exact(3 * s) {
-        db.iter_mut().zip(row).for_each(|(a, v)| *a += v);
-    }
+    let db = column_sums(&dhh, 3 * s);
     [tensor(dxi, &[steps * b, 3 * s]), tensor(dh, &[b, s]), tensor(dw, &[s, 3 * s]), tensor(db, &[3 * s])]
+}
+
+/// Row j of the [rows, width] matrix `m` times `factors[j]` (the GRU's episode masks).
+fn scale_rows(m: &mut [f32], factors: &[f32]) {
+    let width = m.len() / factors.len().max(1);
+    for (row, &k) in m.chunks_exact_mut(width.max(1)).zip(factors) {
+        if k != 1.0 {
+            row.iter_mut().for_each(|v| *v *= k);
+        }
+    }
+}
+
+/// The sums of the columns of a row-major matrix `width` wide.
+fn column_sums(m: &[f32], width: usize) -> Vec<f32> {
+    let mut sums = vec![0.0f32; width];
+    for row in m.chunks_exact(width.max(1)) {
+        sums.iter_mut().zip(row).for_each(|(a, v)| *a += v);
+    }
+    sums
 }
 
 /// σ(a) from one exponential of a non-positive number.
