@@ -141,6 +141,7 @@ impl<B: PolicyBackend> Batcher<B> {
             }
             Msg::Leave { key, why } => {
                 if let Some(g) = self.groups.remove(&key) {
+                    metrics::counter!(crate::metric_names::GROUPS_LEFT, "why" => why).increment(1);
                     let partial = g.acting.partial();
                     if partial > 0 {
                         metrics::counter!(crate::metric_names::DROPPED_PARTIAL_ROLLOUTS).increment(partial as u64);

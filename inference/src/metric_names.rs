@@ -6,7 +6,7 @@ oni_proto::metric_names! {
     counter BACKPRESSURE = "oni_inference_backpressure_total";
     /// Bytes of Act requests and replies through the inference service, by direction.
     counter BYTES = "oni_inference_bytes_total";
-    /// Unfinished rollout steps dropped when an inference group left.
+    /// Unfinished rollouts (one per env, each holding a step) dropped when a group left.
     counter DROPPED_PARTIAL_ROLLOUTS = "oni_inference_dropped_partial_rollouts_total";
     /// Env steps the inference service chose actions for.
     counter ENV_STEPS = "oni_inference_env_steps_total";
@@ -16,6 +16,8 @@ oni_proto::metric_names! {
     counter REQUESTS = "oni_inference_requests_total";
     /// Rollouts the inference service assembled that the learner refused.
     counter ROLLOUTS_REFUSED = "oni_inference_rollouts_refused_total";
+    /// Env groups that left the inference service, by why their stream ended.
+    counter GROUPS_LEFT = "oni_inference_groups_left_total";
     /// Env groups (actors' half batches) attached to the inference service.
     gauge GROUPS = "oni_inference_groups";
     /// Envs per inference forward pass.

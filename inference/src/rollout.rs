@@ -248,3 +248,46 @@ impl RunIds {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oni_env::{GridKind, VecStep};
+
+    /// A group of two envs with a 1×1 crop, stepped with nothing happening.
+    fn step(g: &mut GroupRollouts, run: &RunIds) -> Vec<Rollout> {
+        let (glyphs, stats, messages) = (vec![1u16, 2], vec![0.0f32; 2], vec![0u8; 2 * MESSAGE_LEN]);
+        let last = VecStep::new(2);
+        let view = BatchView { glyphs: &glyphs, stats: &stats, messages: &messages, last: &last, screen: None };
+        let out = g.observe(&view, &[0.0; 2], 1, run);
+        g.act(&[(0, -1.0), (1, -1.0)]);
+        g.stepped(&view, 0, None);
+        out
+    }
+
+    /// Only a rollout that holds a step is lost when its group leaves: a group waiting at a
+    /// rollout boundary (as one blocked by the learner's backpressure does) has nothing to drop.
+    #[test]
+    fn partial_counts_envs_whose_rollout_holds_a_step() {
+        let spec =
+            ObsSpec { crop_rows: 1, crop_cols: 1, num_glyphs: 4, grid: GridKind::Glyphs, stats_dim: 1, num_actions: 2 };
+        let run = RunIds::new("a".into());
+        let mut g = GroupRollouts::new(&spec, 3, 2, 0);
+        assert_eq!(g.partial(), 0, "nothing observed yet");
+        for t in 1..=3 {
+            assert!(step(&mut g, &run).is_empty());
+            assert_eq!(g.partial(), 2, "after step {t}");
+        }
+        // the fourth observation completes the rollouts and starts the next ones with no step
+        let glyphs = vec![1u16, 2];
+        let (stats, messages, last) = (vec![0.0f32; 2], vec![0u8; 2 * MESSAGE_LEN], VecStep::new(2));
+        let view = BatchView { glyphs: &glyphs, stats: &stats, messages: &messages, last: &last, screen: None };
+        let out = g.observe(&view, &[0.0; 2], 1, &run);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].actions.len(), 3);
+        assert_eq!(g.partial(), 0, "at a boundary");
+        g.act(&[(0, -1.0), (1, -1.0)]);
+        g.stepped(&view, 0, None);
+        assert_eq!(g.partial(), 2);
+    }
+}
