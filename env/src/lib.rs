@@ -43,4 +43,10 @@ pub trait Env: Send {
     fn screen(&self) -> Option<Screen> {
         None
     }
+    /// The caption of the step just taken (what the judge and the intrinsic reward see) when
+    /// it differs from the observation's message; `None`: the message is the caption. NetHack
+    /// leaves out the questions it puts to the player.
+    fn caption(&self) -> Option<&[u8]> {
+        None
+    }
 }

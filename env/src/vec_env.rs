@@ -256,8 +256,11 @@ impl VecEnv {
             self.last.rewards[i] = out.reward;
             self.last.dones[i] = out.done;
             self.last.truncated[i] = out.done && out.truncated;
-            self.last.captions[i * MESSAGE_LEN..(i + 1) * MESSAGE_LEN]
-                .copy_from_slice(&self.messages[i * MESSAGE_LEN..(i + 1) * MESSAGE_LEN]);
+            let caption = &mut self.last.captions[i * MESSAGE_LEN..(i + 1) * MESSAGE_LEN];
+            match self.envs[i].caption().filter(|_| !failed) {
+                Some(c) => crate::spec::write_message(caption, c),
+                None => caption.copy_from_slice(&self.messages[i * MESSAGE_LEN..(i + 1) * MESSAGE_LEN]),
+            }
             if self.watched == Some(i) {
                 let now = if failed { None } else { self.envs[i].screen() };
                 if out.done {

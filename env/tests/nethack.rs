@@ -434,3 +434,31 @@ fn screen_view_is_the_whole_map_and_the_cursor_follows_the_hero() {
     let spec = oni_env::nethack::spec(&tty).unwrap();
     assert_eq!((spec.crop_rows, spec.crop_cols, spec.stats_dim), (24, 80, 27));
 }
+
+/// A question the game puts to the player ("In what direction?" after kick) is in the
+/// observation's message but not in the step's caption, unless `prompt_captions`; the
+/// answer's outcome is the next step's caption.
+#[test]
+fn questions_to_the_player_are_left_out_of_captions() {
+    use oni_env::vec_env::VecEnv;
+    let kick = TASK_ACTIONS.iter().position(|&k| k == 4).unwrap();
+    let north = TASK_ACTIONS.iter().position(|&k| k == 'k' as i32).unwrap();
+    for prompt_captions in [false, true] {
+        let cfg = NetHackConfig { prompt_captions, ..Default::default() };
+        let factory: oni_env::vec_env::EnvFactory =
+            Box::new(move || Ok(Box::new(NetHackEnv::new("nethack-score", &cfg)?) as Box<dyn Env>));
+        let mut v = VecEnv::new(factory, 1, 5, 0).expect("NLE installed (run scripts/setup.sh)");
+        v.step(&[kick]).unwrap();
+        assert_eq!(message_text(&v.messages), "In what direction?");
+        let caption = message_text(&v.last.captions);
+        assert_eq!(
+            caption,
+            if prompt_captions { "In what direction?" } else { "" },
+            "prompt_captions = {prompt_captions}"
+        );
+        v.step(&[north]).unwrap();
+        let outcome = message_text(&v.messages);
+        assert!(!outcome.is_empty() && !outcome.contains('?'), "kicking north said {outcome:?}");
+        assert_eq!(message_text(&v.last.captions), outcome, "the answer's outcome is the caption");
+    }
+}

@@ -48,6 +48,15 @@ pub struct NetHackConfig {
     /// game: that game is the one Python NLE plays. Later episodes (and every episode when
     /// unset) take seeds from the env's episode seed s: core = s, disp = s rotated left by 17.
     pub seeds: Option<[u64; 2]>,
+    /// Whether a question the game puts to the player (a frame where NetHack waits for an
+    /// answer: "In what direction?", "What do you want to eat? [fg or ?*]", "Really attack
+    /// the newt?") is part of the step's caption, which the judge is asked about and the
+    /// intrinsic reward pays for. Off: the caption holds what happened, and the question's
+    /// answer is judged by the message it brings. The observation's message shows the
+    /// question either way. With it on, an LLM judge called the menus that follow a
+    /// command key helpful, and the agent, met with them on tens of thousands of steps, was
+    /// paid for opening menus (docs/results/oni-online.md).
+    pub prompt_captions: bool,
 }
 
 impl Default for NetHackConfig {
@@ -63,6 +72,7 @@ impl Default for NetHackConfig {
             max_episode_steps: 5000,
             wizard: false,
             seeds: None,
+            prompt_captions: false,
         }
     }
 }
@@ -156,7 +166,11 @@ pub struct NetHackEnv {
     steps: u32,
     last: Snapshot,
     skip_prompts: bool,
+    /// The step's messages, as the observation shows them.
     caption: Vec<u8>,
+    /// The step's messages without the questions to the player (`prompt_captions` off).
+    outcome: Vec<u8>,
+    prompt_captions: bool,
     seeds: Option<[u64; 2]>,
     view: View,
 }
@@ -184,6 +198,8 @@ impl NetHackEnv {
             last: Snapshot::default(),
             skip_prompts: task != Task::Challenge,
             caption: Vec::with_capacity(256),
+            outcome: Vec::with_capacity(256),
+            prompt_captions: cfg.prompt_captions,
             seeds: cfg.seeds,
             view: cfg.view,
         })
@@ -208,7 +224,7 @@ impl NetHackEnv {
     /// e.g. wizard-mode commands); returns true when the game ended.
     pub fn send_key(&mut self, key: i32) -> Result<bool, EnvError> {
         let done = self.game.step_key(key)?;
-        self.caption.clear();
+        self.clear_messages();
         if !done {
             self.collect_message();
         }
@@ -239,15 +255,22 @@ impl NetHackEnv {
 
     /// Adds this frame's message to the step's caption (messages of one step joined by two
     /// spaces, as NetHack's own message line does).
+    /// A frame's question to the player is left out of `outcome`.
     fn collect_message(&mut self) {
         let m = self.frame_message().to_vec();
         if m.is_empty() || self.caption.ends_with(&m) {
             return;
         }
-        if !self.caption.is_empty() {
-            self.caption.extend_from_slice(b"  ");
+        append_message(&mut self.caption, &m);
+        let st = &self.game.buf.internal;
+        if st[internal::IN_YN_FUNCTION] == 0 && st[internal::IN_GETLIN] == 0 && !self.outcome.ends_with(&m) {
+            append_message(&mut self.outcome, &m);
         }
-        self.caption.extend_from_slice(&m);
+    }
+
+    fn clear_messages(&mut self) {
+        self.caption.clear();
+        self.outcome.clear();
     }
 
     fn snapshot(&self, done: bool) -> Snapshot {
@@ -332,6 +355,13 @@ impl NetHackEnv {
     }
 }
 
+fn append_message(to: &mut Vec<u8>, m: &[u8]) {
+    if !to.is_empty() {
+        to.extend_from_slice(b"  ");
+    }
+    to.extend_from_slice(m);
+}
+
 /// The 27 bottom-line stats scaled to roughly [−1, 1]: positions and attributes by their
 /// ranges, hit points and energy as fractions, open-ended counters (score, gold,
 /// experience, time) by log scale.
@@ -388,12 +418,16 @@ impl Env for NetHackEnv {
         })
     }
 
+    fn caption(&self) -> Option<&[u8]> {
+        (!self.prompt_captions).then_some(self.outcome.as_slice())
+    }
+
     fn reset(&mut self, seed: u64, obs: ObsBuf<'_>) -> Result<(), EnvError> {
         let [core, disp] = self.seeds.take().unwrap_or([seed, seed.rotate_left(17)]);
         self.game.start(core, disp)?;
         self.task.reset();
         self.steps = 0;
-        self.caption.clear();
+        self.clear_messages();
         self.collect_message();
         self.last = self.snapshot(false);
         self.write_obs(obs);
@@ -404,7 +438,7 @@ impl Env for NetHackEnv {
         let Some(&k) = self.keys.get(action) else {
             return Err(EnvError::ActionOutOfRange { env: self.name.clone(), action, num_actions: self.keys.len() });
         };
-        self.caption.clear();
+        self.clear_messages();
         let mut done = self.game.step_key(k)?;
         if !done {
             self.collect_message();
