@@ -43,8 +43,8 @@ pub struct Snapshot {
     /// Every caption the model's labels cover (`caption_hash` of each): which steps the LLM
     /// has already judged, for the labelled-share diagnosis. Never used to reward.
     pub labelled: Vec<u64>,
-    /// Classification with `distill.bank_first`: the training labels (`caption_hash`,
-    /// helpful). A caption the LLM has judged is paid its label; the network judges only the
+    /// Classification with `distill.bank_first`: every label, training and held-out
+    /// (`caption_hash`, helpful). A caption the LLM has judged is paid its label; the network judges only the
     /// rest, so an early model fitted to a handful of labels cannot pay a frequent caption the
     /// LLM already called unhelpful.
     pub bank_labels: Vec<(u64, bool)>,

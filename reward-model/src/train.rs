@@ -347,7 +347,17 @@ impl Distiller {
             }
             Kind::Classification | Kind::Ranking => {
                 if self.kind == Kind::Classification && self.cfg.bank_first {
-                    snap.bank_labels = self.labels.train.iter().map(|e| (fnv(&e.caption), e.helpful)).collect();
+                    // the held-out labels too: they are kept from the network's training to
+                    // measure it, but the judge's answer is known (a NetHack run paid "You
+                    // can't go up here." through the network on 31 000 steps after the judge
+                    // had called it unhelpful, because its hash fell in the held-out tenth)
+                    snap.bank_labels = self
+                        .labels
+                        .train
+                        .iter()
+                        .chain(&self.labels.heldout)
+                        .map(|e| (fnv(&e.caption), e.helpful))
+                        .collect();
                     snap.bank_labels.sort_unstable();
                 }
                 let net = self.inference_net().expect("network");
@@ -416,10 +426,12 @@ impl Distiller {
         model.agreement(all.iter().step_by(step).map(|e| (e.caption.as_str(), e.helpful)))
     }
 
-    /// Accuracy on the held-out split: labels predicted right (classification), or the
-    /// better message of decisive pairs scored higher (ranking).
+    /// The network's own accuracy on the held-out split, which it was not trained on: labels
+    /// predicted right (classification), or the better message of decisive pairs scored
+    /// higher (ranking). The bank's labels are left out, or it would score the answers it
+    /// carries.
     fn heldout_accuracy_of(&self, snap: &Snapshot) -> Option<f32> {
-        let model = crate::RewardModel::from_snapshot(snap.clone()).ok()?;
+        let model = crate::RewardModel::from_snapshot(Snapshot { bank_labels: Vec::new(), ..snap.clone() }).ok()?;
         match self.kind {
             Kind::Classification => {
                 model.agreement(self.labels.heldout.iter().map(|e| (e.caption.as_str(), e.helpful)))

@@ -90,9 +90,8 @@ fn classifier_learns_and_generalises_to_held_out_captions() {
 fn bank_first_pays_judged_captions_their_label_and_the_network_the_rest() {
     let _seeded = one_at_a_time();
     let labels = [("You see no objects here.", false), ("You see here a brass key.", true), ("It's a wall.", false)];
-    let snapshot_of = |bank_first: bool| {
-        let mut d =
-            Distiller::new(Kind::Classification, DistillConfig { bank_first, heldout_fraction: 0.0, ..cfg() }, 4);
+    let snapshot_of = |bank_first: bool, heldout_fraction: f32| {
+        let mut d = Distiller::new(Kind::Classification, DistillConfig { bank_first, heldout_fraction, ..cfg() }, 4);
         d.add_labels(labels.iter().map(|(c, h)| Example { caption: c.to_string(), helpful: *h }));
         d.add_labels([Example { caption: "k - a brass key.".into(), helpful: true }]);
         let mut snap = d.snapshot(1);
@@ -102,14 +101,18 @@ fn bank_first_pays_judged_captions_their_label_and_the_network_the_rest() {
         RewardModel::decode(&snap.encode()).unwrap()
     };
     let caps = ["You see no objects here.", "You see here a brass key.", "It's a wall.", "You hear a door open.", ""];
-    let with = snapshot_of(true);
-    assert_eq!(
-        with.rewards(&caps),
-        vec![0.0, 1.0, 0.0, 1.0, 0.0],
-        "judged captions paid their label, the rest by the network"
-    );
-    assert!(with.is_labelled("It's a wall.") && !with.is_labelled("You hear a door open."));
-    let without = snapshot_of(false);
+    // every label in training, then every label held out (kept from training to measure the
+    // network): the judge's answer is known either way and is what a judged caption is paid
+    for heldout_fraction in [0.0, 1.0] {
+        let with = snapshot_of(true, heldout_fraction);
+        assert_eq!(
+            with.rewards(&caps),
+            vec![0.0, 1.0, 0.0, 1.0, 0.0],
+            "judged captions paid their label, the rest by the network (held out: {heldout_fraction})"
+        );
+        assert!(with.is_labelled("It's a wall.") && !with.is_labelled("You hear a door open."));
+    }
+    let without = snapshot_of(false, 0.0);
     assert_eq!(without.rewards(&caps), vec![1.0, 1.0, 1.0, 1.0, 0.0], "ONI's way: the network judges everything");
     assert!(without.is_labelled("It's a wall."), "the labelled set is there either way, for the diagnosis");
 }
