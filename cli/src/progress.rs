@@ -1,6 +1,6 @@
 //! The live progress line, `metrics.jsonl` rows and `summary.json` of a run directory.
 
-use oni_learner::{LearnerStats, StatsSnapshot};
+use oni_learner::{LearnerStats, StatsSnapshot, Term};
 use oni_telemetry::tensorboard::EventWriter;
 use serde::Serialize;
 use std::io::Write;
@@ -134,8 +134,8 @@ impl Progress {
             snap.mean_episode_length,
             snap.mean_policy_lag,
             snap.policy_version,
-            snap.entropy,
-            snap.approx_kl,
+            snap.loss.get(Term::Entropy),
+            snap.loss.get(Term::ApproxKl),
         );
         if self.jsonl.is_none() && self.tensorboard.is_none() {
             return;

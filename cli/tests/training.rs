@@ -55,14 +55,15 @@ fn keyroom_small_reaches_success_rate_0_8() {
         "oni_episode_return_bucket{kind=\"extrinsic\"",
         "oni_episodes_total",
         "oni_queue_depth{queue=\"learner_rollouts\"}",
-        "oni_learner_loss{term=\"policy\"}",
         "oni_learner_grad_norm",
-        "oni_learner_approx_kl",
-        "oni_learner_clip_fraction",
         "oni_policy_version",
         "oni_process_resident_memory_bytes",
     ] {
         assert!(text.contains(family), "/metrics lacks {family}:\n{text}");
+    }
+    for term in oni_learner::Term::ALL {
+        let family = format!("oni_learner_loss{{term=\"{}\"}}", term.name());
+        assert!(text.contains(&family), "/metrics lacks {family}:\n{text}");
     }
 
     let deadline = Instant::now() + Duration::from_secs(600);

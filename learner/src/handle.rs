@@ -1,23 +1,21 @@
 //! Starting a learner: the gRPC server (the `Learner` and `Inference` services behind the
 //! token check) and the training thread, and the handle that stops them.
 
-use crate::runs::RunTable;
 use crate::service::LearnerService;
 use crate::setup::{LearnerError, LearnerSetup};
 use crate::shared::Shared;
 use crate::stats::LearnerStats;
 use crate::training::LearnerThread;
 use crossbeam_channel::bounded;
-use oni_env::ObsSpec;
-use oni_inference::{InferenceSlot, PublishedWeights};
+use oni_inference::InferenceSlot;
 use oni_policy::TrainingBackend;
 use oni_proto::transport::{server_builder, spawn_server};
 use oni_proto::v1::Rollout;
 use oni_proto::TokenCheck;
 use oni_proto::MAX_MESSAGE_BYTES;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use tokio::sync::watch;
 
 /// A running learner. Dropping it does not stop it; call `shutdown`.
@@ -75,26 +73,8 @@ pub async fn spawn_learner<B: TrainingBackend>(
 
     // The trainer is built on its own thread (burn state stays there) once the observation
     // layout is known: at once from the config, or when the first attached env declares it.
-    let (declare_tx, declare_rx) = std::sync::mpsc::channel::<ObsSpec>();
-    let (ready_tx, ready_rx) = watch::channel(false);
     let inference = InferenceSlot::default();
-    let shared = Arc::new(Shared {
-        published: Arc::new(RwLock::new(Arc::new(PublishedWeights { version: 0, bytes: Vec::new() }))),
-        inference: inference.clone(),
-        model: OnceLock::new(),
-        declare: Mutex::new(Some(declare_tx)),
-        ready: ready_rx,
-        learner_run: format!("{:016x}", rand::random::<u64>()),
-        runs: Mutex::new(RunTable::default()),
-        stats: stats.clone(),
-        queue: queue_tx,
-        queue_capacity: setup.cfg.queue_capacity.max(1),
-        rollout_len: setup.cfg.rollout_len,
-        hidden: setup.policy.core_hidden,
-        policy: setup.policy.clone(),
-        learner_cfg: setup.cfg.clone(),
-        version: AtomicU64::new(0),
-    });
+    let (shared, training) = Shared::new(&setup.cfg, &setup.policy, inference.clone(), stats.clone(), queue_tx);
     let known_spec = setup.spec.clone();
     let thread = {
         let stats = stats.clone();
@@ -104,20 +84,18 @@ pub async fn spawn_learner<B: TrainingBackend>(
         let worker = LearnerThread::<B> { setup, device, queue: queue_rx, stats, finished, stop: stop_rx };
         std::thread::Builder::new()
             .name("learner-train".into())
-            .spawn(move || worker.run(declare_rx, ready_tx, shared))
+            .spawn(move || worker.run(training, shared))
             .map_err(|e| LearnerError::Start(e.to_string()))?
     };
     if let Some(spec) = known_spec {
         shared.declare(spec);
-        let mut ready = shared.ready.clone();
-        ready
-            .wait_for(|r| *r)
-            .await
-            .map_err(|_| LearnerError::Start("training thread exited during start-up".into()))?;
+        if !shared.wait_ready().await {
+            return Err(LearnerError::Start("training thread exited during start-up".into()));
+        }
     } else {
         tracing::info!("no observation layout configured: the network is built when the first attached environment declares its spaces");
     }
-    let version = shared.version.load(Ordering::Acquire);
+    let version = shared.version();
 
     let svc = LearnerService::server(shared, MAX_MESSAGE_BYTES);
     let svc = tonic::service::interceptor::InterceptedService::new(svc, check.clone());

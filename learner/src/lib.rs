@@ -25,5 +25,6 @@ pub mod vtrace;
 
 pub use config::LearnerConfig;
 pub use handle::{spawn_learner, LearnerHandle};
+pub use loss::{Losses, Term};
 pub use setup::{LearnerError, LearnerSetup};
 pub use stats::{LearnerStats, StatsSnapshot};

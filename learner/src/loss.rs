@@ -32,14 +32,93 @@ pub struct LossCoefs {
     pub entropy: f32,
 }
 
+impl From<&crate::config::LearnerConfig> for LossCoefs {
+    fn from(c: &crate::config::LearnerConfig) -> Self {
+        LossCoefs { clip: c.ppo_clip, value: c.value_coef, entropy: c.entropy_coef }
+    }
+}
+
+/// Every number an update reports about its loss, named once: `appo_loss` computes each,
+/// and the trainer, the metrics (`oni_learner_loss{term}`), the stats (metrics.jsonl,
+/// TensorBoard) and `GetInfo`'s source read them from here. A new term is a variant, its
+/// name, and its value in `appo_loss`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Term {
+    /// L, what the gradient is taken of.
+    Total,
+    /// L_pg.
+    Policy,
+    /// L_v.
+    Value,
+    /// mean H(π(·|x_t)), the entropy itself (its loss term is −H).
+    Entropy,
+    /// Approximate KL(μ‖π): mean(ratio − 1 − log ratio), no gradient.
+    ApproxKl,
+    /// The share of ratios outside [1−ε, 1+ε], no gradient.
+    ClipFraction,
+}
+
+impl Term {
+    pub const ALL: [Term; 6] =
+        [Term::Total, Term::Policy, Term::Value, Term::Entropy, Term::ApproxKl, Term::ClipFraction];
+
+    /// The `term` label of `oni_learner_loss` and the key under `loss` in metrics.jsonl.
+    pub fn name(self) -> &'static str {
+        match self {
+            Term::Total => "total",
+            Term::Policy => "policy",
+            Term::Value => "value",
+            Term::Entropy => "entropy",
+            Term::ApproxKl => "approx_kl",
+            Term::ClipFraction => "clip_fraction",
+        }
+    }
+}
+
+/// One value per `Term` (an update's, read back to the host).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Losses([f32; Term::ALL.len()]);
+
+impl Losses {
+    pub fn get(&self, t: Term) -> f32 {
+        self.0[t as usize]
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (Term, f32)> + '_ {
+        Term::ALL.into_iter().map(|t| (t, self.get(t)))
+    }
+}
+
+/// A map from each term's name to its value.
+impl serde::Serialize for Losses {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(Term::ALL.len()))?;
+        for (t, v) in self.iter() {
+            m.serialize_entry(t.name(), &v)?;
+        }
+        m.end()
+    }
+}
+
+/// The loss of one update, as tensors: `total` keeps its graph for the backward pass.
 pub struct LossTerms<B: Backend> {
-    pub total: Tensor<B, 1>,
-    pub policy: Tensor<B, 1>,
-    pub value: Tensor<B, 1>,
-    pub entropy: Tensor<B, 1>,
-    /// Diagnostics (no gradient): approx. KL(μ‖π) and the fraction of clipped ratios.
-    pub approx_kl: Tensor<B, 1>,
-    pub clip_fraction: Tensor<B, 1>,
+    terms: [Tensor<B, 1>; Term::ALL.len()],
+}
+
+impl<B: Backend> LossTerms<B> {
+    pub fn get(&self, t: Term) -> Tensor<B, 1> {
+        self.terms[t as usize].clone()
+    }
+
+    pub fn total(&self) -> Tensor<B, 1> {
+        self.get(Term::Total)
+    }
+
+    /// Every term's value, read back (one sync per term).
+    pub fn values(&self) -> Losses {
+        Losses(std::array::from_fn(|i| self.terms[i].clone().into_scalar().elem::<f32>()))
+    }
 }
 
 /// log π(a|x) for the taken actions and the entropy, per row.
@@ -59,12 +138,13 @@ pub fn appo_loss<B: Backend>(inp: LossInputs<B>, c: &LossCoefs) -> LossTerms<B> 
     let clipped = ratio.clone().clamp(1.0 - c.clip, 1.0 + c.clip) * inp.advantages;
     let policy = unclipped.min_pair(clipped).mean().neg();
     let value = (inp.values - inp.value_targets).powi_scalar(2).mean().mul_scalar(0.5);
-    let entropy = entropy.mean().neg();
-    let total = policy.clone() + value.clone().mul_scalar(c.value) + entropy.clone().mul_scalar(c.entropy);
+    let entropy = entropy.mean();
+    let total = policy.clone() + value.clone().mul_scalar(c.value) - entropy.clone().mul_scalar(c.entropy);
     let lr = log_ratio.detach();
     let approx_kl = (lr.clone().exp().sub_scalar(1.0) - lr).mean();
     let clip_fraction = ratio.detach().sub_scalar(1.0).abs().greater_elem(c.clip).float().mean();
-    LossTerms { total, policy, value, entropy, approx_kl, clip_fraction }
+    // in `Term::ALL`'s order
+    LossTerms { terms: [total, policy, value, entropy.detach(), approx_kl, clip_fraction] }
 }
 
 struct Ids(Vec<(ParamId, usize)>);
@@ -166,12 +246,30 @@ mod tests {
         let v = 0.5 * ((0.5f64 - 1.0).powi(2) + (-0.5f64).powi(2)) / 2.0;
         let ent = -ent / 2.0;
         let total = pg + 0.5 * v + 0.01 * ent;
-        let got = |t: Tensor<B, 1>| t.into_scalar() as f64;
-        assert!((got(out.policy) - pg).abs() < 1e-5);
-        assert!((got(out.value) - v).abs() < 1e-6);
-        assert!((got(out.entropy) - ent).abs() < 1e-6);
-        assert!((got(out.total) - total).abs() < 1e-5);
+        let got = out.values();
+        assert_eq!(got.get(Term::Total), out.total().into_scalar());
+        let got = |t: Term| got.get(t) as f64;
+        assert!((got(Term::Policy) - pg).abs() < 1e-5);
+        assert!((got(Term::Value) - v).abs() < 1e-6);
+        assert!((got(Term::Entropy) + ent).abs() < 1e-6, "the entropy itself, not its loss term");
+        assert!((got(Term::Total) - total).abs() < 1e-5);
         // ratios: p1/0.5 = 1.462 (clipped), p1/0.2 = 0.596 (clipped) → both outside ±0.2
-        assert!((got(out.clip_fraction) - 1.0).abs() < 1e-6);
+        assert!((got(Term::ClipFraction) - 1.0).abs() < 1e-6);
+        let kl: f64 = (0..2)
+            .map(|i| {
+                let z: f64 = logits_v[i].iter().map(|&l| (l as f64).exp()).sum();
+                let lr = (logits_v[i][1] as f64).exp() / z / (behaviour[i] as f64).exp();
+                lr - 1.0 - lr.ln()
+            })
+            .sum::<f64>()
+            / 2.0;
+        assert!((got(Term::ApproxKl) - kl).abs() < 1e-5);
+        let names: Vec<&str> = Term::ALL.iter().map(|t| t.name()).collect();
+        let json = serde_json::to_value(out.values()).unwrap();
+        assert_eq!(
+            json.as_object().unwrap().keys().map(String::as_str).collect::<std::collections::BTreeSet<_>>(),
+            names.iter().copied().collect(),
+            "every term is reported under its name"
+        );
     }
 }

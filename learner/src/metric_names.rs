@@ -18,13 +18,9 @@ oni_proto::metric_names! {
     counter SEQUENCE_GAPS = "oni_rollout_sequence_gaps_total";
     /// Rollouts refused, by the field that was wrong.
     counter ROLLOUTS_REJECTED = "oni_rollouts_rejected_total";
-    /// Approximate KL divergence between behaviour and updated policy, last update.
-    gauge APPROX_KL = "oni_learner_approx_kl";
-    /// Fraction of samples whose ratio was clipped, last update.
-    gauge CLIP_FRACTION = "oni_learner_clip_fraction";
     /// Gradient norm before clipping, last update.
     gauge GRAD_NORM = "oni_learner_grad_norm";
-    /// Loss of the last update, by term.
+    /// The last update's loss terms and diagnostics (approx_kl, clip_fraction), by term.
     gauge LOSS = "oni_learner_loss";
     /// Samples trained per second in the last update.
     gauge SAMPLES_PER_SECOND = "oni_learner_samples_per_second";

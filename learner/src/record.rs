@@ -44,16 +44,9 @@ pub(crate) fn update(stats: &LearnerStats, report: &TrainReport, at: Progress, r
     metrics::counter!(oni_proto::metric_names::ENV_STEPS, "role" => "learner").increment(steps);
     metrics::counter!(crate::metric_names::UPDATES).increment(1);
     metrics::gauge!(crate::metric_names::POLICY_VERSION).set(at.version as f64);
-    for (term, v) in [
-        ("total", report.loss_total),
-        ("policy", report.loss_policy),
-        ("value", report.loss_value),
-        ("entropy", report.entropy),
-    ] {
-        metrics::gauge!(crate::metric_names::LOSS, "term" => term).set(v as f64);
+    for (term, v) in report.losses.iter() {
+        metrics::gauge!(crate::metric_names::LOSS, "term" => term.name()).set(v as f64);
     }
-    metrics::gauge!(crate::metric_names::APPROX_KL).set(report.approx_kl as f64);
-    metrics::gauge!(crate::metric_names::CLIP_FRACTION).set(report.clip_fraction as f64);
     metrics::gauge!(crate::metric_names::GRAD_NORM).set(report.grad_norm as f64);
     metrics::gauge!(crate::metric_names::SAMPLES_PER_SECOND).set(samples_per_sec);
     stats.update(|s| {
@@ -61,11 +54,7 @@ pub(crate) fn update(stats: &LearnerStats, report: &TrainReport, at: Progress, r
         s.updates = at.updates;
         s.policy_version = at.version;
         s.rollouts_consumed += rollouts;
-        s.loss_policy = report.loss_policy as f64;
-        s.loss_value = report.loss_value as f64;
-        s.entropy = report.entropy as f64;
-        s.approx_kl = report.approx_kl as f64;
-        s.clip_fraction = report.clip_fraction as f64;
+        s.loss = report.losses;
         s.grad_norm = report.grad_norm as f64;
         s.samples_per_sec_train = samples_per_sec;
     });

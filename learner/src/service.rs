@@ -1,14 +1,11 @@
 //! The learner's gRPC surface (`oni.v1.Learner`): rollouts in (checked, then queued for the
 //! training thread with a backpressure flag in every ack), weights and info out.
 
-use crate::shared::{queue_full, shutting_down, Shared, QUEUE_WAIT};
-use crossbeam_channel::TrySendError;
+use crate::shared::Shared;
 use oni_proto::v1::learner_server::{Learner, LearnerServer};
 use oni_proto::v1::{GetInfoRequest, GetPolicyRequest, LearnerInfo, PolicyWeights, Rollout, RolloutAck};
 use oni_proto::Refusal;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
@@ -23,32 +20,15 @@ pub(crate) struct LearnerService {
 
 impl LearnerService {
     async fn accept(&self, r: Rollout) -> Result<RolloutAck, Refusal> {
-        let s = &self.shared;
-        s.check(&r)?;
         let sequence = r.sequence;
-        let mut item = r;
-        let deadline = Instant::now() + QUEUE_WAIT;
-        loop {
-            match s.queue.try_send(item) {
-                Ok(()) => break,
-                Err(TrySendError::Full(back)) => {
-                    if Instant::now() > deadline {
-                        return Err(queue_full());
-                    }
-                    item = back;
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-                Err(TrySendError::Disconnected(_)) => return Err(shutting_down()),
-            }
-        }
-        let depth = s.queued();
+        let depth = self.shared.enqueue(r).await?;
         Ok(RolloutAck {
             sequence,
             accepted: true,
             code: 0,
             message: String::new(),
-            policy_version: s.version.load(Ordering::Acquire),
-            backpressure: depth * 4 >= s.queue_capacity * 3,
+            policy_version: self.shared.version(),
+            backpressure: self.shared.backpressure(depth),
         })
     }
 }
@@ -82,7 +62,7 @@ impl Learner for LearnerService {
                                 accepted: false,
                                 code: refused.code() as i32,
                                 message: refused.to_string(),
-                                policy_version: svc.shared.version.load(Ordering::Acquire),
+                                policy_version: svc.shared.version(),
                                 backpressure: false,
                             },
                         }
@@ -124,7 +104,7 @@ impl Learner for LearnerService {
             ))
             .into());
         }
-        let p = s.published.read().unwrap().clone();
+        let p = s.weights();
         let unchanged = req.have_version == Some(p.version);
         Ok(Response::new(PolicyWeights {
             version: p.version,
@@ -135,20 +115,13 @@ impl Learner for LearnerService {
     }
 
     async fn get_info(&self, _: Request<GetInfoRequest>) -> Result<Response<LearnerInfo>, Status> {
-        let s = &self.shared;
-        let snap = s.stats.snapshot();
-        Ok(Response::new(LearnerInfo {
-            model_fingerprint: s.model.get().map(|m| m.fingerprint.clone()).unwrap_or_default(),
-            policy_version: s.version.load(Ordering::Acquire),
-            env_steps: snap.env_steps,
-            learner_run: s.learner_run.clone(),
-        }))
+        Ok(Response::new(self.shared.info()))
     }
 }
 
 impl LearnerService {
     pub(crate) fn server(shared: Arc<Shared>, max_message_bytes: usize) -> LearnerServer<LearnerService> {
-        let c = &shared.learner_cfg;
+        let c = shared.config();
         let streams = oni_proto::budget::Budget::new(oni_proto::budget::Caps {
             streams_per_peer: (c.max_rollout_streams_per_peer.max(1), "learner.max_rollout_streams_per_peer"),
             units_per_peer: (usize::MAX, "-"),

@@ -28,11 +28,8 @@ pub struct StatsSnapshot {
     pub rollouts_consumed: u64,
     pub rollouts_dropped: u64,
     pub rollouts_rejected: u64,
-    pub loss_policy: f64,
-    pub loss_value: f64,
-    pub entropy: f64,
-    pub approx_kl: f64,
-    pub clip_fraction: f64,
+    /// The last update's loss terms and diagnostics, by name.
+    pub loss: crate::loss::Losses,
     pub grad_norm: f64,
     pub samples_per_sec_train: f64,
 }

@@ -3,7 +3,7 @@
 
 use crate::batch::{HostBatch, RewardMix};
 use crate::config::LearnerConfig;
-use crate::loss::{appo_loss, clip_global_norm, logp_and_entropy, LossCoefs, LossInputs};
+use crate::loss::{appo_loss, clip_global_norm, logp_and_entropy, LossCoefs, LossInputs, Losses};
 use crate::vtrace::{normalize, vtrace, VtraceInput};
 use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
@@ -20,12 +20,7 @@ use rand_chacha::ChaCha8Rng;
 #[derive(Debug, Clone, Default)]
 pub struct TrainReport {
     pub samples: usize,
-    pub loss_total: f32,
-    pub loss_policy: f32,
-    pub loss_value: f32,
-    pub entropy: f32,
-    pub approx_kl: f32,
-    pub clip_fraction: f32,
+    pub losses: Losses,
     pub grad_norm: f32,
 }
 
@@ -93,26 +88,17 @@ impl<B: TrainingBackend> Trainer<B> {
 
     fn update(&mut self, hb: &HostBatch) -> TrainReport {
         let (terms, n) = self.loss_terms(hb);
-        let grads = terms.total.clone().backward();
+        let grads = terms.total().backward();
         let mut grads = GradientsParams::from_grads(grads, &self.model);
         let grad_norm = clip_global_norm::<B, _>(&mut grads, &self.model, self.cfg.max_grad_norm);
         self.model = self.optim.step(self.cfg.learning_rate, self.model.clone(), grads);
-        TrainReport {
-            samples: n,
-            loss_total: scalar(terms.total),
-            loss_policy: scalar(terms.policy),
-            loss_value: scalar(terms.value),
-            entropy: -scalar(terms.entropy),
-            approx_kl: scalar(terms.approx_kl),
-            clip_fraction: scalar(terms.clip_fraction),
-            grad_norm,
-        }
+        TrainReport { samples: n, losses: terms.values(), grad_norm }
     }
 
     /// The total loss on `rollouts` without updating (for tests and diagnostics).
     pub fn loss(&self, rollouts: &[Rollout]) -> Tensor<B, 1> {
         let hb = HostBatch::build(rollouts, &self.spec, self.cfg.rollout_len, self.mix);
-        self.loss_terms(&hb).0.total
+        self.loss_terms(&hb).0.total()
     }
 
     /// Mean KL(old ‖ current) of the action distributions over the rollouts' observations.
@@ -190,7 +176,7 @@ impl<B: TrainingBackend> Trainer<B> {
                 advantages: t1(adv),
                 value_targets: t1(vt.vs),
             },
-            &LossCoefs { clip: self.cfg.ppo_clip, value: self.cfg.value_coef, entropy: self.cfg.entropy_coef },
+            &LossCoefs::from(&self.cfg),
         );
         (terms, n)
     }

@@ -5,12 +5,10 @@
 use crate::checkpoint;
 use crate::record::{self, Progress};
 use crate::setup::LearnerSetup;
-use crate::shared::{Model, Shared};
+use crate::shared::{Model, Shared, TrainingSide};
 use crate::stats::LearnerStats;
 use crate::trainer::Trainer;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use oni_env::ObsSpec;
-use oni_inference::PublishedWeights;
 use oni_policy::TrainingBackend;
 use oni_proto::v1::Rollout;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,8 +26,9 @@ pub(crate) struct LearnerThread<B: TrainingBackend> {
 }
 
 impl<B: TrainingBackend> LearnerThread<B> {
-    pub fn run(self, declared: std::sync::mpsc::Receiver<ObsSpec>, ready: watch::Sender<bool>, shared: Arc<Shared>) {
+    pub fn run(self, training: TrainingSide, shared: Arc<Shared>) {
         let LearnerThread { setup, device, queue, stats, finished, stop } = self;
+        let TrainingSide { declared, ready } = training;
         let ckpt_dir = setup.run_dir.join("checkpoints");
         let spec = loop {
             if *stop.borrow() {
@@ -51,22 +50,20 @@ impl<B: TrainingBackend> LearnerThread<B> {
             });
         }
         metrics::gauge!(crate::metric_names::POLICY_VERSION).set(trainer.version as f64);
-        *shared.published.write().unwrap() =
-            Arc::new(PublishedWeights { version: trainer.version, bytes: trainer.weights_bytes() });
-        shared.version.store(trainer.version, Ordering::Release);
-        let _ = shared.model.set(Model { spec: spec.clone(), fingerprint: trainer.fingerprint() });
+        shared.publish(trainer.version, trainer.weights_bytes());
+        shared.set_model(Model { spec: spec.clone(), fingerprint: trainer.fingerprint() });
         let sink: oni_inference::RolloutSink = {
             let shared = shared.clone();
             Box::new(move |r| shared.enqueue_blocking(r))
         };
-        if let Err(e) = shared.inference.start::<B::InnerBackend>(
+        if let Err(e) = shared.inference().start::<B::InnerBackend>(
             &setup.policy,
             &spec,
             trainer.fingerprint(),
             device.clone(),
             setup.inference.clone(),
             setup.cfg.rollout_len,
-            shared.published.clone(),
+            shared.weights_board(),
             sink,
         ) {
             tracing::error!("the central inference service did not start: {e}");
@@ -83,7 +80,7 @@ impl<B: TrainingBackend> LearnerThread<B> {
                 Ok(r) => {
                     let lag = trainer.version.saturating_sub(r.policy_version);
                     record::rollout_arrived(&stats, &r, lag, queue.len());
-                    let drop_reason = if shared.runs.lock().unwrap().is_retired(&r.run_id) {
+                    let drop_reason = if shared.is_retired(&r.run_id) {
                         Some("superseded_run")
                     } else if lag > cfg.max_policy_lag {
                         Some("policy_lag")
@@ -108,8 +105,7 @@ impl<B: TrainingBackend> LearnerThread<B> {
                 let report = trainer.train(&pending);
                 let secs = t0.elapsed().as_secs_f64();
                 let bytes = trainer.weights_bytes();
-                *shared.published.write().unwrap() = Arc::new(PublishedWeights { version: trainer.version, bytes });
-                shared.version.store(trainer.version, Ordering::Release);
+                shared.publish(trainer.version, bytes);
                 let rollouts = pending.len() as u64;
                 pending.clear();
                 let at = Progress { env_steps: trainer.env_steps, updates: trainer.updates, version: trainer.version };
