@@ -462,3 +462,21 @@ fn questions_to_the_player_are_left_out_of_captions() {
         assert_eq!(message_text(&v.last.captions), outcome, "the answer's outcome is the caption");
     }
 }
+
+/// Climbing the up stairs of level 1 asks "Beware, there will be no return! Still climb?",
+/// which the env declines; neither the question nor its echo with the answer ("… [yn] (n) n")
+/// is a caption.
+#[test]
+fn a_declined_question_and_its_echo_are_not_captions() {
+    use oni_env::vec_env::VecEnv;
+    let up = TASK_ACTIONS.iter().position(|&k| k == '<' as i32).unwrap();
+    let cfg = NetHackConfig::default();
+    let factory: oni_env::vec_env::EnvFactory =
+        Box::new(move || Ok(Box::new(NetHackEnv::new("nethack-score", &cfg)?) as Box<dyn Env>));
+    let mut v = VecEnv::new(factory, 1, 5, 0).expect("NLE installed (run scripts/setup.sh)");
+    v.step(&[up]).unwrap();
+    let shown = message_text(&v.messages);
+    assert!(shown.contains("Still climb?"), "the hero did not start on the up stairs: {shown:?}");
+    let caption = message_text(&v.last.captions);
+    assert_eq!(caption, "", "declining printed nothing else; the question or its echo is in the caption");
+}

@@ -50,9 +50,9 @@ pub struct NetHackConfig {
     pub seeds: Option<[u64; 2]>,
     /// Whether a question the game puts to the player (a frame where NetHack waits for an
     /// answer: "In what direction?", "What do you want to eat? [fg or ?*]", "Really attack
-    /// the newt?") is part of the step's caption, which the judge is asked about and the
-    /// intrinsic reward pays for. Off: the caption holds what happened, and the question's
-    /// answer is judged by the message it brings. The observation's message shows the
+    /// the newt?"), and its echo with the answer, is part of the step's caption, which the
+    /// judge is asked about and the intrinsic reward pays for. Off: the caption holds what
+    /// happened, and the question's answer is judged by the message it brings. The observation's message shows the
     /// question either way. With it on, an LLM judge called the menus that follow a
     /// command key helpful, and the agent, met with them on tens of thousands of steps, was
     /// paid for opening menus (docs/results/oni-online.md).
@@ -170,6 +170,8 @@ pub struct NetHackEnv {
     caption: Vec<u8>,
     /// The step's messages without the questions to the player (`prompt_captions` off).
     outcome: Vec<u8>,
+    /// The last question put to the player, until the frame after it.
+    question: Vec<u8>,
     prompt_captions: bool,
     seeds: Option<[u64; 2]>,
     view: View,
@@ -199,6 +201,7 @@ impl NetHackEnv {
             skip_prompts: task != Task::Challenge,
             caption: Vec::with_capacity(256),
             outcome: Vec::with_capacity(256),
+            question: Vec::new(),
             prompt_captions: cfg.prompt_captions,
             seeds: cfg.seeds,
             view: cfg.view,
@@ -254,8 +257,9 @@ impl NetHackEnv {
     }
 
     /// Adds this frame's message to the step's caption (messages of one step joined by two
-    /// spaces, as NetHack's own message line does).
-    /// A frame's question to the player is left out of `outcome`.
+    /// spaces, as NetHack's own message line does). A frame's question to the player is left
+    /// out of `outcome`, and so is its echo with the answer ("Still climb? [yn] (n) n"),
+    /// which the next frame prints once the game no longer waits.
     fn collect_message(&mut self) {
         let m = self.frame_message().to_vec();
         if m.is_empty() || self.caption.ends_with(&m) {
@@ -263,8 +267,21 @@ impl NetHackEnv {
         }
         append_message(&mut self.caption, &m);
         let st = &self.game.buf.internal;
-        if st[internal::IN_YN_FUNCTION] == 0 && st[internal::IN_GETLIN] == 0 && !self.outcome.ends_with(&m) {
-            append_message(&mut self.outcome, &m);
+        if st[internal::IN_YN_FUNCTION] != 0 || st[internal::IN_GETLIN] != 0 {
+            self.question = m;
+            return;
+        }
+        let question = std::mem::take(&mut self.question);
+        let rest = match m.strip_prefix(question.as_slice()).filter(|_| !question.is_empty()) {
+            // the echoed answer is the first word after the question
+            Some(echo) => {
+                let echo = echo.trim_ascii_start();
+                echo[echo.iter().position(|b| b.is_ascii_whitespace()).unwrap_or(echo.len())..].trim_ascii()
+            }
+            None => &m[..],
+        };
+        if !rest.is_empty() && !self.outcome.ends_with(rest) {
+            append_message(&mut self.outcome, rest);
         }
     }
 
@@ -428,6 +445,7 @@ impl Env for NetHackEnv {
         self.task.reset();
         self.steps = 0;
         self.clear_messages();
+        self.question.clear();
         self.collect_message();
         self.last = self.snapshot(false);
         self.write_obs(obs);
