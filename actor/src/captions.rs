@@ -5,11 +5,12 @@
 //! send puts them back to be tried again; nothing here can stall stepping.
 
 use oni_proto::retry::{Authed, Reconnecting, Refused};
+use oni_proto::tasks::CancellationToken;
 use oni_proto::v1::annotator_client::AnnotatorClient;
 use oni_proto::v1::{CaptionBatch, CaptionCount};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 /// Most captions remembered as sent; the set is cleared when it fills (bounded memory; a
 /// caption sent again is answered from the annotator's bank).
@@ -33,7 +34,7 @@ pub async fn send_captions(
     mut annotator: Reconnecting<Client>,
     actor_id: String,
     mut rx: mpsc::Receiver<Vec<String>>,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) -> Result<(), Refused> {
     let mut seen: HashSet<String> = HashSet::new();
     let mut pending: Vec<String> = Vec::new();
@@ -43,7 +44,7 @@ pub async fn send_captions(
     let timeout = annotator.options().request_timeout;
     loop {
         tokio::select! {
-            _ = stop.changed() => return Ok(()),
+            _ = stop.cancelled() => return Ok(()),
             got = rx.recv() => match got {
                 None => return Ok(()),
                 Some(caps) => {

@@ -13,13 +13,12 @@ use oni_env::BatchView;
 use oni_inference::act::Acting;
 use oni_inference::rollout::step_captions;
 use oni_policy::PolicyBackend;
+use oni_proto::tasks::{CancellationToken, TaskGroup};
 use oni_reward_model::pull::RewardSlot;
 use oni_reward_model::RewardModel;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::watch;
 
 /// What to play and how.
 pub struct EvalPlan {
@@ -102,9 +101,11 @@ pub async fn evaluate<B: PolicyBackend>(
     device: B::Device,
     weights: WeightsFor,
     plan: EvalPlan,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) -> Result<Vec<EvalEpisode>, ActorError> {
-    let halt = Arc::new(AtomicBool::new(false));
+    // the loops play until the episodes are in (which halts them all) or a stop
+    let mut loops_group = TaskGroup::child_of(&stop);
+    let halt = loops_group.token();
     let loops = plan.loops.max(1);
     let quota = setup.spec.as_ref().map(|_| Quota::new(plan.episodes, loops, setup.cfg.num_envs.max(1)));
     let tally = Arc::new(Mutex::new(Tally { quota, episodes: plan.episodes, kept: BTreeMap::new(), count: 0 }));
@@ -125,7 +126,6 @@ pub async fn evaluate<B: PolicyBackend>(
             halt: halt.clone(),
         })
     };
-    let mut threads = Vec::new();
     match &setup.spec {
         Some(spec) => {
             let bytes = weights(spec).map_err(ActorError::Eval)?;
@@ -133,13 +133,8 @@ pub async fn evaluate<B: PolicyBackend>(
                 // step_loop gives each index its own seeds
                 let s = ActorSetup { index, ..setup.clone() };
                 let src = source(index, spec, &bytes)?;
-                let name = format!("eval-{index}");
-                threads.push(
-                    std::thread::Builder::new()
-                        .name(name)
-                        .spawn(move || crate::stepping::step_loop(s, src))
-                        .map_err(|e| ActorError::Spawn("evaluation", e))?,
-                );
+                loops_group
+                    .spawn_blocking(format!("evaluation loop {index}"), move |_| crate::stepping::step_loop(s, src));
             }
         }
         None => {
@@ -149,23 +144,13 @@ pub async fn evaluate<B: PolicyBackend>(
             let bytes = weights(&layout.spec).map_err(ActorError::Eval)?;
             let src = source(0, &layout.spec, &bytes)?;
             let rec = setup.recorder();
-            threads.push(
-                std::thread::Builder::new()
-                    .name("eval-hub".into())
-                    .spawn(move || crate::hub::step_loop::hub_loop(layout, events, src, rec))
-                    .map_err(|e| ActorError::Spawn("evaluation", e))?,
-            );
+            loops_group.spawn_blocking("evaluation of the attached environments", move |_| {
+                crate::hub::step_loop::hub_loop(layout, events, src, rec)
+            });
         }
     }
-    let mut stop_wait = stop.clone();
-    while !threads.iter().all(|t| t.is_finished()) {
-        if *stop_wait.borrow() {
-            halt.store(true, Ordering::Release);
-        }
-        let _ = tokio::time::timeout(std::time::Duration::from_millis(100), stop_wait.changed()).await;
-    }
-    for t in threads {
-        t.join().map_err(|_| ActorError::Panicked)??;
+    while let Some(ended) = loops_group.next().await {
+        ended.outcome?;
     }
     let kept = std::mem::take(&mut tally.lock().unwrap().kept);
     Ok(kept.into_values().flatten().collect())
@@ -178,7 +163,7 @@ struct EvalSource<B: PolicyBackend> {
     beta: Option<f32>,
     slot: Arc<RewardSlot>,
     tally: Arc<Mutex<Tally>>,
-    halt: Arc<AtomicBool>,
+    halt: CancellationToken,
 }
 
 struct EvalGroup {
@@ -227,7 +212,7 @@ impl<B: PolicyBackend> ActionSource for EvalSource<B> {
                 score: e.score,
             });
             if done {
-                self.halt.store(true, Ordering::Release);
+                self.halt.cancel();
             }
         }
     }
@@ -241,7 +226,7 @@ impl<B: PolicyBackend> ActionSource for EvalSource<B> {
     }
 
     fn stopping(&self) -> bool {
-        self.halt.load(Ordering::Acquire)
+        self.halt.is_cancelled()
     }
 }
 

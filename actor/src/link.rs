@@ -6,6 +6,7 @@ use crate::config::ActorConfig;
 use crate::setup::ActorError;
 use oni_proto::refusal::fault;
 use oni_proto::retry::{pause, Authed, Reconnecting, Refused};
+use oni_proto::tasks::CancellationToken;
 use oni_proto::v1::learner_client::LearnerClient;
 use oni_proto::v1::{GetPolicyRequest, Rollout};
 use oni_proto::Fault;
@@ -13,7 +14,7 @@ use oni_proto::TransportConfig;
 use oni_proto::{Backoff, MAX_MESSAGE_BYTES};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
@@ -54,14 +55,14 @@ pub async fn poll_weights(
     fingerprint: String,
     declared_spec: Option<String>,
     slot: Arc<WeightsSlot>,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) -> Result<(), ActorError> {
     let mut learner = to_learner(&cfg, &transport, learner_client)?;
     let timeout = Duration::from_millis(transport.request_timeout_ms);
     loop {
         let have = slot.latest.lock().unwrap().as_ref().map(|(v, _)| *v);
         let polled = learner
-            .call("GetPolicy", &mut stop, |mut client| {
+            .call("GetPolicy", &stop, |mut client| {
                 let mut req = tonic::Request::new(GetPolicyRequest {
                     have_version: have,
                     model_fingerprint: fingerprint.clone(),
@@ -76,7 +77,7 @@ pub async fn poll_weights(
         if !w.unchanged && !w.weights.is_empty() {
             *slot.latest.lock().unwrap() = Some((w.version, Arc::new(w.weights)));
         }
-        if pause(Duration::from_millis(cfg.weights_poll_ms), &mut stop).await {
+        if pause(Duration::from_millis(cfg.weights_poll_ms), &stop).await {
             return Ok(());
         }
     }
@@ -89,7 +90,7 @@ pub async fn send_rollouts(
     cfg: ActorConfig,
     transport: TransportConfig,
     mut rx: mpsc::Receiver<Rollout>,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) -> Result<(), Refused> {
     let mut learner = to_learner(&cfg, &transport, learner_client).expect("checked by the weights poller");
     let max_in_flight = cfg.max_in_flight.max(1);
@@ -100,13 +101,13 @@ pub async fn send_rollouts(
     'reconnect: loop {
         if first.is_none() {
             first = tokio::select! {
-                _ = stop.changed() => return Ok(()),
+                _ = stop.cancelled() => return Ok(()),
                 r = rx.recv() => match r { Some(r) => Some(r), None => return Ok(()) },
             };
         }
         let opened =
             learner
-                .call("StreamRollouts", &mut stop, |mut client| {
+                .call("StreamRollouts", &stop, |mut client| {
                     let (out_tx, out_rx) = mpsc::channel::<Rollout>(max_in_flight);
                     async move {
                         client.stream_rollouts(ReceiverStream::new(out_rx)).await.map(|r| (out_tx, r.into_inner()))
@@ -119,7 +120,7 @@ pub async fn send_rollouts(
             window.try_acquire().expect("a fresh window").forget();
             if out_tx.send(r).await.is_err() {
                 metrics::counter!(oni_proto::metric_names::ROLLOUTS_DROPPED, "reason" => "disconnect").increment(1);
-                pause(learner.broken("stream closed"), &mut stop).await;
+                pause(learner.broken("stream closed"), &stop).await;
                 continue 'reconnect;
             }
         }
@@ -129,7 +130,7 @@ pub async fn send_rollouts(
             let in_flight = max_in_flight - window.available_permits();
             let broke = tokio::select! {
                 biased;
-                _ = stop.changed() => return Ok(()),
+                _ = stop.cancelled() => return Ok(()),
                 ack = tokio::time::timeout(ack_timeout, acks.next()), if in_flight > 0 => match ack {
                     Ok(Some(Ok(a))) => {
                         window.add_permits(1);
@@ -168,7 +169,7 @@ pub async fn send_rollouts(
                 tracing::warn!("rollout stream broke; {n} rollouts in flight lost, reconnecting");
                 metrics::counter!(oni_proto::metric_names::ROLLOUTS_DROPPED, "reason" => "disconnect")
                     .increment(n as u64);
-                pause(wait, &mut stop).await;
+                pause(wait, &stop).await;
                 continue 'reconnect;
             }
         }
@@ -183,13 +184,13 @@ pub async fn declare_spec(
     transport: &TransportConfig,
     fingerprint: &str,
     spec_json: &str,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) -> Result<(), ActorError> {
     let mut learner = to_learner(cfg, transport, learner_client)?;
     // the learner may wait for its first layout before it answers
     let timeout = Duration::from_millis(transport.request_timeout_ms.max(130_000));
     learner
-        .call("GetPolicy", &mut stop, |mut client| {
+        .call("GetPolicy", &stop, |mut client| {
             let mut req = tonic::Request::new(GetPolicyRequest {
                 have_version: None,
                 model_fingerprint: fingerprint.to_string(),

@@ -9,13 +9,14 @@ use crate::link::to_learner;
 use oni_inference::wire::wire_bytes;
 use oni_proto::refusal::fault;
 use oni_proto::retry::{count_rpc_error, Authed};
+use oni_proto::tasks::CancellationToken;
 use oni_proto::v1::inference_client::InferenceClient;
 use oni_proto::v1::{ActReply, ActRequest};
 use oni_proto::Fault;
 use oni_proto::TransportConfig;
 use oni_proto::MAX_MESSAGE_BYTES;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::Streaming;
@@ -44,7 +45,7 @@ impl Link {
         rt: &tokio::runtime::Handle,
         cfg: ActorConfig,
         transport: TransportConfig,
-        stop: watch::Receiver<bool>,
+        stop: CancellationToken,
     ) -> Self {
         let (tx, req_rx) = mpsc::channel(1);
         let (reply_tx, rx) = crossbeam_channel::bounded(1);
@@ -86,14 +87,14 @@ async fn run_link(
     transport: TransportConfig,
     mut requests: mpsc::Receiver<ActRequest>,
     replies: crossbeam_channel::Sender<LinkReply>,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let mut learner = to_learner(&cfg, &transport, inference_client).expect("address and token checked at start");
     let mut stream: Option<Stream> = None;
     while let Some(req) = requests.recv().await {
         if req.hello.is_some() {
             let opened = learner
-                .call("Act", &mut stop, |mut client| {
+                .call("Act", &stop, |mut client| {
                     let (out, out_rx) = mpsc::channel(2);
                     async move {
                         client.act(ReceiverStream::new(out_rx)).await.map(|r| Stream { out, replies: r.into_inner() })

@@ -22,11 +22,9 @@ pub enum ActorError {
     /// An evaluation cannot play the checkpoint it was given (`oni eval`).
     #[error("{0}")]
     Eval(String),
-    #[error("stepping thread panicked")]
-    Panicked,
-    /// The operating system would not start a thread (too many threads, no memory).
-    #[error("cannot start the {0} thread: {1}")]
-    Spawn(&'static str, std::io::Error),
+    /// One of the actor's tasks failed (named, with why).
+    #[error(transparent)]
+    Task(#[from] oni_proto::tasks::TaskFailed),
     #[error("cannot serve attached environments on {addr}: {reason}")]
     Hub { addr: String, reason: String },
 }

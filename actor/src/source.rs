@@ -16,13 +16,14 @@ use oni_inference::group::ActingGroup;
 use oni_inference::rollout::{step_captions, IntrinsicStep, RunIds};
 use oni_inference::wire;
 use oni_policy::{PolicyBackend, PolicyConfig};
+use oni_proto::tasks::CancellationToken;
 use oni_proto::v1::{GroupHello, Rollout};
 use oni_proto::TransportConfig;
 use rand::Rng;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 /// What a source answered for a group's observations.
 pub(crate) enum Acted {
@@ -63,12 +64,11 @@ pub(crate) struct Common {
     intrinsic_beta: Option<f32>,
     rollout_len: usize,
     counters: Arc<ActorCounters>,
-    halt: Arc<AtomicBool>,
-    fatal: Arc<AtomicBool>,
+    /// The actor's tasks are stopping (a stop, or one of them failed).
+    halt: CancellationToken,
 }
 
 impl Common {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         setup: &ActorSetup,
         spec: ObsSpec,
@@ -76,8 +76,7 @@ impl Common {
         captions: Option<mpsc::Sender<Vec<String>>>,
         reward_slot: Arc<RewardSlot>,
         counters: Arc<ActorCounters>,
-        halt: Arc<AtomicBool>,
-        fatal: Arc<AtomicBool>,
+        halt: CancellationToken,
     ) -> Self {
         Common {
             spec,
@@ -88,12 +87,11 @@ impl Common {
             rollout_len: setup.rollout_len,
             counters,
             halt,
-            fatal,
         }
     }
 
     fn stopping(&self) -> bool {
-        self.halt.load(Ordering::Acquire) || self.fatal.load(Ordering::Acquire)
+        self.halt.is_cancelled()
     }
 
     fn rewarder(&self, size: usize) -> Option<Rewarder> {
@@ -237,7 +235,7 @@ pub(crate) struct RemoteSource {
     cfg: ActorConfig,
     transport: TransportConfig,
     rt: tokio::runtime::Handle,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
     fingerprint: String,
     version: u64,
 }
@@ -261,7 +259,7 @@ impl RemoteSource {
         common: Common,
         setup: &ActorSetup,
         rt: tokio::runtime::Handle,
-        stop: watch::Receiver<bool>,
+        stop: CancellationToken,
         fingerprint: String,
     ) -> Self {
         RemoteSource {
@@ -305,7 +303,7 @@ impl ActionSource for RemoteSource {
             req.hello = Some(g.hello.clone());
         }
         let halt = &self.common.halt;
-        let Some(reply) = g.link.call(req, &|| halt.load(Ordering::Acquire)) else { return Ok(Acted::Halted) };
+        let Some(reply) = g.link.call(req, &|| halt.is_cancelled()) else { return Ok(Acted::Halted) };
         match reply {
             LinkReply::Actions(r) => {
                 let n = self.common.spec.num_actions as u32;
@@ -338,10 +336,8 @@ impl ActionSource for RemoteSource {
                 }
                 Ok(Acted::Restart)
             }
-            LinkReply::Fatal(why) => {
-                self.common.fatal.store(true, Ordering::Release);
-                Err(ActorError::Learner(why))
-            }
+            // the stepping thread ends with it, and its group stops the actor's other tasks
+            LinkReply::Fatal(why) => Err(ActorError::Learner(why)),
         }
     }
 
@@ -373,7 +369,7 @@ impl ActionSource for RemoteSource {
 /// Uniformly random actions, nothing recorded.
 pub(crate) struct RandomSource {
     pub num_actions: usize,
-    pub halt: Arc<AtomicBool>,
+    pub halt: CancellationToken,
 }
 
 impl ActionSource for RandomSource {
@@ -395,6 +391,6 @@ impl ActionSource for RandomSource {
     }
 
     fn stopping(&self) -> bool {
-        self.halt.load(Ordering::Acquire)
+        self.halt.is_cancelled()
     }
 }

@@ -9,154 +9,161 @@ use crate::record::Recorder;
 use crate::setup::{ActorCounters, ActorError, ActorSetup};
 use crate::source::{Acted, ActionSource, Common, LocalSource, RemoteSource};
 use oni_env::vec_env::{EnvFactory, StepWorker};
+use oni_env::ObsSpec;
 use oni_env::{make_env, VecEnv};
 use oni_inference::rollout::RunIds;
 use oni_policy::{weights, PolicyBackend};
-use oni_proto::retry::{Authed, Reconnecting, Refused};
+use oni_proto::retry::{Authed, Reconnecting};
+use oni_proto::tasks::{CancellationToken, TaskGroup, STOP_DEADLINE};
 use oni_proto::v1::annotator_client::AnnotatorClient;
 use oni_proto::v1::Rollout;
 use oni_proto::Backoff;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
-/// Runs one actor until `stop` flips or an unrecoverable error. Call inside a tokio runtime.
+/// The attached environments' layout and events, when the actor serves the env hub.
+type Hub = (crate::hub::Layout, crossbeam_channel::Receiver<crate::hub::HubEvent>);
+
+/// The hand-over queue of captions for the annotator's client.
+type CaptionQueue = mpsc::Sender<Vec<String>>;
+
+/// Runs one actor until `stop` is cancelled or one of its tasks fails (the stepping thread,
+/// the weights poller, the rollout sender, the annotator's clients). Call inside a tokio
+/// runtime.
 pub async fn run_actor<B: PolicyBackend>(
     setup: ActorSetup,
     device: B::Device,
     counters: Arc<ActorCounters>,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) -> Result<(), ActorError> {
-    let actor_id = setup.cfg.actor_id.clone().unwrap_or_else(|| {
-        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "actor".into());
-        format!("{host}-{}-{}", std::process::id(), setup.index)
-    });
-    let run = Arc::new(RunIds::new(actor_id));
+    let run = Arc::new(RunIds::new(actor_id(&setup)));
     tracing::info!(actor = %run.actor_id, run = %run.run_id, learner = %setup.cfg.learner,
         inference = ?setup.cfg.inference, "actor starting");
-    // Attached environments: serve the hub first; the first client's spaces fix the layout.
-    let (spec, hub) = match setup.spec.clone() {
-        Some(spec) => (spec, None),
-        None => match crate::hub::serve(&setup, &run.actor_id, stop.clone()).await? {
-            Some((layout, events)) => (layout.spec.clone(), Some((layout, events))),
-            None => return Ok(()),
-        },
-    };
+    let Some((spec, hub)) = environments(&setup, &run, &stop).await? else { return Ok(()) };
     let fingerprint = weights::fingerprint(&setup.policy, &spec);
     let declared = hub.as_ref().map(|_| serde_json::to_string(&spec).expect("spec serialises"));
+    let mut tasks = TaskGroup::child_of(&stop);
+    let (captions, reward_slot) = annotator_clients(&setup, &run, &mut tasks)?;
+    let common = Common::new(&setup, spec, run, captions, reward_slot, counters, tasks.token());
+    let started = match setup.cfg.inference {
+        Placement::Local => start_local::<B>(setup, hub, common, device, fingerprint, declared, &mut tasks).await,
+        Placement::Remote => start_remote(setup, hub, common, fingerprint, declared, &mut tasks).await,
+    };
+    let ran = match started {
+        Ok(()) => tasks.watch().await.map_err(ActorError::from),
+        Err(e) => Err(e),
+    };
+    let stopped = tasks.shutdown(STOP_DEADLINE).await;
+    ran?;
+    stopped.map_err(Into::into)
+}
 
-    let (caption_tx, caption_rx) = mpsc::channel::<Vec<String>>(64);
-    // the clients of the annotator (and the rollout sender): each ends early only when its
-    // peer refuses this actor for good
-    let mut peers: Vec<tokio::task::JoinHandle<Result<(), Refused>>> = Vec::new();
-    let annotator = |address: &str, build: fn(Authed) -> AnnotatorClient<Authed>| {
+/// `actor.actor_id`, or one made of the host, the process and the actor's index.
+fn actor_id(setup: &ActorSetup) -> String {
+    setup.cfg.actor_id.clone().unwrap_or_else(|| {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "actor".into());
+        format!("{host}-{}-{}", std::process::id(), setup.index)
+    })
+}
+
+/// The observation layout: the built-in env's, or, for attached environments, that of the
+/// first client of the env hub this serves. `None`: stopped before a client came.
+async fn environments(
+    setup: &ActorSetup,
+    run: &RunIds,
+    stop: &CancellationToken,
+) -> Result<Option<(ObsSpec, Option<Hub>)>, ActorError> {
+    Ok(match setup.spec.clone() {
+        Some(spec) => Some((spec, None)),
+        None => crate::hub::serve(setup, &run.actor_id, stop.clone())
+            .await?
+            .map(|(layout, events)| (layout.spec.clone(), Some((layout, events)))),
+    })
+}
+
+/// The annotator's clients, when the actor has an annotator: the captions out (their
+/// hand-over queue is returned), the reward models in (into the returned slot).
+fn annotator_clients(
+    setup: &ActorSetup,
+    run: &RunIds,
+    tasks: &mut TaskGroup,
+) -> Result<(Option<CaptionQueue>, Arc<RewardSlot>), ActorError> {
+    let reward_slot = Arc::new(RewardSlot::default());
+    let Some(address) = &setup.cfg.annotator else { return Ok((None, reward_slot)) };
+    let connect = |build: fn(Authed) -> AnnotatorClient<Authed>| {
         let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         let opts = setup.transport.client_options();
         Reconnecting::new("annotator", address, opts, setup.transport.token(), backoff, build)
     };
-    if let Some(address) = &setup.cfg.annotator {
-        let conn = annotator(address, AnnotatorClient::new)?;
-        peers.push(tokio::spawn(crate::captions::send_captions(conn, run.actor_id.clone(), caption_rx, stop.clone())));
+    let (tx, rx) = mpsc::channel::<Vec<String>>(64);
+    let conn = connect(AnnotatorClient::new)?;
+    let id = run.actor_id.clone();
+    tasks.spawn("caption sender", move |stop| crate::captions::send_captions(conn, id, rx, stop));
+    if let Some(ic) = &setup.intrinsic {
+        let conn = connect(oni_reward_model::pull::annotator_client)?;
+        let (every, slot) = (ic.pull_ms, reward_slot.clone());
+        tasks.spawn("reward-model puller", move |stop| pull_reward_models("actor", conn, every, slot, stop));
     }
-    let captions = setup.cfg.annotator.is_some().then_some(caption_tx);
-    let reward_slot = Arc::new(RewardSlot::default());
-    if let (Some(ic), Some(address)) = (&setup.intrinsic, &setup.cfg.annotator) {
-        let conn = annotator(address, oni_reward_model::pull::annotator_client)?;
-        peers.push(tokio::spawn(pull_reward_models("actor", conn, ic.pull_ms, reward_slot.clone(), stop.clone())));
-    }
-    let fatal = Arc::new(AtomicBool::new(false));
-    let halt = Arc::new(AtomicBool::new(false));
-    let common =
-        Common::new(&setup, spec.clone(), run.clone(), captions, reward_slot, counters, halt.clone(), fatal.clone());
-    let name = format!("actor-{}", setup.index);
-    let thread = std::thread::Builder::new().name(name);
-    let mut poller = None;
-    let stepping = match setup.cfg.inference {
-        Placement::Local => {
-            let slot = Arc::new(WeightsSlot::default());
-            let p = tokio::spawn(poll_weights(
-                setup.cfg.clone(),
-                setup.transport.clone(),
-                fingerprint,
-                declared,
-                slot.clone(),
-                stop.clone(),
-            ));
-            // Nothing to act with until the first weights arrive.
-            let mut stop_wait = stop.clone();
-            while slot.latest.lock().unwrap().is_none() {
-                if *stop_wait.borrow() {
-                    return Ok(());
-                }
-                if p.is_finished() {
-                    return match p.await {
-                        Ok(Err(e)) => Err(e),
-                        _ => Ok(()),
-                    };
-                }
-                let _ = tokio::time::timeout(Duration::from_millis(50), stop_wait.changed()).await;
-            }
-            poller = Some(p);
-            let (tx, rx) = mpsc::channel::<Rollout>(setup.cfg.send_queue.max(1));
-            peers.push(tokio::spawn(send_rollouts(setup.cfg.clone(), setup.transport.clone(), rx, stop.clone())));
-            let source = LocalSource::<B>::new(common, &setup.policy, device, slot, tx);
-            thread.spawn(move || drive(setup, hub, source))
+    Ok((Some(tx), reward_slot))
+}
+
+/// Acting with the policy in this process: polls the learner's weights, and once the first
+/// have come, starts the rollout sender and the stepping thread.
+async fn start_local<B: PolicyBackend>(
+    setup: ActorSetup,
+    hub: Option<Hub>,
+    common: Common,
+    device: B::Device,
+    fingerprint: String,
+    declared: Option<String>,
+    tasks: &mut TaskGroup,
+) -> Result<(), ActorError> {
+    let slot = Arc::new(WeightsSlot::default());
+    let (cfg, transport, s) = (setup.cfg.clone(), setup.transport.clone(), slot.clone());
+    tasks.spawn("weights poller", move |stop| poll_weights(cfg, transport, fingerprint, declared, s, stop));
+    // nothing to act with until the first weights arrive
+    let first_weights = async {
+        while slot.latest.lock().unwrap().is_none() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Placement::Remote => {
-            // each group's link task connects by itself: check the address and token here
-            crate::link::to_learner(&setup.cfg, &setup.transport, |c| c)?;
-            if let Some(spec_json) = declared {
-                // the learner builds its network from the first declared layout
-                declare_spec(&setup.cfg, &setup.transport, &fingerprint, &spec_json, stop.clone()).await?;
-            }
-            let rt = tokio::runtime::Handle::current();
-            let source = RemoteSource::new(common, &setup, rt, stop.clone(), fingerprint);
-            thread.spawn(move || drive(setup, hub, source))
-        }
-    }
-    .map_err(|e| ActorError::Spawn("stepping", e))?;
-    let mut stop_main = stop.clone();
-    loop {
-        if *stop_main.borrow() || fatal.load(Ordering::Acquire) || stepping.is_finished() {
-            break;
-        }
-        if poller.as_ref().is_some_and(|p| p.is_finished()) || peers.iter().any(|p| p.is_finished()) {
-            break;
-        }
-        let _ = tokio::time::timeout(Duration::from_millis(100), stop_main.changed()).await;
-    }
-    halt.store(true, Ordering::Release);
-    let result = tokio::task::spawn_blocking(move || stepping.join()).await.map_err(|_| ActorError::Panicked)?;
-    let poll_result = match poller {
-        Some(p) if p.is_finished() => p.await.ok(),
-        Some(p) => {
-            p.abort();
-            None
-        }
-        None => None,
     };
-    for p in peers {
-        if p.is_finished() {
-            p.await.map_err(|_| ActorError::Panicked)??;
-        } else {
-            p.abort();
-        }
+    tokio::select! {
+        _ = first_weights => {}
+        stopped = tasks.watch() => return stopped.map_err(Into::into),
     }
-    // the stepping thread's own error says most (a remote actor's refusal comes there)
-    result.map_err(|_| ActorError::Panicked)??;
-    if let Some(Err(e)) = poll_result {
-        return Err(e);
+    let (tx, rx) = mpsc::channel::<Rollout>(setup.cfg.send_queue.max(1));
+    let (cfg, transport) = (setup.cfg.clone(), setup.transport.clone());
+    tasks.spawn("rollout sender", move |stop| send_rollouts(cfg, transport, rx, stop));
+    let source = LocalSource::<B>::new(common, &setup.policy, device, slot, tx);
+    tasks.spawn_blocking("stepping", move |_| drive(setup, hub, source));
+    Ok(())
+}
+
+/// Acting through the learner's inference service: declares the attached layout, then
+/// starts the stepping thread (each group's link connects by itself).
+async fn start_remote(
+    setup: ActorSetup,
+    hub: Option<Hub>,
+    common: Common,
+    fingerprint: String,
+    declared: Option<String>,
+    tasks: &mut TaskGroup,
+) -> Result<(), ActorError> {
+    // check the address and token here, once
+    crate::link::to_learner(&setup.cfg, &setup.transport, |c| c)?;
+    if let Some(spec_json) = declared {
+        // the learner builds its network from the first declared layout
+        declare_spec(&setup.cfg, &setup.transport, &fingerprint, &spec_json, tasks.token()).await?;
     }
+    let rt = tokio::runtime::Handle::current();
+    let source = RemoteSource::new(common, &setup, rt, tasks.token(), fingerprint);
+    tasks.spawn_blocking("stepping", move |_| drive(setup, hub, source));
     Ok(())
 }
 
 /// The stepping thread: attached clients' batches or the built-in envs, with `source`.
-fn drive<S: ActionSource>(
-    setup: ActorSetup,
-    hub: Option<(crate::hub::Layout, crossbeam_channel::Receiver<crate::hub::HubEvent>)>,
-    source: S,
-) -> Result<(), ActorError> {
+fn drive<S: ActionSource>(setup: ActorSetup, hub: Option<Hub>, source: S) -> Result<(), ActorError> {
     match hub {
         Some((layout, events)) => {
             let rec = setup.recorder();

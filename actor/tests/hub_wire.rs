@@ -3,25 +3,26 @@
 
 use oni_actor::config::HubConfig;
 use oni_proto::raw::RawCodec;
+use oni_proto::tasks::CancellationToken;
 use oni_proto::v1::env_hub_client::EnvHubClient;
 use oni_proto::v1::{client_message, ClientMessage, Dtype, EnvStep, Hello, HubMessage, TensorSpec};
 use prost::Message;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::Code;
 
 const LIMIT: usize = 1 << 20;
 
-async fn hub() -> (String, watch::Sender<bool>) {
+async fn hub() -> (String, CancellationToken) {
     hub_with(HubConfig { listen: "127.0.0.1:0".into(), max_message_bytes: LIMIT, ..Default::default() }).await
 }
 
-async fn hub_with(cfg: HubConfig) -> (String, watch::Sender<bool>) {
-    let (stop_tx, stop) = watch::channel(false);
-    let addr = oni_actor::hub::serve_random(cfg, stop).await.unwrap();
-    (format!("http://{addr}"), stop_tx)
+async fn hub_with(cfg: HubConfig) -> (String, CancellationToken) {
+    let stop = CancellationToken::new();
+    let addr = oni_actor::hub::serve_random(cfg, stop.clone()).await.unwrap();
+    (format!("http://{addr}"), stop)
 }
 
 fn hello() -> ClientMessage {

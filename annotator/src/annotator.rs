@@ -3,40 +3,23 @@
 //! (`workers.rs`) and the ranking pairs (`pairs.rs`) extend it; the gRPC surface is
 //! `service.rs`.
 
-use crate::bank::{LabelBank, LabelKey, PairKey, DEFAULT_MEMORY_RECORDS};
+use crate::bank::{LabelBank, LabelKey, DEFAULT_MEMORY_RECORDS};
 use crate::config::AnnotatorConfig;
 use crate::distill::{AnswerFilter, Answered, DistillLoop, Published};
-use crate::intake::{normalise, question_key, Backlog};
+use crate::intake::normalise;
 use crate::label::{Label, LabelRecord};
+use crate::ledger::{parts_of, Fresh, Ledger, MapSizes, Tally};
 use crate::llm::LlmClient;
 use crate::prompts::PromptConfig;
-use crate::waiting::Waiting;
+use oni_proto::tasks::TaskGroup;
 use oni_proto::v1::SubmitAck;
 use oni_proto::Refusal;
-use oni_reward_model::fifo::FifoMap;
-use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
-pub(crate) struct State {
-    pub(crate) backlog: Backlog,
-    pub(crate) in_flight: HashSet<String>,
-    pub(crate) pair_backlog: VecDeque<(String, String)>,
-    /// Pairs waiting or in flight.
-    pub(crate) pairs_pending: HashSet<PairKey>,
-    /// Earlier captions, partners for new pairs.
-    pub(crate) pool: Vec<String>,
-    /// Question keys waiting or in flight (their caption in the backlog or at the LLM), with
-    /// the captions that wait for that answer: at most `annotator.backlog_capacity`.
-    pub(crate) waiting: Waiting,
-    /// Captions of several messages waiting for the answers about their messages, with
-    /// those in so far. Each waits in `waiting`, and goes when it goes from there.
-    pub(crate) composites: HashMap<String, Vec<Part>>,
 }
 
 /// Seconds between two checks that the LLM keeps up with the captions.
@@ -51,7 +34,9 @@ pub struct Core {
     pub(crate) rule: String,
     pub(crate) llm: LlmClient,
     pub(crate) bank: Arc<dyn LabelBank>,
-    pub(crate) state: Mutex<State>,
+    /// What waits, what is asked, what is answered: the only lock on the annotator's
+    /// bookkeeping, never held across a bank read or write (`with_ledger`).
+    ledger: Mutex<Ledger>,
     pub(crate) work: Notify,
     /// Where newly stored answers go (the distillation loop).
     pub(crate) listeners: Mutex<Vec<std::sync::mpsc::Sender<Answered>>>,
@@ -61,12 +46,6 @@ pub struct Core {
     pub(crate) distilling: std::sync::atomic::AtomicBool,
     /// Answers (labels and pairs) stored by this process.
     pub(crate) answered: std::sync::atomic::AtomicU64,
-    /// New captions queued for the LLM by this process.
-    pub(crate) queued: std::sync::atomic::AtomicU64,
-    /// The answer of each question key (`annotator.caption_key`), for captions that ask the
-    /// same question as one already answered: as many keys as the bank keeps records in memory
-    /// (`DEFAULT_MEMORY_RECORDS` for Redis), the oldest forgotten first (and asked again).
-    pub(crate) by_key: Mutex<FifoMap<String, LabelRecord>>,
 }
 
 impl Core {
@@ -78,8 +57,6 @@ impl Core {
     ) -> Result<Arc<Self>, crate::BankError> {
         let prompt_hash = prompts.classification_hash();
         let ranking_hash = prompts.ranking_hash();
-        let mut pool = Vec::new();
-        let mut by_key = FifoMap::new(bank.memory_records().unwrap_or(DEFAULT_MEMORY_RECORDS));
         let model = &llm.config().model;
         let rule = derivation_rule(&cfg);
         let (usable, apart): (Vec<LabelRecord>, Vec<LabelRecord>) =
@@ -102,23 +79,11 @@ impl Core {
                 why.join("; ")
             );
         }
-        for r in usable {
-            if cfg.pairs_per_caption > 0 && pool.len() < cfg.pair_pool {
-                pool.push(r.caption.clone());
-            }
-            remember(&mut by_key, question_key(&r.caption, &cfg.caption_key), r);
-        }
-        Ok(Arc::new(Core {
-            state: Mutex::new(State {
-                backlog: Backlog::new(cfg.backlog_capacity, cfg.ask_order, cfg.caption_key.clone()),
-                in_flight: HashSet::new(),
-                pair_backlog: VecDeque::new(),
-                pairs_pending: HashSet::new(),
-                pool,
-                waiting: Waiting::new(cfg.backlog_capacity),
-                composites: HashMap::new(),
-            }),
-            by_key: Mutex::new(by_key),
+        let memory = bank.memory_records().unwrap_or(DEFAULT_MEMORY_RECORDS);
+        let mut ledger = Ledger::new(&cfg, rule.clone(), memory, &ranking_hash, model);
+        ledger.load(usable);
+        let core = Core {
+            ledger: Mutex::new(ledger),
             cfg,
             prompts,
             prompt_hash,
@@ -131,8 +96,23 @@ impl Core {
             served: Arc::new(Mutex::new(None)),
             distilling: Default::default(),
             answered: Default::default(),
-            queued: Default::default(),
-        }))
+        };
+        core.with_ledger(|_| ());
+        Ok(Arc::new(core))
+    }
+
+    /// Runs `f` on the ledger under its lock, then, with the lock released, turns what it
+    /// counted into metrics.
+    pub(crate) fn with_ledger<R>(&self, f: impl FnOnce(&mut Ledger) -> R) -> R {
+        let (out, tally, backlog, pairs) = {
+            let mut l = self.ledger.lock().unwrap();
+            let out = f(&mut l);
+            (out, l.take_tally(), l.backlog(), l.pair_backlog())
+        };
+        record(tally);
+        metrics::gauge!(crate::metric_names::LLM_BACKLOG).set(backlog as f64);
+        metrics::gauge!(crate::metric_names::LLM_PAIR_BACKLOG).set(pairs as f64);
+        out
     }
 
     pub(crate) fn key(&self, caption: &str) -> LabelKey {
@@ -146,68 +126,6 @@ impl Core {
     /// Whether a stored answer is this run's (`usable_answer`).
     pub(crate) fn usable(&self, r: &LabelRecord) -> bool {
         usable_answer(r, &self.prompt_hash, &self.llm.config().model, &self.rule)
-    }
-
-    /// The question a caption asks: captions with equal questions get one answer
-    /// (`annotator.caption_key`; with no rule, the caption itself).
-    pub(crate) fn question(&self, caption: &str) -> String {
-        question_key(caption, &self.cfg.caption_key)
-    }
-
-    /// Answers the captions waiting on these just-stored answers (the same question, or a
-    /// message of theirs) and remembers the answers for later captions; returns the waiting
-    /// captions' records.
-    pub(crate) fn answer_alike(&self, records: &[LabelRecord]) -> Vec<LabelRecord> {
-        let mut out = Vec::new();
-        let mut st = self.state.lock().unwrap();
-        let mut by_key = self.by_key.lock().unwrap();
-        for r in records {
-            let key = self.question(&r.caption);
-            remember(&mut by_key, key.clone(), r.clone());
-            for w in st.waiting.close(&key) {
-                if self.question(&w) == key {
-                    out.push(r.for_alike(&w, now_ms(), &self.rule));
-                    continue;
-                }
-                // a caption of several messages: done once every message has its answer
-                let Some(parts) = st.composites.get_mut(&w) else { continue };
-                for (m, answer) in parts.iter_mut() {
-                    if answer.is_none() && self.question(m) == key {
-                        *answer = Some(r.clone());
-                    }
-                }
-                let answers: Option<Vec<LabelRecord>> = parts.iter().map(|(_, a)| a.clone()).collect();
-                if let Some(answers) = answers {
-                    st.composites.remove(&w);
-                    out.push(combine(&w, &answers, now_ms(), &self.rule));
-                }
-            }
-        }
-        out
-    }
-
-    /// Forgets questions dropped from the backlog, and the captions waiting for them.
-    pub(crate) fn dropped(&self, st: &mut State, questions: Vec<String>) {
-        for q in questions {
-            let lost = st.waiting.close(&self.question(&q));
-            for w in &lost {
-                st.composites.remove(w);
-            }
-            metrics::counter!(crate::metric_names::DROPPED, "reason" => "backlog_full")
-                .increment(1 + lost.len() as u64);
-        }
-    }
-
-    /// `waiter` waits for the answer to `key`; the oldest waiting caption goes at the cap.
-    fn wait(&self, st: &mut State, key: &str, waiter: &str) {
-        if let Some((_, old)) = st.waiting.add(key, waiter) {
-            st.composites.remove(&old);
-            metrics::counter!(crate::metric_names::DROPPED, "reason" => "waiting_full").increment(1);
-        }
-    }
-
-    pub(crate) fn pair_key(&self, a: &str, b: &str) -> PairKey {
-        PairKey::new(a, b, &self.ranking_hash, &self.llm.config().model)
     }
 
     pub fn bank(&self) -> &Arc<dyn LabelBank> {
@@ -224,9 +142,9 @@ impl Core {
         &self,
         kind: oni_reward_model::Kind,
         cfg: oni_reward_model::DistillConfig,
-        stop: watch::Receiver<bool>,
-    ) -> Result<std::thread::JoinHandle<()>, crate::BankError> {
-        self.start_scored_distiller(kind, cfg, Vec::new(), stop)
+        group: &mut TaskGroup,
+    ) -> Result<(), crate::BankError> {
+        self.start_scored_distiller(kind, cfg, Vec::new(), group)
     }
 
     /// `start_distiller`, scoring every snapshot against `gold` (caption, helpful) too.
@@ -235,8 +153,8 @@ impl Core {
         kind: oni_reward_model::Kind,
         cfg: oni_reward_model::DistillConfig,
         gold: Vec<(String, bool)>,
-        mut stop: watch::Receiver<bool>,
-    ) -> Result<std::thread::JoinHandle<()>, crate::BankError> {
+        group: &mut TaskGroup,
+    ) -> Result<(), crate::BankError> {
         let filter = AnswerFilter {
             classification_hash: self.prompt_hash.clone(),
             ranking_hash: self.ranking_hash.clone(),
@@ -248,16 +166,12 @@ impl Core {
         self.listeners.lock().unwrap().push(tx);
         let lp = DistillLoop::new(kind, cfg, filter, self.bank.clone(), self.served.clone())?.scored_against(gold);
         self.distilling.store(true, std::sync::atomic::Ordering::Release);
-        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let f = flag.clone();
-        tokio::spawn(async move {
-            while !*stop.borrow() && stop.changed().await.is_ok() {}
-            f.store(true, std::sync::atomic::Ordering::Release);
+        // training is CPU work: a thread of its own, not the runtime's
+        group.spawn_blocking("reward-model distiller", move |stop| {
+            lp.run(rx, &stop);
+            Ok::<(), std::convert::Infallible>(())
         });
-        Ok(std::thread::Builder::new()
-            .name("distill".into())
-            .spawn(move || lp.run(rx, flag))
-            .expect("spawn distill thread"))
+        Ok(())
     }
 
     /// The served snapshot, if newer than `since`.
@@ -296,22 +210,12 @@ impl Core {
     /// never submitted, are ignored; nothing here reads the bank. Returns how many counts
     /// found a waiting question.
     pub fn met(&self, counts: &[(String, u64)]) -> usize {
-        let questions: Vec<(Vec<String>, u64)> = counts
-            .iter()
-            .filter_map(|(c, n)| {
-                let c = normalise(c)?;
-                let parts = self.messages_of(&c);
-                Some((if parts.is_empty() { vec![c] } else { parts }, *n))
-            })
-            .collect();
-        let mut st = self.state.lock().unwrap();
-        let mut found = 0;
-        for (qs, n) in questions {
-            for q in qs {
-                found += usize::from(st.backlog.met(&q, n));
-            }
-        }
-        found
+        self.with_ledger(|l| l.met(counts))
+    }
+
+    /// A stored answer of this run for `caption` (`usable_answer`).
+    fn banked(&self, caption: &str) -> Result<Option<LabelRecord>, Refusal> {
+        Ok(self.bank.get(&self.key(caption)).map_err(unreachable_bank)?.filter(|r| self.usable(r)))
     }
 
     /// Queues the captions not yet labelled, waiting or in flight. A caption asking the same
@@ -320,8 +224,8 @@ impl Core {
     /// each message.
     pub fn submit(&self, captions: &[String]) -> Result<SubmitAck, Refusal> {
         let mut ack = SubmitAck::default();
-        // bank lookups first, outside the lock: the caption, and each of its messages
-        let mut fresh: Vec<(String, Vec<Part>)> = Vec::new();
+        // the bank first, outside the lock: the caption, and each of its messages
+        let mut fresh = Vec::new();
         for c in captions {
             let Some(c) = normalise(c) else {
                 ack.rejected += 1;
@@ -329,72 +233,33 @@ impl Core {
                 continue;
             };
             // an answer derived under another caption rule is not this run's: asked again
-            let known = self.bank.get(&self.key(&c)).map_err(unreachable_bank)?.filter(|r| self.usable(r));
-            if known.is_some() {
+            if self.banked(&c)?.is_some() {
                 ack.known += 1;
                 metrics::counter!(crate::metric_names::BANK_HITS).increment(1);
                 continue;
             }
             let mut parts = Vec::new();
-            for m in self.messages_of(&c) {
-                let r = self.bank.get(&self.key(&m)).map_err(unreachable_bank)?.filter(|r| self.usable(r));
-                parts.push((m, r));
+            for m in parts_of(&c, self.cfg.split_messages) {
+                let banked = self.banked(&m)?;
+                parts.push((m, banked));
             }
-            fresh.push((c, parts));
+            fresh.push(Fresh { caption: c, parts });
         }
-        let mut alike = Vec::new();
-        let mut st = self.state.lock().unwrap();
-        for (c, parts) in fresh {
-            if st.backlog.contains(&c) || st.in_flight.contains(&c) || st.composites.contains_key(&c) {
-                ack.known += 1;
-                metrics::counter!(crate::metric_names::CAPTIONS, "outcome" => "duplicate").increment(1);
-                continue;
-            }
-            if parts.is_empty() {
-                self.ask_or_wait(&mut st, &c, &c, &mut ack, &mut alike);
-                continue;
-            }
-            // several messages: the caption waits for an answer about each
-            let by_key = self.by_key.lock().unwrap();
-            let parts: Vec<Part> = parts
-                .into_iter()
-                .map(|(m, banked)| {
-                    let a = banked.or_else(|| by_key.get(&self.question(&m)).cloned());
-                    (m, a)
-                })
-                .collect();
-            drop(by_key);
-            if parts.iter().all(|(_, a)| a.is_some()) {
-                let answers: Vec<LabelRecord> = parts.into_iter().filter_map(|(_, a)| a).collect();
-                alike.push(combine(&c, &answers, now_ms(), &self.rule));
-                ack.known += 1;
-                metrics::counter!(crate::metric_names::CAPTIONS, "outcome" => "same_question").increment(1);
-                continue;
-            }
-            self.add_pairs(&mut st, &c);
-            // in before it waits, so that a wait that goes at the cap takes it along
-            st.composites.insert(c.clone(), parts.clone());
-            let mut asked = SubmitAck::default();
-            for (m, a) in &parts {
-                if a.is_none() {
-                    self.ask_or_wait(&mut st, m, &c, &mut asked, &mut alike);
-                }
-            }
-            // the caption counts once: queued when it brought a new question
-            if asked.queued > 0 {
-                ack.queued += 1;
-            } else {
-                ack.known += 1;
-            }
+        let (done, backlog, nearly_full) = self.with_ledger(|l| {
+            let done = l.submit(fresh, now_ms(), &mut rand::rng());
+            (done, l.backlog(), l.is_nearly_full())
+        });
+        ack.queued += done.queued;
+        ack.known += done.known;
+        ack.backlog = backlog as u64;
+        ack.backpressure = nearly_full;
+        if !done.pairs.is_empty() {
+            let pairs = self.unanswered_pairs(done.pairs);
+            self.with_ledger(|l| l.queue_pairs(pairs));
         }
-        ack.backlog = st.backlog.len() as u64;
-        ack.backpressure = st.backlog.is_nearly_full();
-        metrics::gauge!(crate::metric_names::LLM_BACKLOG).set(ack.backlog as f64);
-        metrics::gauge!(crate::metric_names::LLM_PAIR_BACKLOG).set(st.pair_backlog.len() as f64);
-        drop(st);
-        if !alike.is_empty() {
-            self.bank.put(&alike).map_err(unreachable_bank)?;
-            self.notify(alike.into_iter().map(Answered::Label));
+        if !done.alike.is_empty() {
+            self.bank.put(&done.alike).map_err(unreachable_bank)?;
+            self.notify(done.alike.into_iter().map(Answered::Label));
         }
         if ack.queued > 0 {
             self.work.notify_waiters();
@@ -402,60 +267,22 @@ impl Core {
         Ok(ack)
     }
 
-    /// The messages a caption is judged by, when it is judged message by message (empty: the
-    /// caption is one question).
-    fn messages_of(&self, caption: &str) -> Vec<String> {
-        if !self.cfg.split_messages {
-            return Vec::new();
-        }
-        let m = crate::intake::messages(caption);
-        if m.len() > 1 {
-            m
-        } else {
-            Vec::new()
-        }
-    }
-
-    /// Gets `waiter` the answer to `question` (a caption or one of its messages): the answer
-    /// of the same question if there is one, else a wait for the question already queued,
-    /// else the question queued.
-    fn ask_or_wait(
-        &self,
-        st: &mut State,
-        question: &str,
-        waiter: &str,
-        ack: &mut SubmitAck,
-        alike: &mut Vec<LabelRecord>,
-    ) {
-        let key = self.question(question);
-        if question == waiter {
-            if let Some(r) = self.by_key.lock().unwrap().get(&key) {
-                alike.push(r.for_alike(waiter, now_ms(), &self.rule));
-                ack.known += 1;
-                metrics::counter!(crate::metric_names::CAPTIONS, "outcome" => "same_question").increment(1);
-                return;
-            }
-        }
-        if st.waiting.is_pending(&key) {
-            self.wait(st, &key, waiter);
-            if question == waiter {
-                ack.known += 1;
-                metrics::counter!(crate::metric_names::CAPTIONS, "outcome" => "same_question").increment(1);
-            }
-            return;
-        }
-        st.waiting.open(key.clone());
-        if question == waiter {
-            self.add_pairs(st, question);
-        } else {
-            self.wait(st, &key, waiter);
-        }
-        if let Some(dropped) = st.backlog.push(question.to_string()) {
-            self.dropped(st, vec![dropped]);
-        }
-        ack.queued += 1;
-        self.queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        metrics::counter!(crate::metric_names::CAPTIONS, "outcome" => "queued").increment(1);
+    /// The pairs the bank has no answer for. A pair the bank cannot say about is kept: asking
+    /// a pair twice costs one question, never asking it loses an answer.
+    fn unanswered_pairs(&self, pairs: Vec<crate::pairs::Pair>) -> Vec<crate::pairs::Pair> {
+        pairs
+            .into_iter()
+            .filter(|(a, b)| {
+                let key = crate::bank::PairKey::new(a, b, &self.ranking_hash, &self.llm.config().model);
+                match self.bank.get_pair(&key) {
+                    Ok(known) => known.is_none(),
+                    Err(e) => {
+                        tracing::warn!("label bank: could not look up a ranking pair, asking it: {e}");
+                        true
+                    }
+                }
+            })
+            .collect()
     }
 
     pub fn llm(&self) -> &LlmClient {
@@ -464,84 +291,47 @@ impl Core {
 
     /// Questions waiting: captions and pairs.
     pub fn backlog(&self) -> usize {
-        let st = self.state.lock().unwrap();
-        st.backlog.len() + st.pair_backlog.len()
+        self.with_ledger(|l| l.backlog() + l.pair_backlog())
     }
 
+    /// Questions at the LLM: captions and pairs.
     pub fn in_flight(&self) -> usize {
-        let st = self.state.lock().unwrap();
-        st.in_flight.len() + st.pairs_pending.len() - st.pair_backlog.len()
+        self.with_ledger(|l| l.in_flight())
+    }
+
+    /// Questions queued for the LLM by this process.
+    pub fn queued(&self) -> u64 {
+        self.with_ledger(|l| l.queued_total())
     }
 
     /// How many entries each map of captions holds now.
     pub fn map_sizes(&self) -> MapSizes {
-        let st = self.state.lock().unwrap();
-        MapSizes {
-            answers_by_question: self.by_key.lock().unwrap().len(),
-            backlog: st.backlog.len(),
-            in_flight: st.in_flight.len(),
-            waiting_questions: st.waiting.questions(),
-            waiting_captions: st.waiting.captions(),
-            composites: st.composites.len(),
-            pair_backlog: st.pair_backlog.len(),
-            pairs_pending: st.pairs_pending.len(),
-            pair_pool: st.pool.len(),
-        }
+        self.with_ledger(|l| l.sizes())
     }
 
     pub fn label_of(&self, caption: &str) -> Result<Option<Label>, Refusal> {
         let Some(c) = normalise(caption) else { return Ok(None) };
-        Ok(self.bank.get(&self.key(&c)).map_err(unreachable_bank)?.filter(|r| self.usable(r)).map(|r| r.label))
+        Ok(self.banked(&c)?.map(|r| r.label))
     }
 }
 
-/// Entries in the core's maps of captions (`Core::map_sizes`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct MapSizes {
-    /// Answers remembered by question key (`by_key`).
-    pub answers_by_question: usize,
-    pub backlog: usize,
-    pub in_flight: usize,
-    /// Question keys waiting or in flight.
-    pub waiting_questions: usize,
-    /// Captions waiting for the answer to another caption's question.
-    pub waiting_captions: usize,
-    pub composites: usize,
-    pub pair_backlog: usize,
-    pub pairs_pending: usize,
-    pub pair_pool: usize,
-}
-
-/// One message of a caption judged message by message, with its answer once known.
-pub(crate) type Part = (String, Option<LabelRecord>);
-
-/// Keeps the first answer to a question; the oldest key goes at the cap (counted).
-fn remember(by_key: &mut FifoMap<String, LabelRecord>, key: String, r: LabelRecord) {
-    if by_key.get(&key).is_some() {
-        return;
+/// The ledger's counts as metrics.
+fn record(t: Tally) {
+    use crate::metric_names::{CAPTIONS, DROPPED, EVICTIONS};
+    for (outcome, n) in [("queued", t.queued), ("duplicate", t.duplicate), ("same_question", t.same_question)] {
+        if n > 0 {
+            metrics::counter!(CAPTIONS, "outcome" => outcome).increment(n);
+        }
     }
-    let evicted = by_key.evicted();
-    by_key.put(key, r);
-    if by_key.evicted() > evicted {
-        metrics::counter!(crate::metric_names::EVICTIONS, "map" => "answers_by_question").increment(1);
+    for (reason, n) in
+        [("backlog_full", t.backlog_full), ("waiting_full", t.waiting_full), ("pair_backlog_full", t.pair_backlog_full)]
+    {
+        if n > 0 {
+            metrics::counter!(DROPPED, "reason" => reason).increment(n);
+        }
     }
-}
-
-/// A caption's record from the answers about each of its messages (`Label::of_messages`).
-fn combine(caption: &str, answers: &[LabelRecord], time_ms: u64, rule: &str) -> LabelRecord {
-    let label = Label::of_messages(answers.iter().map(|a| a.label));
-    let join = |f: &dyn Fn(&LabelRecord) -> String| answers.iter().map(f).collect::<Vec<_>>().join(" | ");
-    LabelRecord {
-        caption: caption.into(),
-        label,
-        prompt_hash: answers[0].prompt_hash.clone(),
-        model: answers[0].model.clone(),
-        raw_answer: crate::label::truncate(&join(&|a| a.raw_answer.clone()), crate::label::RAW_ANSWER_MAX),
-        latency_ms: 0,
-        time_ms,
-        tokens: None,
-        asked_as: Some(join(&|a| a.asked_as.clone().unwrap_or_else(|| a.caption.clone()))),
-        rule: Some(rule.into()),
+    if t.answers_evicted > 0 {
+        metrics::counter!(EVICTIONS, "map" => "answers_by_question").increment(t.answers_evicted);
     }
 }
 

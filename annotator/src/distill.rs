@@ -140,8 +140,8 @@ impl DistillLoop {
         }
     }
 
-    /// Runs until `answers` closes or `stop` is set.
-    pub fn run(mut self, answers: mpsc::Receiver<Answered>, stop: Arc<std::sync::atomic::AtomicBool>) {
+    /// Runs until `answers` closes or `stop` is cancelled.
+    pub fn run(mut self, answers: mpsc::Receiver<Answered>, stop: &oni_proto::tasks::CancellationToken) {
         let cfg = self.distiller.config().clone();
         let tick = Duration::from_millis(cfg.tick_ms.max(1));
         let interval = Duration::from_millis(cfg.publish_interval_ms);
@@ -149,7 +149,7 @@ impl DistillLoop {
         // everything loaded at start is "new" until the first publish
         let mut dirty = self.distiller.dataset_len() > 0;
         let mut new_batch = dirty;
-        while !stop.load(std::sync::atomic::Ordering::Acquire) {
+        while !stop.is_cancelled() {
             if !new_batch {
                 match answers.recv_timeout(tick) {
                     Ok(a) => {

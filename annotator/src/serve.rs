@@ -5,13 +5,13 @@
 use crate::annotator::Core;
 use crate::service::AnnotatorService;
 use crate::BankError;
-use oni_proto::transport::{server_builder, spawn_server, TransportError};
+use oni_proto::tasks::TaskGroup;
+use oni_proto::transport::{serve_until, server_builder, TransportError};
 use oni_proto::{TokenCheck, TransportConfig};
 use oni_reward_model::{DistillConfig, Kind};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -34,16 +34,16 @@ pub struct Serving<'a> {
     pub distill: Option<(Kind, DistillConfig)>,
 }
 
-/// Starts the workers (and the distiller), binds and serves until `stop`; returns the bound
-/// address.
-pub async fn start(core: Arc<Core>, s: Serving<'_>, stop: watch::Receiver<bool>) -> Result<SocketAddr, StartError> {
-    core.spawn_workers(stop.clone());
+/// Starts the workers (and the distiller), binds and serves, all in `group` (until it stops);
+/// returns the bound address.
+pub async fn start(core: Arc<Core>, s: Serving<'_>, group: &mut TaskGroup) -> Result<SocketAddr, StartError> {
+    core.spawn_workers(group);
     if let Some((kind, cfg)) = s.distill {
         let gold = match &core.cfg.gold {
             Some(path) => crate::judging::read_labelled(path)?.into_iter().map(|g| (g.caption, g.helpful)).collect(),
             None => Vec::new(),
         };
-        core.start_scored_distiller(kind, cfg, gold, stop.clone())?;
+        core.start_scored_distiller(kind, cfg, gold, group)?;
     }
     let bind = |source| StartError::Bind { addr: s.listen.to_string(), source };
     let listener = tokio::net::TcpListener::bind(s.listen).await.map_err(bind)?;
@@ -52,7 +52,8 @@ pub async fn start(core: Arc<Core>, s: Serving<'_>, stop: watch::Receiver<bool>)
     let llm = core.llm().config().clone();
     let svc = tonic::service::interceptor::InterceptedService::new(AnnotatorService::server(core), check);
     let router = server_builder(s.transport, crate::service::MESSAGE_LIMIT, "annotator")?.add_service(svc);
-    spawn_server(router, listener, stop, "annotator", s.transport)?;
+    let serving = serve_until(router, listener, group.token(), "annotator", s.transport)?;
+    group.spawn("annotator gRPC server", |_| serving);
     tracing::info!(%addr, llm = %llm.base_url, model = %llm.model, "annotator serving");
     Ok(addr)
 }

@@ -6,9 +6,12 @@ use crate::annotator::{now_ms, Core, STARVATION_CHECK_SECS};
 use crate::bank::BankError;
 use crate::distill::Answered;
 use crate::label::{truncate, Label, LabelRecord, PairRecord, Preference, RAW_ANSWER_MAX};
+use crate::ledger::Work;
+use crate::pairs::Pair;
+use oni_proto::tasks::{CancellationToken, TaskGroup};
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 
 /// Seconds between two questions to the LLM server about its parallel slots.
 const SLOTS_CHECK_SECS: u64 = 60;
@@ -16,50 +19,37 @@ const SLOTS_CHECK_SECS: u64 = 60;
 impl Core {
     /// One worker: takes the next questions (`annotator.ask_order`; when none wait, the newest pairs), asks
     /// the LLM, stores the answers.
-    async fn work_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        while !*stop.borrow() {
+    async fn work_loop(self: Arc<Self>, stop: CancellationToken) -> Result<(), Infallible> {
+        while !stop.is_cancelled() {
             let llm = self.llm.config();
             let n =
                 if llm.api == crate::llm::Api::Completions { self.cfg.batch.max(llm.batch) } else { self.cfg.batch };
             let n = n.max(1);
-            let (captions, pairs) = {
-                let mut st = self.state.lock().unwrap();
-                let b = st.backlog.take_next(n);
-                st.in_flight.extend(b.iter().cloned());
-                let mut p = Vec::new();
-                while b.is_empty() && p.len() < n {
-                    let Some(pair) = st.pair_backlog.pop_back() else { break };
-                    p.push(pair);
-                }
-                metrics::gauge!(crate::metric_names::LLM_BACKLOG).set(st.backlog.len() as f64);
-                metrics::gauge!(crate::metric_names::LLM_PAIR_BACKLOG).set(st.pair_backlog.len() as f64);
-                (b, p)
-            };
-            if captions.is_empty() && pairs.is_empty() {
+            let Some(work) = self.with_ledger(|l| l.take(n)) else {
                 tokio::select! {
                     _ = self.work.notified() => {}
                     _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                    _ = stop.changed() => {}
+                    _ = stop.cancelled() => {}
                 }
                 continue;
-            }
-            let failed = if captions.is_empty() {
-                self.rank_pairs(pairs, &stop).await
-            } else {
-                self.label_captions(captions, &stop).await
+            };
+            let failed = match work {
+                Work::Captions(captions) => self.label_captions(captions, &stop).await,
+                Work::Pairs(pairs) => self.rank_pairs(pairs, &stop).await,
             };
             if failed > 0 {
                 metrics::counter!(crate::metric_names::REQUEUED).increment(failed as u64);
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(self.cfg.retry_pause_ms)) => {}
-                    _ = stop.changed() => {}
+                    _ = stop.cancelled() => {}
                 }
             }
         }
+        Ok(())
     }
 
     /// Asks about a batch of captions; returns how many must be asked again.
-    async fn label_captions(&self, batch: Vec<String>, stop: &watch::Receiver<bool>) -> usize {
+    async fn label_captions(&self, batch: Vec<String>, stop: &CancellationToken) -> usize {
         let results = self.llm.classify(&self.prompts, &batch).await;
         let model = &self.llm.config().model;
         let record = |caption: &String, label, raw_answer, latency_ms, tokens| LabelRecord {
@@ -83,7 +73,7 @@ impl Core {
                 metrics::counter!(crate::metric_names::LABELS, "label" => r.label.name()).increment(1);
             }
             self.notify(records.iter().cloned().map(Answered::Label));
-            let alike = self.answer_alike(&records);
+            let alike = self.with_ledger(|l| l.answers_stored(&records, now_ms()));
             if self.store(alike.is_empty(), stop, || self.bank.put(&alike)).await.is_ok() {
                 self.notify(alike.into_iter().map(Answered::Label));
             } else {
@@ -91,21 +81,13 @@ impl Core {
                 retry.extend(alike.into_iter().map(|r| r.caption));
             }
         }
-        let mut st = self.state.lock().unwrap();
-        for c in &batch {
-            st.in_flight.remove(c);
-        }
         let failed = retry.len();
-        if !retry.is_empty() {
-            let dropped = st.backlog.requeue(retry);
-            self.dropped(&mut st, dropped);
-        }
-        metrics::gauge!(crate::metric_names::LLM_BACKLOG).set(st.backlog.len() as f64);
+        self.with_ledger(|l| l.captions_done(&batch, retry));
         failed
     }
 
     /// Asks about a batch of pairs; returns how many must be asked again.
-    async fn rank_pairs(&self, batch: Vec<(String, String)>, stop: &watch::Receiver<bool>) -> usize {
+    async fn rank_pairs(&self, batch: Vec<(String, String)>, stop: &CancellationToken) -> usize {
         let results = self.llm.rank(&self.prompts, &batch).await;
         let model = &self.llm.config().model;
         let record = |(first, second): &(String, String), preference, raw_answer, latency_ms, tokens| PairRecord {
@@ -129,16 +111,12 @@ impl Core {
             }
             self.notify(records.iter().cloned().map(Answered::Pair));
         }
-        let mut st = self.state.lock().unwrap();
-        if stored.is_ok() {
-            for r in &records {
-                st.pairs_pending.remove(&self.pair_key(&r.first, &r.second));
-            }
-        }
+        let answered: Vec<Pair> = match stored {
+            Ok(()) => records.iter().map(|r| (r.first.clone(), r.second.clone())).collect(),
+            Err(_) => Vec::new(),
+        };
         let failed = retry.len();
-        st.pair_backlog.extend(retry);
-        self.trim_pairs(&mut st);
-        metrics::gauge!(crate::metric_names::LLM_PAIR_BACKLOG).set(st.pair_backlog.len() as f64);
+        self.with_ledger(|l| l.pairs_done(&answered, retry));
         failed
     }
 
@@ -148,7 +126,7 @@ impl Core {
     async fn store(
         &self,
         nothing: bool,
-        stop: &watch::Receiver<bool>,
+        stop: &CancellationToken,
         put: impl Fn() -> Result<(), BankError>,
     ) -> Result<(), BankError> {
         if nothing {
@@ -169,35 +147,34 @@ impl Core {
                         tracing::error!("label bank write failed; keeping the answers and trying again: {e}");
                     }
                     failures += 1;
-                    if *stop.borrow() {
+                    if stop.is_cancelled() {
                         tracing::error!(
                             "stopping with answers the label bank did not take; they will be asked again: {e}"
                         );
                         return Err(e);
                     }
-                    let mut stop = stop.clone();
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(self.cfg.retry_pause_ms.max(100))) => {}
-                        _ = stop.changed() => {}
+                        _ = stop.cancelled() => {}
                     }
                 }
             }
         }
     }
 
-    /// Starts one worker per concurrent LLM request.
-    pub fn spawn_workers(self: &Arc<Self>, stop: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
-        let mut tasks: Vec<_> = (0..self.llm.config().concurrency.max(1))
-            .map(|_| tokio::spawn(self.clone().work_loop(stop.clone())))
-            .collect();
-        tasks.push(tokio::spawn(self.clone().watch_starvation(stop.clone())));
-        tasks.push(tokio::spawn(self.clone().watch_server_slots(stop)));
-        tasks
+    /// Starts one worker per concurrent LLM request, and the watches on the LLM's pace and
+    /// slots, in `group`.
+    pub fn spawn_workers(self: &Arc<Self>, group: &mut TaskGroup) {
+        for i in 0..self.llm.config().concurrency.max(1) {
+            group.spawn(format!("annotator LLM worker {i}"), |stop| self.clone().work_loop(stop));
+        }
+        group.spawn("annotator pace watch", |stop| self.clone().watch_starvation(stop));
+        group.spawn("annotator LLM slots watch", |stop| self.clone().watch_server_slots(stop));
     }
 
     /// Keeps the concurrency limit within the server's parallel slots, asking again now and
     /// then (a restarted server may have another `--parallel`).
-    async fn watch_server_slots(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+    async fn watch_server_slots(self: Arc<Self>, stop: CancellationToken) -> Result<(), Infallible> {
         let mut known = None;
         loop {
             let slots = self.llm.fit_to_server().await;
@@ -211,7 +188,7 @@ impl Core {
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(SLOTS_CHECK_SECS)) => {}
-                _ = stop.changed() => return,
+                _ = stop.cancelled() => return Ok(()),
             }
         }
     }
@@ -219,16 +196,16 @@ impl Core {
     /// Says so (a warning per check, the `oni_annotator_starving` gauge) while new captions
     /// arrive faster than the LLM labels them and the backlog grows: the reward model then
     /// learns from a shrinking share of what the agent sees.
-    async fn watch_starvation(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+    async fn watch_starvation(self: Arc<Self>, stop: CancellationToken) -> Result<(), Infallible> {
         use std::sync::atomic::Ordering::Relaxed;
         let every = Duration::from_secs(STARVATION_CHECK_SECS);
         let (mut queued, mut answered, mut backlog) = (0u64, 0u64, 0usize);
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
-                _ = stop.changed() => return,
+                _ = stop.cancelled() => return Ok(()),
             }
-            let (q, a, b) = (self.queued.load(Relaxed), self.answered.load(Relaxed), self.backlog());
+            let (q, a, b) = (self.queued(), self.answered.load(Relaxed), self.backlog());
             let secs = every.as_secs_f64();
             let (arriving, labelled) = ((q - queued) as f64 / secs, (a - answered) as f64 / secs);
             let starving = arriving > labelled && b > backlog;

@@ -6,9 +6,9 @@ use common::*;
 use oni_annotator::llm::Api;
 use oni_annotator::{AnnotatorConfig, Core};
 use oni_annotator::{FileBank, Label, LabelBank, LlmClient, LlmConfig, PromptConfig};
+use oni_proto::tasks::TaskGroup;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
 
 fn llm(url: &str) -> LlmClient {
     LlmClient::new(LlmConfig {
@@ -68,8 +68,8 @@ async fn each_unique_caption_is_asked_exactly_once_across_duplicates_and_restart
     {
         let bank: Arc<dyn LabelBank> = Arc::new(FileBank::open(dir.path()).unwrap());
         let c = core(&url, bank.clone());
-        let (stop_tx, stop) = watch::channel(false);
-        let workers = c.spawn_workers(stop);
+        let mut tasks = TaskGroup::new();
+        c.spawn_workers(&mut tasks);
         // every caption five times, in overlapping calls, some with extra whitespace
         for round in 0..5 {
             let batch: Vec<String> =
@@ -78,10 +78,7 @@ async fn each_unique_caption_is_asked_exactly_once_across_duplicates_and_restart
             assert_eq!(ack.queued + ack.known, 40);
         }
         until("all labelled", 20, || bank.len().unwrap() == 40).await;
-        let _ = stop_tx.send(true);
-        for w in workers {
-            w.await.unwrap();
-        }
+        tasks.shutdown(Duration::from_secs(10)).await.unwrap();
         assert_eq!(prompts_asked(&script), 40, "LLM asked more than once per caption");
         assert!(bank.all().unwrap().iter().all(|r| r.label == Label::Unhelpful && !r.raw_answer.is_empty()));
     }
@@ -102,8 +99,8 @@ async fn captions_that_arrive_while_the_llm_is_down_are_labelled_when_it_returns
     let dir = tempfile::tempdir().unwrap();
     let bank: Arc<dyn LabelBank> = Arc::new(FileBank::open(dir.path()).unwrap());
     let c = core(&url, bank.clone());
-    let (_stop_tx, stop) = watch::channel(false);
-    let _workers = c.spawn_workers(stop);
+    let mut tasks = TaskGroup::new();
+    c.spawn_workers(&mut tasks);
     let captions: Vec<String> = (0..20).map(|i| format!("message {i}")).collect();
     // submitting never waits for the LLM
     let t = Instant::now();
@@ -132,8 +129,8 @@ async fn a_full_disk_keeps_every_answer_and_tears_no_record() {
     let bank_dir = disk.path.join("bank");
     let bank: Arc<dyn LabelBank> = Arc::new(FileBank::open(&bank_dir).unwrap());
     let c = core(&url, bank.clone());
-    let (stop_tx, stop) = watch::channel(false);
-    let workers = c.spawn_workers(stop);
+    let mut tasks = TaskGroup::new();
+    c.spawn_workers(&mut tasks);
     let first: Vec<String> = (0..20).map(|i| format!("You see here {i} gold pieces.")).collect();
     c.submit(&first).unwrap();
     until("the first captions stored", 20, || bank.len().unwrap() == 20).await;
@@ -155,10 +152,7 @@ async fn a_full_disk_keeps_every_answer_and_tears_no_record() {
 
     std::fs::remove_file(&filler).unwrap();
     until("the kept answers stored once there is room", 30, || bank.len().unwrap() == 60).await;
-    let _ = stop_tx.send(true);
-    for w in workers {
-        w.await.unwrap();
-    }
+    tasks.shutdown(Duration::from_secs(10)).await.unwrap();
     assert_eq!(prompts_asked(&script), 60, "answers were thrown away and asked again");
     let text = std::fs::read_to_string(bank_dir.join("labels.jsonl")).unwrap();
     let mut seen = std::collections::HashSet::new();
@@ -191,8 +185,8 @@ async fn captions_asking_the_same_question_share_one_prompt() {
     {
         let bank: Arc<dyn LabelBank> = Arc::new(FileBank::open(dir.path()).unwrap());
         let c = Core::new(cfg(), PromptConfig::default(), llm(&url), bank.clone()).unwrap();
-        let (stop_tx, stop) = watch::channel(false);
-        let workers = c.spawn_workers(stop);
+        let mut tasks = TaskGroup::new();
+        c.spawn_workers(&mut tasks);
         // the first gold caption waits at the (slow) LLM while the others arrive
         let ack = c.submit(&gold[..1]).unwrap();
         assert_eq!(ack.queued, 1);
@@ -201,10 +195,7 @@ async fn captions_asking_the_same_question_share_one_prompt() {
         let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
         assert_eq!(c.submit(&keys).unwrap().queued, 2);
         until("every caption labelled", 20, || bank.len().unwrap() == 34).await;
-        let _ = stop_tx.send(true);
-        for w in workers {
-            w.await.unwrap();
-        }
+        tasks.shutdown(Duration::from_secs(10)).await.unwrap();
         assert_eq!(prompts_asked(&script), 3, "captions asking the same question were asked apiece");
         let all = bank.all().unwrap();
         let first = all.iter().find(|r| r.caption == gold[0]).unwrap();
@@ -238,8 +229,8 @@ async fn captions_are_judged_message_by_message() {
     let bank: Arc<dyn LabelBank> = Arc::new(FileBank::open(dir.path()).unwrap());
     let cfg = AnnotatorConfig { retry_pause_ms: 100, split_messages: true, ..Default::default() };
     let c = Core::new(cfg, PromptConfig::default(), llm(&url), bank.clone()).unwrap();
-    let (stop_tx, stop) = watch::channel(false);
-    let workers = c.spawn_workers(stop);
+    let mut tasks = TaskGroup::new();
+    c.spawn_workers(&mut tasks);
     let caps: Vec<String> = [
         "k - a brass key. The newt bites!",
         "You see here 3 gold pieces. The newt bites!",
@@ -263,10 +254,7 @@ async fn captions_are_judged_message_by_message() {
     let ack = c.submit(&["The newt bites! j - a brass key.".to_string()]).unwrap();
     assert_eq!((ack.queued, ack.known), (0, 1));
     assert_eq!(label("The newt bites! j - a brass key."), Label::Helpful);
-    let _ = stop_tx.send(true);
-    for w in workers {
-        w.await.unwrap();
-    }
+    tasks.shutdown(Duration::from_secs(10)).await.unwrap();
     assert_eq!(prompts_asked(&script), 3);
 }
 
@@ -286,8 +274,8 @@ async fn each_answer_is_stored_when_it_arrives_not_when_its_batch_is_done() {
     let cfg = AnnotatorConfig { retry_pause_ms: 100, ..Default::default() };
     assert_eq!(cfg.batch, 1);
     let c = Core::new(cfg, PromptConfig::default(), llm, bank.clone()).unwrap();
-    let (_stop_tx, stop) = watch::channel(false);
-    let _w = c.spawn_workers(stop);
+    let mut tasks = TaskGroup::new();
+    c.spawn_workers(&mut tasks);
     c.submit(&["You hit the newt.".into(), "You see here a brass key.".into(), "It's a wall.".into()]).unwrap();
     let t = Instant::now();
     while !(bank.len().unwrap() == 2 && script.lock().unwrap().in_flight == 1) {
@@ -323,8 +311,8 @@ async fn the_most_met_waiting_caption_is_asked_first() {
         assert_eq!(c.submit(&captions).unwrap().queued, 11);
         let met = [("You can't go up here.".into(), 500), ("Rare message three.".into(), 2), ("Not sent.".into(), 9)];
         assert_eq!(c.met(&met), 2, "only waiting captions are counted");
-        let (_stop_tx, stop) = watch::channel(false);
-        let _w = c.spawn_workers(stop);
+        let mut tasks = TaskGroup::new();
+        c.spawn_workers(&mut tasks);
         until("every caption answered", 20, || bank.len().unwrap() == 11).await;
         let asked: Vec<String> = script.lock().unwrap().requests.iter().map(|r| r["prompt"].to_string()).collect();
         assert_eq!(asked.len(), 11);

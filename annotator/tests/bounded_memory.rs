@@ -8,12 +8,12 @@ mod common;
 use common::*;
 use oni_annotator::llm::{Api, Constrain};
 use oni_annotator::{AnnotatorConfig, Core, FileBank, LabelBank, LlmClient, LlmConfig, MapSizes, PromptConfig};
+use oni_proto::tasks::TaskGroup;
 use oni_reward_model::{DistillConfig, Kind};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
 
 /// The system allocator, counting the bytes allocated and not yet freed: the live heap, free
 /// of what the allocator keeps cached (which RSS is not).
@@ -175,10 +175,10 @@ async fn a_flood_of_unique_captions_leaves_every_map_within_its_cap_and_the_heap
         ..Default::default()
     };
     let c = Core::new(cfg, PromptConfig::default(), llm, bank.clone()).unwrap();
-    let (_stop_tx, stop) = watch::channel(false);
-    let _w = c.spawn_workers(stop.clone());
+    let mut tasks = TaskGroup::new();
+    c.spawn_workers(&mut tasks);
     let distill = DistillConfig { max_items: CAP, publish_interval_ms: 5_000, ..Default::default() };
-    let _d = c.start_distiller(Kind::Hashing, distill, stop).unwrap();
+    c.start_distiller(Kind::Hashing, distill, &mut tasks).unwrap();
 
     let mut heaps = Vec::new();
     for phase in 0..2 {
@@ -256,8 +256,8 @@ async fn captions_waiting_for_a_queued_question_are_capped_too() {
 
     let script = Arc::new(Mutex::new(Script { auto: true, forget: true, ..Default::default() }));
     serve_on(script, port).await;
-    let (_stop_tx, stop) = watch::channel(false);
-    let _w = c.spawn_workers(stop);
+    let mut tasks = TaskGroup::new();
+    c.spawn_workers(&mut tasks);
     until("the LLM to answer what waits", 30, || c.backlog() + c.in_flight() == 0).await;
     let s = c.map_sizes();
     assert_eq!((s.waiting_questions, s.waiting_captions, s.composites), (0, 0, 0), "{s:?}");

@@ -8,13 +8,13 @@ use oni_annotator::llm::Api;
 use oni_annotator::service::AnnotatorService;
 use oni_annotator::{AnnotatorConfig, Core};
 use oni_annotator::{FileBank, LabelBank, LlmClient, LlmConfig, PairKey, Preference, PromptConfig};
+use oni_proto::tasks::TaskGroup;
 use oni_proto::v1::annotator_client::AnnotatorClient;
 use oni_proto::v1::RewardModelRequest;
 use oni_reward_model::{DistillConfig, Kind, RewardModel};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
 
 fn core(url: &str, bank: Arc<dyn LabelBank>, pairs_per_caption: usize) -> Arc<Core> {
     let llm = LlmClient::new(LlmConfig {
@@ -56,8 +56,8 @@ async fn ranking_pairs_are_asked_once_each_and_stored_with_their_answers() {
     let dir = tempfile::tempdir().unwrap();
     let bank: Arc<dyn LabelBank> = Arc::new(FileBank::open(dir.path()).unwrap());
     let c = core(&url, bank.clone(), 3);
-    let (_stop_tx, stop) = watch::channel(false);
-    let _w = c.spawn_workers(stop);
+    let mut tasks = TaskGroup::new();
+    c.spawn_workers(&mut tasks);
     let caps = captions();
     for cap in &caps {
         c.submit(std::slice::from_ref(cap)).unwrap();
@@ -93,9 +93,9 @@ async fn labels_are_distilled_served_over_grpc_and_resumed_after_a_restart() {
     {
         let bank: Arc<dyn LabelBank> = Arc::new(FileBank::open(dir.path()).unwrap());
         let c = core(&url, bank.clone(), 0);
-        let (stop_tx, stop) = watch::channel(false);
-        let _w = c.spawn_workers(stop.clone());
-        let t = c.start_distiller(Kind::Classification, distill(), stop.clone()).unwrap();
+        let mut tasks = TaskGroup::new();
+        c.spawn_workers(&mut tasks);
+        c.start_distiller(Kind::Classification, distill(), &mut tasks).unwrap();
 
         // one class only: nothing is published
         c.submit(&captions()[4..]).unwrap();
@@ -121,7 +121,7 @@ async fn labels_are_distilled_served_over_grpc_and_resumed_after_a_restart() {
             oni_proto::transport::server_builder(&transport, oni_annotator::service::MESSAGE_LIMIT, "annotator")
                 .unwrap()
                 .add_service(AnnotatorService::server(c.clone()));
-        oni_proto::transport::spawn_server(router, listener, stop.clone(), "annotator", &transport).unwrap();
+        oni_proto::transport::spawn_server(router, listener, tasks.token(), "annotator", &transport).unwrap();
         let mut client = AnnotatorClient::connect(format!("http://{addr}")).await.unwrap();
         let r = client.get_reward_model(RewardModelRequest { since_version: 0 }).await.unwrap().into_inner();
         assert!(!r.unchanged && r.kind == "classification" && r.version >= 1);
@@ -129,16 +129,15 @@ async fn labels_are_distilled_served_over_grpc_and_resumed_after_a_restart() {
         assert_eq!(m.version(), r.version);
         let r2 = client.get_reward_model(RewardModelRequest { since_version: u64::MAX }).await.unwrap().into_inner();
         assert!(r2.unchanged && r2.snapshot.is_empty());
-        let _ = stop_tx.send(true);
-        t.join().unwrap();
+        tasks.shutdown(Duration::from_secs(10)).await.unwrap();
         version = c.reward_model_version();
         assert_eq!(bank.latest_snapshot().unwrap().unwrap().0, version, "the served version is stored");
     }
     // restarted on the same store: serves the stored version at once, then carries on from it
     let bank: Arc<dyn LabelBank> = Arc::new(FileBank::open(dir.path()).unwrap());
     let c = core(&url, bank, 0);
-    let (_stop_tx, stop) = watch::channel(false);
-    let _t = c.start_distiller(Kind::Classification, distill(), stop).unwrap();
+    let mut tasks = TaskGroup::new();
+    c.start_distiller(Kind::Classification, distill(), &mut tasks).unwrap();
     assert_eq!(c.reward_model_version(), version);
     until("a newer version after the restart", 30, || c.reward_model_version() > version).await;
     let m = RewardModel::decode(&c.reward_model_since(version).unwrap().bytes).unwrap();
@@ -154,14 +153,14 @@ async fn an_annotator_without_a_reward_model_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let bank: Arc<dyn LabelBank> = Arc::new(FileBank::open(dir.path()).unwrap());
     let c = core("http://127.0.0.1:9", bank, 0);
-    let (_stop_tx, stop) = watch::channel(false);
+    let tasks = TaskGroup::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let t = Default::default();
     let router = oni_proto::transport::server_builder(&t, oni_annotator::service::MESSAGE_LIMIT, "annotator")
         .unwrap()
         .add_service(AnnotatorService::server(c));
-    oni_proto::transport::spawn_server(router, listener, stop, "annotator", &t).unwrap();
+    oni_proto::transport::spawn_server(router, listener, tasks.token(), "annotator", &t).unwrap();
     let mut client = AnnotatorClient::connect(format!("http://{addr}")).await.unwrap();
     let e = client.get_reward_model(RewardModelRequest { since_version: 0 }).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
@@ -175,12 +174,12 @@ async fn each_published_model_is_scored_against_the_bank_and_a_gold_set() {
     let dir = tempfile::tempdir().unwrap();
     let bank: Arc<dyn LabelBank> = Arc::new(FileBank::open(dir.path()).unwrap());
     let c = core(&url, bank, 0);
-    let (_stop_tx, stop) = watch::channel(false);
-    let _w = c.spawn_workers(stop.clone());
+    let mut tasks = TaskGroup::new();
+    c.spawn_workers(&mut tasks);
     assert_eq!(c.reward_model_accuracy(), Default::default(), "no model, no accuracy");
     // unseen captions of the same kinds: the classifier must generalise to be right on them
     let gold = vec![("You see here a silver key.".to_string(), true), ("You hit the gnome.".to_string(), false)];
-    let _t = c.start_scored_distiller(Kind::Classification, distill(), gold, stop).unwrap();
+    c.start_scored_distiller(Kind::Classification, distill(), gold, &mut tasks).unwrap();
     c.submit(&captions()).unwrap();
     until("a model right on the bank and on the gold set", 60, || {
         let a = c.reward_model_accuracy();
@@ -222,8 +221,8 @@ async fn answers_of_another_prompt_or_caption_rule_are_kept_apart_and_asked_agai
     assert_eq!(c.label_of("You hit the rat.").unwrap(), Some(Unhelpful), "this run's own answer is used");
     assert_eq!(c.label_of("You hit the newt.").unwrap(), None, "another prompt's answer is not");
     assert_eq!(c.label_of("You see here an old key.").unwrap(), None, "another caption rule's derived answer is not");
-    let (_stop_tx, stop) = watch::channel(false);
-    let _w = c.spawn_workers(stop);
+    let mut tasks = TaskGroup::new();
+    c.spawn_workers(&mut tasks);
     let ack =
         c.submit(&["You hit the newt.".into(), "You see here an old key.".into(), "You hit the rat.".into()]).unwrap();
     assert_eq!((ack.queued, ack.known), (2, 1));

@@ -8,12 +8,12 @@ use oni_actor::ActorCounters;
 use oni_env::{make_env, EnvConfig, ObsBuf, MESSAGE_LEN};
 use oni_learner::batch::RewardMix;
 use oni_learner::trainer::Trainer;
+use oni_proto::tasks::{CancellationToken, TaskGroup};
 use oni_proto::v1::Rollout;
 use serde_json::json;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
 
 #[derive(Subcommand)]
 pub enum BenchCmd {
@@ -134,9 +134,9 @@ async fn bench_attach(b: AttachBench) -> Result<()> {
     let python = b.python.clone().unwrap_or_else(crate::learning::project_python);
     let mut rows = Vec::new();
     for &n in &b.envs {
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let stop = CancellationToken::new();
         let cfg = oni_actor::config::HubConfig { listen: "127.0.0.1:0".into(), ..Default::default() };
-        let addr = oni_actor::hub::serve_random(cfg, stop_rx).await?.to_string();
+        let addr = oni_actor::hub::serve_random(cfg, stop.clone()).await?.to_string();
         let mut cmd = std::process::Command::new(&python);
         cmd.args([
             "-m",
@@ -151,7 +151,7 @@ async fn bench_attach(b: AttachBench) -> Result<()> {
         let out = tokio::task::spawn_blocking(move || cmd.output()).await?.map_err(|e| {
             anyhow::anyhow!("cannot run {} (install the client: pip install ./clients/python): {e}", python.display())
         })?;
-        let _ = stop_tx.send(true);
+        stop.cancel();
         if !out.status.success() {
             anyhow::bail!("oni_env.bench with {n} envs failed: {}", String::from_utf8_lossy(&out.stderr));
         }
@@ -257,15 +257,14 @@ async fn bench_e2e(b: E2eBench) -> Result<()> {
     p.cfg.learner.checkpoint_interval_secs = 1_000_000;
     let metrics = roles::init_metrics(&p.cfg)?;
     let learner = roles::start_learner(&p).await?;
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut actors = TaskGroup::new();
     let mut counters = Vec::new();
-    let mut actors = Vec::new();
     for i in 0..p.cfg.actor.count.max(1) {
         let c = Arc::new(ActorCounters::default());
         counters.push(c.clone());
         // as `oni run` records: `--set record.mode=off` measures without
         let record = p.cfg.record_plan(Some(&p.run_dir)).filter(|_| i == 0);
-        actors.push(roles::spawn_actor(&p.cfg, learner.addr.to_string(), i, c, stop_rx.clone(), record)?);
+        roles::spawn_actor(&p.cfg, learner.addr.to_string(), i, c, &mut actors, record)?;
     }
     // Warm up until the first update went through, then measure.
     let warm = Instant::now();
@@ -282,11 +281,8 @@ async fn bench_e2e(b: E2eBench) -> Result<()> {
     let snap = learner.stats.snapshot();
     let (l1, a1) = (snap.env_steps, actor_steps());
     let inference = InferenceFigures::read(&metrics.render()).since(&m0);
-    let _ = stop_tx.send(true);
-    for a in actors {
-        let _ = a.await;
-    }
-    learner.shutdown().await;
+    actors.shutdown(oni_proto::tasks::STOP_DEADLINE).await?;
+    learner.shutdown().await?;
     let _ = std::fs::remove_dir_all(&p.run_dir);
     println!(
         "{}",
@@ -794,8 +790,8 @@ pub async fn bench_annotator(b: AnnotatorBench) -> Result<()> {
     let bank: Arc<dyn LabelBank> = Arc::new(FileBank::open(&dir)?);
     let llm = LlmClient::new(cfg.llm.clone())?;
     let core = Core::new(cfg.annotator.clone(), cfg.prompts.clone(), llm, bank.clone())?;
-    let (stop_tx, stop) = watch::channel(false);
-    let workers = core.spawn_workers(stop);
+    let mut workers = TaskGroup::new();
+    core.spawn_workers(&mut workers);
     let caps = captions("annotated");
     let t1 = Instant::now();
     for half in caps.chunks(caps.len().div_ceil(2).max(1)) {
@@ -806,10 +802,7 @@ pub async fn bench_annotator(b: AnnotatorBench) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let annot_secs = t1.elapsed().as_secs_f64();
-    let _ = stop_tx.send(true);
-    for w in workers {
-        let _ = w.await;
-    }
+    workers.shutdown(oni_proto::tasks::STOP_DEADLINE).await?;
     let _ = std::fs::remove_dir_all(&dir);
     let direct = answered as f64 / direct_secs;
     let through = bank.len()? as f64 / annot_secs;

@@ -9,6 +9,7 @@ use clap::Args;
 use oni_actor::eval::{EvalEpisode, EvalPlan};
 use oni_actor::ActorSetup;
 use oni_learner::checkpoint::{self, CheckpointState};
+use oni_proto::tasks::CancellationToken;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -150,10 +151,11 @@ pub async fn eval(a: EvalArgs) -> Result<()> {
         seed: cfg.env.seed,
         reward: reward.as_ref().map(|r| (r.model.clone(), cfg.reward.beta)),
     };
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let stop = CancellationToken::new();
+    let on_signal = stop.clone();
     tokio::spawn(async move {
         crate::roles::shutdown_signal().await;
-        let _ = stop_tx.send(true);
+        on_signal.cancel();
     });
     let kind = device::check("actor.device", cfg.actor.device)?;
     let started = std::time::Instant::now();

@@ -5,20 +5,24 @@ use crate::Common;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use oni_annotator::{FileBank, LabelBank, LabelKey, LabelRecord, PairKey, PairRecord, RedisBank};
+use oni_proto::tasks::TaskGroup;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
-use tokio::sync::watch;
 
 pub async fn annotator(c: Common) -> Result<()> {
     let p = roles::prepare(&c)?;
     roles::init_metrics(&p.cfg)?;
-    let (stop_tx, stop) = watch::channel(false);
-    let (addr, core) = roles::start_annotator(&p, stop).await?;
+    let mut tasks = TaskGroup::new();
+    let (addr, core) = roles::start_annotator(&p, &mut tasks).await?;
     eprintln!("annotator listening on {addr}");
-    roles::shutdown_signal().await;
-    oni_annotator::serve::drain(&core, std::time::Duration::from_secs(p.cfg.annotator.drain_secs)).await;
-    let _ = stop_tx.send(true);
+    tokio::select! {
+        r = tasks.watch() => r?,
+        _ = roles::shutdown_signal() => {
+            oni_annotator::serve::drain(&core, std::time::Duration::from_secs(p.cfg.annotator.drain_secs)).await;
+        }
+    }
+    tasks.shutdown(oni_proto::tasks::STOP_DEADLINE).await?;
     Ok(())
 }
 

@@ -9,10 +9,10 @@ use anyhow::{Context, Result};
 use oni_actor::ActorCounters;
 use oni_actor::ActorSetup;
 use oni_learner::{spawn_learner, LearnerHandle, LearnerSetup};
+use oni_proto::tasks::{CancellationToken, TaskGroup, STOP_DEADLINE};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
 
 pub struct Prepared {
     pub cfg: Config,
@@ -71,6 +71,7 @@ pub fn init_metrics(cfg: &Config) -> Result<oni_telemetry::Metrics> {
 
 pub async fn start_learner(p: &Prepared) -> Result<LearnerHandle> {
     let cfg = &p.cfg;
+    let relabel = relabel_puller(cfg)?;
     let spec = oni_env::registry::known_spec(&cfg.env)?;
     let kind = device::check("learner.device", cfg.learner.device)?;
     let setup = LearnerSetup {
@@ -82,19 +83,24 @@ pub async fn start_learner(p: &Prepared) -> Result<LearnerHandle> {
         resolved_config: cfg.to_toml(),
         transport: cfg.transport.clone(),
         max_env_steps: (cfg.run.max_env_steps > 0).then_some(cfg.run.max_env_steps),
-        relabel: relabel_slot(cfg)?,
+        relabel: relabel.as_ref().map(|(slot, _)| slot.clone()),
         inference: cfg.inference.clone(),
     };
-    let handle = with_backend!(kind, autodiff, |B, dev| spawn_learner::<B>(setup, dev).await)?;
+    let mut handle = with_backend!(kind, autodiff, |B, dev| spawn_learner::<B>(setup, dev).await)?;
+    if let Some((_, pull)) = relabel {
+        // a refusal retrying cannot fix stops the learner, naming the annotator
+        handle.spawn("relabel reward-model puller", pull);
+    }
     Ok(handle)
 }
 
-/// Set when a peer refused the learner in a way retrying cannot fix: the learner stops
-/// and the process exits with this message.
-static LEARNER_REFUSED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+/// What pulls the annotator's reward models into a slot, for the learner to relabel with.
+type Puller = Box<dyn FnOnce(CancellationToken) -> Pulling + Send>;
+type Pulling = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), oni_proto::retry::Refused>> + Send>>;
 
-/// Relabel mode: a task pulling reward models from the annotator for the learner.
-fn relabel_slot(cfg: &Config) -> Result<Option<Arc<oni_reward_model::pull::RewardSlot>>> {
+/// Relabel mode: the slot the learner reads reward models from, and the task that pulls
+/// them from the annotator into it.
+fn relabel_puller(cfg: &Config) -> Result<Option<(Arc<oni_reward_model::pull::RewardSlot>, Puller)>> {
     if !cfg.learner.relabel {
         return Ok(None);
     }
@@ -113,33 +119,21 @@ fn relabel_slot(cfg: &Config) -> Result<Option<Arc<oni_reward_model::pull::Rewar
     )
     .with_context(|| format!("actor.annotator {address}"))?;
     let (s, every) = (slot.clone(), cfg.reward.pull_ms);
-    tokio::spawn(async move {
-        let (_keep, never) = watch::channel(false);
-        if let Err(e) = oni_reward_model::pull::pull_reward_models("learner", conn, every, s, never).await {
-            tracing::error!("relabel mode: {e}; the learner stops");
-            let _ = LEARNER_REFUSED.set(e.to_string());
-        }
-    });
+    let pull: Puller =
+        Box::new(move |stop| Box::pin(oni_reward_model::pull::pull_reward_models("learner", conn, every, s, stop)));
     tracing::info!(annotator = %address, "relabel mode: intrinsic rewards recomputed with the newest reward model");
-    Ok(Some(slot))
+    Ok(Some((slot, pull)))
 }
 
-/// The refusal that stopped the learner, as the process's error.
-fn learner_refused() -> Result<()> {
-    match LEARNER_REFUSED.get() {
-        Some(e) => Err(anyhow::anyhow!("{e}")),
-        None => Ok(()),
-    }
-}
-
+/// Starts actor `index` as the task "actor {index}" of `group`.
 pub fn spawn_actor(
     cfg: &Config,
     learner: String,
     index: usize,
     counters: Arc<ActorCounters>,
-    stop: watch::Receiver<bool>,
+    group: &mut TaskGroup,
     record: Option<oni_actor::record::RecordPlan>,
-) -> Result<tokio::task::JoinHandle<Result<(), oni_actor::ActorError>>> {
+) -> Result<()> {
     let spec = oni_env::registry::known_spec(&cfg.env)?;
     if spec.is_none() && cfg.actor.count > 1 {
         anyhow::bail!("actor.count = {}: with attached environments each actor is one hub on actor.hub.listen; start more actor processes instead", cfg.actor.count);
@@ -164,9 +158,10 @@ pub fn spawn_actor(
             .map(|_| oni_actor::intrinsic::IntrinsicConfig { beta: cfg.reward.beta, pull_ms: cfg.reward.pull_ms }),
         record,
     };
-    Ok(tokio::spawn(async move {
+    group.spawn(format!("actor {index}"), move |stop| async move {
         with_backend!(kind, inference, |B, dev| oni_actor::run_actor::<B>(setup, dev, counters, stop).await)
-    }))
+    });
+    Ok(())
 }
 
 /// Whether anything answers HTTP at the LLM server's address.
@@ -185,12 +180,12 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Prints progress until the learner finishes, the time limit, a signal, or `extra_done`.
+/// Prints progress until the learner finishes or fails, the time limit, a signal, or `done`.
 async fn supervise(
     p: &Prepared,
-    learner: &LearnerHandle,
+    learner: &mut LearnerHandle,
     annotator: Option<Arc<oni_annotator::Core>>,
-    mut extra_done: impl FnMut() -> bool,
+    done: impl std::future::Future<Output = ()>,
 ) -> Progress {
     let mut progress = Progress::new(Some(&p.run_dir), &learner.stats).with_annotator(annotator);
     if p.cfg.learner.tensorboard {
@@ -202,18 +197,20 @@ async fn supervise(
     let deadline = (p.cfg.run.max_seconds > 0).then(|| Instant::now() + Duration::from_secs(p.cfg.run.max_seconds));
     let signal = shutdown_signal();
     tokio::pin!(signal);
+    tokio::pin!(done);
     let mut next = Instant::now() + interval;
     loop {
         tokio::select! {
             _ = &mut signal => { tracing::info!("signal received, shutting down"); break; }
+            _ = &mut done => break,
+            _ = learner.failed() => break,
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
         if Instant::now() >= next {
             progress.tick(&learner.stats);
             next += interval;
         }
-        let refused = LEARNER_REFUSED.get().is_some();
-        if refused || learner.finished() || deadline.is_some_and(|d| Instant::now() >= d) || extra_done() {
+        if learner.finished() || deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
     }
@@ -228,63 +225,41 @@ pub async fn run(c: Common) -> Result<()> {
     if p.cfg.learner.listen == oni_learner::LearnerConfig::default().listen {
         p.cfg.learner.listen = "127.0.0.1:0".into();
     }
-    let mut annotator = None;
-    let (annotator_stop, annotator_rx) = watch::channel(false);
-    if let (Some(kind), false) = (p.cfg.reward.kind, p.cfg.annotator.enabled) {
-        tracing::info!("reward.kind = {} needs the annotator: starting it", kind.name());
-        p.cfg.annotator.enabled = true;
-    }
-    if p.cfg.annotator.enabled {
-        if p.cfg.annotator.listen == oni_annotator::AnnotatorConfig::default().listen {
-            p.cfg.annotator.listen = "127.0.0.1:0".into();
-        }
-        if !llm_reachable(&p.cfg.llm.base_url).await {
-            eprintln!(
-                "note: no LLM server answers at {} — captions wait in the annotator's backlog until one does; \
-                 training goes on with the extrinsic reward (start one with `scripts/llm-server.sh start`)",
-                p.cfg.llm.base_url
-            );
-        }
-        let (addr, core) = start_annotator(&p, annotator_rx).await?;
-        p.cfg.actor.annotator = Some(addr.to_string());
-        annotator = Some(core);
-    }
-    let learner = start_learner(&p).await?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut actors = Vec::new();
+    let mut annotator_tasks = TaskGroup::new();
+    let annotator = annotator_in_process(&mut p, &mut annotator_tasks).await?;
+    let mut learner = start_learner(&p).await?;
+    let mut actors = TaskGroup::new();
     for i in 0..p.cfg.actor.count.max(1) {
         let counters = Arc::new(ActorCounters::default());
         // one actor records: a recording per `record.every_*` whatever the actor count
         let record = p.cfg.record_plan(Some(&p.run_dir)).filter(|_| i == 0);
-        actors.push(spawn_actor(&p.cfg, learner.addr.to_string(), i, counters, stop_rx.clone(), record)?);
+        spawn_actor(&p.cfg, learner.addr.to_string(), i, counters, &mut actors, record)?;
     }
     tracing::info!(env = %p.cfg.env.name, actors = actors.len(), run_dir = %p.run_dir.display(), "run started");
     if let Some(plan) = p.cfg.record_plan(Some(&p.run_dir)) {
         tracing::info!(dir = %plan.dir.display(), every_seconds = plan.cfg.every_seconds, "recording episodes (ttyplay replays them)");
     }
-    let progress = supervise(&p, &learner, annotator.clone(), || actors.iter().all(|a| a.is_finished())).await;
-    // actors stop first; the annotator (own stop signal) then finishes its backlog
-    let _ = stop_tx.send(true);
-    let mut failure = None;
-    for a in actors {
-        match a.await {
-            Ok(Err(e)) => {
-                tracing::error!("actor failed: {e}");
-                failure.get_or_insert(e.to_string());
+    // the run ends when every actor is done, or one of them or of the annotator's tasks failed
+    let ended = async {
+        let annotator_failed = async {
+            if annotator_tasks.watch().await.is_ok() {
+                std::future::pending::<()>().await;
             }
-            Err(e) => {
-                tracing::error!("actor task failed: {e}");
-                failure.get_or_insert(e.to_string());
-            }
-            Ok(Ok(())) => {}
+        };
+        tokio::select! {
+            _ = actors.watch() => {}
+            _ = annotator_failed => {}
         }
-    }
+    };
+    let progress = supervise(&p, &mut learner, annotator.clone(), ended).await;
+    // actors stop first; the annotator (own group) then finishes its backlog
+    let actors_stopped = actors.shutdown(STOP_DEADLINE).await;
     let summary = progress.summary(&p.cfg.name, &p.cfg.env.name, &learner.stats);
-    learner.shutdown().await;
-    if let Some(core) = &annotator {
+    let learner_stopped = learner.shutdown().await;
+    if let (Some(core), false) = (&annotator, annotator_tasks.is_cancelled()) {
         oni_annotator::serve::drain(core, Duration::from_secs(p.cfg.annotator.drain_secs)).await;
     }
-    let _ = annotator_stop.send(true);
+    let annotator_stopped = annotator_tasks.shutdown(STOP_DEADLINE).await;
     let path = write_summary(&p.run_dir, &summary)?;
     eprintln!(
         "done: {} env steps in {:.1}s ({:.0} steps/s), success rate {:.2}; summary in {}",
@@ -294,42 +269,65 @@ pub async fn run(c: Common) -> Result<()> {
         summary.success_rate,
         path.display()
     );
-    learner_refused()?;
-    match failure {
-        Some(e) => Err(anyhow::anyhow!("an actor failed: {e}")),
-        None => Ok(()),
+    learner_stopped.context("the learner failed")?;
+    actors_stopped.context("an actor failed")?;
+    annotator_stopped.context("the annotator failed")?;
+    Ok(())
+}
+
+/// `oni run`'s annotator, when the config asks for one (or its reward needs one), on a
+/// loopback port unless told otherwise; the actors are pointed at it.
+async fn annotator_in_process(p: &mut Prepared, tasks: &mut TaskGroup) -> Result<Option<Arc<oni_annotator::Core>>> {
+    if let (Some(kind), false) = (p.cfg.reward.kind, p.cfg.annotator.enabled) {
+        tracing::info!("reward.kind = {} needs the annotator: starting it", kind.name());
+        p.cfg.annotator.enabled = true;
     }
+    if !p.cfg.annotator.enabled {
+        return Ok(None);
+    }
+    if p.cfg.annotator.listen == oni_annotator::AnnotatorConfig::default().listen {
+        p.cfg.annotator.listen = "127.0.0.1:0".into();
+    }
+    if !llm_reachable(&p.cfg.llm.base_url).await {
+        eprintln!(
+            "note: no LLM server answers at {} — captions wait in the annotator's backlog until one does; \
+             training goes on with the extrinsic reward (start one with `scripts/llm-server.sh start`)",
+            p.cfg.llm.base_url
+        );
+    }
+    let (addr, core) = start_annotator(p, tasks).await?;
+    p.cfg.actor.annotator = Some(addr.to_string());
+    Ok(Some(core))
 }
 
 pub async fn learner(c: Common) -> Result<()> {
     let p = prepare(&c)?;
     init_metrics(&p.cfg)?;
-    let learner = start_learner(&p).await?;
+    let mut learner = start_learner(&p).await?;
     eprintln!("learner listening on {}", learner.addr);
-    let progress = supervise(&p, &learner, None, || false).await;
+    let progress = supervise(&p, &mut learner, None, std::future::pending()).await;
     let summary = progress.summary(&p.cfg.name, &p.cfg.env.name, &learner.stats);
-    learner.shutdown().await;
+    let stopped = learner.shutdown().await;
     write_summary(&p.run_dir, &summary)?;
-    learner_refused()
+    stopped.map_err(Into::into)
 }
 
 pub async fn actor(c: Common) -> Result<()> {
     let p = prepare(&c)?;
     init_metrics(&p.cfg)?;
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut actors = TaskGroup::new();
     let counters = Arc::new(ActorCounters::default());
     let record = p.cfg.record_plan(None);
-    let handle = spawn_actor(&p.cfg, p.cfg.actor.learner.clone(), 0, counters, stop_rx, record)?;
+    spawn_actor(&p.cfg, p.cfg.actor.learner.clone(), 0, counters, &mut actors, record)?;
     if p.cfg.reward.kind.is_some() {
         tokio::spawn(log_paid_captions());
     }
-    tokio::pin!(handle);
     tokio::select! {
-        r = &mut handle => return r?.map_err(Into::into),
+        r = actors.watch() => r?,
         _ = shutdown_signal() => {}
     }
-    let _ = stop_tx.send(true);
-    handle.await?.map_err(Into::into)
+    actors.shutdown(STOP_DEADLINE).await?;
+    Ok(())
 }
 
 /// Every minute, what this actor's intrinsic reward paid for most (the diagnosis that `oni
@@ -367,10 +365,11 @@ pub fn file_bank_dir(cfg: &Config, run_dir: &std::path::Path) -> PathBuf {
     cfg.label_bank.path.clone().unwrap_or_else(|| run_dir.join("labels"))
 }
 
-/// Starts an annotator for `p`'s config; returns the bound address and its core.
+/// Starts an annotator for `p`'s config, its tasks in `group`; returns the bound address
+/// and its core.
 pub async fn start_annotator(
     p: &Prepared,
-    stop: watch::Receiver<bool>,
+    group: &mut TaskGroup,
 ) -> Result<(std::net::SocketAddr, Arc<oni_annotator::Core>)> {
     let cfg = &p.cfg;
     let llm = oni_annotator::LlmClient::new(cfg.llm.clone())?;
@@ -380,6 +379,6 @@ pub async fn start_annotator(
         transport: &cfg.transport,
         distill: cfg.reward.kind.map(|k| (k, cfg.distill.clone())),
     };
-    let addr = oni_annotator::serve::start(core.clone(), serving, stop).await?;
+    let addr = oni_annotator::serve::start(core.clone(), serving, group).await?;
     Ok((addr, core))
 }

@@ -10,10 +10,10 @@ use crate::wire::Decoded;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use oni_env::{ObsSpec, MESSAGE_LEN};
 use oni_policy::{PolicyBackend, PolicyConfig};
+use oni_proto::tasks::CancellationToken;
 use oni_proto::v1::{ActReply, GroupHello, Rollout};
 use oni_proto::Refusal;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -69,7 +69,7 @@ pub(crate) struct Batcher<B: PolicyBackend> {
     sink: RolloutSink,
 }
 
-/// Starts the batcher thread; it runs until `stop` is set or every sender is dropped.
+/// Starts the batcher thread; it runs until `stop` is cancelled or every sender is dropped.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn spawn<B: PolicyBackend>(
     policy: &PolicyConfig,
@@ -79,7 +79,7 @@ pub(crate) fn spawn<B: PolicyBackend>(
     rollout_len: usize,
     board: Arc<WeightsBoard>,
     sink: RolloutSink,
-    stop: Arc<AtomicBool>,
+    stop: CancellationToken,
 ) -> std::io::Result<Sender<Msg>> {
     let (tx, rx) = crossbeam_channel::bounded::<Msg>(cfg.queue.max(1));
     let acting = Acting::<B>::new(policy, spec, device, cfg.seed);
@@ -98,10 +98,10 @@ pub(crate) fn spawn<B: PolicyBackend>(
 }
 
 impl<B: PolicyBackend> Batcher<B> {
-    fn run(&mut self, rx: Receiver<Msg>, stop: Arc<AtomicBool>) {
+    fn run(&mut self, rx: Receiver<Msg>, stop: CancellationToken) {
         let max_wait = Duration::from_micros(self.cfg.max_wait_us);
         let mut jobs: Vec<Job> = Vec::new();
-        while !stop.load(Ordering::Acquire) {
+        while !stop.is_cancelled() {
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(m) => self.handle(m, &mut jobs),
                 Err(RecvTimeoutError::Timeout) => continue,

@@ -9,10 +9,11 @@ use crate::wire::{self, Decoded};
 use crossbeam_channel::{Sender, TrySendError};
 use oni_env::ObsSpec;
 use oni_policy::{PolicyBackend, PolicyConfig};
+use oni_proto::tasks::CancellationToken;
 use oni_proto::v1::inference_server::{Inference, InferenceServer};
 use oni_proto::v1::{ActReply, ActRequest, GroupHello};
 use oni_proto::Refusal;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -30,12 +31,12 @@ pub struct Running {
     spec: ObsSpec,
     fingerprint: String,
     next_key: AtomicU64,
-    stop: Arc<AtomicBool>,
+    stop: CancellationToken,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
+        self.stop.cancel();
     }
 }
 
@@ -60,7 +61,7 @@ impl InferenceSlot {
         board: Arc<WeightsBoard>,
         sink: RolloutSink,
     ) -> std::io::Result<()> {
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = CancellationToken::new();
         let budget = oni_proto::budget::Budget::new(oni_proto::budget::Caps {
             streams_per_peer: (cfg.max_groups_per_peer, "inference.max_groups_per_peer"),
             units_per_peer: (cfg.max_envs_per_peer, "inference.max_envs_per_peer"),
@@ -77,7 +78,7 @@ impl InferenceSlot {
     /// Stops the batcher thread (in-flight requests are answered UNAVAILABLE by the streams).
     pub fn stop(&self) {
         if let Some(r) = self.running.get() {
-            r.stop.store(true, Ordering::Release);
+            r.stop.cancel();
         }
     }
 

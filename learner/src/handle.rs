@@ -9,25 +9,28 @@ use crate::training::LearnerThread;
 use crossbeam_channel::bounded;
 use oni_inference::InferenceSlot;
 use oni_policy::TrainingBackend;
-use oni_proto::transport::{server_builder, spawn_server};
+use oni_proto::tasks::{CancellationToken, Ended, TaskFailed, TaskGroup};
+use oni_proto::transport::{serve_until, server_builder};
 use oni_proto::v1::Rollout;
 use oni_proto::TokenCheck;
 use oni_proto::MAX_MESSAGE_BYTES;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tokio::sync::watch;
+use std::time::Duration;
 
-/// A running learner. Dropping it does not stop it; call `shutdown`.
+/// A running learner: the training thread and the gRPC server, as one task group. Dropping
+/// it stops both; `shutdown` also waits for the final checkpoint.
 pub struct LearnerHandle {
     pub addr: SocketAddr,
     pub stats: Arc<LearnerStats>,
     inference: InferenceSlot,
-    stop: watch::Sender<bool>,
+    tasks: TaskGroup,
     finished: Arc<AtomicBool>,
-    trainer_thread: Option<std::thread::JoinHandle<()>>,
-    server: Option<tokio::task::JoinHandle<()>>,
 }
+
+/// How long a stopping learner may take to write its last checkpoint.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(120);
 
 impl LearnerHandle {
     /// True once `max_env_steps` have been consumed.
@@ -35,16 +38,32 @@ impl LearnerHandle {
         self.finished.load(Ordering::Acquire)
     }
 
-    /// Stops serving, writes a final checkpoint and waits for both.
-    pub async fn shutdown(mut self) {
-        let _ = self.stop.send(true);
+    /// Resolves when one of the learner's tasks failed (the others are then stopping).
+    pub async fn failed(&mut self) -> TaskFailed {
+        loop {
+            match self.tasks.next().await {
+                Some(Ended { outcome: Err(f), .. }) => return f,
+                Some(_) => {}
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    /// Runs `f(token)` as one more of the learner's tasks (a failure stops the learner).
+    pub fn spawn<F, Fut, E>(&mut self, name: &str, f: F)
+    where
+        F: FnOnce(CancellationToken) -> Fut,
+        Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        self.tasks.spawn(name, f);
+    }
+
+    /// Stops serving, writes a final checkpoint and waits for both; the first failure of
+    /// either, if one failed.
+    pub async fn shutdown(self) -> Result<(), TaskFailed> {
         self.inference.stop();
-        if let Some(s) = self.server.take() {
-            let _ = s.await;
-        }
-        if let Some(t) = self.trainer_thread.take() {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
-        }
+        self.tasks.shutdown(SHUTDOWN_DEADLINE).await
     }
 }
 
@@ -68,7 +87,7 @@ pub async fn spawn_learner<B: TrainingBackend>(
 
     let (queue_tx, queue_rx) = bounded::<Rollout>(setup.cfg.queue_capacity.max(1));
     let stats = Arc::new(LearnerStats::default());
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = TaskGroup::new();
     let finished = Arc::new(AtomicBool::new(false));
 
     // The trainer is built on its own thread (burn state stays there) once the observation
@@ -76,21 +95,20 @@ pub async fn spawn_learner<B: TrainingBackend>(
     let inference = InferenceSlot::default();
     let (shared, training) = Shared::new(&setup.cfg, &setup.policy, inference.clone(), stats.clone(), queue_tx);
     let known_spec = setup.spec.clone();
-    let thread = {
-        let stats = stats.clone();
-        let finished = finished.clone();
-        let stop_rx = stop_rx.clone();
+    {
+        let worker =
+            LearnerThread::<B> { setup, device, queue: queue_rx, stats: stats.clone(), finished: finished.clone() };
         let shared = shared.clone();
-        let worker = LearnerThread::<B> { setup, device, queue: queue_rx, stats, finished, stop: stop_rx };
-        std::thread::Builder::new()
-            .name("learner-train".into())
-            .spawn(move || worker.run(training, shared))
-            .map_err(|e| LearnerError::Start(e.to_string()))?
-    };
+        tasks.spawn_blocking("learner training", move |stop| worker.run(training, shared, stop));
+    }
     if let Some(spec) = known_spec {
         shared.declare(spec);
         if !shared.wait_ready().await {
-            return Err(LearnerError::Start("training thread exited during start-up".into()));
+            let why = match tasks.watch().await {
+                Err(f) => f.why,
+                Ok(()) => "the training thread ended during start-up".into(),
+            };
+            return Err(LearnerError::Start(why));
         }
     } else {
         tracing::info!("no observation layout configured: the network is built when the first attached environment declares its spaces");
@@ -100,16 +118,9 @@ pub async fn spawn_learner<B: TrainingBackend>(
     let svc = LearnerService::server(shared, MAX_MESSAGE_BYTES);
     let svc = tonic::service::interceptor::InterceptedService::new(svc, check.clone());
     let infer = tonic::service::interceptor::InterceptedService::new(inference.server(MAX_MESSAGE_BYTES), check);
-    let server =
-        spawn_server(builder.add_service(svc).add_service(infer), listener, stop_rx.clone(), "learner", &transport)?;
+    let serving =
+        serve_until(builder.add_service(svc).add_service(infer), listener, tasks.token(), "learner", &transport)?;
+    tasks.spawn("learner gRPC server", |_| serving);
     tracing::info!(%addr, version, "learner serving");
-    Ok(LearnerHandle {
-        addr,
-        stats,
-        inference,
-        stop: stop_tx,
-        finished,
-        trainer_thread: Some(thread),
-        server: Some(server),
-    })
+    Ok(LearnerHandle { addr, stats, inference, tasks, finished })
 }

@@ -4,17 +4,17 @@
 
 use crate::checkpoint;
 use crate::record::{self, Progress};
-use crate::setup::LearnerSetup;
+use crate::setup::{LearnerError, LearnerSetup};
 use crate::shared::{Model, Shared, TrainingSide};
 use crate::stats::LearnerStats;
 use crate::trainer::Trainer;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use oni_policy::TrainingBackend;
+use oni_proto::tasks::CancellationToken;
 use oni_proto::v1::Rollout;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
 
 pub(crate) struct LearnerThread<B: TrainingBackend> {
     pub setup: LearnerSetup,
@@ -22,22 +22,23 @@ pub(crate) struct LearnerThread<B: TrainingBackend> {
     pub queue: Receiver<Rollout>,
     pub stats: Arc<LearnerStats>,
     pub finished: Arc<AtomicBool>,
-    pub stop: watch::Receiver<bool>,
 }
 
 impl<B: TrainingBackend> LearnerThread<B> {
-    pub fn run(self, training: TrainingSide, shared: Arc<Shared>) {
-        let LearnerThread { setup, device, queue, stats, finished, stop } = self;
+    /// Trains until `stop` is cancelled; fails when the central inference service cannot
+    /// start (actors placed on it would wait for ever).
+    pub fn run(self, training: TrainingSide, shared: Arc<Shared>, stop: CancellationToken) -> Result<(), LearnerError> {
+        let LearnerThread { setup, device, queue, stats, finished } = self;
         let TrainingSide { declared, ready } = training;
         let ckpt_dir = setup.run_dir.join("checkpoints");
         let spec = loop {
-            if *stop.borrow() {
-                return;
+            if stop.is_cancelled() {
+                return Ok(());
             }
             match declared.recv_timeout(Duration::from_millis(100)) {
                 Ok(spec) => break spec,
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
             }
         };
         let mut trainer =
@@ -56,18 +57,19 @@ impl<B: TrainingBackend> LearnerThread<B> {
             let shared = shared.clone();
             Box::new(move |r| shared.enqueue_blocking(r))
         };
-        if let Err(e) = shared.inference().start::<B::InnerBackend>(
-            &setup.policy,
-            &spec,
-            trainer.fingerprint(),
-            device.clone(),
-            setup.inference.clone(),
-            setup.cfg.rollout_len,
-            shared.weights_board(),
-            sink,
-        ) {
-            tracing::error!("the central inference service did not start: {e}");
-        }
+        shared
+            .inference()
+            .start::<B::InnerBackend>(
+                &setup.policy,
+                &spec,
+                trainer.fingerprint(),
+                device.clone(),
+                setup.inference.clone(),
+                setup.cfg.rollout_len,
+                shared.weights_board(),
+                sink,
+            )
+            .map_err(|e| LearnerError::Start(format!("the central inference service did not start: {e}")))?;
         let _ = ready.send(true);
 
         let cfg = &setup.cfg;
@@ -75,7 +77,7 @@ impl<B: TrainingBackend> LearnerThread<B> {
         let mut relabeler = setup.relabel.clone().map(crate::relabel::Relabeler::new);
         let ckpt_every = Duration::from_secs(cfg.checkpoint_interval_secs.max(1));
         let mut next_ckpt = Instant::now() + ckpt_every;
-        while !*stop.borrow() {
+        while !stop.is_cancelled() {
             match queue.recv_timeout(Duration::from_millis(100)) {
                 Ok(r) => {
                     let lag = trainer.version.saturating_sub(r.policy_version);
@@ -124,6 +126,7 @@ impl<B: TrainingBackend> LearnerThread<B> {
             }
         }
         write_checkpoint(&ckpt_dir, &trainer, &setup);
+        Ok(())
     }
 }
 

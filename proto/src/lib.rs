@@ -13,6 +13,7 @@ pub mod raw;
 pub mod refusal;
 pub mod retry;
 pub mod serve;
+pub mod tasks;
 pub mod throttle;
 pub mod transport;
 

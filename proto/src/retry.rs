@@ -6,10 +6,10 @@
 
 use crate::metric_names::{RECONNECTS, RPC_ERRORS};
 use crate::refusal::{fault, Fault};
+use crate::tasks::CancellationToken;
 use crate::transport::TransportError;
 use crate::{AuthInterceptor, Backoff, ClientOptions};
 use std::time::Duration;
-use tokio::sync::watch;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -33,13 +33,13 @@ pub fn count_rpc_error(method: &'static str, st: &Status) {
     metrics::counter!(RPC_ERRORS, "method" => method, "code" => format!("{:?}", st.code())).increment(1);
 }
 
-/// Waits `delay`, or less if `stop` turns true; true when stopped.
-pub async fn pause(delay: Duration, stop: &mut watch::Receiver<bool>) -> bool {
-    if *stop.borrow() {
+/// Waits `delay`, or less if `stop` is cancelled; true when stopped.
+pub async fn pause(delay: Duration, stop: &CancellationToken) -> bool {
+    if stop.is_cancelled() {
         return true;
     }
-    let _ = tokio::time::timeout(delay, stop.changed()).await;
-    *stop.borrow()
+    let _ = tokio::time::timeout(delay, stop.cancelled()).await;
+    stop.is_cancelled()
 }
 
 /// One peer's connection, made when needed and dropped after a failure, with a backoff
@@ -120,7 +120,7 @@ impl<C> Reconnecting<C> {
     pub async fn call<T, F>(
         &mut self,
         method: &'static str,
-        stop: &mut watch::Receiver<bool>,
+        stop: &CancellationToken,
         mut call: impl FnMut(C) -> F,
     ) -> Result<Option<T>, Refused>
     where
@@ -128,7 +128,7 @@ impl<C> Reconnecting<C> {
         F: std::future::Future<Output = Result<T, Status>>,
     {
         loop {
-            if *stop.borrow() {
+            if stop.is_cancelled() {
                 return Ok(None);
             }
             let wait = match self.client().await {
@@ -202,14 +202,15 @@ mod tests {
     #[tokio::test]
     async fn a_call_stops_with_the_caller_and_ends_on_an_answer_or_a_refusal() {
         let mut c = conn();
-        let (_keep, mut stop) = watch::channel(false);
+        let stop = CancellationToken::new();
         // nothing listens: tries until stopped
-        let (tx, mut stopped) = watch::channel(false);
+        let stopped = CancellationToken::new();
+        let tx = stopped.clone();
         let stopper = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(150)).await;
-            let _ = tx.send(true);
+            tx.cancel();
         });
-        let r = c.call("GetPolicy", &mut stopped, |_c| async { Ok::<_, Status>(1) }).await;
+        let r = c.call("GetPolicy", &stopped, |_c| async { Ok::<_, Status>(1) }).await;
         assert!(matches!(r, Ok(None)), "{r:?}");
         stopper.await.unwrap();
         // a connected client: an answer ends the streak of failures, the request's fault
@@ -225,11 +226,11 @@ mod tests {
         .unwrap();
         served.client = Some(lazy_channel());
         served.failures = 3;
-        let r = served.call("GetRewardModel", &mut stop, |_c| async { Ok::<_, Status>(7) }).await;
+        let r = served.call("GetRewardModel", &stop, |_c| async { Ok::<_, Status>(7) }).await;
         assert!(matches!(r, Ok(Some(7))) && served.failures == 0, "{r:?}");
         served.client = Some(lazy_channel());
         let no = |_c| async { Err::<u8, _>(Status::invalid_argument("no")) };
-        let r = served.call("GetRewardModel", &mut stop, no).await;
+        let r = served.call("GetRewardModel", &stop, no).await;
         let e = r.unwrap_err();
         assert_eq!((e.peer, e.method, e.code), ("annotator", "GetRewardModel", Code::InvalidArgument));
     }

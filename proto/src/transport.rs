@@ -18,6 +18,8 @@ pub enum TransportError {
     Connect(String, String),
     #[error("token contains characters not allowed in a header")]
     BadToken,
+    #[error("the {what} gRPC server failed: {why}")]
+    Served { what: &'static str, why: String },
 }
 
 /// Optional TLS (rustls). Servers need `cert` and `key`; clients need `ca` (and
@@ -207,42 +209,54 @@ pub type Router = tonic::transport::server::Router<
     tower::layer::util::Stack<crate::framing::FramingLayer, tower::layer::util::Identity>,
 >;
 
-/// Serves `router` on `listener` until `stop` turns true, accepting connections as `t`'s
-/// caps, deadlines and TLS say (a TLS identity that cannot be loaded fails here).
+/// `serve_until` on a task of its own, logging a failure.
 pub fn spawn_server(
     router: Router,
     listener: tokio::net::TcpListener,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: crate::tasks::CancellationToken,
     what: &'static str,
     t: &TransportConfig,
 ) -> Result<tokio::task::JoinHandle<()>, TransportError> {
-    let policy = crate::serve::AcceptPolicy::new(t)?;
+    let serving = serve_until(router, listener, stop, what, t)?;
     Ok(tokio::spawn(async move {
+        if let Err(e) = serving.await {
+            tracing::error!("{e}");
+        }
+    }))
+}
+
+/// Serves `router` on `listener` until `stop` is cancelled, accepting connections as `t`'s
+/// caps, deadlines and TLS say (a TLS identity that cannot be loaded fails here, before
+/// serving). The future ends when the server has stopped, or failed (a `TaskGroup` task).
+pub fn serve_until(
+    router: Router,
+    listener: tokio::net::TcpListener,
+    stop: crate::tasks::CancellationToken,
+    what: &'static str,
+    t: &TransportConfig,
+) -> Result<impl std::future::Future<Output = Result<(), TransportError>> + Send + 'static, TransportError> {
+    let policy = crate::serve::AcceptPolicy::new(t)?;
+    Ok(async move {
         let incoming =
             tokio_stream::wrappers::ReceiverStream::new(crate::serve::guarded_incoming(listener, policy, what));
-        let mut stopped = stop.clone();
-        let shutdown = async move {
-            let _ = stop.wait_for(|s| *s).await;
-        };
+        let stopped = stop.clone();
+        let shutdown = async move { stop.cancelled().await };
         let serving = router.serve_with_incoming_shutdown(incoming, shutdown);
         tokio::pin!(serving);
         // a graceful shutdown waits for every open stream (an actor's rollout stream lasts
         // as long as the actor): after the grace period the rest are cut
         let grace = async move {
-            let _ = stopped.wait_for(|s| *s).await;
+            stopped.cancelled().await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         };
         tokio::select! {
-            r = &mut serving => {
-                if let Err(e) = r {
-                    tracing::error!("{what} gRPC server failed: {}", error_chain(&e));
-                }
-            }
+            r = &mut serving => r.map_err(|e| TransportError::Served { what, why: error_chain(&e) }),
             _ = grace => {
                 tracing::info!("{what}: streams still open {SHUTDOWN_GRACE:?} after shutdown began; closing them");
+                Ok(())
             }
         }
-    }))
+    })
 }
 
 /// How long a stopping server waits for open calls and streams to finish.

@@ -5,11 +5,11 @@
 
 use crate::RewardModel;
 use oni_proto::retry::{pause, Authed, Reconnecting, Refused};
+use oni_proto::tasks::CancellationToken;
 use oni_proto::v1::annotator_client::AnnotatorClient;
 use oni_proto::v1::RewardModelRequest;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::watch;
 
 /// The newest reward model the puller accepted.
 #[derive(Default)]
@@ -32,14 +32,14 @@ pub async fn pull_reward_models(
     mut annotator: Reconnecting<Client>,
     pull_ms: u64,
     slot: Arc<RewardSlot>,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) -> Result<(), Refused> {
     let timeout = annotator.options().request_timeout;
     let every = Duration::from_millis(pull_ms.max(10));
     loop {
         let version = slot.latest.lock().unwrap().as_ref().map_or(0, |m| m.version());
         let pulled = annotator
-            .call("GetRewardModel", &mut stop, |mut c| {
+            .call("GetRewardModel", &stop, |mut c| {
                 let mut req = tonic::Request::new(RewardModelRequest { since_version: version });
                 req.set_timeout(timeout);
                 async move { c.get_reward_model(req).await }
@@ -51,7 +51,7 @@ pub async fn pull_reward_models(
         if !reply.unchanged {
             accept(role, &slot, &reply.snapshot, reply.version);
         }
-        if pause(every, &mut stop).await {
+        if pause(every, &stop).await {
             return Ok(());
         }
     }

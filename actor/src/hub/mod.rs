@@ -11,10 +11,10 @@ pub use spaces::Layout;
 
 use crate::config::HubConfig;
 use crate::setup::{ActorError, ActorSetup};
+use oni_proto::tasks::CancellationToken;
 use oni_proto::TransportConfig;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::sync::watch;
 
 struct Started {
     addr: SocketAddr,
@@ -27,7 +27,7 @@ async fn start(
     cfg: &HubConfig,
     transport: &TransportConfig,
     actor_id: &str,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) -> Result<Started, ActorError> {
     let hub_err = |reason: String| ActorError::Hub { addr: cfg.listen.clone(), reason };
     let listener = tokio::net::TcpListener::bind(&cfg.listen).await.map_err(|e| hub_err(e.to_string()))?;
@@ -46,7 +46,7 @@ async fn start(
 }
 
 /// Waits for the first client to declare its spaces; `None` when stopped first.
-async fn first_layout(state: &HubState, mut stop: watch::Receiver<bool>) -> Option<Layout> {
+async fn first_layout(state: &HubState, stop: CancellationToken) -> Option<Layout> {
     let mut layout = state.layout();
     loop {
         if let Some(l) = layout.borrow().clone() {
@@ -54,7 +54,7 @@ async fn first_layout(state: &HubState, mut stop: watch::Receiver<bool>) -> Opti
         }
         tokio::select! {
             r = layout.changed() => if r.is_err() { return None },
-            _ = stop.wait_for(|s| *s) => return None,
+            _ = stop.cancelled() => return None,
         }
     }
 }
@@ -65,7 +65,7 @@ async fn first_layout(state: &HubState, mut stop: watch::Receiver<bool>) -> Opti
 pub(crate) async fn serve(
     setup: &ActorSetup,
     actor_id: &str,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) -> Result<Option<(Layout, crossbeam_channel::Receiver<HubEvent>)>, ActorError> {
     let hub = start(&setup.cfg.hub, &setup.transport, actor_id, stop.clone()).await?;
     tracing::info!(addr = %hub.addr, "waiting for environments to attach");
@@ -80,22 +80,14 @@ pub(crate) async fn serve(
 
 /// A hub that answers every step with uniformly random actions and records nothing: the
 /// protocol's own cost, for `oni bench attach`. Serves until `stop`.
-pub async fn serve_random(cfg: HubConfig, stop: watch::Receiver<bool>) -> Result<SocketAddr, ActorError> {
+pub async fn serve_random(cfg: HubConfig, stop: CancellationToken) -> Result<SocketAddr, ActorError> {
     let hub = start(&cfg, &TransportConfig::default(), "bench", stop.clone()).await?;
     let addr = hub.addr;
     tokio::spawn(async move {
         let Some(layout) = first_layout(&hub.state, stop.clone()).await else { return };
-        let halt = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let h = halt.clone();
         let events = hub.events;
-        let looping = tokio::task::spawn_blocking(move || {
-            let random = crate::source::RandomSource { num_actions: layout.spec.num_actions, halt: h };
-            step_loop::hub_loop(layout, events, random, None)
-        });
-        let mut stop = stop;
-        let _ = stop.wait_for(|s| *s).await;
-        halt.store(true, std::sync::atomic::Ordering::Release);
-        let _ = looping.await;
+        let random = crate::source::RandomSource { num_actions: layout.spec.num_actions, halt: stop };
+        let _ = tokio::task::spawn_blocking(move || step_loop::hub_loop(layout, events, random, None)).await;
     });
     Ok(addr)
 }
