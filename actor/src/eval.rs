@@ -105,6 +105,8 @@ pub async fn evaluate<B: PolicyBackend>(
 ) -> Result<Vec<EvalEpisode>, ActorError> {
     // the loops play until the episodes are in (which halts them all) or a stop
     let mut loops_group = TaskGroup::child_of(&stop);
+    // the env hub's server, when the environments are attached: it stops with the evaluation
+    let mut hub_tasks = TaskGroup::child_of(&stop);
     let halt = loops_group.token();
     let loops = plan.loops.max(1);
     let quota = setup.spec.as_ref().map(|_| Quota::new(plan.episodes, loops, setup.cfg.num_envs.max(1)));
@@ -138,7 +140,7 @@ pub async fn evaluate<B: PolicyBackend>(
             }
         }
         None => {
-            let Some((layout, events)) = crate::hub::serve(&setup, "eval", stop.clone()).await? else {
+            let Some((layout, events)) = crate::hub::serve(&setup, "eval", &mut hub_tasks).await? else {
                 return Ok(Vec::new());
             };
             let bytes = weights(&layout.spec).map_err(ActorError::Eval)?;

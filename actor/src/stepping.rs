@@ -40,10 +40,10 @@ pub async fn run_actor<B: PolicyBackend>(
     let run = Arc::new(RunIds::new(actor_id(&setup)));
     tracing::info!(actor = %run.actor_id, run = %run.run_id, learner = %setup.cfg.learner,
         inference = ?setup.cfg.inference, "actor starting");
-    let Some((spec, hub)) = environments(&setup, &run, &stop).await? else { return Ok(()) };
+    let mut tasks = TaskGroup::child_of(&stop);
+    let Some((spec, hub)) = environments(&setup, &run, &mut tasks).await? else { return Ok(()) };
     let fingerprint = weights::fingerprint(&setup.policy, &spec);
     let declared = hub.as_ref().map(|_| serde_json::to_string(&spec).expect("spec serialises"));
-    let mut tasks = TaskGroup::child_of(&stop);
     let (captions, reward_slot) = annotator_clients(&setup, &run, &mut tasks)?;
     let common = Common::new(&setup, spec, run, captions, reward_slot, counters, tasks.token());
     let started = match setup.cfg.inference {
@@ -68,15 +68,16 @@ fn actor_id(setup: &ActorSetup) -> String {
 }
 
 /// The observation layout: the built-in env's, or, for attached environments, that of the
-/// first client of the env hub this serves. `None`: stopped before a client came.
+/// first client of the env hub this serves (its server one of `tasks`). `None`: stopped
+/// before a client came.
 async fn environments(
     setup: &ActorSetup,
     run: &RunIds,
-    stop: &CancellationToken,
+    tasks: &mut TaskGroup,
 ) -> Result<Option<(ObsSpec, Option<Hub>)>, ActorError> {
     Ok(match setup.spec.clone() {
         Some(spec) => Some((spec, None)),
-        None => crate::hub::serve(setup, &run.actor_id, stop.clone())
+        None => crate::hub::serve(setup, &run.actor_id, tasks)
             .await?
             .map(|(layout, events)| (layout.spec.clone(), Some((layout, events)))),
     })

@@ -309,7 +309,7 @@ pub async fn learner(c: Common) -> Result<()> {
     let summary = progress.summary(&p.cfg.name, &p.cfg.env.name, &learner.stats);
     let stopped = learner.shutdown().await;
     write_summary(&p.run_dir, &summary)?;
-    stopped.map_err(Into::into)
+    stopped.context("the learner failed")
 }
 
 pub async fn actor(c: Common) -> Result<()> {

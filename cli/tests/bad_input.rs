@@ -205,3 +205,30 @@ fn bad_configs_fail_at_start_naming_the_key() {
     let e = oni_err(&[&["bench", "learner", "--config", "configs/keyroom.toml"][..], &huge[..2]].concat());
     assert!(e.contains("320000000 samples"), "{e}");
 }
+
+/// In relabel mode the reward-model puller is one of the learner's tasks: an annotator that
+/// refuses it for good (it distils no reward model) stops the learner, which exits naming the
+/// task and what the annotator said, rather than training on without its intrinsic reward.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_relabel_puller_stops_the_learner_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ann = format!("127.0.0.1:{}", free_port());
+    let quiet = ["telemetry.metrics_listen=\"\""];
+    let args = annotator_args(&ann, "http://127.0.0.1:9", &dir.path().join("annotator"), &quiet);
+    let _annotator = Proc::start("annotator", dir.path(), &as_strs(&args));
+    wait_for("the annotator to listen", Duration::from_secs(30), || async {
+        tokio::net::TcpStream::connect(&ann).await.ok()
+    })
+    .await;
+    let relabel = ["--set", "learner.relabel=true", "--set", &format!("actor.annotator=\"{ann}\"")];
+    let args = learner_args(free_port(), &dir.path().join("run"), &relabel);
+    let mut learner = Proc::start("learner", dir.path(), &as_strs(&args));
+    let t0 = std::time::Instant::now();
+    while learner.alive() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the learner went on: {}", learner.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = learner.log_text();
+    assert!(log.contains("relabel reward-model puller") && log.contains("distils no reward model"), "{log}");
+    assert!(log.contains("the learner failed"), "{log}");
+}

@@ -69,9 +69,10 @@ pub(crate) struct Batcher<B: PolicyBackend> {
     sink: RolloutSink,
 }
 
-/// Starts the batcher thread; it runs until `stop` is cancelled or every sender is dropped.
+/// The batcher and the queue to it; `Batcher::run` serves it until `stop` is cancelled or
+/// every sender is dropped.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn spawn<B: PolicyBackend>(
+pub(crate) fn prepare<B: PolicyBackend>(
     policy: &PolicyConfig,
     spec: &ObsSpec,
     device: B::Device,
@@ -79,11 +80,10 @@ pub(crate) fn spawn<B: PolicyBackend>(
     rollout_len: usize,
     board: Arc<WeightsBoard>,
     sink: RolloutSink,
-    stop: CancellationToken,
-) -> std::io::Result<Sender<Msg>> {
+) -> (Sender<Msg>, Receiver<Msg>, Batcher<B>) {
     let (tx, rx) = crossbeam_channel::bounded::<Msg>(cfg.queue.max(1));
     let acting = Acting::<B>::new(policy, spec, device, cfg.seed);
-    let mut b = Batcher {
+    let b = Batcher {
         acting,
         cfg,
         rollout_len,
@@ -93,12 +93,11 @@ pub(crate) fn spawn<B: PolicyBackend>(
         board,
         sink,
     };
-    std::thread::Builder::new().name("inference-batcher".into()).spawn(move || b.run(rx, stop))?;
-    Ok(tx)
+    (tx, rx, b)
 }
 
 impl<B: PolicyBackend> Batcher<B> {
-    fn run(&mut self, rx: Receiver<Msg>, stop: CancellationToken) {
+    pub(crate) fn run(&mut self, rx: Receiver<Msg>, stop: CancellationToken) {
         let max_wait = Duration::from_micros(self.cfg.max_wait_us);
         let mut jobs: Vec<Job> = Vec::new();
         while !stop.is_cancelled() {

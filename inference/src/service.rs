@@ -48,7 +48,9 @@ pub struct InferenceSlot {
 }
 
 impl InferenceSlot {
-    /// Starts the batcher for the learner's network on `device` (the learner's own).
+    /// Prepares the batcher for the learner's network on `device` (the learner's own) and
+    /// opens the service to requests; returns the batcher's loop, to run on a thread of its own
+    /// until `stop` is cancelled (`InferenceSlot::stop` cancels it too).
     #[allow(clippy::too_many_arguments)]
     pub fn start<B: PolicyBackend>(
         &self,
@@ -60,8 +62,9 @@ impl InferenceSlot {
         rollout_len: usize,
         board: Arc<WeightsBoard>,
         sink: RolloutSink,
-    ) -> std::io::Result<()> {
-        let stop = CancellationToken::new();
+        stop: CancellationToken,
+    ) -> impl FnOnce() + Send + 'static {
+        let stop = stop.child_token();
         let budget = oni_proto::budget::Budget::new(oni_proto::budget::Caps {
             streams_per_peer: (cfg.max_groups_per_peer, "inference.max_groups_per_peer"),
             units_per_peer: (cfg.max_envs_per_peer, "inference.max_envs_per_peer"),
@@ -69,10 +72,11 @@ impl InferenceSlot {
             units: (cfg.max_envs, "inference.max_envs"),
             unit: "envs",
         });
-        let tx = batcher::spawn::<B>(policy, spec, device, cfg, rollout_len, board, sink, stop.clone())?;
-        let running = Running { tx, budget, spec: spec.clone(), fingerprint, next_key: AtomicU64::new(0), stop };
+        let (tx, rx, mut batcher) = batcher::prepare::<B>(policy, spec, device, cfg, rollout_len, board, sink);
+        let running =
+            Running { tx, budget, spec: spec.clone(), fingerprint, next_key: AtomicU64::new(0), stop: stop.clone() };
         let _ = self.running.set(running);
-        Ok(())
+        move || batcher.run(rx, stop)
     }
 
     /// Stops the batcher thread (in-flight requests are answered UNAVAILABLE by the streams).

@@ -67,6 +67,39 @@ impl LearnerHandle {
     }
 }
 
+/// The central inference service as a task of the learner: once the training thread has
+/// built the network, its batcher runs on a thread of its own on the learner's device, until
+/// the learner stops; a batcher that panics stops the learner.
+fn start_inference<B: TrainingBackend>(
+    tasks: &mut TaskGroup,
+    shared: &Arc<Shared>,
+    setup: &LearnerSetup,
+    device: B::Device,
+) {
+    let (shared, policy, cfg, rollout_len) =
+        (shared.clone(), setup.policy.clone(), setup.inference.clone(), setup.cfg.rollout_len);
+    tasks.spawn("central inference", move |stop| async move {
+        tokio::select! {
+            ready = shared.wait_ready() => if !ready { return Ok(()) },
+            _ = stop.cancelled() => return Ok(()),
+        }
+        let Ok(model) = shared.model() else { return Ok(()) };
+        let (spec, fingerprint) = (model.spec.clone(), model.fingerprint.clone());
+        let sink: oni_inference::RolloutSink = {
+            let shared = shared.clone();
+            Box::new(move |r| shared.enqueue_blocking(r))
+        };
+        let (slot, board) = (shared.inference().clone(), shared.weights_board());
+        // building the batcher's network is CPU work too: on the batcher's thread
+        let batcher = move || {
+            let run =
+                slot.start::<B::InnerBackend>(&policy, &spec, fingerprint, device, cfg, rollout_len, board, sink, stop);
+            run()
+        };
+        tokio::task::spawn_blocking(batcher).await.map_err(|e| format!("its batcher failed: {e}"))
+    });
+}
+
 /// Starts the training thread (resuming from the newest checkpoint in the run directory)
 /// and the gRPC server. Must be called inside a tokio runtime.
 pub async fn spawn_learner<B: TrainingBackend>(
@@ -95,11 +128,15 @@ pub async fn spawn_learner<B: TrainingBackend>(
     let inference = InferenceSlot::default();
     let (shared, training) = Shared::new(&setup.cfg, &setup.policy, inference.clone(), stats.clone(), queue_tx);
     let known_spec = setup.spec.clone();
+    start_inference::<B>(&mut tasks, &shared, &setup, device.clone());
     {
         let worker =
             LearnerThread::<B> { setup, device, queue: queue_rx, stats: stats.clone(), finished: finished.clone() };
         let shared = shared.clone();
-        tasks.spawn_blocking("learner training", move |stop| worker.run(training, shared, stop));
+        tasks.spawn_blocking("learner training", move |stop| {
+            worker.run(training, shared, stop);
+            Ok::<(), std::convert::Infallible>(())
+        });
     }
     if let Some(spec) = known_spec {
         shared.declare(spec);

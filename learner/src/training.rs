@@ -4,7 +4,7 @@
 
 use crate::checkpoint;
 use crate::record::{self, Progress};
-use crate::setup::{LearnerError, LearnerSetup};
+use crate::setup::LearnerSetup;
 use crate::shared::{Model, Shared, TrainingSide};
 use crate::stats::LearnerStats;
 use crate::trainer::Trainer;
@@ -25,20 +25,19 @@ pub(crate) struct LearnerThread<B: TrainingBackend> {
 }
 
 impl<B: TrainingBackend> LearnerThread<B> {
-    /// Trains until `stop` is cancelled; fails when the central inference service cannot
-    /// start (actors placed on it would wait for ever).
-    pub fn run(self, training: TrainingSide, shared: Arc<Shared>, stop: CancellationToken) -> Result<(), LearnerError> {
+    /// Trains until `stop` is cancelled.
+    pub fn run(self, training: TrainingSide, shared: Arc<Shared>, stop: CancellationToken) {
         let LearnerThread { setup, device, queue, stats, finished } = self;
         let TrainingSide { declared, ready } = training;
         let ckpt_dir = setup.run_dir.join("checkpoints");
         let spec = loop {
             if stop.is_cancelled() {
-                return Ok(());
+                return;
             }
             match declared.recv_timeout(Duration::from_millis(100)) {
                 Ok(spec) => break spec,
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
             }
         };
         let mut trainer =
@@ -53,23 +52,7 @@ impl<B: TrainingBackend> LearnerThread<B> {
         metrics::gauge!(crate::metric_names::POLICY_VERSION).set(trainer.version as f64);
         shared.publish(trainer.version, trainer.weights_bytes());
         shared.set_model(Model { spec: spec.clone(), fingerprint: trainer.fingerprint() });
-        let sink: oni_inference::RolloutSink = {
-            let shared = shared.clone();
-            Box::new(move |r| shared.enqueue_blocking(r))
-        };
-        shared
-            .inference()
-            .start::<B::InnerBackend>(
-                &setup.policy,
-                &spec,
-                trainer.fingerprint(),
-                device.clone(),
-                setup.inference.clone(),
-                setup.cfg.rollout_len,
-                shared.weights_board(),
-                sink,
-            )
-            .map_err(|e| LearnerError::Start(format!("the central inference service did not start: {e}")))?;
+        // the central inference service starts on this (`handle.rs`)
         let _ = ready.send(true);
 
         let cfg = &setup.cfg;
@@ -126,7 +109,6 @@ impl<B: TrainingBackend> LearnerThread<B> {
             }
         }
         write_checkpoint(&ckpt_dir, &trainer, &setup);
-        Ok(())
     }
 }
 

@@ -11,7 +11,8 @@ pub use spaces::Layout;
 
 use crate::config::HubConfig;
 use crate::setup::{ActorError, ActorSetup};
-use oni_proto::tasks::CancellationToken;
+use oni_proto::tasks::{CancellationToken, TaskGroup};
+use oni_proto::transport::TransportError;
 use oni_proto::TransportConfig;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,13 +23,13 @@ struct Started {
     events: crossbeam_channel::Receiver<HubEvent>,
 }
 
-/// Binds `cfg.listen` and serves the hub until `stop`.
+/// Binds `cfg.listen`; the returned server serves the hub until `stop`.
 async fn start(
     cfg: &HubConfig,
     transport: &TransportConfig,
     actor_id: &str,
     stop: CancellationToken,
-) -> Result<Started, ActorError> {
+) -> Result<(Started, impl std::future::Future<Output = Result<(), TransportError>> + Send + 'static), ActorError> {
     let hub_err = |reason: String| ActorError::Hub { addr: cfg.listen.clone(), reason };
     let listener = tokio::net::TcpListener::bind(&cfg.listen).await.map_err(|e| hub_err(e.to_string()))?;
     let addr = listener.local_addr().map_err(|e| hub_err(e.to_string()))?;
@@ -40,9 +41,10 @@ async fn start(
     };
     let mut builder =
         oni_proto::transport::server_builder(transport, limit, "env hub").map_err(|e| hub_err(e.to_string()))?;
-    oni_proto::transport::spawn_server(builder.add_service(state.server()), listener, stop, "env hub", transport)
-        .map_err(|e| hub_err(e.to_string()))?;
-    Ok(Started { addr, state, events })
+    let server =
+        oni_proto::transport::serve_until(builder.add_service(state.server()), listener, stop, "env hub", transport)
+            .map_err(|e| hub_err(e.to_string()))?;
+    Ok((Started { addr, state, events }, server))
 }
 
 /// Waits for the first client to declare its spaces; `None` when stopped first.
@@ -59,21 +61,31 @@ async fn first_layout(state: &HubState, stop: CancellationToken) -> Option<Layou
     }
 }
 
-/// Starts the hub on `actor.hub.listen` and waits for the first client to declare its
-/// spaces. Returns their layout and the events for the stepping thread, or `None` when
-/// stopped first. The server runs until `stop`.
+/// Starts the hub on `actor.hub.listen`, its server a task of `tasks`, and waits for the
+/// first client to declare its spaces. Returns their layout and the events for the stepping
+/// thread, or `None` when stopped first.
 pub(crate) async fn serve(
     setup: &ActorSetup,
     actor_id: &str,
-    stop: CancellationToken,
+    tasks: &mut TaskGroup,
 ) -> Result<Option<(Layout, crossbeam_channel::Receiver<HubEvent>)>, ActorError> {
-    let hub = start(&setup.cfg.hub, &setup.transport, actor_id, stop.clone()).await?;
+    let stop = tasks.token();
+    let (hub, server) = start(&setup.cfg.hub, &setup.transport, actor_id, stop.clone()).await?;
+    tasks.spawn("env hub gRPC server", |_| server);
     tracing::info!(addr = %hub.addr, "waiting for environments to attach");
     eprintln!(
         "environment hub listening on {}: attach environments with oni_env.attach(make_env, \"{}\")",
         hub.addr, hub.addr
     );
-    let Some(layout) = first_layout(&hub.state, stop).await else { return Ok(None) };
+    // the server failing while it waits is the actor's failure
+    let layout = tokio::select! {
+        layout = first_layout(&hub.state, stop) => layout,
+        failed = tasks.watch() => {
+            failed?;
+            None
+        }
+    };
+    let Some(layout) = layout else { return Ok(None) };
     tracing::info!(spec = ?layout.spec, "observation layout declared by the first client");
     Ok(Some((layout, hub.events)))
 }
@@ -81,8 +93,13 @@ pub(crate) async fn serve(
 /// A hub that answers every step with uniformly random actions and records nothing: the
 /// protocol's own cost, for `oni bench attach`. Serves until `stop`.
 pub async fn serve_random(cfg: HubConfig, stop: CancellationToken) -> Result<SocketAddr, ActorError> {
-    let hub = start(&cfg, &TransportConfig::default(), "bench", stop.clone()).await?;
+    let (hub, server) = start(&cfg, &TransportConfig::default(), "bench", stop.clone()).await?;
     let addr = hub.addr;
+    tokio::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!("{e}");
+        }
+    });
     tokio::spawn(async move {
         let Some(layout) = first_layout(&hub.state, stop.clone()).await else { return };
         let events = hub.events;
