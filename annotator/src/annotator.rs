@@ -97,6 +97,7 @@ impl Core {
             distilling: Default::default(),
             answered: Default::default(),
         };
+        // the metrics of what loading the bank counted (answers forgotten at the cap)
         core.with_ledger(|_| ());
         Ok(Arc::new(core))
     }

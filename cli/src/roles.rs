@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use oni_actor::ActorCounters;
 use oni_actor::ActorSetup;
 use oni_learner::{spawn_learner, LearnerHandle, LearnerSetup};
-use oni_proto::tasks::{CancellationToken, TaskGroup, STOP_DEADLINE};
+use oni_proto::tasks::{TaskGroup, STOP_DEADLINE};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -71,7 +71,9 @@ pub fn init_metrics(cfg: &Config) -> Result<oni_telemetry::Metrics> {
 
 pub async fn start_learner(p: &Prepared) -> Result<LearnerHandle> {
     let cfg = &p.cfg;
-    let relabel = relabel_puller(cfg)?;
+    let relabel = relabel_client(cfg)?;
+    // where the puller puts the newest reward model for the learner
+    let slot = Arc::new(oni_reward_model::pull::RewardSlot::default());
     let spec = oni_env::registry::known_spec(&cfg.env)?;
     let kind = device::check("learner.device", cfg.learner.device)?;
     let setup = LearnerSetup {
@@ -83,31 +85,29 @@ pub async fn start_learner(p: &Prepared) -> Result<LearnerHandle> {
         resolved_config: cfg.to_toml(),
         transport: cfg.transport.clone(),
         max_env_steps: (cfg.run.max_env_steps > 0).then_some(cfg.run.max_env_steps),
-        relabel: relabel.as_ref().map(|(slot, _)| slot.clone()),
+        relabel: relabel.as_ref().map(|_| slot.clone()),
         inference: cfg.inference.clone(),
     };
     let mut handle = with_backend!(kind, autodiff, |B, dev| spawn_learner::<B>(setup, dev).await)?;
-    if let Some((_, pull)) = relabel {
+    if let Some(conn) = relabel {
         // a refusal retrying cannot fix stops the learner, naming the annotator
-        handle.spawn("relabel reward-model puller", pull);
+        let every = cfg.reward.pull_ms;
+        handle.spawn("relabel reward-model puller", move |stop| {
+            oni_reward_model::pull::pull_reward_models("learner", conn, every, slot, stop)
+        });
     }
     Ok(handle)
 }
 
-/// What pulls the annotator's reward models into a slot, for the learner to relabel with.
-type Puller = Box<dyn FnOnce(CancellationToken) -> Pulling + Send>;
-type Pulling = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), oni_proto::retry::Refused>> + Send>>;
-
-/// Relabel mode: the slot the learner reads reward models from, and the task that pulls
-/// them from the annotator into it.
-fn relabel_puller(cfg: &Config) -> Result<Option<(Arc<oni_reward_model::pull::RewardSlot>, Puller)>> {
+/// Relabel mode: the client that pulls the annotator's reward models for the learner to
+/// relabel with.
+fn relabel_client(cfg: &Config) -> Result<Option<oni_proto::retry::Reconnecting<oni_reward_model::pull::Client>>> {
     if !cfg.learner.relabel {
         return Ok(None);
     }
     let Some(address) = &cfg.actor.annotator else {
         anyhow::bail!("learner.relabel = true needs the annotator's address in actor.annotator (oni run sets it when it starts the annotator)");
     };
-    let slot = Arc::new(oni_reward_model::pull::RewardSlot::default());
     let backoff = oni_proto::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     let conn = oni_proto::retry::Reconnecting::new(
         "annotator",
@@ -118,11 +118,8 @@ fn relabel_puller(cfg: &Config) -> Result<Option<(Arc<oni_reward_model::pull::Re
         oni_reward_model::pull::annotator_client,
     )
     .with_context(|| format!("actor.annotator {address}"))?;
-    let (s, every) = (slot.clone(), cfg.reward.pull_ms);
-    let pull: Puller =
-        Box::new(move |stop| Box::pin(oni_reward_model::pull::pull_reward_models("learner", conn, every, s, stop)));
     tracing::info!(annotator = %address, "relabel mode: intrinsic rewards recomputed with the newest reward model");
-    Ok(Some((slot, pull)))
+    Ok(Some(conn))
 }
 
 /// Starts actor `index` as the task "actor {index}" of `group`.
