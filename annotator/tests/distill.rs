@@ -30,8 +30,17 @@ fn core(url: &str, bank: Arc<dyn LabelBank>, pairs_per_caption: usize) -> Arc<Co
     Core::new(cfg, PromptConfig::default(), llm, bank).unwrap()
 }
 
+// Training happens only when answers arrive, and how they batch up depends on timing: enough
+// steps per batch that one batch fits the eight captions whatever the seed.
 fn distill() -> DistillConfig {
-    DistillConfig { heldout_fraction: 0.0, min_per_class: 2, publish_interval_ms: 0, tick_ms: 50, ..Default::default() }
+    DistillConfig {
+        heldout_fraction: 0.0,
+        min_per_class: 2,
+        publish_interval_ms: 0,
+        tick_ms: 50,
+        steps_per_batch: 400,
+        ..Default::default()
+    }
 }
 
 async fn until(what: &str, secs: u64, f: impl Fn() -> bool) {
