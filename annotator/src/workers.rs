@@ -50,7 +50,15 @@ impl Core {
 
     /// Asks about a batch of captions; returns how many must be asked again.
     async fn label_captions(&self, batch: Vec<String>, stop: &CancellationToken) -> usize {
-        let results = self.llm.classify(&self.prompts, &batch).await;
+        // a request can wait on a busy server for its whole timeout, retries included: a stop
+        // drops it and puts its questions back
+        let results = tokio::select! {
+            r = self.llm.classify(&self.prompts, &batch) => r,
+            _ = stop.cancelled() => {
+                self.with_ledger(|l| l.captions_done(&batch, batch.clone()));
+                return batch.len();
+            }
+        };
         let model = &self.llm.config().model;
         let record = |caption: &String, label, raw_answer, latency_ms, tokens| LabelRecord {
             caption: caption.clone(),
@@ -88,7 +96,13 @@ impl Core {
 
     /// Asks about a batch of pairs; returns how many must be asked again.
     async fn rank_pairs(&self, batch: Vec<(String, String)>, stop: &CancellationToken) -> usize {
-        let results = self.llm.rank(&self.prompts, &batch).await;
+        let results = tokio::select! {
+            r = self.llm.rank(&self.prompts, &batch) => r,
+            _ = stop.cancelled() => {
+                self.with_ledger(|l| l.pairs_done(&[], batch.clone()));
+                return batch.len();
+            }
+        };
         let model = &self.llm.config().model;
         let record = |(first, second): &(String, String), preference, raw_answer, latency_ms, tokens| PairRecord {
             first: first.clone(),

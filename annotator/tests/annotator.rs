@@ -320,3 +320,24 @@ async fn the_most_met_waiting_caption_is_asked_first() {
         assert!(asked[1].contains(second), "{order:?}: asked second: {}", asked[1]);
     }
 }
+
+/// A server that takes longer than the shutdown deadline to answer (a busy llama-server with
+/// a long queue) does not hold the annotator up: the stop drops the requests in flight and
+/// their questions go back to the backlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_does_not_wait_for_a_slow_llm_and_keeps_its_questions() {
+    let script = Arc::new(Mutex::new(Script { auto: true, auto_delay_ms: 60_000, ..Default::default() }));
+    let url = serve(script.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let bank: Arc<dyn LabelBank> = Arc::new(FileBank::open(dir.path()).unwrap());
+    let cfg = AnnotatorConfig { caption_key: vec![], ..Default::default() };
+    let c = Core::new(cfg, PromptConfig::default(), one_per_request(url, 2, 120_000), bank.clone()).unwrap();
+    let mut tasks = TaskGroup::new();
+    c.spawn_workers(&mut tasks);
+    let captions: Vec<String> = (0..4).map(|i| format!("You see here {i} gold pieces.")).collect();
+    c.submit(&captions).unwrap();
+    until("two requests in flight", 10, || script.lock().unwrap().in_flight == 2).await;
+    tasks.shutdown(Duration::from_secs(3)).await.expect("the workers stop while their requests wait");
+    assert_eq!(bank.len().unwrap(), 0);
+    assert_eq!((c.in_flight(), c.backlog()), (0, 4), "every question back in the backlog");
+}
