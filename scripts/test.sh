@@ -26,6 +26,10 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v iptables >/dev/null || need+=(iptables)
 # ttyrec: ttyplay and ttytime read the NetHack recordings a run makes.
 command -v ttyplay >/dev/null || need+=(ttyrec)
+# chromium: the run page is loaded headless in a real browser (cli/tests/page.rs); DejaVu
+# gives its screenshots a monospace font.
+command -v chromium >/dev/null || need+=(chromium)
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf ] || need+=(fonts-dejavu-core)
 # munge, slurmctld, slurmd and slurm-client: the Slurm test runs deploy/slurm/oni.sbatch on
 # a one-node cluster it configures and starts itself.
 command -v munged >/dev/null || need+=(munge)

@@ -26,27 +26,45 @@ pub const OTHER: &str = "(other captions)";
 
 /// What the intrinsic reward paid for, and how much of what the agents met the LLM had
 /// judged: the diagnosis of an online ONI run. The stepping threads add to one ledger per
-/// process every `GAUGE_EVERY` steps; `oni run` writes it into each metrics.jsonl row, a
-/// lone actor logs its top captions.
+/// process every `GAUGE_EVERY` steps; `oni run` writes it into each metrics.jsonl row (and
+/// sums it for the run page's label table), a lone actor logs its top captions.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Ledger {
     /// Steps whose observation carried a message.
     pub captioned: u64,
     /// Of those, steps whose caption the reward model's labels cover.
     pub labelled: u64,
-    /// Per caption: steps paid, and the intrinsic reward paid (`r_int · N_ep^(−β)`, before α_int).
-    pub paid: HashMap<String, (u64, f64)>,
+    /// Per caption: how often it was met and what it was paid.
+    pub captions: HashMap<String, Booked>,
+}
+
+/// One caption's steps in a ledger.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Booked {
+    /// Steps whose caption it was.
+    pub met: u64,
+    /// Of those, steps paid an intrinsic reward.
+    pub paid_steps: u64,
+    /// The intrinsic reward paid (`r_int · N_ep^(−β)`, before α_int).
+    pub paid: f64,
+}
+
+impl Booked {
+    fn plus(self, o: Booked) -> Booked {
+        Booked { met: self.met + o.met, paid_steps: self.paid_steps + o.paid_steps, paid: self.paid + o.paid }
+    }
 }
 
 impl Ledger {
-    /// Books `n` paid steps worth `r` to a caption (to `OTHER` once the ledger names
-    /// `LEDGER_CAPTIONS`); allocates only for a caption new to the ledger.
-    fn add(&mut self, caption: &str, n: u64, r: f64) {
-        let key = if self.paid.contains_key(caption) || self.paid.len() < LEDGER_CAPTIONS { caption } else { OTHER };
-        match self.paid.get_mut(key) {
-            Some(e) => *e = (e.0 + n, e.1 + r),
+    /// Books steps to a caption (to `OTHER` once the ledger names `LEDGER_CAPTIONS`);
+    /// allocates only for a caption new to the ledger.
+    fn add(&mut self, caption: &str, b: Booked) {
+        let key =
+            if self.captions.contains_key(caption) || self.captions.len() < LEDGER_CAPTIONS { caption } else { OTHER };
+        match self.captions.get_mut(key) {
+            Some(e) => *e = e.plus(b),
             None => {
-                self.paid.insert(key.to_string(), (n, r));
+                self.captions.insert(key.to_string(), b);
             }
         }
     }
@@ -54,8 +72,8 @@ impl Ledger {
     fn merge(&mut self, other: Ledger) {
         self.captioned += other.captioned;
         self.labelled += other.labelled;
-        for (c, (n, r)) in other.paid {
-            self.add(&c, n, r);
+        for (c, b) in other.captions {
+            self.add(&c, b);
         }
     }
 
@@ -64,9 +82,14 @@ impl Ledger {
         (self.captioned > 0).then(|| self.labelled as f64 / self.captioned as f64)
     }
 
-    /// The `n` captions paid the most, most first.
+    /// The `n` captions paid the most, most first: (caption, steps paid, reward paid).
     pub fn top(&self, n: usize) -> Vec<(String, u64, f64)> {
-        let mut v: Vec<(String, u64, f64)> = self.paid.iter().map(|(c, &(k, r))| (c.clone(), k, r)).collect();
+        let mut v: Vec<(String, u64, f64)> = self
+            .captions
+            .iter()
+            .filter(|(_, b)| b.paid_steps > 0)
+            .map(|(c, b)| (c.clone(), b.paid_steps, b.paid))
+            .collect();
         v.sort_by(|a, b| b.2.total_cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
         v.truncate(n);
         v
@@ -147,9 +170,7 @@ impl Rewarder {
             if let Some(k) = key {
                 self.ledger.captioned += 1;
                 self.ledger.labelled += self.rewards.is_labelled(k) as u64;
-                if r > 0.0 {
-                    self.ledger.add(k, 1, r as f64);
-                }
+                self.ledger.add(k, Booked { met: 1, paid_steps: (r > 0.0) as u64, paid: r as f64 });
             }
             self.episode_sum[i] += r;
             rewards.push(r);
@@ -253,18 +274,26 @@ mod tests {
         assert_eq!(l.labelled_share(), Some(0.8));
         let top = l.top(5);
         assert_eq!(top.len(), 1, "only the key was paid: {top:?}");
+        // every caption met is counted, paid or not
+        assert_eq!(l.captions["It's a wall."], Booked { met: 1, paid_steps: 0, paid: 0.0 });
+        assert_eq!(l.captions[KEY].met, 3);
         assert_eq!((top[0].0.as_str(), top[0].1), (KEY, 3));
         assert!((top[0].2 - (1.0 + 0.125 + 1.0)).abs() < 1e-6, "env 0 paid 1 then 1/8, env 1 paid 1: {}", top[0].2);
 
         // bounded: past LEDGER_CAPTIONS distinct captions the rest are summed as one
         let mut big = Ledger::default();
+        let one = Booked { met: 1, paid_steps: 1, paid: 1.0 };
         for i in 0..LEDGER_CAPTIONS + 10 {
-            big.add(&format!("caption {i}"), 1, 1.0);
+            big.add(&format!("caption {i}"), one);
         }
-        big.add("caption 0", 1, 1.0);
-        assert_eq!(big.paid.len(), LEDGER_CAPTIONS + 1);
-        assert_eq!(big.paid[OTHER], (10, 10.0));
-        assert_eq!(big.paid["caption 0"], (2, 2.0), "a caption already named keeps its own line");
+        big.add("caption 0", one);
+        assert_eq!(big.captions.len(), LEDGER_CAPTIONS + 1);
+        assert_eq!(big.captions[OTHER], Booked { met: 10, paid_steps: 10, paid: 10.0 });
+        assert_eq!(
+            big.captions["caption 0"],
+            Booked { met: 2, paid_steps: 2, paid: 2.0 },
+            "a caption already named keeps its own line"
+        );
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub enum BenchCmd {
     Judge(crate::judge_bench::JudgeBench),
     /// Success rate of several presets (e.g. extrinsic-only vs ONI) at one step budget.
     Learning(crate::learning::LearningBench),
+    /// The run page's load time with a large label bank (HTTP, and headless chromium).
+    Page(crate::page::bench::PageBench),
     /// Env-hub protocol overhead: steps/s of an instant env attached from Python, per batch size.
     Attach(AttachBench),
     /// A long run of the whole loop with the process's memory, fds, threads and label bank
@@ -80,6 +82,10 @@ pub struct E2eBench {
     common: Common,
     #[arg(long, default_value_t = 30.0)]
     seconds: f64,
+    /// Also serve the run page, write metrics.jsonl as `oni run` does, and poll the page as
+    /// an open browser tab does (what watching a run costs the training).
+    #[arg(long)]
+    page: bool,
 }
 
 #[derive(Args)]
@@ -117,6 +123,7 @@ pub async fn run(cmd: BenchCmd) -> Result<()> {
     match cmd {
         BenchCmd::Env(b) => bench_env(b),
         BenchCmd::E2e(b) => bench_e2e(b).await,
+        BenchCmd::Page(b) => crate::page::bench::run(b).await,
         BenchCmd::Learner(b) => bench_learner(b),
         BenchCmd::Inference(b) => bench_inference(b),
         BenchCmd::Annotator(b) => bench_annotator(b).await,
@@ -256,7 +263,7 @@ async fn bench_e2e(b: E2eBench) -> Result<()> {
     p.cfg.learner.listen = "127.0.0.1:0".into();
     p.cfg.learner.checkpoint_interval_secs = 1_000_000;
     let metrics = roles::init_metrics(&p.cfg)?;
-    let learner = roles::start_learner(&p).await?;
+    let mut learner = roles::start_learner(&p).await?;
     let mut actors = TaskGroup::new();
     let mut counters = Vec::new();
     for i in 0..p.cfg.actor.count.max(1) {
@@ -275,7 +282,18 @@ async fn bench_e2e(b: E2eBench) -> Result<()> {
     let (l0, a0, t0) = (learner.stats.snapshot().env_steps, actor_steps(), Instant::now());
     let m0 = InferenceFigures::read(&metrics.render());
     let cpu0 = thread_cpu_seconds();
-    tokio::time::sleep(Duration::from_secs_f64(b.seconds)).await;
+    let page = if b.page { Some(crate::page::bench::watch(&p, &mut learner).await?) } else { None };
+    match page {
+        Some(mut w) => {
+            let end = t0 + Duration::from_secs_f64(b.seconds);
+            while Instant::now() < end {
+                tokio::time::sleep(Duration::from_secs_f64(p.cfg.run.progress_interval_secs.max(0.1))).await;
+                w.progress.tick(&learner.stats);
+            }
+            w.stop.cancel();
+        }
+        None => tokio::time::sleep(Duration::from_secs_f64(b.seconds)).await,
+    }
     let secs = t0.elapsed().as_secs_f64();
     let cpu = cpu_shares(&cpu0, &thread_cpu_seconds(), secs);
     let snap = learner.stats.snapshot();
@@ -293,6 +311,7 @@ async fn bench_e2e(b: E2eBench) -> Result<()> {
                "actors": p.cfg.actor.count, "envs_per_actor": p.cfg.actor.num_envs,
                "batch_rollouts": p.cfg.learner.batch_rollouts, "rollout_len": p.cfg.learner.rollout_len,
                "inference": format!("{:?}", p.cfg.actor.inference).to_lowercase(),
+               "recording": p.cfg.record_plan(Some(&p.run_dir)).is_some(), "page_watched": b.page,
                "mean_inference_batch_envs": inference.mean_batch(),
                "inference_bytes_per_env_step": inference.bytes_per_step(),
                "cpu": cpu_info(), "cpu_share_by_thread": cpu})

@@ -40,6 +40,7 @@ pub struct Config {
     pub llm: LlmConfig,
     pub prompts: PromptConfig,
     pub label_bank: LabelBankConfig,
+    pub page: crate::page::PageConfig,
     /// How the annotator trains the reward model (`reward.kind`) from its labels.
     pub distill: DistillConfig,
 }
@@ -103,6 +104,7 @@ impl Default for Config {
             llm: LlmConfig::default(),
             prompts: PromptConfig::default(),
             label_bank: LabelBankConfig::default(),
+            page: crate::page::PageConfig::default(),
             distill: DistillConfig::default(),
         }
     }

@@ -14,6 +14,7 @@ mod judge;
 mod judge_bench;
 mod labels;
 mod learning;
+mod page;
 mod progress;
 mod reference;
 mod roles;

@@ -46,6 +46,8 @@ pub struct Progress {
     sps: f64,
     annotator: Option<std::sync::Arc<oni_annotator::Core>>,
     last_answered: u64,
+    /// Where the captions met and paid are summed for the run page.
+    met: Option<std::sync::Arc<crate::page::data::MetCounts>>,
 }
 
 #[derive(Serialize)]
@@ -89,6 +91,7 @@ impl Progress {
             sps: 0.0,
             annotator: None,
             last_answered: 0,
+            met: None,
         }
     }
 
@@ -101,6 +104,12 @@ impl Progress {
     /// Adds the annotator's labels and reward-model version to the progress line.
     pub fn with_annotator(mut self, core: Option<std::sync::Arc<oni_annotator::Core>>) -> Self {
         self.annotator = core;
+        self
+    }
+
+    /// Also sums what the actors met and were paid into `met` (the run page's label table).
+    pub fn with_met(mut self, met: Option<std::sync::Arc<crate::page::data::MetCounts>>) -> Self {
+        self.met = met;
         self
     }
 
@@ -142,6 +151,9 @@ impl Progress {
         }
         let oni = self.annotator.as_ref().map(|a| {
             let ledger = oni_actor::intrinsic::take_ledger();
+            if let Some(met) = &self.met {
+                met.add(&ledger.captions);
+            }
             OniRow {
                 labels: a.answered(),
                 label_backlog: a.backlog(),

@@ -3,6 +3,7 @@
 use crate::config::BankKind;
 use crate::config::{self, Config};
 use crate::device;
+use crate::page::{self, data::MetCounts};
 use crate::progress::{write_summary, Progress};
 use crate::{with_backend, Common};
 use anyhow::{Context, Result};
@@ -99,6 +100,25 @@ pub async fn start_learner(p: &Prepared) -> Result<LearnerHandle> {
     Ok(handle)
 }
 
+/// Serves the run page beside the learner where `page` says so (`in_run`: `oni run`), and
+/// prints its address; the address is also written to `page-address` in the run directory.
+async fn start_page(p: &Prepared, in_run: bool, sources: page::Sources, learner: &mut LearnerHandle) -> Result<()> {
+    let cfg = &p.cfg.page;
+    if !cfg.on(in_run) {
+        return Ok(());
+    }
+    let listener = page::bind(cfg, cfg.mode == page::PageMode::Auto).await?;
+    let addr = listener.local_addr().context("page.listen")?;
+    let url = format!("http://{addr}/");
+    let how = if sources.token.is_some() { " (add ?token=<transport.token>)" } else { "" };
+    eprintln!("run page: {url}{how}");
+    tracing::info!(%url, "run page");
+    let file = p.run_dir.join("page-address");
+    std::fs::write(&file, format!("{url}\n")).with_context(|| format!("cannot write {}", file.display()))?;
+    learner.spawn("run page", move |stop| page::serve(listener, sources, stop));
+    Ok(())
+}
+
 /// Relabel mode: the client that pulls the annotator's reward models for the learner to
 /// relabel with.
 fn relabel_client(cfg: &Config) -> Result<Option<oni_proto::retry::Reconnecting<oni_reward_model::pull::Client>>> {
@@ -182,9 +202,10 @@ async fn supervise(
     p: &Prepared,
     learner: &mut LearnerHandle,
     annotator: Option<Arc<oni_annotator::Core>>,
+    met: Option<Arc<MetCounts>>,
     done: impl std::future::Future<Output = ()>,
 ) -> Progress {
-    let mut progress = Progress::new(Some(&p.run_dir), &learner.stats).with_annotator(annotator);
+    let mut progress = Progress::new(Some(&p.run_dir), &learner.stats).with_annotator(annotator).with_met(met);
     if p.cfg.learner.tensorboard {
         if let Err(e) = progress.add_tensorboard(&p.run_dir) {
             tracing::warn!("learner.tensorboard: {e}; the run goes on without it");
@@ -248,7 +269,18 @@ pub async fn run(c: Common) -> Result<()> {
             _ = annotator_failed => {}
         }
     };
-    let progress = supervise(&p, &mut learner, annotator.clone(), ended).await;
+    let met = Arc::new(MetCounts::default());
+    let sources = page::Sources {
+        name: p.cfg.name.clone(),
+        env: p.cfg.env.name.clone(),
+        run_dir: p.run_dir.clone(),
+        recordings: p.cfg.record_plan(Some(&p.run_dir)).map(|plan| plan.dir),
+        labels: annotator.clone().map(page::LabelSource::of),
+        met: met.clone(),
+        token: p.cfg.transport.token().map(str::to_string),
+    };
+    start_page(&p, true, sources, &mut learner).await?;
+    let progress = supervise(&p, &mut learner, annotator.clone(), Some(met), ended).await;
     // actors stop first; the annotator (own group) then finishes its backlog
     let actors_stopped = actors.shutdown(STOP_DEADLINE).await;
     let summary = progress.summary(&p.cfg.name, &p.cfg.env.name, &learner.stats);
@@ -302,7 +334,17 @@ pub async fn learner(c: Common) -> Result<()> {
     init_metrics(&p.cfg)?;
     let mut learner = start_learner(&p).await?;
     eprintln!("learner listening on {}", learner.addr);
-    let progress = supervise(&p, &mut learner, None, std::future::pending()).await;
+    let sources = page::Sources {
+        name: p.cfg.name.clone(),
+        env: p.cfg.env.name.clone(),
+        run_dir: p.run_dir.clone(),
+        recordings: None,
+        labels: None,
+        met: Arc::new(MetCounts::default()),
+        token: p.cfg.transport.token().map(str::to_string),
+    };
+    start_page(&p, false, sources, &mut learner).await?;
+    let progress = supervise(&p, &mut learner, None, None, std::future::pending()).await;
     let summary = progress.summary(&p.cfg.name, &p.cfg.env.name, &learner.stats);
     let stopped = learner.shutdown().await;
     write_summary(&p.run_dir, &summary)?;
