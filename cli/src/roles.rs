@@ -275,7 +275,10 @@ pub async fn run(c: Common) -> Result<()> {
         env: p.cfg.env.name.clone(),
         run_dir: p.run_dir.clone(),
         recordings: p.cfg.record_plan(Some(&p.run_dir)).map(|plan| plan.dir),
-        labels: annotator.clone().map(page::LabelSource::of),
+        labels: annotator
+            .clone()
+            .map(page::LabelSource::of)
+            .ok_or_else(|| "this run has no annotator (reward.kind is not set): nothing is labelled".to_string()),
         met: met.clone(),
         token: p.cfg.transport.token().map(str::to_string),
     };
@@ -339,7 +342,7 @@ pub async fn learner(c: Common) -> Result<()> {
         env: p.cfg.env.name.clone(),
         run_dir: p.run_dir.clone(),
         recordings: None,
-        labels: None,
+        labels: Err("the label bank is with the annotator (`oni annotator`), not in the learner's process".into()),
         met: Arc::new(MetCounts::default()),
         token: p.cfg.transport.token().map(str::to_string),
     };

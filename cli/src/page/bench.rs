@@ -98,7 +98,7 @@ pub async fn run(b: PageBench) -> Result<()> {
         env: "keyroom-small".into(),
         run_dir: dir.path().to_path_buf(),
         recordings: None,
-        labels: Some(LabelSource { bank, served: Box::new(move || Some((1, model.clone()))) }),
+        labels: Ok(LabelSource { bank, served: Box::new(move || Some((1, model.clone()))) }),
         met,
         token: None,
     };
@@ -209,7 +209,7 @@ pub async fn watch(p: &crate::roles::Prepared, learner: &mut oni_learner::Learne
         env: p.cfg.env.name.clone(),
         run_dir: p.run_dir.clone(),
         recordings: p.cfg.record_plan(Some(&p.run_dir)).map(|plan| plan.dir),
-        labels: None,
+        labels: Err("oni bench e2e runs no annotator".into()),
         met: met.clone(),
         token: None,
     };

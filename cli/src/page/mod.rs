@@ -74,18 +74,21 @@ pub struct Sources {
     pub run_dir: PathBuf,
     /// The recordings' directory, where this process records.
     pub recordings: Option<PathBuf>,
-    /// The label bank and reward model of the annotator in this process, if any.
-    pub labels: Option<LabelSource>,
+    /// The label bank and reward model of the annotator in this process, or why the page
+    /// has none.
+    pub labels: Result<LabelSource, String>,
     /// Captions met and paid over the run (filled as `metrics.jsonl` rows are written).
     pub met: Arc<MetCounts>,
     pub token: Option<String>,
 }
 
+/// The served reward model's version and snapshot bytes, once there is one.
+pub type Served = Box<dyn Fn() -> Option<(u64, Arc<Vec<u8>>)> + Send + Sync>;
+
 /// The label table's data: a bank and the reward model being served.
 pub struct LabelSource {
     pub bank: Arc<dyn LabelBank>,
-    /// The served reward model's version and snapshot bytes, once there is one.
-    pub served: Box<dyn Fn() -> Option<(u64, Arc<Vec<u8>>)> + Send + Sync>,
+    pub served: Served,
 }
 
 impl LabelSource {
@@ -236,7 +239,7 @@ async fn run(State(page): State<Arc<Page>>) -> Json<serde_json::Value> {
             env: &s.env,
             run_dir: s.run_dir.display().to_string(),
             recording: s.recordings.is_some(),
-            annotator: s.labels.is_some(),
+            annotator: s.labels.is_ok(),
         })
         .expect("plain data"),
     )
@@ -314,11 +317,10 @@ fn default_limit() -> usize {
 const MAX_ROWS: usize = 500;
 
 async fn labels(State(page): State<Arc<Page>>, Query(q): Query<LabelQuery>) -> Response {
-    if page.src.labels.is_none() {
-        return Json(serde_json::json!({
-            "total": 0, "matched": 0, "offset": 0, "rows": [], "rm_version": 0,
-            "note": "no annotator in this process: its label bank is shown by the process that runs it"
-        }))
+    if let Err(why) = &page.src.labels {
+        return Json(
+            serde_json::json!({ "total": 0, "matched": 0, "offset": 0, "rows": [], "rm_version": 0, "note": why }),
+        )
         .into_response();
     }
     let page2 = page.clone();

@@ -240,7 +240,7 @@ async function openEpisode(name) {
       el("td", { class: "num" }, i + 1), el("td", { class: "num" }, s.action),
       el("td", { class: "num" }, fmt(s.reward)), el("td", { class: "num" }, s.intrinsic == null ? "–" : fmt(s.intrinsic)),
       el("td", {}, s.caption), el("td", {}, labelCell(s)));
-    if ((s.intrinsic || 0) > 0 || s.reward !== 0) tr.classList.add("paid");
+    if ((s.intrinsic || 0) > 0 || s.reward > 0) tr.classList.add("paid");
     body.append(tr);
   });
   setState("paused");
