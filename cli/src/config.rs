@@ -3,7 +3,7 @@
 //! a wrong type fails at start, naming the key).
 
 use anyhow::{anyhow, bail, Context, Result};
-use oni_actor::record::{RecordConfig, RecordMode};
+use oni_actor::record::RecordConfig;
 use oni_actor::ActorConfig;
 use oni_annotator::AnnotatorConfig;
 use oni_annotator::{LlmConfig, PromptConfig};
@@ -319,7 +319,7 @@ fn validate(cfg: &Config) -> Result<()> {
     if !(r.every_seconds >= 0.0 && r.every_seconds.is_finite()) {
         bail!("config key `record.every_seconds` must be a number of seconds, 0 or more");
     }
-    if r.mode != RecordMode::Off && r.max_files == 0 {
+    if r.mode != oni_proto::Switch::Off && r.max_files == 0 {
         bail!("config key `record.max_files` must be at least 1 while recording (record.mode = \"off\" turns it off)");
     }
     if !(0.0..1.0).contains(&cfg.distill.heldout_fraction) {
@@ -338,11 +338,7 @@ impl Config {
     /// What the actors record: `in_run` for `oni run` (recordings go to the run directory
     /// and `auto` means on), else a cluster actor (`auto` means off).
     pub fn record_plan(&self, in_run: Option<&Path>) -> Option<oni_actor::record::RecordPlan> {
-        let on = match self.record.mode {
-            RecordMode::On => true,
-            RecordMode::Off => false,
-            RecordMode::Auto => in_run.is_some(),
-        };
+        let on = self.record.mode.on(in_run.is_some());
         let dir = match (self.record.dir.as_str(), in_run) {
             ("", Some(run_dir)) => run_dir.join("recordings"),
             ("", None) => PathBuf::from("recordings"),

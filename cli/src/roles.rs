@@ -104,10 +104,10 @@ pub async fn start_learner(p: &Prepared) -> Result<LearnerHandle> {
 /// prints its address; the address is also written to `page-address` in the run directory.
 async fn start_page(p: &Prepared, in_run: bool, sources: page::Sources, learner: &mut LearnerHandle) -> Result<()> {
     let cfg = &p.cfg.page;
-    if !cfg.on(in_run) {
+    if !cfg.mode.on(in_run) {
         return Ok(());
     }
-    let listener = page::bind(cfg, cfg.mode == page::PageMode::Auto).await?;
+    let listener = page::bind(cfg, cfg.mode == oni_proto::Switch::Auto).await?;
     let addr = listener.local_addr().context("page.listen")?;
     let url = format!("http://{addr}/");
     let how = if sources.token.is_some() { " (add ?token=<transport.token>)" } else { "" };

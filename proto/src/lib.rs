@@ -13,6 +13,7 @@ pub mod raw;
 pub mod refusal;
 pub mod retry;
 pub mod serve;
+pub mod switch;
 pub mod tasks;
 pub mod throttle;
 pub mod transport;
@@ -29,6 +30,7 @@ pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
 pub use backoff::Backoff;
 pub use field::FieldError;
 pub use refusal::{Fault, Refusal};
+pub use switch::Switch;
 pub use transport::{AuthInterceptor, ClientOptions, TlsConfig, TokenCheck, TransportConfig};
 
 #[doc(hidden)]

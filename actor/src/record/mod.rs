@@ -17,26 +17,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use ttyrec::TtyrecWriter;
 
-/// Whether an actor records episodes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum RecordMode {
-    /// On in `oni run`, off in the cluster roles (`oni actor`).
-    #[default]
-    Auto,
-    /// Always (a cluster actor records into `record.dir`).
-    On,
-    /// Never.
-    Off,
-}
-
 /// `[record]`: episodes an actor records while it trains (its first env's): a recording
 /// starts at the actor's start, then at the next episode once `every_seconds` passed or
 /// `every_episodes` ended since the last one began.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecordConfig {
-    pub mode: RecordMode,
+    /// Whether an actor records episodes (a cluster actor into `record.dir`).
+    pub mode: oni_proto::Switch,
     /// Seconds from the start of one recording to the next (0: not by time).
     pub every_seconds: f64,
     /// Episodes (of all the actor's envs) from the start of one recording to the next (0: not
@@ -57,7 +45,7 @@ pub struct RecordConfig {
 impl Default for RecordConfig {
     fn default() -> Self {
         RecordConfig {
-            mode: RecordMode::Auto,
+            mode: oni_proto::Switch::Auto,
             every_seconds: 300.0,
             every_episodes: 0,
             max_files: 20,

@@ -4,7 +4,7 @@
 //! page in headless chromium where it is installed.
 
 use super::data::MetCounts;
-use super::{LabelSource, PageConfig, PageMode, Sources};
+use super::{LabelSource, PageConfig, Sources};
 use anyhow::{Context, Result};
 use clap::Args;
 use oni_annotator::{FileBank, Label, LabelBank, LabelRecord};
@@ -102,7 +102,7 @@ pub async fn run(b: PageBench) -> Result<()> {
         met,
         token: None,
     };
-    let cfg = PageConfig { mode: PageMode::On, listen: "127.0.0.1:0".into() };
+    let cfg = PageConfig { mode: oni_proto::Switch::On, listen: "127.0.0.1:0".into() };
     let listener = super::bind(&cfg, false).await?;
     let addr = listener.local_addr()?;
     let stop = tokio_util::sync::CancellationToken::new();
@@ -213,7 +213,7 @@ pub async fn watch(p: &crate::roles::Prepared, learner: &mut oni_learner::Learne
         met: met.clone(),
         token: None,
     };
-    let cfg = PageConfig { mode: PageMode::On, listen: "127.0.0.1:0".into() };
+    let cfg = PageConfig { mode: oni_proto::Switch::On, listen: "127.0.0.1:0".into() };
     let listener = super::bind(&cfg, false).await?;
     let base = format!("http://{}", listener.local_addr()?);
     learner.spawn("run page", move |stop| super::serve(listener, sources, stop));

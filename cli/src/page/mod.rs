@@ -22,19 +22,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-/// Whether the run page is served.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum PageMode {
-    /// On in `oni run`, off in `oni learner`.
-    #[default]
-    Auto,
-    /// Always, by the process that holds the learner.
-    On,
-    /// Never.
-    Off,
-}
-
 /// `[page]`: the run page, served by the process that holds the learner (`oni run`, `oni
 /// learner`). It shows the run's curves, its recorded episodes and its label bank. With
 /// `transport.token` set it answers only requests that carry the token (open it with
@@ -43,7 +30,8 @@ pub enum PageMode {
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PageConfig {
-    pub mode: PageMode,
+    /// Whether the process that holds the learner serves the page.
+    pub mode: oni_proto::Switch,
     /// Address the page listens on (`host:port`; port 0 picks a free one). With `mode =
     /// "auto"`, a port already in use gives way to a free one on the same host, and the
     /// address is printed either way.
@@ -52,18 +40,7 @@ pub struct PageConfig {
 
 impl Default for PageConfig {
     fn default() -> Self {
-        PageConfig { mode: PageMode::Auto, listen: "127.0.0.1:8070".into() }
-    }
-}
-
-impl PageConfig {
-    /// Whether `oni run` (`in_run`) or `oni learner` serves the page.
-    pub fn on(&self, in_run: bool) -> bool {
-        match self.mode {
-            PageMode::On => true,
-            PageMode::Off => false,
-            PageMode::Auto => in_run,
-        }
+        PageConfig { mode: oni_proto::Switch::Auto, listen: "127.0.0.1:8070".into() }
     }
 }
 
