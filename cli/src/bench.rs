@@ -262,6 +262,9 @@ async fn bench_e2e(b: E2eBench) -> Result<()> {
     let mut p: Prepared = roles::prepare(&common)?;
     p.cfg.learner.listen = "127.0.0.1:0".into();
     p.cfg.learner.checkpoint_interval_secs = 1_000_000;
+    if b.page {
+        p.cfg.page = crate::page::PageConfig { mode: oni_proto::Switch::On, listen: "127.0.0.1:0".into() };
+    }
     let metrics = roles::init_metrics(&p.cfg)?;
     let mut learner = roles::start_learner(&p).await?;
     let mut actors = TaskGroup::new();

@@ -102,10 +102,16 @@ pub async fn start_learner(p: &Prepared) -> Result<LearnerHandle> {
 
 /// Serves the run page beside the learner where `page` says so (`in_run`: `oni run`), and
 /// prints its address; the address is also written to `page-address` in the run directory.
-async fn start_page(p: &Prepared, in_run: bool, sources: page::Sources, learner: &mut LearnerHandle) -> Result<()> {
+/// Returns the address, if it serves.
+pub async fn start_page(
+    p: &Prepared,
+    in_run: bool,
+    sources: page::Sources,
+    learner: &mut LearnerHandle,
+) -> Result<Option<std::net::SocketAddr>> {
     let cfg = &p.cfg.page;
     if !cfg.mode.on(in_run) {
-        return Ok(());
+        return Ok(None);
     }
     let listener = page::bind(cfg, cfg.mode == oni_proto::Switch::Auto).await?;
     let addr = listener.local_addr().context("page.listen")?;
@@ -116,7 +122,7 @@ async fn start_page(p: &Prepared, in_run: bool, sources: page::Sources, learner:
     let file = p.run_dir.join("page-address");
     std::fs::write(&file, format!("{url}\n")).with_context(|| format!("cannot write {}", file.display()))?;
     learner.spawn("run page", move |stop| page::serve(listener, sources, stop));
-    Ok(())
+    Ok(Some(addr))
 }
 
 /// Relabel mode: the client that pulls the annotator's reward models for the learner to
@@ -270,18 +276,12 @@ pub async fn run(c: Common) -> Result<()> {
         }
     };
     let met = Arc::new(MetCounts::default());
-    let sources = page::Sources {
-        name: p.cfg.name.clone(),
-        env: p.cfg.env.name.clone(),
-        run_dir: p.run_dir.clone(),
-        recordings: p.cfg.record_plan(Some(&p.run_dir)).map(|plan| plan.dir),
-        labels: annotator
-            .clone()
-            .map(page::LabelSource::of)
-            .ok_or_else(|| "this run has no annotator (reward.kind is not set): nothing is labelled".to_string()),
-        met: met.clone(),
-        token: p.cfg.transport.token().map(str::to_string),
-    };
+    let labels = annotator
+        .clone()
+        .map(page::LabelSource::of)
+        .ok_or_else(|| "this run has no annotator (reward.kind is not set): nothing is labelled".to_string());
+    let recordings = p.cfg.record_plan(Some(&p.run_dir)).map(|plan| plan.dir);
+    let sources = page::Sources::of_run(&p, recordings, labels, met.clone());
     start_page(&p, true, sources, &mut learner).await?;
     let progress = supervise(&p, &mut learner, annotator.clone(), Some(met), ended).await;
     // actors stop first; the annotator (own group) then finishes its backlog
@@ -337,15 +337,8 @@ pub async fn learner(c: Common) -> Result<()> {
     init_metrics(&p.cfg)?;
     let mut learner = start_learner(&p).await?;
     eprintln!("learner listening on {}", learner.addr);
-    let sources = page::Sources {
-        name: p.cfg.name.clone(),
-        env: p.cfg.env.name.clone(),
-        run_dir: p.run_dir.clone(),
-        recordings: None,
-        labels: Err("the label bank is with the annotator (`oni annotator`), not in the learner's process".into()),
-        met: Arc::new(MetCounts::default()),
-        token: p.cfg.transport.token().map(str::to_string),
-    };
+    let labels = Err("the label bank is with the annotator (`oni annotator`), not in the learner's process".into());
+    let sources = page::Sources::of_run(&p, None, labels, Arc::new(MetCounts::default()));
     start_page(&p, false, sources, &mut learner).await?;
     let progress = supervise(&p, &mut learner, None, None, std::future::pending()).await;
     let summary = progress.summary(&p.cfg.name, &p.cfg.env.name, &learner.stats);

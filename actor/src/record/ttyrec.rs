@@ -35,24 +35,33 @@ pub struct Frame {
 
 /// Splits a recording into frames; any damage is an error naming where.
 pub fn read_frames(bytes: &[u8]) -> Result<Vec<Frame>, TtyrecError> {
+    match read_frames_until_damage(bytes) {
+        (frames, None) => Ok(frames),
+        (_, Some(e)) => Err(e),
+    }
+}
+
+/// The whole frames before the first damage, and the damage if there is any (a reader that
+/// shows what it can of a cut recording).
+pub fn read_frames_until_damage(bytes: &[u8]) -> (Vec<Frame>, Option<TtyrecError>) {
     let mut frames = Vec::new();
     let mut at = 0;
     while at < bytes.len() {
-        let Some(h) = bytes.get(at..at + HEADER) else { return Err(TtyrecError::TruncatedHeader(at)) };
+        let Some(h) = bytes.get(at..at + HEADER) else { return (frames, Some(TtyrecError::TruncatedHeader(at))) };
         let word = |k: usize| u32::from_le_bytes(h[4 * k..4 * k + 4].try_into().expect("4 bytes"));
         let len = word(2) as usize;
         if len > MAX_FRAME {
-            return Err(TtyrecError::Oversized { at, len });
+            return (frames, Some(TtyrecError::Oversized { at, len }));
         }
         let left = bytes.len() - at - HEADER;
         if len > left {
-            return Err(TtyrecError::TruncatedFrame { at, len, left });
+            return (frames, Some(TtyrecError::TruncatedFrame { at, len, left }));
         }
         let time = Duration::from_secs(word(0) as u64) + Duration::from_micros(word(1) as u64);
         frames.push(Frame { time, data: bytes[at + HEADER..at + HEADER + len].to_vec() });
         at += HEADER + len;
     }
-    Ok(frames)
+    (frames, None)
 }
 
 /// Writes one frame (header and payload) shown at `time`.

@@ -202,34 +202,30 @@ pub struct Watched {
     pub stop: tokio_util::sync::CancellationToken,
 }
 
+/// The page is served as `p.cfg.page` says (`oni bench e2e --page` turns it on, on a free
+/// loopback port).
 pub async fn watch(p: &crate::roles::Prepared, learner: &mut oni_learner::LearnerHandle) -> Result<Watched> {
     let met = Arc::new(MetCounts::default());
-    let sources = Sources {
-        name: p.cfg.name.clone(),
-        env: p.cfg.env.name.clone(),
-        run_dir: p.run_dir.clone(),
-        recordings: p.cfg.record_plan(Some(&p.run_dir)).map(|plan| plan.dir),
-        labels: Err("oni bench e2e runs no annotator".into()),
-        met: met.clone(),
-        token: None,
-    };
-    let cfg = PageConfig { mode: oni_proto::Switch::On, listen: "127.0.0.1:0".into() };
-    let listener = super::bind(&cfg, false).await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    learner.spawn("run page", move |stop| super::serve(listener, sources, stop));
+    let recordings = p.cfg.record_plan(Some(&p.run_dir)).map(|plan| plan.dir);
+    let sources = Sources::of_run(p, recordings, Err("oni bench e2e runs no annotator".into()), met.clone());
+    let token = sources.token.clone();
+    let addr = crate::roles::start_page(p, true, sources, learner).await?.context("page.mode is off")?;
     let stop = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(poll(base, stop.clone()));
+    tokio::spawn(poll(format!("http://{addr}"), token, stop.clone()));
     let progress = crate::progress::Progress::new(Some(&p.run_dir), &learner.stats).with_met(Some(met));
     Ok(Watched { progress, stop })
 }
 
 /// Polls the page's data as page.js does: metrics every 2 s, recordings and labels every
 /// 5 s, and the newest episode whenever it changes.
-async fn poll(base: String, stop: tokio_util::sync::CancellationToken) {
+async fn poll(base: String, token: Option<String>, stop: tokio_util::sync::CancellationToken) {
     let client = reqwest::Client::new();
     let get = |path: String| {
-        let (client, url) = (client.clone(), format!("{base}{path}"));
-        async move { client.get(url).send().await?.json::<serde_json::Value>().await }
+        let mut req = client.get(format!("{base}{path}"));
+        if let Some(t) = &token {
+            req = req.bearer_auth(t);
+        }
+        async move { req.send().await?.json::<serde_json::Value>().await }
     };
     let (mut from, mut newest, mut k) = (0u64, String::new(), 0u64);
     loop {

@@ -2,7 +2,7 @@
 //! recordings directory (episodes, replayed here from their ttyrec into screens), and the
 //! label bank with the served reward model (the label table).
 
-use oni_actor::record::ttyrec::{read_frames, Terminal};
+use oni_actor::record::ttyrec::{read_frames_until_damage, Terminal};
 use oni_actor::record::{StepLine, Summary};
 use oni_annotator::{Label, LabelRecord};
 use oni_reward_model::RewardModel;
@@ -95,19 +95,16 @@ pub struct ScreenRows {
 }
 
 fn rows_of(screen: &oni_env::Screen) -> ScreenRows {
-    let mut text = Vec::with_capacity(screen.rows);
-    let mut colours = Vec::with_capacity(screen.rows);
-    for r in 0..screen.rows {
-        let cells = r * screen.cols..(r + 1) * screen.cols;
-        text.push(
-            screen.chars[cells.clone()]
-                .iter()
-                .map(|&b| if (32..127).contains(&b) { b as char } else { ' ' })
-                .collect::<String>(),
-        );
-        colours.push(screen.colors[cells].iter().map(|&c| char::from_digit((c & 15) as u32, 16).unwrap()).collect());
+    let row = |r: usize| (0..screen.cols).map(move |c| screen.cell(r, c));
+    ScreenRows {
+        // what is not printable ASCII is drawn as a blank
+        text: (0..screen.rows)
+            .map(|r| row(r).map(|(ch, _)| if ch < 127 { ch as char } else { ' ' }).collect())
+            .collect(),
+        colours: (0..screen.rows)
+            .map(|r| row(r).map(|(_, colour)| char::from_digit(colour as u32, 16).expect("0-15")).collect())
+            .collect(),
     }
-    ScreenRows { text, colours }
 }
 
 /// One recording, or a slice of its frames: its summary, its step lines, the screens
@@ -164,13 +161,10 @@ pub fn episode(dir: &Path, name: &str, from: usize, count: usize) -> Result<Epis
     if summary.ttyrec {
         match std::fs::read(stem(dir, &format!("{name}.ttyrec"))) {
             Ok(bytes) => {
-                let read = match read_frames(&bytes) {
-                    Ok(f) => f,
-                    Err(e) => {
-                        notes.push(format!("ttyrec: {e}; the frames before it are shown"));
-                        good_prefix(&bytes)
-                    }
-                };
+                let (read, damage) = read_frames_until_damage(&bytes);
+                if let Some(e) = damage {
+                    notes.push(format!("ttyrec: {e}; the frames before it are shown"));
+                }
                 frames_total = read.len();
                 let mut term = Terminal::new(ROWS, COLS);
                 for (k, f) in read.iter().enumerate().take(from.saturating_add(count)) {
@@ -184,20 +178,6 @@ pub fn episode(dir: &Path, name: &str, from: usize, count: usize) -> Result<Epis
         }
     }
     Ok(Episode { name: name.to_string(), summary, steps, frames_total, from, frames, notes })
-}
-
-/// The whole frames before the first damage of a ttyrec.
-fn good_prefix(bytes: &[u8]) -> Vec<oni_actor::record::ttyrec::Frame> {
-    let mut end = 0;
-    let header = oni_actor::record::ttyrec::HEADER;
-    while let Some(h) = bytes.get(end..end + header) {
-        let len = u32::from_le_bytes(h[8..12].try_into().expect("4 bytes")) as usize;
-        if len > oni_actor::record::ttyrec::MAX_FRAME || end + header + len > bytes.len() {
-            break;
-        }
-        end += header + len;
-    }
-    read_frames(&bytes[..end]).unwrap_or_default()
 }
 
 /// How often the agents met each caption and what its steps were paid, over the run (the

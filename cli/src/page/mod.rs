@@ -59,6 +59,27 @@ pub struct Sources {
     pub token: Option<String>,
 }
 
+impl Sources {
+    /// What a run's page shows: its name, env, run directory and token from the config, with
+    /// what this process holds of recordings and labels.
+    pub fn of_run(
+        p: &crate::roles::Prepared,
+        recordings: Option<PathBuf>,
+        labels: Result<LabelSource, String>,
+        met: Arc<MetCounts>,
+    ) -> Self {
+        Sources {
+            name: p.cfg.name.clone(),
+            env: p.cfg.env.name.clone(),
+            run_dir: p.run_dir.clone(),
+            recordings,
+            labels,
+            met,
+            token: p.cfg.transport.token().map(str::to_string),
+        }
+    }
+}
+
 /// The served reward model's version and snapshot bytes, once there is one.
 pub type Served = Box<dyn Fn() -> Option<(u64, Arc<Vec<u8>>)> + Send + Sync>;
 
