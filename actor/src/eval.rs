@@ -15,7 +15,7 @@ use oni_inference::rollout::step_captions;
 use oni_policy::PolicyBackend;
 use oni_proto::tasks::{CancellationToken, TaskGroup};
 use oni_reward_model::pull::RewardSlot;
-use oni_reward_model::RewardModel;
+use oni_reward_model::{Decay, RewardModel};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -30,8 +30,8 @@ pub struct EvalPlan {
     pub loops: usize,
     /// Seed of the samplers.
     pub seed: u64,
-    /// The run's reward model and β of its count decay: the intrinsic return it pays.
-    pub reward: Option<(Arc<RewardModel>, f32)>,
+    /// The run's reward model and its count decays: the intrinsic return it pays.
+    pub reward: Option<(Arc<RewardModel>, Decay)>,
 }
 
 /// One finished episode.
@@ -122,7 +122,7 @@ pub async fn evaluate<B: PolicyBackend>(
             acting,
             greedy: plan.greedy,
             loop_index: index,
-            beta: plan.reward.as_ref().map(|(_, beta)| *beta),
+            decay: plan.reward.as_ref().map(|(_, d)| *d),
             slot: slot.clone(),
             tally: tally.clone(),
             halt: halt.clone(),
@@ -162,7 +162,7 @@ struct EvalSource<B: PolicyBackend> {
     acting: Acting<B>,
     greedy: bool,
     loop_index: usize,
-    beta: Option<f32>,
+    decay: Option<Decay>,
     slot: Arc<RewardSlot>,
     tally: Arc<Mutex<Tally>>,
     halt: CancellationToken,
@@ -181,7 +181,7 @@ impl<B: PolicyBackend> ActionSource for EvalSource<B> {
         EvalGroup {
             offset,
             hidden: vec![0.0; size * self.acting.hidden_size()],
-            rewarder: self.beta.map(|beta| Rewarder::new(self.slot.clone(), beta, size)),
+            rewarder: self.decay.map(|d| Rewarder::new(self.slot.clone(), d, size)),
         }
     }
 

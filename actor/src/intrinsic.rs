@@ -1,18 +1,18 @@
 //! The intrinsic reward on the actor: a task pulls reward-model snapshots from the
 //! annotator (`oni_reward_model::pull`), and the stepping thread rewards each step with
-//! `r_int(m) · N_ep(m)^(−β)` (`oni_reward_model::decay`). The learner adds `α_int` times
+//! `r_int(m) · N_ep(m)^(−β) · (1 + E(m))^(−γ)` (`oni_reward_model::decay`). The learner adds `α_int` times
 //! this to `α_ext · clip(r_ext)`.
 
 pub use oni_reward_model::pull::{accept, pull_reward_models, RewardSlot};
-use oni_reward_model::{normalise, CachedRewards, EpisodeCounts};
+use oni_reward_model::{normalise, CachedRewards, Decay, EpisodeCounts, RunCounts};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IntrinsicConfig {
-    /// β of the count decay `N_ep(m)^(−β)`.
-    pub beta: f32,
+    /// β of the count decay `N_ep(m)^(−β)` and γ of the run-level one `(1 + E(m))^(−γ)`.
+    pub decay: Decay,
     /// How often to ask the annotator for a newer reward model.
     pub pull_ms: u64,
 }
@@ -106,8 +106,9 @@ pub fn take_ledger() -> Ledger {
 /// Rewards the steps of one group of envs; lives on the stepping thread.
 pub struct Rewarder {
     rewards: CachedRewards,
-    beta: f32,
+    decay: Decay,
     counts: Vec<EpisodeCounts>,
+    run_counts: RunCounts,
     episode_sum: Vec<f32>,
     window: (u64, u64, f64),
     ledger: Ledger,
@@ -125,11 +126,12 @@ pub struct Paid {
 }
 
 impl Rewarder {
-    pub fn new(slot: Arc<RewardSlot>, beta: f32, envs: usize) -> Self {
+    pub fn new(slot: Arc<RewardSlot>, decay: Decay, envs: usize) -> Self {
         Rewarder {
             rewards: CachedRewards::new(slot),
-            beta,
+            decay,
             counts: vec![EpisodeCounts::default(); envs],
+            run_counts: RunCounts::default(),
             episode_sum: vec![0.0; envs],
             window: (0, 0, 0.0),
             ledger: Ledger::default(),
@@ -154,9 +156,9 @@ impl Rewarder {
         })
     }
 
-    /// `r_int(m) · N_ep(m)^(−β)` for each env's caption of this step, with the decay
-    /// factors `N_ep(m)^(−β)` themselves; episodes that ended here (`dones`) return their
-    /// intrinsic sum in `finished` (else 0) and restart their counts.
+    /// `r_int(m) · N_ep(m)^(−β) · (1 + E(m))^(−γ)` for each env's caption of this step, with
+    /// the decay factors themselves; episodes that ended here (`dones`) return their
+    /// intrinsic sum in `finished` (else 0), count towards `E`, and restart their counts.
     pub fn step(&mut self, captions: &[String], dones: &[bool]) -> StepRewards {
         self.rewards.refresh();
         let keys: Vec<Option<String>> = captions.iter().map(|c| normalise(c)).collect();
@@ -165,7 +167,9 @@ impl Rewarder {
         let mut decays = Vec::with_capacity(captions.len());
         let mut finished = vec![0.0; captions.len()];
         for (i, key) in keys.iter().enumerate() {
-            let decay = key.as_ref().map_or(0.0, |k| self.counts[i].observe(k, self.beta));
+            let Decay { beta, run_gamma } = self.decay;
+            let decay =
+                key.as_ref().map_or(0.0, |k| self.counts[i].observe(k, beta) * self.run_counts.factor(k, run_gamma));
             let r = key.as_ref().map_or(0.0, |k| self.rewards.get(k) * decay);
             if let Some(k) = key {
                 self.ledger.captioned += 1;
@@ -177,11 +181,18 @@ impl Rewarder {
             decays.push(decay);
             if dones[i] {
                 finished[i] = std::mem::take(&mut self.episode_sum[i]);
-                self.counts[i].reset();
             }
             self.window.0 += 1;
             self.window.1 += (r > 0.0) as u64;
             self.window.2 += r as f64;
+        }
+        // after every env's reward, so an episode ending here does not lower the reward of an
+        // env stepped after it in the same step
+        for (i, _) in dones.iter().enumerate().filter(|(_, &d)| d) {
+            if self.decay.run_gamma != 0.0 {
+                self.run_counts.episode_ended(&self.counts[i]);
+            }
+            self.counts[i].reset();
         }
         if self.window.0 >= GAUGE_EVERY {
             let (n, pos, sum) = std::mem::take(&mut self.window);
@@ -239,7 +250,7 @@ mod tests {
     fn count_decay_and_episode_sums_against_hand_worked_values() {
         let slot = Arc::new(RewardSlot::default());
         accept("actor", &slot, &model(1, &[KEY], &[NEWT]), 1);
-        let mut rw = Rewarder::new(slot, 3.0, 2);
+        let mut rw = Rewarder::new(slot, Decay { beta: 3.0, run_gamma: 0.0 }, 2);
         let caps = |a: &str, b: &str| vec![a.to_string(), b.to_string()];
         // env 0 sees the key message three times, env 1 sees it once among other messages
         let s = rw.step(&caps(KEY, NEWT), &[false, false]);
@@ -260,10 +271,32 @@ mod tests {
     }
 
     #[test]
+    fn the_run_decay_pays_a_message_less_in_each_later_episode_that_meets_it() {
+        let slot = Arc::new(RewardSlot::default());
+        accept("actor", &slot, &model(1, &[KEY], &[NEWT]), 1);
+        let mut rw = Rewarder::new(slot, Decay { beta: 3.0, run_gamma: 1.0 }, 2);
+        let caps = |a: &str, b: &str| vec![a.to_string(), b.to_string()];
+        // both envs' first episodes pay the key in full; env 0's ends, env 1's goes on
+        let s = rw.step(&caps(KEY, KEY), &[true, false]);
+        assert_eq!(s.rewards, vec![1.0, 1.0]);
+        // env 0's second episode: one earlier episode met the key, (1 + 1)^-1
+        let s = rw.step(&caps(KEY, NEWT), &[false, false]);
+        assert_eq!((s.rewards, s.decays), (vec![0.5, 0.0], vec![0.5, 1.0]));
+        // within an episode the per-episode decay still applies on top: 1/8 · 1/2
+        let s = rw.step(&caps(KEY, NEWT), &[true, true]);
+        assert_eq!(s.rewards[0], 0.0625);
+        assert!((s.finished[0] - 0.5625).abs() < 1e-6, "{}", s.finished[0]);
+        // three episodes have met the key now (env 0 twice, env 1 once), and one the newt
+        let s = rw.step(&caps(KEY, KEY), &[false, false]);
+        assert_eq!(s.rewards, vec![0.25, 0.25]);
+        assert_eq!(s.decays, vec![0.25, 0.25]);
+    }
+
+    #[test]
     fn the_ledger_books_what_was_paid_and_how_much_the_judge_had_seen() {
         let slot = Arc::new(RewardSlot::default());
         accept("actor", &slot, &model(1, &[KEY], &[NEWT]), 1);
-        let mut rw = Rewarder::new(slot, 3.0, 2);
+        let mut rw = Rewarder::new(slot, Decay { beta: 3.0, run_gamma: 0.0 }, 2);
         let caps = |a: &str, b: &str| vec![a.to_string(), b.to_string()];
         rw.step(&caps(KEY, NEWT), &[false, false]);
         rw.step(&caps(KEY, "It's a wall."), &[false, false]);
@@ -314,7 +347,7 @@ mod tests {
                 v
             })
         };
-        let mut rw = Rewarder::new(slot, 0.0, 2);
+        let mut rw = Rewarder::new(slot, Decay { beta: 0.0, run_gamma: 0.0 }, 2);
         let caps = vec![KEY.to_string(), NEWT.to_string()];
         let mut seen = HashSet::new();
         // the swapper may be scheduled late on a busy machine: keep stepping until it has swapped

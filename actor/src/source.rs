@@ -19,6 +19,7 @@ use oni_policy::{PolicyBackend, PolicyConfig};
 use oni_proto::tasks::CancellationToken;
 use oni_proto::v1::{GroupHello, Rollout};
 use oni_proto::TransportConfig;
+use oni_reward_model::Decay;
 use rand::Rng;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -60,8 +61,8 @@ pub(crate) struct Common {
     run: Arc<RunIds>,
     captions: Option<mpsc::Sender<Vec<String>>>,
     reward_slot: Arc<RewardSlot>,
-    /// β of the count decay when steps get an intrinsic reward.
-    intrinsic_beta: Option<f32>,
+    /// The count decays when steps get an intrinsic reward.
+    intrinsic_decay: Option<Decay>,
     rollout_len: usize,
     counters: Arc<ActorCounters>,
     /// The actor's tasks are stopping (a stop, or one of them failed).
@@ -83,7 +84,7 @@ impl Common {
             run,
             captions,
             reward_slot,
-            intrinsic_beta: setup.intrinsic.as_ref().map(|ic| ic.beta),
+            intrinsic_decay: setup.intrinsic.as_ref().map(|ic| ic.decay),
             rollout_len: setup.rollout_len,
             counters,
             halt,
@@ -95,7 +96,7 @@ impl Common {
     }
 
     fn rewarder(&self, size: usize) -> Option<Rewarder> {
-        self.intrinsic_beta.map(|beta| Rewarder::new(self.reward_slot.clone(), beta, size))
+        self.intrinsic_decay.map(|decay| Rewarder::new(self.reward_slot.clone(), decay, size))
     }
 
     /// Sends captions to the annotator without ever waiting: a full hand-over queue drops

@@ -110,7 +110,7 @@ impl Default for Config {
     }
 }
 
-/// r = α_ext · clip(r_ext, ±clip) + α_int · r_int(m) · N_ep(m)^(−β).
+/// r = α_ext · clip(r_ext, ±clip) + α_int · r_int(m) · N_ep(m)^(−β) · (1 + E(m))^(−γ).
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RewardConfig {
@@ -124,19 +124,37 @@ pub struct RewardConfig {
     #[serde(with = "oni_proto::off::none")]
     #[schemars(schema_with = "oni_reward_model::kind::schema_or_none")]
     pub kind: Option<Kind>,
-    /// β of the per-episode count decay.
+    /// β of the per-episode count decay `N_ep(m)^(−β)`: a message's reward falls with the
+    /// times the current episode met it.
     pub beta: f32,
+    /// γ of the run-level decay `(1 + E(m))^(−γ)`, `E(m)` the earlier episodes (of the same
+    /// actor thread) that met the message. 0 (the default, ONI's reward) turns it off. Above
+    /// 0, a message met in every episode pays less in each: a wrong "helpful" on such a
+    /// message (hunger on NetHack) cannot be collected anew every episode.
+    pub run_gamma: f32,
     /// How often actors pull a newer reward model from the annotator.
     pub pull_ms: u64,
 }
 
 impl Default for RewardConfig {
     fn default() -> Self {
-        RewardConfig { extrinsic_coef: 1.0, intrinsic_coef: 0.0, clip: 10.0, kind: None, beta: 3.0, pull_ms: 2000 }
+        RewardConfig {
+            extrinsic_coef: 1.0,
+            intrinsic_coef: 0.0,
+            clip: 10.0,
+            kind: None,
+            beta: 3.0,
+            run_gamma: 0.0,
+            pull_ms: 2000,
+        }
     }
 }
 
 impl RewardConfig {
+    pub fn decay(&self) -> oni_reward_model::Decay {
+        oni_reward_model::Decay { beta: self.beta, run_gamma: self.run_gamma }
+    }
+
     pub fn mix(&self) -> RewardMix {
         RewardMix { extrinsic_coef: self.extrinsic_coef, intrinsic_coef: self.intrinsic_coef, clip: self.clip }
     }
@@ -277,12 +295,15 @@ pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Config> {
 
 fn validate(cfg: &Config) -> Result<()> {
     let l = &cfg.learner;
-    let checks: [(&str, bool); 5] = [
+    let decay_ok = |x: f32| x.is_finite() && x >= 0.0;
+    let checks: [(&str, bool); 7] = [
         ("learner.batch_rollouts", l.batch_rollouts >= 1),
         ("learner.rollout_len", l.rollout_len >= 1),
         ("learner.gamma", (0.0..=1.0).contains(&l.gamma)),
         ("learner.learning_rate", l.learning_rate > 0.0),
         ("actor.num_envs", cfg.actor.num_envs >= 1),
+        ("reward.beta", decay_ok(cfg.reward.beta)),
+        ("reward.run_gamma", decay_ok(cfg.reward.run_gamma)),
     ];
     for (key, ok) in checks {
         if !ok {
@@ -445,6 +466,10 @@ mod tests {
         assert!(e.contains("learner.batch_rollouts"), "{e}");
         let e = load(None, &["env.name=nope".into()]).unwrap_err().to_string();
         assert!(e.contains("env.name") && e.contains("nope"), "{e}");
+        for set in ["reward.run_gamma=-0.5", "reward.beta=-1", "reward.run_gamma=nan"] {
+            let e = load(None, &[set.into()]).unwrap_err().to_string();
+            assert!(e.contains(set.split('=').next().unwrap()), "{set}: {e}");
+        }
         let e = load(Some(Path::new("/no/such/file.toml")), &[]).unwrap_err().to_string();
         assert!(e.contains("/no/such/file.toml"), "{e}");
     }

@@ -149,7 +149,7 @@ pub async fn eval(a: EvalArgs) -> Result<()> {
         greedy: a.greedy,
         loops,
         seed: cfg.env.seed,
-        reward: reward.as_ref().map(|r| (r.model.clone(), cfg.reward.beta)),
+        reward: reward.as_ref().map(|r| (r.model.clone(), cfg.reward.decay())),
     };
     let stop = CancellationToken::new();
     let on_signal = stop.clone();
@@ -293,8 +293,8 @@ impl Report<'_> {
         if let Some(r) = self.reward {
             let _ = writeln!(
                 t,
-                "intrinsic return: the run's reward model v{} (β {}), without α_int",
-                r.version, self.cfg.reward.beta
+                "intrinsic return: the run's reward model v{} (β {}, γ {}), without α_int",
+                r.version, self.cfg.reward.beta, self.cfg.reward.run_gamma
             );
         }
         let cols = self.columns();

@@ -178,7 +178,7 @@ pub fn spawn_actor(
         intrinsic: cfg
             .reward
             .kind
-            .map(|_| oni_actor::intrinsic::IntrinsicConfig { beta: cfg.reward.beta, pull_ms: cfg.reward.pull_ms }),
+            .map(|_| oni_actor::intrinsic::IntrinsicConfig { decay: cfg.reward.decay(), pull_ms: cfg.reward.pull_ms }),
         record,
     };
     group.spawn(format!("actor {index}"), move |stop| async move {

@@ -27,7 +27,7 @@ pub mod train;
 
 pub use cached::CachedRewards;
 pub use caption::normalise;
-pub use decay::EpisodeCounts;
+pub use decay::{Decay, EpisodeCounts, RunCounts};
 pub use kind::Kind;
 pub use model::RewardModel;
 pub use snapshot::{Snapshot, SnapshotError};
