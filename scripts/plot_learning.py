@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Plots columns of the curves that `oni bench learning` writes against env steps, one panel
 per column, one line per variant (mean over seeds, band = min..max).
-Usage: plot_learning.py RESULTS.json OUT.png [COLUMN,COLUMN...]   (default: success_rate)
+Usage: plot_learning.py RESULTS.json[,RESULTS.json...] OUT.png [COLUMN,COLUMN...]   (default: success_rate)
 RESULTS.json is the table `oni bench learning` writes; its curves are the CSV beside it with
-the same stem. A results file without its provenance (commit, command, presets, seeds,
+the same stem. Several tables (a baseline from another call, say) are drawn in one figure;
+each must carry its own provenance. A results file without its provenance (commit, command, presets, seeds,
 budget, judge, bank) is refused: a plot nobody can trace back to a run is not a result."""
 import csv
 import json
@@ -45,8 +46,8 @@ def checked(results_path):
     return curves
 
 
-def main(results_path, dst, columns):
-    src = checked(results_path)
+def main(results_paths, dst, columns):
+    sources = [checked(p) for p in results_paths.split(",")]
     import matplotlib
 
     matplotlib.use("Agg")
@@ -54,14 +55,15 @@ def main(results_path, dst, columns):
     import numpy as np
 
     curves = {c: defaultdict(lambda: defaultdict(list)) for c in columns}
-    with open(src) as f:
-        for row in csv.DictReader(f):
-            # means over the last 100 episodes say little before there are 100
-            if int(row["episodes"]) < 100:
-                continue
-            for c in columns:
-                if row.get(c):
-                    curves[c][row["variant"]][row["seed"]].append((int(row["env_steps"]), float(row[c])))
+    for src in sources:
+        with open(src) as f:
+            for row in csv.DictReader(f):
+                # means over the last 100 episodes say little before there are 100
+                if int(row["episodes"]) < 100:
+                    continue
+                for c in columns:
+                    if row.get(c):
+                        curves[c][row["variant"]][row["seed"]].append((int(row["env_steps"]), float(row[c])))
     fig, axes = plt.subplots(1, len(columns), figsize=(7 * len(columns), 4.2), dpi=120, squeeze=False)
     # one colour per variant in every panel, though some panels lack a variant
     variants = sorted({v for c in columns for v in curves[c]})
