@@ -166,8 +166,8 @@ impl Rewarder {
         let mut rewards = Vec::with_capacity(captions.len());
         let mut decays = Vec::with_capacity(captions.len());
         let mut finished = vec![0.0; captions.len()];
+        let Decay { beta, run_gamma } = self.decay;
         for (i, key) in keys.iter().enumerate() {
-            let Decay { beta, run_gamma } = self.decay;
             let decay =
                 key.as_ref().map_or(0.0, |k| self.counts[i].observe(k, beta) * self.run_counts.factor(k, run_gamma));
             let r = key.as_ref().map_or(0.0, |k| self.rewards.get(k) * decay);
@@ -189,7 +189,7 @@ impl Rewarder {
         // after every env's reward, so an episode ending here does not lower the reward of an
         // env stepped after it in the same step
         for (i, _) in dones.iter().enumerate().filter(|(_, &d)| d) {
-            if self.decay.run_gamma != 0.0 {
+            if run_gamma != 0.0 {
                 self.run_counts.episode_ended(&self.counts[i]);
             }
             self.counts[i].reset();
@@ -233,6 +233,17 @@ mod tests {
     const KEY: &str = "You see here a brass key.";
     const NEWT: &str = "You hit the newt.";
 
+    /// A rewarder for two envs under a model that pays exactly KEY.
+    fn key_rewarder(beta: f32, run_gamma: f32) -> Rewarder {
+        let slot = Arc::new(RewardSlot::default());
+        accept("actor", &slot, &model(1, &[KEY], &[NEWT]), 1);
+        Rewarder::new(slot, Decay { beta, run_gamma }, 2)
+    }
+
+    fn caps(a: &str, b: &str) -> Vec<String> {
+        vec![a.to_string(), b.to_string()]
+    }
+
     #[test]
     fn a_damaged_snapshot_is_refused_and_the_previous_model_kept() {
         let slot = RewardSlot::default();
@@ -248,10 +259,7 @@ mod tests {
 
     #[test]
     fn count_decay_and_episode_sums_against_hand_worked_values() {
-        let slot = Arc::new(RewardSlot::default());
-        accept("actor", &slot, &model(1, &[KEY], &[NEWT]), 1);
-        let mut rw = Rewarder::new(slot, Decay { beta: 3.0, run_gamma: 0.0 }, 2);
-        let caps = |a: &str, b: &str| vec![a.to_string(), b.to_string()];
+        let mut rw = key_rewarder(3.0, 0.0);
         // env 0 sees the key message three times, env 1 sees it once among other messages
         let s = rw.step(&caps(KEY, NEWT), &[false, false]);
         assert_eq!((s.rewards, s.decays, s.finished), (vec![1.0, 0.0], vec![1.0, 1.0], vec![0.0, 0.0]));
@@ -272,10 +280,7 @@ mod tests {
 
     #[test]
     fn the_run_decay_pays_a_message_less_in_each_later_episode_that_meets_it() {
-        let slot = Arc::new(RewardSlot::default());
-        accept("actor", &slot, &model(1, &[KEY], &[NEWT]), 1);
-        let mut rw = Rewarder::new(slot, Decay { beta: 3.0, run_gamma: 1.0 }, 2);
-        let caps = |a: &str, b: &str| vec![a.to_string(), b.to_string()];
+        let mut rw = key_rewarder(3.0, 1.0);
         // both envs' first episodes pay the key in full; env 0's ends, env 1's goes on
         let s = rw.step(&caps(KEY, KEY), &[true, false]);
         assert_eq!(s.rewards, vec![1.0, 1.0]);
@@ -294,10 +299,7 @@ mod tests {
 
     #[test]
     fn the_ledger_books_what_was_paid_and_how_much_the_judge_had_seen() {
-        let slot = Arc::new(RewardSlot::default());
-        accept("actor", &slot, &model(1, &[KEY], &[NEWT]), 1);
-        let mut rw = Rewarder::new(slot, Decay { beta: 3.0, run_gamma: 0.0 }, 2);
-        let caps = |a: &str, b: &str| vec![a.to_string(), b.to_string()];
+        let mut rw = key_rewarder(3.0, 0.0);
         rw.step(&caps(KEY, NEWT), &[false, false]);
         rw.step(&caps(KEY, "It's a wall."), &[false, false]);
         rw.step(&caps("", KEY), &[false, false]);
